@@ -1,0 +1,120 @@
+// Command ledger is the session ledger: one binary that serves the API
+// (`ledger serve`) and maintains its projection (`ledger rebuild`). Every
+// flag can also be set through a LEDGER_* environment variable.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/command"
+)
+
+type logFlags struct {
+	DataDir        string `name:"data-dir" default:"./data" env:"LEDGER_DATA_DIR" help:"Directory for the embedded JetStream store (nats/) and the Pebble projection (projection/)."`
+	NATSURL        string `name:"nats-url" env:"LEDGER_NATS_URL" help:"Use an external NATS/JetStream (comma-separated URLs) instead of the embedded server. The cluster must run with sync_interval: always."`
+	NATSListen     string `name:"nats-listen" env:"LEDGER_NATS_LISTEN" placeholder:"HOST:PORT" help:"Let other processes (replicas, the nats CLI) connect to the embedded NATS server at this address. Off by default."`
+	NATSNoSync     bool   `name:"nats-no-sync" env:"LEDGER_NATS_NO_SYNC" help:"Embedded server only: do not fsync every write before acknowledging it. Faster, but a power cut can lose acknowledged events (e.g. a logout)."`
+	Stream         string `name:"stream" default:"LEDGER" env:"LEDGER_STREAM" help:"JetStream stream name."`
+	StreamReplicas int    `name:"stream-replicas" default:"1" env:"LEDGER_STREAM_REPLICAS" help:"Replicas when the stream is created (3 on a cluster)."`
+}
+
+func (f logFlags) config() LogConfig {
+	return LogConfig{DataDir: f.DataDir, NATSURL: f.NATSURL, NATSListen: f.NATSListen, NoSync: f.NATSNoSync, Stream: f.Stream, StreamReplicas: f.StreamReplicas}
+}
+
+type outputFlags struct {
+	LogLevel  string `name:"log-level" default:"info" enum:"debug,info,warn,error" env:"LEDGER_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	LogFormat string `name:"log-format" default:"text" enum:"text,json" env:"LEDGER_LOG_FORMAT" help:"Log format: text or json."`
+}
+
+func (f outputFlags) logger() *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(f.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if f.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+type serveCmd struct {
+	logFlags
+	outputFlags
+	HTTP               string        `name:"http" default:"127.0.0.1:8080" env:"LEDGER_HTTP" help:"HTTP listen address."`
+	UseGranularity     time.Duration `name:"use-granularity" default:"1h" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
+	UseQueue           int           `name:"use-queue" default:"65536" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
+	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"8760h" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
+	MaxSession         time.Duration `name:"max-session" default:"24h" env:"LEDGER_MAX_SESSION" help:"Max session lifetime without keep_logged_in."`
+	MaxMFAKeepLoggedIn time.Duration `name:"max-mfa-keep-logged-in" default:"720h" env:"LEDGER_MAX_MFA_KEEP_LOGGED_IN" help:"Max lifetime of a 2FA session with keep_logged_in (30 days)."`
+	MaxMFASession      time.Duration `name:"max-mfa-session" default:"24h" env:"LEDGER_MAX_MFA_SESSION" help:"Max lifetime of a 2FA session without keep_logged_in."`
+	IdleWindow         time.Duration `name:"idle-window" default:"720h" env:"LEDGER_IDLE_WINDOW" help:"A session unused this long expires (30 days)."`
+	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"15s" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
+}
+
+func (c *serveCmd) Run() error {
+	log := c.logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	svc, err := StartService(ctx, ServiceConfig{
+		LogConfig: c.config(),
+		HTTPAddr:  c.HTTP,
+		Policy: domain.Policy{
+			MaxKeepLoggedIn: c.MaxKeepLoggedIn, MaxSession: c.MaxSession,
+			MaxMFAKeepLoggedIn: c.MaxMFAKeepLoggedIn, MaxMFASession: c.MaxMFASession,
+			IdleWindow: c.IdleWindow,
+		},
+		UseGranularity: c.UseGranularity,
+		UseQueueSize:   c.UseQueue,
+		PasswordParams: command.OWASPParams,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-svc.ServeErr():
+		log.Error("http server stopped", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	return svc.Close(sctx)
+}
+
+type rebuildCmd struct {
+	logFlags
+	outputFlags
+}
+
+func (c *rebuildCmd) Run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return rebuild(ctx, c.config(), os.Stderr, c.logger())
+}
+
+type cli struct {
+	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
+	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
+}
+
+func main() {
+	var c cli
+	k := kong.Parse(&c,
+		kong.Name("ledger"),
+		kong.Description("Session ledger: an event-sourced session authority on NATS JetStream and Pebble."),
+		kong.UsageOnError(),
+	)
+	if err := k.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ledger:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,149 @@
+package domain
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// EventType names a fact in the log. The catalogue, with examples, is in
+// docs/events.md; keep the two in step.
+type EventType string
+
+const (
+	EventEmailClaimed         EventType = "email_claimed"
+	EventUserRegistered       EventType = "user_registered"
+	EventSessionStarted       EventType = "session_started"
+	EventSessionUsed          EventType = "session_used"
+	EventSessionLoggedOut     EventType = "session_logged_out"
+	EventOtherSessionsRevoked EventType = "other_sessions_revoked"
+	EventSessionTerminated    EventType = "session_terminated"
+	EventLoginFailed          EventType = "login_failed"
+)
+
+// SchemaVersion is written into every event. A reader refuses events from a
+// newer schema instead of folding them wrongly.
+const SchemaVersion = 1
+
+func (t EventType) known() bool {
+	switch t {
+	case EventEmailClaimed, EventUserRegistered, EventSessionStarted, EventSessionUsed,
+		EventSessionLoggedOut, EventOtherSessionsRevoked, EventSessionTerminated, EventLoginFailed:
+		return true
+	}
+	return false
+}
+
+// Event is the envelope every fact travels in. ID is assigned by whoever
+// appends the event (it doubles as the de-duplication key), Time is the
+// instant the fact happened as seen by the deciding instance.
+type Event struct {
+	Type          EventType       `json:"type"`
+	ID            string          `json:"event_id"`
+	UserID        string          `json:"user_id,omitempty"`
+	SessionID     string          `json:"session_id,omitempty"`
+	Time          time.Time       `json:"time"`
+	SchemaVersion int             `json:"schema_version"`
+	Payload       json.RawMessage `json:"payload"`
+}
+
+// Payloads, one per event type. Field names are part of the documented
+// schema: renaming one is a schema version bump.
+type (
+	EmailClaimed struct {
+		EmailHash string `json:"email_hash"`
+	}
+	UserRegistered struct {
+		Email        string `json:"email"`
+		PasswordHash string `json:"password_hash"`
+	}
+	SessionStarted struct {
+		Method            string    `json:"method"`
+		KeepLoggedIn      bool      `json:"keep_logged_in"`
+		MFA               bool      `json:"mfa"`
+		MaxExpiresAt      time.Time `json:"max_expires_at"`
+		IdleWindowSeconds int64     `json:"idle_window_seconds"`
+		TokenHash         string    `json:"token_hash"`
+	}
+	SessionUsed          struct{}
+	SessionLoggedOut     struct{}
+	OtherSessionsRevoked struct {
+		KeptSessionID string `json:"kept_session_id"`
+	}
+	SessionTerminated struct {
+		BySessionID string `json:"by_session_id,omitempty"`
+	}
+	LoginFailed struct {
+		Reason    string `json:"reason"`
+		EmailHash string `json:"email_hash"`
+	}
+)
+
+// Login failure reasons recorded in login_failed.
+const (
+	LoginFailedUnknownEmail  = "unknown_email"
+	LoginFailedWrongPassword = "wrong_password"
+)
+
+func newEvent(t EventType, userID, sessionID string, at time.Time, payload any) Event {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		// Payloads are plain structs of strings, bools and times.
+		panic(fmt.Sprintf("domain: marshal %s payload: %v", t, err))
+	}
+	return Event{Type: t, UserID: userID, SessionID: sessionID, Time: at.UTC(), SchemaVersion: SchemaVersion, Payload: raw}
+}
+
+// ClaimEmail is the first write of a signup: it reserves a normalized email
+// for a user id on the email's own subject, appended only if that subject is
+// empty.
+func ClaimEmail(userID, normalizedEmail string, at time.Time) Event {
+	return newEvent(EventEmailClaimed, userID, "", at, EmailClaimed{EmailHash: EmailHash(normalizedEmail)})
+}
+
+// SessionUse records that a session's token was presented at an instant.
+func SessionUse(userID, sessionID string, at time.Time) Event {
+	return newEvent(EventSessionUsed, userID, sessionID, at, SessionUsed{})
+}
+
+// FailedLogin records a rejected login. userID is empty when the email is
+// unknown; the password is never part of it.
+func FailedLogin(userID, normalizedEmail, reason string, at time.Time) Event {
+	return newEvent(EventLoginFailed, userID, "", at, LoginFailed{Reason: reason, EmailHash: EmailHash(normalizedEmail)})
+}
+
+// Encode is the JSON stored in the log.
+func (e Event) Encode() ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s event: %w", e.Type, err)
+	}
+	return b, nil
+}
+
+// DecodeEvent parses and checks an envelope from the log.
+func DecodeEvent(data []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, fmt.Errorf("decode event: %w", err)
+	}
+	if !e.Type.known() {
+		return e, fmt.Errorf("%w %q", ErrUnknownEvent, e.Type)
+	}
+	if e.SchemaVersion < 1 || e.SchemaVersion > SchemaVersion {
+		return e, fmt.Errorf("event %s: unsupported schema version %d", e.ID, e.SchemaVersion)
+	}
+	if e.Time.IsZero() {
+		return e, fmt.Errorf("event %s: missing time", e.ID)
+	}
+	return e, nil
+}
+
+// DecodePayload unmarshals the payload into the struct for its type.
+func DecodePayload[P any](e Event) (P, error) {
+	var p P
+	if err := json.Unmarshal(e.Payload, &p); err != nil {
+		return p, fmt.Errorf("event %s (%s): payload: %w", e.ID, e.Type, err)
+	}
+	return p, nil
+}

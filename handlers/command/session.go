@@ -1,0 +1,148 @@
+package command
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// Deps are what every command handler needs.
+type Deps struct {
+	Users  *Users
+	Log    eventLog
+	Hasher passwordHasher
+	Creds  credentialReader
+	Policy domain.Policy
+	Now    func() time.Time
+	NewID  func() string // event and user ids
+	Rand   io.Reader     // token randomness; crypto/rand when nil
+}
+
+type (
+	passwordHasher interface {
+		Hash(password string) (string, error)
+		Verify(password, hash string) (bool, error)
+		Burn(password string)
+	}
+	credentialReader interface {
+		Credentials(normalizedEmail string) (userID, passwordHash string, err error)
+	}
+)
+
+func (d Deps) rand() io.Reader {
+	if d.Rand != nil {
+		return d.Rand
+	}
+	return rand.Reader
+}
+
+// Issued is a new session as handed to the client: the only moment the raw
+// token exists outside the client.
+type Issued struct {
+	Token     string
+	UserID    string
+	SessionID string
+	ExpiresIn time.Duration // to the max deadline
+	Seq       uint64        // stream sequence of the session_started event
+}
+
+// Credentials are what signup and login take.
+type Credentials struct {
+	Email        string
+	Password     string
+	KeepLoggedIn bool
+}
+
+// newSession draws a token and decides the session_started event.
+func (d Deps) newSession(u *domain.User, keepLoggedIn bool, at time.Time) (domain.Event, Issued, error) {
+	raw, sid, hash, err := domain.NewToken(d.rand())
+	if err != nil {
+		return domain.Event{}, Issued{}, err
+	}
+	e := u.StartSession(sid, hash, "password", keepLoggedIn, false, at, d.Policy)
+	return e, Issued{Token: raw, UserID: u.ID(), SessionID: sid, ExpiresIn: d.Policy.MaxLifetime(keepLoggedIn, false)}, nil
+}
+
+// SessionRef names the authenticated caller: the session whose bearer token
+// came with the request.
+type SessionRef struct {
+	UserID    string
+	SessionID string
+}
+
+// LogoutHandler revokes the caller's session.
+type LogoutHandler struct{ Deps }
+
+func (h LogoutHandler) Handle(ctx context.Context, caller SessionRef) (uint64, error) {
+	return h.Users.Update(ctx, caller.UserID, func(u *domain.User) ([]domain.Event, error) {
+		if u == nil {
+			return nil, domain.ErrUserNotFound
+		}
+		e, err := u.Logout(caller.SessionID, h.Now())
+		if err != nil {
+			return nil, err
+		}
+		return []domain.Event{e}, nil
+	})
+}
+
+// LogoutOthersHandler revokes all the caller's other live sessions and
+// returns how many it revoked.
+type LogoutOthersHandler struct{ Deps }
+
+func (h LogoutOthersHandler) Handle(ctx context.Context, caller SessionRef) (revoked int, seq uint64, err error) {
+	seq, err = h.Users.Update(ctx, caller.UserID, func(u *domain.User) ([]domain.Event, error) {
+		if u == nil {
+			return nil, domain.ErrUserNotFound
+		}
+		e, n, ok, err := u.RevokeOthers(caller.SessionID, h.Now())
+		revoked = n
+		if err != nil || !ok {
+			return nil, err
+		}
+		return []domain.Event{e}, nil
+	})
+	return revoked, seq, err
+}
+
+// TerminateHandler ends one session of the caller's user by id.
+type TerminateHandler struct{ Deps }
+
+func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target string) (uint64, error) {
+	if !domain.IsSessionID(target) {
+		return 0, domain.ErrSessionNotFound
+	}
+	return h.Users.Update(ctx, caller.UserID, func(u *domain.User) ([]domain.Event, error) {
+		if u == nil {
+			return nil, domain.ErrUserNotFound
+		}
+		e, ok, err := u.Terminate(caller.SessionID, target, h.Now())
+		if err != nil || !ok {
+			return nil, err
+		}
+		return []domain.Event{e}, nil
+	})
+}
+
+// recordFailedLogin appends a login_failed fact. It decides nothing, so it
+// goes in at any version.
+func (d Deps) recordFailedLogin(ctx context.Context, userID, email, reason string) error {
+	e := domain.FailedLogin(userID, email, reason, d.Now())
+	e.ID = d.NewID()
+	subject := eventstore.AnonSubject
+	if userID != "" {
+		subject = eventstore.UserSubject(userID)
+	}
+	if _, err := d.Log.Append(ctx, subject, eventstore.AnyVersion(), e); err != nil {
+		return fmt.Errorf("record failed login: %w", err)
+	}
+	return nil
+}
+
+var errNoUser = errors.New("user vanished between lookup and update")

@@ -1,0 +1,126 @@
+package command
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// SignupHandler registers an account and logs it in.
+//
+// Email uniqueness must hold across every instance sharing the stream, so a
+// signup first claims the email on its own subject (appended only if the
+// subject is empty). Whoever loses the claim race learns the claimed user id
+// and competes for that user's first event, also appended only if empty:
+// exactly one user_registered per email can ever land, and a claim orphaned
+// by a crash is completed by the next signup for that email.
+type SignupHandler struct{ Deps }
+
+func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error) {
+	email, err := domain.NormalizeEmail(c.Email)
+	if err != nil {
+		return Issued{}, err
+	}
+	if err := domain.ValidatePassword(c.Password); err != nil {
+		return Issued{}, err
+	}
+	if _, _, err := h.Creds.Credentials(email); err == nil {
+		return Issued{}, domain.ErrEmailTaken
+	}
+	hash, err := h.Hasher.Hash(c.Password)
+	if err != nil {
+		return Issued{}, err
+	}
+	userID, err := h.claim(ctx, email)
+	if err != nil {
+		return Issued{}, err
+	}
+	var issued Issued
+	seq, err := h.Users.Update(ctx, userID, func(u *domain.User) ([]domain.Event, error) {
+		if u != nil {
+			return nil, domain.ErrEmailTaken
+		}
+		now := h.Now()
+		reg, err := domain.Register(userID, email, hash, now)
+		if err != nil {
+			return nil, err
+		}
+		started, is, err := h.newSession(domain.NewUser(userID, email, hash, nil), c.KeepLoggedIn, now)
+		issued = is
+		return []domain.Event{reg, started}, err
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	issued.Seq = seq
+	return issued, nil
+}
+
+func (h SignupHandler) claim(ctx context.Context, email string) (string, error) {
+	subject := eventstore.EmailSubject(domain.EmailHash(email))
+	userID := h.NewID()
+	e := domain.ClaimEmail(userID, email, h.Now())
+	e.ID = h.NewID()
+	_, err := h.Log.Append(ctx, subject, eventstore.AtVersion(0), e)
+	if err == nil {
+		return userID, nil
+	}
+	if !errors.Is(err, eventstore.ErrConflict) {
+		return "", err
+	}
+	claimed, _, err := h.Log.LastEvent(ctx, subject)
+	if err != nil {
+		return "", err
+	}
+	if claimed.Type != domain.EventEmailClaimed || claimed.UserID == "" {
+		return "", errors.New("email subject holds something other than a claim")
+	}
+	return claimed.UserID, nil
+}
+
+// LoginHandler checks a password and starts a session.
+type LoginHandler struct{ Deps }
+
+func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error) {
+	email, emailErr := domain.NormalizeEmail(c.Email)
+	if emailErr != nil {
+		email = c.Email
+	}
+	userID, hash, err := h.Creds.Credentials(email)
+	if emailErr != nil || errors.Is(err, domain.ErrUserNotFound) {
+		h.Hasher.Burn(c.Password)
+		if err := h.recordFailedLogin(ctx, "", email, domain.LoginFailedUnknownEmail); err != nil {
+			return Issued{}, err
+		}
+		return Issued{}, domain.ErrInvalidCredentials
+	}
+	if err != nil {
+		return Issued{}, err
+	}
+	ok, err := h.Hasher.Verify(c.Password, hash)
+	if err != nil {
+		return Issued{}, err
+	}
+	if !ok {
+		if err := h.recordFailedLogin(ctx, userID, email, domain.LoginFailedWrongPassword); err != nil {
+			return Issued{}, err
+		}
+		return Issued{}, domain.ErrInvalidCredentials
+	}
+	var issued Issued
+	seq, err := h.Users.Update(ctx, userID, func(u *domain.User) ([]domain.Event, error) {
+		if u == nil {
+			return nil, errNoUser
+		}
+		started, is, err := h.newSession(u, c.KeepLoggedIn, h.Now())
+		issued = is
+		return []domain.Event{started}, err
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	issued.Seq = seq
+	return issued, nil
+}

@@ -1,0 +1,390 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/command"
+	"github.com/sessionledger/ledger/handlers/query"
+)
+
+// Config is everything the API serves from.
+type Config struct {
+	Signup       command.SignupHandler
+	Login        command.LoginHandler
+	Logout       command.LogoutHandler
+	LogoutOthers command.LogoutOthersHandler
+	Terminate    command.TerminateHandler
+	Validate     query.ValidateHandler
+	Sessions     query.SessionsHandler
+
+	// Ready reports whether this instance can answer correctly: JetStream
+	// reachable and the projection caught up. Details go into the body.
+	Ready   func(ctx context.Context) (map[string]any, error)
+	Metrics http.Handler
+	Log     *slog.Logger
+	// Registerer receives the HTTP metrics.
+	Registerer prometheus.Registerer
+}
+
+// API is the HTTP port.
+type API struct {
+	cfg      Config
+	log      *slog.Logger
+	verdicts *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func New(cfg Config) *API {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &API{
+		cfg: cfg,
+		log: cfg.Log,
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledger_validate_verdicts_total", Help: "Validate answers by verdict and reason."}, []string{"verdict"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledger_http_requests_total", Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ledger_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"route"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(a.verdicts, a.requests, a.latency)
+	}
+	return a
+}
+
+// Handler routes the whole API.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(method, path string, h http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, h)
+		// The same path without a method catches every other method, so a
+		// wrong method gets a JSON 405 instead of the mux's plain text.
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			writeError(w, errMethodNotAllowed)
+		})
+	}
+	handle("POST", "/v1/auth/signup", a.signup)
+	handle("POST", "/v1/auth/login", a.login)
+	handle("POST", "/api/1.1/wf/generate-api-token", a.login)
+	handle("GET", "/v1/validate", a.validate)
+	handle("POST", "/v1/auth/logout", a.logout)
+	handle("POST", "/v1/auth/logout-others", a.logoutOthers)
+	handle("GET", "/v1/sessions", a.sessions)
+	handle("DELETE", "/v1/sessions/{id}", a.terminate)
+	handle("GET", "/healthz", a.healthz)
+	handle("GET", "/readyz", a.readyz)
+	if a.cfg.Metrics != nil {
+		handle("GET", "/metrics", a.cfg.Metrics.ServeHTTP)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
+	return a.instrument(mux)
+}
+
+// instrument records request counts and latency by route pattern (never by
+// raw path, which could carry ids) and recovers from panics.
+func (a *API) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				a.log.Error("panic serving request", "route", r.Pattern, "panic", p)
+				if !sw.wrote {
+					writeError(sw, errInternal)
+				}
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+			a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+type credentialsRequest struct {
+	Email        *string `json:"email"`
+	Password     *string `json:"password"`
+	KeepLoggedIn *bool   `json:"keep_logged_in"`
+}
+
+func (a *API) readCredentials(w http.ResponseWriter, r *http.Request) (command.Credentials, bool) {
+	var req credentialsRequest
+	if e := decodeBody(w, r, &req); e != nil {
+		writeError(w, e)
+		return command.Credentials{}, false
+	}
+	if req.Email == nil || req.Password == nil {
+		writeError(w, invalidRequest("email and password are required"))
+		return command.Credentials{}, false
+	}
+	c := command.Credentials{Email: *req.Email, Password: *req.Password}
+	if req.KeepLoggedIn != nil {
+		c.KeepLoggedIn = *req.KeepLoggedIn
+	}
+	return c, true
+}
+
+func issuedBody(is command.Issued) map[string]any {
+	return map[string]any{
+		"token":      is.Token,
+		"user_id":    is.UserID,
+		"session_id": is.SessionID,
+		"expires":    int64(math.Round(is.ExpiresIn.Seconds())),
+	}
+}
+
+func (a *API) signup(w http.ResponseWriter, r *http.Request) {
+	c, ok := a.readCredentials(w, r)
+	if !ok {
+		return
+	}
+	is, err := a.cfg.Signup.Handle(r.Context(), c)
+	if err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	success(w, http.StatusCreated, issuedBody(is))
+}
+
+func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	c, ok := a.readCredentials(w, r)
+	if !ok {
+		return
+	}
+	is, err := a.cfg.Login.Handle(r.Context(), c)
+	if err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	success(w, http.StatusOK, issuedBody(is))
+}
+
+const rfc3339 = time.RFC3339
+
+func (a *API) validate(w http.ResponseWriter, r *http.Request) {
+	touch := r.URL.RawQuery == "" || r.URL.Query().Get("touch") != "false"
+	v, err := a.cfg.Validate.Handle(r.Context(), bearer(r), touch)
+	if err != nil {
+		a.verdicts.WithLabelValues("invalid").Inc()
+		a.writeDomainError(w, r, err)
+		return
+	}
+	if !v.Verdict.Valid {
+		a.verdicts.WithLabelValues(string(v.Verdict.Reason)).Inc()
+		writeError(w, verdictError(v.Verdict))
+		return
+	}
+	a.verdicts.WithLabelValues("valid").Inc()
+	s := v.Session
+	h := w.Header()
+	// For gateways that forward identity upstream (Traefik forwardAuth,
+	// nginx auth_request_set, Envoy ext_authz).
+	h.Set("X-Ledger-User-Id", s.UserID())
+	h.Set("X-Ledger-Session-Id", s.ID())
+	writeJSON(w, http.StatusOK, map[string]any{
+		"valid":           true,
+		"user_id":         s.UserID(),
+		"session_id":      s.ID(),
+		"expires_at":      v.Verdict.ExpiresAt().Format(rfc3339),
+		"idle_expires_at": v.Verdict.IdleExpiresAt.Format(rfc3339),
+		"max_expires_at":  v.Verdict.MaxExpiresAt.Format(rfc3339),
+		"keep_logged_in":  s.KeepLoggedIn(),
+		"mfa":             s.MFA(),
+	})
+}
+
+func verdictError(v domain.Verdict) *apiError {
+	switch v.Reason.Kind() {
+	case "expired":
+		e := newError(http.StatusUnauthorized, "TOKEN_EXPIRED", "token expired ("+v.Reason.Detail()+" deadline passed)")
+		e.Expired = v.Reason.Detail()
+		return e
+	case "revoked":
+		e := newError(http.StatusUnauthorized, "TOKEN_REVOKED", "token revoked ("+v.Reason.Detail()+")")
+		e.RevokedBy = v.Reason.Detail()
+		return e
+	default:
+		return newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
+	}
+}
+
+// bearer extracts the token of an "Authorization: Bearer <token>" header.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	const scheme = "bearer "
+	if len(h) > len(scheme) && strings.EqualFold(h[:len(scheme)], scheme) {
+		return strings.TrimSpace(h[len(scheme):])
+	}
+	return ""
+}
+
+// authenticate validates the bearer token without counting it as a use and
+// answers 401 itself when the token is not valid.
+func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (command.SessionRef, bool) {
+	v, err := a.cfg.Validate.Handle(r.Context(), bearer(r), false)
+	if err != nil {
+		a.writeDomainError(w, r, err)
+		return command.SessionRef{}, false
+	}
+	if !v.Verdict.Valid {
+		writeError(w, verdictError(v.Verdict))
+		return command.SessionRef{}, false
+	}
+	return command.SessionRef{UserID: v.Session.UserID(), SessionID: v.Session.ID()}, true
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request) {
+	caller, ok := a.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if _, err := a.cfg.Logout.Handle(r.Context(), caller); err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	success(w, http.StatusOK, map[string]any{})
+}
+
+func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
+	caller, ok := a.authenticate(w, r)
+	if !ok {
+		return
+	}
+	n, _, err := a.cfg.LogoutOthers.Handle(r.Context(), caller)
+	if err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	success(w, http.StatusOK, map[string]any{"revoked": n})
+}
+
+func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
+	caller, ok := a.authenticate(w, r)
+	if !ok {
+		return
+	}
+	list, err := a.cfg.Sessions.Handle(r.Context(), caller.UserID, caller.SessionID)
+	if err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	out := make([]map[string]any, 0, len(list))
+	for _, s := range list {
+		item := map[string]any{
+			"session_id":   s.SessionID,
+			"created_at":   s.CreatedAt.Format(rfc3339),
+			"last_used_at": s.LastUsedAt.Format(rfc3339),
+			"expires_at":   s.ExpiresAt.Format(rfc3339),
+			"status":       s.Status,
+			"current":      s.Current,
+		}
+		if s.Reason != domain.ReasonNone {
+			item["reason"] = string(s.Reason)
+		}
+		out = append(out, item)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
+	caller, ok := a.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if _, err := a.cfg.Terminate.Handle(r.Context(), caller, r.PathValue("id")); err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	success(w, http.StatusOK, map[string]any{})
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Ready == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	detail, err := a.cfg.Ready(ctx)
+	if err != nil {
+		e := newError(http.StatusServiceUnavailable, "NOT_READY", err.Error())
+		writeJSON(w, e.StatusCode, map[string]any{"statusCode": e.StatusCode, "reason": e.Reason, "message": e.Message, "detail": detail})
+		return
+	}
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	detail["status"] = "ready"
+	writeJSON(w, http.StatusOK, detail)
+}
+
+// writeDomainError maps errors from commands and queries to the contract.
+// Unexpected errors are logged and answered with a generic 500 so internals
+// never leak to callers.
+func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *apiError
+	switch {
+	case errors.Is(err, query.ErrTokenInvalid), errors.Is(err, domain.ErrSessionNotActive):
+		e = newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
+	case errors.Is(err, domain.ErrInvalidCredentials):
+		e = newError(http.StatusBadRequest, "INVALID_LOGIN_CREDENTIALS", "email or password is incorrect")
+	case errors.Is(err, domain.ErrInvalidEmail):
+		e = newError(http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid")
+	case errors.Is(err, domain.ErrWeakPassword):
+		e = newError(http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long")
+	case errors.Is(err, domain.ErrEmailTaken):
+		e = newError(http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists")
+	case errors.Is(err, domain.ErrSessionNotFound):
+		e = newError(http.StatusNotFound, "SESSION_NOT_FOUND", "no such session")
+	case errors.Is(err, command.ErrTooMuchContention):
+		e = newError(http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		e = newError(http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry")
+	default:
+		a.log.Error("request failed", "route", r.Pattern, "err", err)
+		e = errInternal
+	}
+	writeError(w, e)
+}

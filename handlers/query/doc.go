@@ -1,0 +1,5 @@
+// Package query answers the read side from the local projection: validate
+// (the hot path every gateway calls), and the caller's session list.
+// Validation may record a use of the token; that write is queued and
+// batched by UseRecorder so it never adds latency to the answer.
+package query

@@ -1,0 +1,106 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+)
+
+// ErrTokenInvalid covers a missing, malformed, unknown or wrong-secret token:
+// callers cannot tell these apart, so tokens cannot be probed.
+var ErrTokenInvalid = errors.New("token invalid")
+
+type sessionReader interface {
+	Session(id string) (*domain.Session, error)
+}
+
+// Validation is a token's session and its verdict now.
+type Validation struct {
+	Session *domain.Session
+	Verdict domain.Verdict
+}
+
+// ValidateHandler answers "is this token valid now, and why not?".
+type ValidateHandler struct {
+	Sessions sessionReader
+	Uses     *UseRecorder // nil: uses are not recorded
+	Now      func() time.Time
+}
+
+// Handle looks the token's session up, checks its secret in constant time,
+// and computes the verdict. With touch, a valid session's use is queued.
+func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) (Validation, error) {
+	sid, hash, err := domain.ParseToken(rawToken)
+	if err != nil {
+		return Validation{}, ErrTokenInvalid
+	}
+	s, err := h.Sessions.Session(sid)
+	if errors.Is(err, domain.ErrSessionNotFound) {
+		return Validation{}, ErrTokenInvalid
+	}
+	if err != nil {
+		return Validation{}, err
+	}
+	if !s.TokenHash().Equal(hash) {
+		return Validation{}, ErrTokenInvalid
+	}
+	now := h.Now()
+	v := s.Verdict(now)
+	if v.Valid && touch && h.Uses != nil && h.Uses.Touch(s, now) {
+		// The use is on its way into the log; answer with the deadline it
+		// will give, as every later validate will.
+		v.IdleExpiresAt = min64(now.Add(s.IdleWindow()), v.MaxExpiresAt)
+	}
+	return Validation{Session: s, Verdict: v}, nil
+}
+
+func min64(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// SessionView is one line of the caller's session list.
+type SessionView struct {
+	SessionID  string
+	CreatedAt  time.Time
+	LastUsedAt time.Time
+	ExpiresAt  time.Time
+	Status     string // active, expired or revoked
+	Reason     domain.Reason
+	Current    bool
+}
+
+type userSessionReader interface {
+	UserSessions(userID string) ([]*domain.Session, error)
+}
+
+// SessionsHandler lists a user's sessions, newest first.
+type SessionsHandler struct {
+	Sessions userSessionReader
+	Now      func() time.Time
+}
+
+func (h SessionsHandler) Handle(_ context.Context, userID, currentSessionID string) ([]SessionView, error) {
+	sessions, err := h.Sessions.UserSessions(userID)
+	if err != nil {
+		return nil, err
+	}
+	now := h.Now()
+	out := make([]SessionView, 0, len(sessions))
+	for _, s := range sessions {
+		v := s.Verdict(now)
+		status := "active"
+		if !v.Valid {
+			status = v.Reason.Kind()
+		}
+		out = append(out, SessionView{
+			SessionID: s.ID(), CreatedAt: s.StartedAt(), LastUsedAt: s.LastUseAt(),
+			ExpiresAt: v.ExpiresAt(), Status: status, Reason: v.Reason, Current: s.ID() == currentSessionID,
+		})
+	}
+	return out, nil
+}

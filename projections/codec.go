@@ -1,0 +1,178 @@
+package projections
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+)
+
+// Key layout. One byte of prefix per kind keeps kinds in separate ranges.
+//
+//	s<session id>            session state (binary, see encodeSession)
+//	i<user id>\x00<session>  a user's sessions (empty value)
+//	u<user id>               user record (JSON: email, password hash)
+//	v<user id>               stream sequence of the user's last event (8 bytes)
+//	e<normalized email>      email -> user id and password hash (JSON)
+//	mapplied                 last applied stream sequence (8 bytes)
+//	x<seq>                   a message that could not be applied, and why
+const (
+	prefixSession   = 's'
+	prefixUserIndex = 'i'
+	prefixUser      = 'u'
+	prefixVersion   = 'v'
+	prefixEmail     = 'e'
+	prefixSkipped   = 'x'
+)
+
+var keyApplied = []byte("mapplied")
+
+func sessionKey(id string) []byte { return append([]byte{prefixSession}, id...) }
+func userKey(id string) []byte    { return append([]byte{prefixUser}, id...) }
+func versionKey(id string) []byte { return append([]byte{prefixVersion}, id...) }
+func emailKey(e string) []byte    { return append([]byte{prefixEmail}, e...) }
+
+func userIndexPrefix(userID string) []byte {
+	return append(append([]byte{prefixUserIndex}, userID...), 0)
+}
+
+func userIndexKey(userID, sessionID string) []byte {
+	return append(userIndexPrefix(userID), sessionID...)
+}
+
+func skippedKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixSkipped}, seq) }
+
+// prefixEnd is the exclusive upper bound of all keys starting with p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func decodeUint64(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("want 8 bytes, got %d", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+type userRecord struct {
+	Email        string    `json:"email"`
+	PasswordHash string    `json:"password_hash"`
+	RegisteredAt time.Time `json:"registered_at"`
+}
+
+type emailRecord struct {
+	UserID       string `json:"user_id"`
+	PasswordHash string `json:"password_hash"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // records are plain structs
+	}
+	return b
+}
+
+// Session records are a fixed binary layout: validation decodes one on
+// every request, so it must be cheap.
+const sessionCodecVersion = 1
+
+var reasonCodes = []domain.Reason{
+	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
+}
+
+func encodeSession(s domain.SessionSnapshot) []byte {
+	b := make([]byte, 0, 1+32+1+1+5*8+2+len(s.UserID)+len(s.Method))
+	b = append(b, sessionCodecVersion)
+	b = append(b, s.TokenHash[:]...)
+	var flags byte
+	if s.KeepLoggedIn {
+		flags |= 1
+	}
+	if s.MFA {
+		flags |= 2
+	}
+	b = append(b, flags)
+	var reason byte
+	for i, r := range reasonCodes {
+		if r == s.RevokedBy {
+			reason = byte(i)
+		}
+	}
+	b = append(b, reason)
+	for _, t := range []time.Time{s.StartedAt, s.MaxExpiresAt, s.LastUseAt, s.RevokedAt} {
+		b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t)))
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(s.IdleWindow))
+	b = append(b, byte(len(s.UserID)))
+	b = append(b, s.UserID...)
+	b = append(b, byte(len(s.Method)))
+	b = append(b, s.Method...)
+	return b
+}
+
+var errCorruptSession = errors.New("corrupt session record")
+
+func decodeSession(id string, b []byte) (domain.SessionSnapshot, error) {
+	var s domain.SessionSnapshot
+	const fixed = 1 + 32 + 1 + 1 + 5*8
+	if len(b) < fixed+2 || b[0] != sessionCodecVersion {
+		return s, errCorruptSession
+	}
+	s.ID = id
+	copy(s.TokenHash[:], b[1:33])
+	s.KeepLoggedIn = b[33]&1 != 0
+	s.MFA = b[33]&2 != 0
+	if int(b[34]) >= len(reasonCodes) {
+		return s, errCorruptSession
+	}
+	s.RevokedBy = reasonCodes[b[34]]
+	p := 35
+	times := [4]*time.Time{&s.StartedAt, &s.MaxExpiresAt, &s.LastUseAt, &s.RevokedAt}
+	for _, t := range times {
+		*t = fromUnixNano(int64(binary.BigEndian.Uint64(b[p:])))
+		p += 8
+	}
+	s.IdleWindow = time.Duration(binary.BigEndian.Uint64(b[p:]))
+	p += 8
+	n := int(b[p])
+	p++
+	if p+n+1 > len(b) {
+		return s, errCorruptSession
+	}
+	s.UserID = string(b[p : p+n])
+	p += n
+	m := int(b[p])
+	p++
+	if p+m != len(b) {
+		return s, errCorruptSession
+	}
+	s.Method = string(b[p:])
+	return s, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}

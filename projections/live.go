@@ -1,0 +1,219 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// Metadata keys the unmarshaler fills so the handler knows where a message
+// sits in the stream.
+const (
+	mdSeq     = "ledger_seq"
+	mdSubject = "ledger_subject"
+	mdStored  = "ledger_stored"
+)
+
+// seqUnmarshaler turns a JetStream message into a watermill message carrying
+// the stream sequence, which is the projection's checkpoint. It never fails:
+// the watermill subscriber cannot handle an unmarshal error, and a bad
+// payload is the projection's to record and skip.
+type seqUnmarshaler struct{}
+
+func (seqUnmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
+	var seq uint64
+	var stored time.Time
+	if md, err := msg.Metadata(); err == nil {
+		seq, stored = md.Sequence.Stream, md.Timestamp
+	}
+	m := message.NewMessage(strconv.FormatUint(seq, 10), msg.Data())
+	m.Metadata.Set(mdSeq, strconv.FormatUint(seq, 10))
+	m.Metadata.Set(mdSubject, msg.Subject())
+	m.Metadata.Set(mdStored, strconv.FormatInt(stored.UnixNano(), 10))
+	return m, nil
+}
+
+func recordOf(m *message.Message) (eventstore.Record, error) {
+	seq, err := strconv.ParseUint(m.Metadata.Get(mdSeq), 10, 64)
+	if err != nil || seq == 0 {
+		return eventstore.Record{}, fmt.Errorf("message %s without stream sequence", m.UUID)
+	}
+	ns, _ := strconv.ParseInt(m.Metadata.Get(mdStored), 10, 64)
+	return eventstore.Record{Seq: seq, Subject: m.Metadata.Get(mdSubject), Data: m.Payload, Stored: time.Unix(0, ns).UTC()}, nil
+}
+
+// LiveConfig wires the live subscription.
+type LiveConfig struct {
+	Store *eventstore.Store
+	// Dial opens the subscriber's own NATS connection: the watermill
+	// subscriber drains its connection when it closes.
+	Dial func() (*nats.Conn, error)
+	Log  *slog.Logger
+}
+
+// RunLive keeps the projection following the stream until ctx ends: it
+// first catches up in bulk, then runs a watermill router whose handler
+// applies each message and lets the router ack it after the Pebble commit.
+// If the handler fails for good (after the Retry middleware), the router is
+// torn down and rebuilt from the checkpoint, so no message is ever skipped
+// by a nack racing its successors.
+func (p *Projection) RunLive(ctx context.Context, cfg LiveConfig) error {
+	log := cfg.Log
+	if log == nil {
+		log = p.log
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		if err := p.CatchUp(ctx, cfg.Store, nil); err != nil && ctx.Err() == nil {
+			log.Warn("projection catch-up failed", "err", err)
+		}
+		err := p.runRouter(ctx, cfg, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("projection subscription stopped; restarting from checkpoint", "applied", p.Applied(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (p *Projection) runRouter(ctx context.Context, cfg LiveConfig, log *slog.Logger) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	nc, err := cfg.Dial()
+	if err != nil {
+		return err
+	}
+	wlog := watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"), map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug, // "got msg" per message is not info
+	})
+	start := p.Applied() + 1
+	consumerName := "ledger-projection-" + watermill.NewShortUUID()
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:           nc,
+		Logger:         wlog,
+		AckAsync:       true,
+		AckWaitTimeout: 30 * time.Second,
+		Unmarshaler:    seqUnmarshaler{},
+		ResourceInitializer: func(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+			cons, err := js.CreateOrUpdateConsumer(ctx, topic, jetstream.ConsumerConfig{
+				Name:              consumerName,
+				DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+				OptStartSeq:       start,
+				AckPolicy:         jetstream.AckExplicitPolicy,
+				MaxAckPending:     4096,
+				InactiveThreshold: 10 * time.Minute,
+				FilterSubject:     eventstore.SubjectPrefix + ">",
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("projection consumer: %w", err)
+			}
+			return cons, func(ctx context.Context, _ watermill.LoggerAdapter) {
+				dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer dcancel()
+				_ = js.DeleteConsumer(dctx, topic, consumerName)
+			}, nil
+		},
+	})
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("watermill subscriber: %w", err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, wlog)
+	if err != nil {
+		sub.Close()
+		return err
+	}
+	var failed atomic.Bool
+	// Middlewares run in the order added. The outermost sees a message only
+	// once Retry has given up on it; the router would then nack it while
+	// later messages may already be applied, so instead it stops the router
+	// and the supervisor resumes from the checkpoint.
+	stopOnFailure := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(m *message.Message) ([]*message.Message, error) {
+			out, err := h(m)
+			if err != nil && !failed.Swap(true) {
+				cancel(fmt.Errorf("apply message %s: %w", m.UUID, err))
+			}
+			return out, err
+		}
+	}
+	router.AddMiddleware(
+		stopOnFailure,
+		middleware.Retry{MaxRetries: 5, InitialInterval: 20 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2, Logger: wlog}.Middleware,
+		middleware.Recoverer,
+	)
+	router.AddConsumerHandler("projection", cfg.Store.StreamName(), sub, func(m *message.Message) error {
+		if failed.Load() {
+			return errors.New("projection subscription is restarting")
+		}
+		rec, err := recordOf(m)
+		if err == nil {
+			err = p.ApplyBatch([]eventstore.Record{rec})
+		}
+		return err
+	})
+	err = router.Run(ctx)
+	_ = router.Close()
+	_ = sub.Close()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// CatchUp applies everything the stream holds beyond the checkpoint, in
+// large batches through an ordered consumer. progress, if set, is called
+// after each batch with the applied and target sequences.
+func (p *Projection) CatchUp(ctx context.Context, store *eventstore.Store, progress func(applied, target uint64)) error {
+	target, err := store.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if target <= p.Applied() {
+		if progress != nil {
+			progress(p.Applied(), target)
+		}
+		return nil
+	}
+	const batchSize = 2048
+	batch := make([]eventstore.Record, 0, batchSize)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := p.ApplyBatch(batch)
+		batch = batch[:0]
+		if progress != nil {
+			progress(p.Applied(), target)
+		}
+		return err
+	}
+	err = store.ReadFrom(ctx, p.Applied()+1, func(r eventstore.Record) error {
+		batch = append(batch, r)
+		if len(batch) == batchSize || r.Seq >= target {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}

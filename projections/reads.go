@@ -1,0 +1,73 @@
+package projections
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/sessionledger/ledger/domain"
+)
+
+// Session is the validate hot path: one Pebble get and a fixed-layout decode.
+func (p *Projection) Session(id string) (*domain.Session, error) {
+	return getSession(p.db, id)
+}
+
+// Credentials returns the user id and password hash registered for a
+// normalized email, or domain.ErrUserNotFound.
+func (p *Projection) Credentials(email string) (userID, passwordHash string, err error) {
+	var rec emailRecord
+	err = getJSON(p.db, emailKey(email), &rec)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", "", domain.ErrUserNotFound
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("credentials: %w", err)
+	}
+	return rec.UserID, rec.PasswordHash, nil
+}
+
+// LoadUser reads a user aggregate and the stream sequence of the user's last
+// event from one consistent snapshot; the sequence is the expected version
+// of the next append. A user with no events yet is (nil, 0, nil).
+func (p *Projection) LoadUser(userID string) (*domain.User, uint64, error) {
+	snap := p.db.NewSnapshot()
+	defer snap.Close()
+	var version uint64
+	v, closer, err := snap.Get(versionKey(userID))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, 0, fmt.Errorf("load user version: %w", err)
+	default:
+		version, err = decodeUint64(v)
+		closer.Close()
+		if err != nil {
+			return nil, 0, fmt.Errorf("load user version: %w", err)
+		}
+	}
+	var rec userRecord
+	err = getJSON(snap, userKey(userID), &rec)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, version, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("load user: %w", err)
+	}
+	sessions, err := userSessions(snap, userID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load user sessions: %w", err)
+	}
+	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions), version, nil
+}
+
+// UserSessions lists a user's sessions, newest first.
+func (p *Projection) UserSessions(userID string) ([]*domain.Session, error) {
+	out, err := userSessions(p.db, userID)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt().After(out[j].StartedAt()) })
+	return out, nil
+}
