@@ -73,7 +73,7 @@ func ParseToken(raw string) (sessionID string, hash TokenHash, err error) {
 		return "", hash, ErrMalformedToken
 	}
 	var secret [secretBytes + 1]byte // decoding 43 chars may touch one spare byte
-	n, err := base64.RawURLEncoding.Decode(secret[:], []byte(raw[len(tokenPrefix)+sessionIDLen:]))
+	n, err := strictB64.Decode(secret[:], []byte(raw[len(tokenPrefix)+sessionIDLen:]))
 	if err != nil || n != secretBytes {
 		return "", hash, ErrMalformedToken
 	}
@@ -94,3 +94,7 @@ func IsSessionID(s string) bool {
 	}
 	return true
 }
+
+// strictB64 rejects non-zero padding bits, so each secret has exactly one
+// spelling.
+var strictB64 = base64.RawURLEncoding.Strict()

@@ -57,6 +57,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nats listen port %q: %w", portStr, err)
 		}
+		if port == 0 {
+			port = server.RANDOM_PORT // ":0" means any free port, as with net.Listen
+		}
 		opts.Host, opts.Port = host, port
 	}
 	srv, err := server.NewServer(opts)

@@ -56,7 +56,7 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 
 // Store appends to and reads from the ledger stream.
 type Store struct {
-	js     jetstream.JetStream
+	js      jetstream.JetStream
 	stream  jetstream.Stream
 	name    string
 	appends *prometheus.CounterVec
