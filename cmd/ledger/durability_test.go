@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// scenario builds sessions in every state and returns their tokens.
+func scenario(t *testing.T, l *testLedger, pw string) []string {
+	t.Helper()
+	var tokens []string
+	keep, _, _ := l.signup("restart@example.com", pw, true)
+	plain, _ := l.login("restart@example.com", pw, false)
+	out, _ := l.login("restart@example.com", pw, true)
+	other, _ := l.login("restart@example.com", pw, true)
+	term, termSID := l.login("restart@example.com", pw, true)
+	if r := l.do("POST", "/v1/auth/logout", out, nil); r.Status != 200 {
+		t.Fatalf("logout: %s", r.Raw)
+	}
+	if r := l.do("DELETE", "/v1/sessions/"+termSID, keep, nil); r.Status != 200 {
+		t.Fatalf("terminate: %s", r.Raw)
+	}
+	if r := l.do("POST", "/v1/auth/logout-others", keep, nil); r.Status != 200 || r.get("response", "revoked") != float64(2) {
+		t.Fatalf("logout-others: %s", r.Raw)
+	}
+	idle, _, _ := l.signup("idle@example.com", pw, true)
+	l.clock.Advance(2 * domain.Day)
+	used, _, _ := l.signup("used@example.com", pw, true)
+	if r := l.do("GET", "/v1/validate", used, nil); r.Status != 200 {
+		t.Fatalf("validate: %s", r.Raw)
+	}
+	tokens = append(tokens, keep, plain, out, other, term, idle, used)
+	// Let the use land before the snapshot of verdicts is taken.
+	eventually(t, 10*time.Second, "projection to catch up", func() bool { return l.proj.Applied() == l.lastSeq() })
+	return tokens
+}
+
+func verdicts(l *testLedger, tokens []string, at []time.Duration) map[string]verdict {
+	out := map[string]verdict{}
+	for _, d := range at {
+		for i, tok := range tokens {
+			out[fmt.Sprintf("%d@%s", i, d)] = l.verdictAt(tok, d)
+		}
+	}
+	return out
+}
+
+// verdictAt validates as if `d` later than the clock, then puts the clock back.
+func (l *testLedger) verdictAt(token string, d time.Duration) verdict {
+	l.clock.Advance(d)
+	defer l.clock.Advance(-d)
+	return l.verdict(token)
+}
+
+// TestRestartAndRebuildKeepVerdicts: every verdict survives a restart on the
+// same data dir, and a projection rebuilt from the stream alone gives the
+// same verdicts as the one built live.
+func TestRestartAndRebuildKeepVerdicts(t *testing.T) {
+	dir := t.TempDir()
+	clock := newClock()
+	const pw = "restart password"
+	l := startLedger(t, dir, clock)
+	tokens := scenario(t, l, pw)
+	probes := []time.Duration{0, 23 * time.Hour, 29 * domain.Day, 31 * domain.Day, 400 * domain.Day}
+	want := verdicts(l, tokens, probes)
+	kinds := map[string]bool{}
+	for _, v := range want {
+		kinds[v.Reason+v.Detail] = true
+	}
+	for _, k := range []string{"", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDrevoke_others", "TOKEN_REVOKEDterminated", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax"} {
+		if !kinds[k] {
+			t.Fatalf("scenario lacks verdict %q; have %v", k, kinds)
+		}
+	}
+	applied := l.proj.Applied()
+	l.stop()
+
+	l = startLedger(t, dir, clock)
+	if got := l.proj.Applied(); got != applied {
+		t.Errorf("after restart the checkpoint is %d, want %d", got, applied)
+	}
+	compareVerdicts(t, "after restart", want, verdicts(l, tokens, probes))
+	l.stop()
+
+	var progress bytes.Buffer
+	if err := rebuild(context.Background(), l.cfg.LogConfig, &progress, discardLogger()); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	if !strings.Contains(progress.String(), "rebuild: done") || !strings.Contains(progress.String(), fmt.Sprintf("%d events", applied)) {
+		t.Errorf("rebuild output: %q", progress.String())
+	}
+	l = startLedger(t, dir, clock)
+	compareVerdicts(t, "after rebuild", want, verdicts(l, tokens, probes))
+}
+
+func compareVerdicts(t *testing.T, when string, want, got map[string]verdict) {
+	t.Helper()
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: verdict %s = %+v, want %+v", when, k, got[k], w)
+		}
+	}
+}
+
+// TestParallelSignupsOneEmail: of 50 concurrent signups with one email, in
+// any letter case, exactly one succeeds.
+func TestParallelSignupsOneEmail(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock())
+	const n = 50
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			email := "race@example.com"
+			if i%2 == 1 {
+				email = "RACE@Example.com"
+			}
+			codes[i] = l.do("POST", "/v1/auth/signup", "", creds{email, fmt.Sprintf("password %d", i), true}).Status
+		}()
+	}
+	wg.Wait()
+	count := map[int]int{}
+	for _, c := range codes {
+		count[c]++
+	}
+	if count[201] != 1 || count[409] != n-1 {
+		t.Fatalf("status counts %v, want one 201 and %d 409", count, n-1)
+	}
+	registered := 0
+	for _, e := range l.events("") {
+		if e.Type == domain.EventUserRegistered {
+			registered++
+		}
+	}
+	if registered != 1 {
+		t.Fatalf("%d user_registered events in the log, want 1", registered)
+	}
+}
+
+// TestParallelLoginsAndLogoutsLoseNoEvent: concurrent writes to one user all
+// land, each exactly once, and each logout is reflected in validation.
+func TestParallelLoginsAndLogoutsLoseNoEvent(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock())
+	const pw = "parallel password"
+	_, uid, _ := l.signup("parallel@example.com", pw, true)
+	const n = 16
+	tokens := make([]string, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := l.do("POST", "/v1/auth/login", "", creds{"parallel@example.com", pw, i%2 == 0})
+			if r.Status != 200 {
+				errs <- fmt.Errorf("login %d: %d %s", i, r.Status, r.Raw)
+				return
+			}
+			tokens[i] = r.str("response", "token")
+			if r := l.do("POST", "/v1/auth/logout", tokens[i], nil); r.Status != 200 {
+				errs <- fmt.Errorf("logout %d: %d %s", i, r.Status, r.Raw)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	count := map[domain.EventType]int{}
+	ids := map[string]bool{}
+	for _, e := range l.events(eventstore.UserSubject(uid)) {
+		count[e.Type]++
+		if ids[e.ID] {
+			t.Errorf("event %s stored twice", e.ID)
+		}
+		ids[e.ID] = true
+	}
+	if count[domain.EventSessionStarted] != n+1 || count[domain.EventSessionLoggedOut] != n || count[domain.EventUserRegistered] != 1 {
+		t.Fatalf("user history counts %v, want %d started, %d logged out", count, n+1, n)
+	}
+	for i, tok := range tokens {
+		if v := l.verdict(tok); v.Reason != "TOKEN_REVOKED" || v.Detail != "logout" {
+			t.Errorf("token %d after logout: %+v", i, v)
+		}
+	}
+}
+
+// TestEmailUniqueAcrossProcesses: two instances sharing one stream (the
+// second connects to the first's NATS over TCP) still let only one signup
+// per email through, and each sees the other's writes.
+func TestEmailUniqueAcrossProcesses(t *testing.T) {
+	clock := newClock()
+	a := startLedger(t, t.TempDir(), clock, func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" })
+	url := a.ll.emb.ClientURL()
+	b := startLedger(t, t.TempDir(), clock, func(c *ServiceConfig) { c.NATSURL = url })
+	const n = 20
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := a
+			if i%2 == 1 {
+				l = b
+			}
+			codes[i] = l.do("POST", "/v1/auth/signup", "", creds{"shared@example.com", "shared password", true}).Status
+		}()
+	}
+	wg.Wait()
+	created := 0
+	for _, c := range codes {
+		if c == http.StatusCreated {
+			created++
+		} else if c != http.StatusConflict {
+			t.Errorf("unexpected status %d", c)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d signups succeeded across two instances, want 1 (%v)", created, codes)
+	}
+	tok, _ := a.login("shared@example.com", "shared password", true)
+	eventually(t, 10*time.Second, "instance B to apply A's login", func() bool { return b.proj.Applied() >= a.lastSeq() })
+	if v := b.verdict(tok); v.Status != 200 {
+		t.Fatalf("B's verdict on A's token: %+v", v)
+	}
+	if r := b.do("POST", "/v1/auth/logout", tok, nil); r.Status != 200 {
+		t.Fatalf("logout on B: %s", r.Raw)
+	}
+	eventually(t, 10*time.Second, "A to see the logout from B", func() bool { return a.verdict(tok).Reason == "TOKEN_REVOKED" })
+}
+
+// TestNoSecretsAtRest: after a workload, neither the data dir nor the logs
+// contain a raw token, a token's secret part or a password.
+func TestNoSecretsAtRest(t *testing.T) {
+	dir := t.TempDir()
+	l := startLedger(t, dir, newClock())
+	passwords := []string{"first secret password", "second secret password", "wrong guess password"}
+	var tokens []string
+	tok, _, _ := l.signup("secrets@example.com", passwords[0], true)
+	tokens = append(tokens, tok)
+	tok2, _, _ := l.signup("secrets2@example.com", passwords[1], false)
+	tokens = append(tokens, tok2)
+	l.do("POST", "/v1/auth/login", "", creds{"secrets@example.com", passwords[2], true})
+	l.do("POST", "/v1/auth/login", "", creds{"nobody@example.com", passwords[2], true})
+	t3, _ := l.login("secrets@example.com", passwords[0], true)
+	tokens = append(tokens, t3)
+	l.clock.Advance(2 * time.Hour)
+	for _, tk := range tokens {
+		l.do("GET", "/v1/validate", tk, nil)
+	}
+	l.do("POST", "/v1/auth/logout", t3, nil)
+	logs := l.logs.String()
+	l.stop()
+
+	needles := map[string]string{}
+	for _, p := range passwords {
+		needles["password "+p] = p
+	}
+	for i, tk := range tokens {
+		needles[fmt.Sprintf("token %d", i)] = tk
+		needles[fmt.Sprintf("token %d secret", i)] = tk[len("slt_")+32:]
+	}
+	files := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for what, needle := range needles {
+			if bytes.Contains(data, []byte(needle)) {
+				t.Errorf("%s found in %s", what, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 5 {
+		t.Fatalf("scanned only %d files; the data dir is not where the ledger wrote", files)
+	}
+	// The scan must be able to see what the ledger stores: the user's email
+	// is in the stream in clear, so finding it proves the files are readable.
+	found := false
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if data, err := os.ReadFile(path); err == nil && bytes.Contains(data, []byte("secrets@example.com")) {
+				found = true
+			}
+		}
+		return nil
+	})
+	if !found {
+		t.Fatal("the scan cannot see stored events in clear; it would miss a leaked secret too")
+	}
+	for what, needle := range needles {
+		if strings.Contains(logs, needle) {
+			t.Errorf("%s found in the log output", what)
+		}
+	}
+	if !strings.Contains(logs, "ledger serving") {
+		t.Fatal("captured no log output")
+	}
+}
