@@ -1,7 +1,10 @@
 package domain
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -37,6 +40,11 @@ func (t EventType) known() bool {
 // Event is the envelope every fact travels in. ID is assigned by whoever
 // appends the event (it doubles as the de-duplication key), Time is the
 // instant the fact happened as seen by the deciding instance.
+//
+// PrevHash and Hash chain the events of one subject (one aggregate): Hash is
+// SHA-256 over the event's canonical bytes, which include PrevHash, the hash
+// of the subject's previous event ("" for its first). Altering, dropping or
+// reordering an event breaks the chain at that point.
 type Event struct {
 	Type          EventType       `json:"type"`
 	ID            string          `json:"event_id"`
@@ -45,6 +53,58 @@ type Event struct {
 	Time          time.Time       `json:"time"`
 	SchemaVersion int             `json:"schema_version"`
 	Payload       json.RawMessage `json:"payload"`
+	PrevHash      string          `json:"prev_hash"`
+	Hash          string          `json:"hash,omitempty"`
+}
+
+// CanonicalBytes is what Hash covers: the event's JSON encoding without the
+// hash field. encoding/json writes struct fields in declaration order and
+// compacts the raw payload, so the bytes are reproducible from a decoded event.
+func (e Event) CanonicalBytes() ([]byte, error) {
+	e.Hash = ""
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("canonical %s event: %w", e.Type, err)
+	}
+	return b, nil
+}
+
+// ComputeHash is "sha256:<hex>" of the canonical bytes.
+func (e Event) ComputeHash() (string, error) {
+	b, err := e.CanonicalBytes()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hashLabel + hex.EncodeToString(sum[:]), nil
+}
+
+const hashLabel = "sha256:"
+
+// Seal links the event after prevHash and sets its own hash.
+func (e *Event) Seal(prevHash string) error {
+	e.PrevHash = prevHash
+	h, err := e.ComputeHash()
+	if err != nil {
+		return err
+	}
+	e.Hash = h
+	return nil
+}
+
+// ErrHashMismatch means an event's content no longer matches its own hash.
+var ErrHashMismatch = errors.New("event hash does not match its content")
+
+// CheckHash verifies that the event's content still matches its hash.
+func (e Event) CheckHash() error {
+	h, err := e.ComputeHash()
+	if err != nil {
+		return err
+	}
+	if e.Hash == "" || h != e.Hash {
+		return fmt.Errorf("event %s: %w", e.ID, ErrHashMismatch)
+	}
+	return nil
 }
 
 // Payloads, one per event type. Field names are part of the documented

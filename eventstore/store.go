@@ -2,6 +2,9 @@ package eventstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -60,6 +63,7 @@ type Store struct {
 	stream  jetstream.Stream
 	name    string
 	appends *prometheus.CounterVec
+	heads   *headCache
 }
 
 // Open creates the stream if it does not exist, or checks it.
@@ -80,7 +84,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if !info.DenyDelete || !info.DenyPurge {
 		return nil, fmt.Errorf("stream %s allows deletes or purges; the ledger must be append-only", sc.Name)
 	}
-	return &Store{js: js, stream: stream, name: sc.Name, appends: newAppendCounter()}, nil
+	return &Store{js: js, stream: stream, name: sc.Name, appends: newAppendCounter(), heads: newHeadCache(100_000)}, nil
 }
 
 // JetStream exposes the client for subscribers built on it.
@@ -89,56 +93,53 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // StreamName is the ledger stream's name.
 func (s *Store) StreamName() string { return s.name }
 
-// Expect is the optimistic-concurrency condition of an append.
-type Expect struct {
-	check bool
-	seq   uint64
+// Version is where a subject stands: the stream sequence of its last
+// message (0 if empty) and that message's hash, the chain head the next
+// event links to. Appending "at a version" is the optimistic-concurrency
+// condition: it succeeds only if nobody appended since.
+type Version struct {
+	Seq  uint64
+	Head string
 }
 
-// AnyVersion appends whatever the subject holds: for facts that decide
-// nothing (a use, a failed login).
-func AnyVersion() Expect { return Expect{} }
-
-// AtVersion appends only if the subject's last message has stream sequence
-// seq (0: the subject is empty).
-func AtVersion(seq uint64) Expect { return Expect{check: true, seq: seq} }
-
-// Append writes events to one subject in order and returns the stream
-// sequence of the last one. With AtVersion, the first event must find the
-// subject at that version and each following one finds its predecessor, so
-// the events land together or the append fails with ErrConflict. Each event's
-// ID is its Nats-Msg-Id: a publish retried after a lost ack is recognised by
-// the server and not written twice.
-func (s *Store) Append(ctx context.Context, subject string, expect Expect, events ...domain.Event) (uint64, error) {
-	var seq uint64
-	for i, e := range events {
+// Append writes events to one subject in order, each sealed into the
+// subject's hash chain, and returns the subject's new version. The first
+// event must find the subject at v and each following one finds its
+// predecessor, so a conflicting writer makes the append fail with
+// ErrConflict. Each event's ID is its Nats-Msg-Id, so a publish retried
+// after a lost ack is not written twice.
+func (s *Store) Append(ctx context.Context, subject string, v Version, events ...domain.Event) (Version, error) {
+	for _, e := range events {
 		if e.ID == "" {
-			return 0, fmt.Errorf("append %s to %s: event without id", e.Type, subject)
+			return Version{}, fmt.Errorf("append %s to %s: event without id", e.Type, subject)
+		}
+		if err := e.Seal(v.Head); err != nil {
+			return Version{}, err
 		}
 		data, err := e.Encode()
 		if err != nil {
-			return 0, err
+			return Version{}, err
 		}
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(s.name)}
-		if expect.check {
-			want := expect.seq
-			if i > 0 {
-				want = seq
-			}
-			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(want))
-		}
-		seq, err = s.publish(ctx, subject, data, opts)
+		seq, _, err := s.publish(ctx, subject, data, e.ID, e.ID, v.Seq)
 		if err != nil {
-			return 0, fmt.Errorf("append %s to %s: %w", e.Type, subject, err)
+			return Version{}, fmt.Errorf("append %s to %s: %w", e.Type, subject, err)
 		}
+		v = Version{Seq: seq, Head: e.Hash}
 	}
-	return seq, nil
+	s.heads.remember(subject, v)
+	return v, nil
 }
 
 // publish retries transient failures (a lost ack, a leader election) with
-// the same message id, so a retry of a write that did land returns the
-// original sequence instead of a second copy.
-func (s *Store) publish(ctx context.Context, subject string, data []byte, opts []jetstream.PublishOpt) (uint64, error) {
+// the same message id. A single server checks the expected subject sequence
+// before the message id, so a retry of a write that did land comes back as a
+// conflict; publish then looks for its own event right after the expected
+// version and, if it is there, returns its sequence.
+func (s *Store) publish(ctx context.Context, subject string, data []byte, msgID, eventID string, expected uint64) (seq uint64, duplicate bool, err error) {
+	opts := []jetstream.PublishOpt{
+		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(s.name),
+		jetstream.WithExpectLastSequencePerSubject(expected),
+	}
 	backoff := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -150,31 +151,51 @@ func (s *Store) publish(ctx context.Context, subject string, data []byte, opts [
 			} else {
 				s.appends.WithLabelValues("ok").Inc()
 			}
-			return ack.Sequence, nil
+			return ack.Sequence, ack.Duplicate, nil
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
 			if apiErr.ErrorCode == codeWrongLastSequence || apiErr.ErrorCode == codeWrongLastSequenceConstant {
+				if attempt > 1 {
+					if seq, ok := s.landed(ctx, subject, expected, eventID); ok {
+						s.appends.WithLabelValues("duplicate").Inc()
+						return seq, false, nil
+					}
+				}
 				s.appends.WithLabelValues("conflict").Inc()
-				return 0, ErrConflict
+				return 0, false, ErrConflict
 			}
 			s.appends.WithLabelValues("error").Inc()
-			return 0, err
+			return 0, false, err
 		}
 		if attempt >= 6 || ctx.Err() != nil {
 			s.appends.WithLabelValues("error").Inc()
-			return 0, err
+			return 0, false, err
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, false, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff *= 2
 	}
 }
 
-// Publication is one event of a fire-and-forget batch.
+// landed reports whether the subject's first message after `after` is the
+// event with id eventID.
+func (s *Store) landed(ctx context.Context, subject string, after uint64, eventID string) (uint64, bool) {
+	m, err := s.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		return 0, false
+	}
+	e, err := domain.DecodeEvent(m.Data)
+	if err != nil || e.ID != eventID {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// Publication is one fact of a batch.
 type Publication struct {
 	Subject string
 	Event   domain.Event
@@ -182,55 +203,84 @@ type Publication struct {
 	MsgID string
 }
 
-// AppendBatch publishes independent facts without concurrency checks,
-// pipelined, and returns how many were stored. It is the path for uses,
-// which must not queue behind each other's round trips.
-func (s *Store) AppendBatch(ctx context.Context, pubs []Publication) (stored int, err error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(pubs))
+// AppendFacts appends events that decide nothing (a use, a failed login),
+// each at whatever version its subject has: the store links it to the
+// subject's current head, from its cache of heads or read from the stream,
+// and retries on a conflict. It returns how many were stored.
+func (s *Store) AppendFacts(ctx context.Context, pubs []Publication) (stored int, err error) {
 	for _, p := range pubs {
-		data, encErr := p.Event.Encode()
-		if encErr != nil {
-			err = errors.Join(err, encErr)
-			continue
-		}
-		id := p.MsgID
-		if id == "" {
-			id = p.Event.ID
-		}
-		f, pubErr := s.js.PublishMsgAsync(&nats.Msg{Subject: p.Subject, Data: data},
-			jetstream.WithMsgID(id), jetstream.WithExpectStream(s.name))
-		if pubErr != nil {
-			err = errors.Join(err, pubErr)
-			continue
-		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-			stored++
-			s.appends.WithLabelValues("ok").Inc()
-		case e := <-f.Err():
+		if e := s.appendFact(ctx, p); e != nil {
 			err = errors.Join(err, e)
-			s.appends.WithLabelValues("error").Inc()
-		case <-ctx.Done():
-			return stored, errors.Join(err, ctx.Err())
+			continue
 		}
+		stored++
 	}
 	return stored, err
 }
 
-// LastSubjectSeq is the stream sequence of the subject's last message, 0 if
-// it has none.
-func (s *Store) LastSubjectSeq(ctx context.Context, subject string) (uint64, error) {
+func (s *Store) appendFact(ctx context.Context, p Publication) error {
+	msgID := p.MsgID
+	if msgID == "" {
+		msgID = p.Event.ID
+	}
+	for attempt := 1; ; attempt++ {
+		v, ok := s.heads.get(p.Subject)
+		if !ok {
+			var err error
+			if v, err = s.Head(ctx, p.Subject); err != nil {
+				return err
+			}
+		}
+		e := p.Event
+		if err := e.Seal(v.Head); err != nil {
+			return err
+		}
+		data, err := e.Encode()
+		if err != nil {
+			return err
+		}
+		seq, dup, err := s.publish(ctx, p.Subject, data, msgID, e.ID, v.Seq)
+		if err == nil {
+			if dup {
+				// Another instance stored this fact first: the head is
+				// its copy, whose hash we do not know.
+				s.heads.forget(p.Subject)
+			} else {
+				s.heads.remember(p.Subject, Version{Seq: seq, Head: e.Hash})
+			}
+			return nil
+		}
+		s.heads.forget(p.Subject)
+		if !errors.Is(err, ErrConflict) || attempt == 20 {
+			return fmt.Errorf("append %s to %s: %w", e.Type, p.Subject, err)
+		}
+	}
+}
+
+// Head reads a subject's current version from the stream.
+func (s *Store) Head(ctx context.Context, subject string) (Version, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return Version{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("last message on %s: %w", subject, err)
+		return Version{}, fmt.Errorf("last message on %s: %w", subject, err)
 	}
-	return m.Sequence, nil
+	return Version{Seq: m.Sequence, Head: HeadOf(m.Data)}, nil
+}
+
+// HeadOf is the chain head a stored message leaves behind: its own hash, or
+// for a message that is not a readable event, the hash of its raw bytes, so
+// that the chain can continue past it (verify reports it).
+func HeadOf(data []byte) string {
+	var h struct {
+		Hash string `json:"hash"`
+	}
+	if json.Unmarshal(data, &h) == nil && h.Hash != "" {
+		return h.Hash
+	}
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // LastEvent returns the last event on a subject and its sequence.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
 )
 
 // Key layout. One byte of prefix per kind keeps kinds in separate ranges.
@@ -17,7 +18,10 @@ import (
 //	u<user id>               user record (JSON: email, password hash)
 //	v<user id>               stream sequence of the user's last event (8 bytes)
 //	e<normalized email>      email -> user id and password hash (JSON)
+//	v<user id>               ... and the chain head it left (seq, then hash)
 //	mapplied                 last applied stream sequence (8 bytes)
+//	mdigest                  stream digest at the applied sequence (32 bytes)
+//	d<seq>                   stream digest checkpoint every DigestEvery seqs
 //	x<seq>                   a message that could not be applied, and why
 const (
 	prefixSession   = 's'
@@ -26,9 +30,26 @@ const (
 	prefixVersion   = 'v'
 	prefixEmail     = 'e'
 	prefixSkipped   = 'x'
+	prefixDigest    = 'd'
 )
 
-var keyApplied = []byte("mapplied")
+var (
+	keyApplied = []byte("mapplied")
+	keyDigest  = []byte("mdigest")
+)
+
+func digestKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixDigest}, seq) }
+
+func encodeVersion(v eventstore.Version) []byte {
+	return append(binary.BigEndian.AppendUint64(nil, v.Seq), v.Head...)
+}
+
+func decodeVersion(b []byte) (eventstore.Version, error) {
+	if len(b) < 8 {
+		return eventstore.Version{}, fmt.Errorf("version record of %d bytes", len(b))
+	}
+	return eventstore.Version{Seq: binary.BigEndian.Uint64(b), Head: string(b[8:])}, nil
+}
 
 func sessionKey(id string) []byte { return append([]byte{prefixSession}, id...) }
 func userKey(id string) []byte    { return append([]byte{prefixUser}, id...) }

@@ -25,7 +25,8 @@ type Projection struct {
 
 	mu      sync.Mutex
 	applied uint64
-	advance chan struct{} // closed and replaced each time applied grows
+	digest  eventstore.StreamDigest // at applied; only the applier touches it
+	advance chan struct{}           // closed and replaced each time applied grows
 }
 
 type metrics struct {
@@ -72,6 +73,10 @@ func Open(dir string, log *slog.Logger, reg prometheus.Registerer) (*Projection,
 			db.Close()
 			return nil, fmt.Errorf("read checkpoint: %w", err)
 		}
+	}
+	if v, closer, err := db.Get(keyDigest); err == nil {
+		copy(p.digest[:], v)
+		closer.Close()
 	}
 	p.metrics.appliedSeq.Set(float64(p.applied))
 	return p, nil
@@ -131,6 +136,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	last := p.Applied()
+	digest := p.digest
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
 	applied := make(map[domain.EventType]int)
@@ -149,7 +155,14 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 			applied[t]++
 		}
 		if uid, ok := eventstore.UserOfSubject(r.Subject); ok {
-			if err := b.Set(versionKey(uid), encodeUint64(r.Seq), nil); err != nil {
+			v := eventstore.Version{Seq: r.Seq, Head: eventstore.HeadOf(r.Data)}
+			if err := b.Set(versionKey(uid), encodeVersion(v), nil); err != nil {
+				return err
+			}
+		}
+		digest = digest.Next(r)
+		if r.Seq%eventstore.DigestEvery == 0 {
+			if err := b.Set(digestKey(r.Seq), digest[:], nil); err != nil {
 				return err
 			}
 		}
@@ -161,6 +174,9 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	if err := b.Set(keyApplied, encodeUint64(last), nil); err != nil {
 		return err
 	}
+	if err := b.Set(keyDigest, digest[:], nil); err != nil {
+		return err
+	}
 	// NoSync: the stream is the durable copy. A crash loses at most a tail
 	// of the projection together with its checkpoint, and that tail is read
 	// again from the stream on start.
@@ -170,6 +186,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	for t, n := range applied {
 		p.metrics.applied.WithLabelValues(string(t)).Add(float64(n))
 	}
+	p.digest = digest
 	p.setApplied(last)
 	return nil
 }

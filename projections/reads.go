@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
 )
 
 // Session is the validate hot path: one Pebble get and a fixed-layout decode.
@@ -28,23 +29,23 @@ func (p *Projection) Credentials(email string) (userID, passwordHash string, err
 	return rec.UserID, rec.PasswordHash, nil
 }
 
-// LoadUser reads a user aggregate and the stream sequence of the user's last
-// event from one consistent snapshot; the sequence is the expected version
-// of the next append. A user with no events yet is (nil, 0, nil).
-func (p *Projection) LoadUser(userID string) (*domain.User, uint64, error) {
+// LoadUser reads a user aggregate and the version of the user's subject
+// (last sequence and chain head) from one consistent snapshot; the version
+// is what the next append must find. A user with no events yet is nil.
+func (p *Projection) LoadUser(userID string) (*domain.User, eventstore.Version, error) {
 	snap := p.db.NewSnapshot()
 	defer snap.Close()
-	var version uint64
+	var version eventstore.Version
 	v, closer, err := snap.Get(versionKey(userID))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
-		return nil, 0, fmt.Errorf("load user version: %w", err)
+		return nil, version, fmt.Errorf("load user version: %w", err)
 	default:
-		version, err = decodeUint64(v)
+		version, err = decodeVersion(v)
 		closer.Close()
 		if err != nil {
-			return nil, 0, fmt.Errorf("load user version: %w", err)
+			return nil, version, fmt.Errorf("load user version: %w", err)
 		}
 	}
 	var rec userRecord
@@ -53,11 +54,11 @@ func (p *Projection) LoadUser(userID string) (*domain.User, uint64, error) {
 		return nil, version, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("load user: %w", err)
+		return nil, version, fmt.Errorf("load user: %w", err)
 	}
 	sessions, err := userSessions(snap, userID)
 	if err != nil {
-		return nil, 0, fmt.Errorf("load user sessions: %w", err)
+		return nil, version, fmt.Errorf("load user sessions: %w", err)
 	}
 	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions), version, nil
 }

@@ -131,7 +131,7 @@ func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target 
 }
 
 // recordFailedLogin appends a login_failed fact. It decides nothing, so it
-// goes in at any version.
+// goes in at whatever version the subject has.
 func (d Deps) recordFailedLogin(ctx context.Context, userID, email, reason string) error {
 	e := domain.FailedLogin(userID, email, reason, d.Now())
 	e.ID = d.NewID()
@@ -139,7 +139,7 @@ func (d Deps) recordFailedLogin(ctx context.Context, userID, email, reason strin
 	if userID != "" {
 		subject = eventstore.UserSubject(userID)
 	}
-	if _, err := d.Log.Append(ctx, subject, eventstore.AnyVersion(), e); err != nil {
+	if _, err := d.Log.AppendFacts(ctx, []eventstore.Publication{{Subject: subject, Event: e}}); err != nil {
 		return fmt.Errorf("record failed login: %w", err)
 	}
 	return nil

@@ -63,7 +63,7 @@ func (h SignupHandler) claim(ctx context.Context, email string) (string, error) 
 	userID := h.NewID()
 	e := domain.ClaimEmail(userID, email, h.Now())
 	e.ID = h.NewID()
-	_, err := h.Log.Append(ctx, subject, eventstore.AtVersion(0), e)
+	_, err := h.Log.Append(ctx, subject, eventstore.Version{}, e)
 	if err == nil {
 		return userID, nil
 	}

@@ -15,12 +15,13 @@ import (
 // and the event store satisfy them.
 type (
 	userReader interface {
-		LoadUser(userID string) (*domain.User, uint64, error)
+		LoadUser(userID string) (*domain.User, eventstore.Version, error)
 		WaitFor(ctx context.Context, seq uint64) error
 	}
 	eventLog interface {
-		Append(ctx context.Context, subject string, expect eventstore.Expect, events ...domain.Event) (uint64, error)
-		LastSubjectSeq(ctx context.Context, subject string) (uint64, error)
+		Append(ctx context.Context, subject string, v eventstore.Version, events ...domain.Event) (eventstore.Version, error)
+		AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
+		Head(ctx context.Context, subject string) (eventstore.Version, error)
 		LastEvent(ctx context.Context, subject string) (domain.Event, uint64, error)
 	}
 )
@@ -61,14 +62,14 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(*domain.U
 			return 0, err
 		}
 		if len(events) == 0 {
-			return version, nil
+			return version.Seq, nil
 		}
 		for i := range events {
 			events[i].ID = r.newID()
 		}
-		seq, err := r.log.Append(ctx, subject, eventstore.AtVersion(version), events...)
+		next, err := r.log.Append(ctx, subject, version, events...)
 		if err == nil {
-			return seq, r.read.WaitFor(ctx, seq)
+			return next.Seq, r.read.WaitFor(ctx, next.Seq)
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {
 			return 0, err
@@ -78,11 +79,11 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(*domain.U
 		}
 		// Someone else wrote first. Wait until the projection holds what
 		// they wrote, then decide again on the new state.
-		latest, err := r.log.LastSubjectSeq(ctx, subject)
+		latest, err := r.log.Head(ctx, subject)
 		if err != nil {
 			return 0, err
 		}
-		if err := r.read.WaitFor(ctx, latest); err != nil {
+		if err := r.read.WaitFor(ctx, latest.Seq); err != nil {
 			return 0, err
 		}
 		// Jitter keeps a crowd of writers to one user from colliding in step.

@@ -13,14 +13,14 @@ import (
 )
 
 type batchAppender interface {
-	AppendBatch(ctx context.Context, pubs []eventstore.Publication) (int, error)
+	AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
 }
 
 // UseRecorder turns validations into session_used events, at most one per
 // session per granularity. The idle deadline therefore runs from the last
 // recorded use, which is at most one granularity earlier than the last real
 // use. Touch never blocks: uses go into a bounded queue, a background loop
-// appends them in pipelined batches, and a full queue drops the use and
+// appends them in batches, and a full queue drops the use and
 // counts it rather than slowing validation down.
 type UseRecorder struct {
 	granularity time.Duration
@@ -136,7 +136,7 @@ func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 		e.ID = r.newID()
 		pubs[i] = eventstore.Publication{Subject: eventstore.UserSubject(e.UserID), Event: e, MsgID: r.msgID(e)}
 	}
-	stored, err := r.log.AppendBatch(ctx, pubs)
+	stored, err := r.log.AppendFacts(ctx, pubs)
 	r.appended.Add(float64(stored))
 	if err != nil {
 		r.failed.Add(float64(len(events) - stored))
