@@ -314,23 +314,58 @@ type Record struct {
 }
 
 // ReadFrom calls fn for every message from sequence `from` up to the end of
-// the stream as it was when the read began, in order, using an ordered
-// consumer with large pull batches. It is the bulk path (rebuild, audit).
+// the stream as it was when the read began, in order. It is the bulk path
+// (catch-up, rebuild, audit).
 func (s *Store) ReadFrom(ctx context.Context, from uint64, fn func(Record) error) error {
-	last, err := s.LastSeq(ctx)
-	if err != nil {
-		return err
+	return ReadStream(ctx, s.stream, ReadOptions{From: from}, fn)
+}
+
+// ReadSubject calls fn for every message of one subject, in order.
+func (s *Store) ReadSubject(ctx context.Context, subject string, fn func(Record) error) error {
+	return ReadStream(ctx, s.stream, ReadOptions{Subject: subject}, fn)
+}
+
+// Stream is the underlying JetStream stream.
+func (s *Store) Stream() jetstream.Stream { return s.stream }
+
+// ReadOptions narrows a read.
+type ReadOptions struct {
+	From    uint64 // first sequence (default 1)
+	Subject string // one exact subject; empty for the whole stream
+}
+
+// ReadStream reads any stream (the ledger, a mirror, or a copy under test)
+// through an ordered consumer with large pull batches, from the start
+// position to the stream's end as it was when the read began.
+func ReadStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn func(Record) error) error {
+	if o.From < 1 {
+		o.From = 1
 	}
-	if from < 1 {
-		from = 1
+	var last uint64
+	if o.Subject != "" {
+		m, err := stream.GetLastMsgForSubject(ctx, o.Subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("last message on %s: %w", o.Subject, err)
+		}
+		last = m.Sequence
+	} else {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("stream info: %w", err)
+		}
+		last = info.State.LastSeq
 	}
-	if last < from {
+	if last < o.From {
 		return nil
 	}
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
-	})
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: o.From}
+	if o.Subject != "" {
+		cfg.FilterSubjects = []string{o.Subject}
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
