@@ -78,6 +78,7 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// The production algorithm with OWASP's memory cost; one pass
 		// instead of two keeps the suite quick on two cores.
 		PasswordParams: argon2id.Params{Memory: command.OWASPParams.Memory, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32},
+		AdminKey:       testAdminKey,
 		Now:            clock.Now,
 		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -265,3 +266,26 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+const testAdminKey = "test-admin-key"
+
+// admin performs an audit request with the admin key.
+func (l *testLedger) admin(path string) response {
+	l.t.Helper()
+	req, err := http.NewRequest("GET", l.URL()+path, nil)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	req.Header.Set("X-API-Key", testAdminKey)
+	res, err := client.Do(req)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	if err := json.Unmarshal(raw, &out.Body); err != nil {
+		l.t.Fatalf("GET %s: %q", path, raw)
+	}
+	return out
+}

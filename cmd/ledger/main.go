@@ -49,6 +49,7 @@ type serveCmd struct {
 	logFlags
 	outputFlags
 	HTTP               string        `name:"http" default:"127.0.0.1:8080" env:"LEDGER_HTTP" help:"HTTP listen address."`
+	AdminKey           string        `name:"admin-key" env:"LEDGER_ADMIN_KEY" help:"Key for the audit API (X-API-Key). Unset: one is generated at first start, printed once, and only its hash kept in the data dir."`
 	UseGranularity     time.Duration `name:"use-granularity" default:"1h" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
 	UseQueue           int           `name:"use-queue" default:"65536" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
 	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"8760h" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
@@ -75,6 +76,7 @@ func (c *serveCmd) Run() error {
 		UseQueueSize:   c.UseQueue,
 		PasswordParams: command.OWASPParams,
 		Logger:         log,
+		AdminKey:       c.AdminKey,
 	})
 	if err != nil {
 		return err
@@ -104,6 +106,7 @@ func (c *rebuildCmd) Run() error {
 type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
 	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
+	Audit   auditCmd   `cmd:"" help:"Auditor's tools: as-of verdicts, history, export, chain verification, digests."`
 }
 
 func main() {

@@ -48,18 +48,30 @@ type ServiceConfig struct {
 	PasswordParams argon2id.Params
 	Now            func() time.Time
 	Logger         *slog.Logger
+	// AdminKey is the raw audit API key; empty uses or creates one in the
+	// data dir and prints it once to AdminKeyOut (default stderr).
+	AdminKey    string
+	AdminKeyOut io.Writer
 }
 
 // ledgerLog is an open connection to the stream, embedded or external.
 type ledgerLog struct {
-	emb   *eventstore.Embedded
-	nc    *nats.Conn
-	store *eventstore.Store
-	dial  func() (*nats.Conn, error)
+	emb    *eventstore.Embedded
+	nc     *nats.Conn
+	store  *eventstore.Store
+	dial   func() (*nats.Conn, error)
+	unlock func()
 }
 
+// openLog connects to the ledger stream. Every command that uses a data dir
+// holds its lock for as long as the log is open.
 func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger) (*ledgerLog, error) {
 	l := &ledgerLog{}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	l.unlock = unlock
 	if cfg.NATSURL == "" {
 		emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
 			Dir:        filepath.Join(cfg.DataDir, "nats"),
@@ -108,6 +120,9 @@ func (l *ledgerLog) close() {
 	}
 	if l.emb != nil {
 		l.emb.Shutdown()
+	}
+	if l.unlock != nil {
+		l.unlock()
 	}
 }
 
@@ -184,6 +199,13 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
+	if cfg.AdminKeyOut == nil {
+		cfg.AdminKeyOut = os.Stderr
+	}
+	adminKey, err := adminKey(cfg.AdminKey, cfg.DataDir, cfg.AdminKeyOut)
+	if err != nil {
+		return nil, err
+	}
 	s.uses = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
 		Log: s.ll.store, NewID: newID, Logger: log, Registerer: reg,
@@ -209,6 +231,9 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		Terminate:    command.TerminateHandler{Deps: deps},
 		Validate:     query.ValidateHandler{Sessions: s.proj, Uses: s.uses, Now: cfg.Now},
 		Sessions:     query.SessionsHandler{Sessions: s.proj, Now: cfg.Now},
+		Audit:        query.AuditHandler{Sessions: s.proj, Log: s.ll.store},
+		AdminKey:     &adminKey,
+		Digests:      s.digests,
 		Ready:        s.ready,
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Log:          log,
@@ -258,7 +283,44 @@ func (s *Service) ready(ctx context.Context) (map[string]any, error) {
 	}
 	detail["applied_seq"] = s.proj.Applied()
 	detail["lag"] = 0
+	// A message the projection could not apply cannot be repaired (the log
+	// is immutable), so the instance stays ready but says so.
+	if skipped, err := s.proj.Skipped(); err == nil && len(skipped) > 0 {
+		detail["skipped_events"] = skipped
+		detail["degraded"] = true
+	}
 	return detail, nil
+}
+
+func (s *Service) digests() (map[string]any, error) {
+	return projectionDigests(s.proj)
+}
+
+// projectionDigests is what `ledger audit digest` and GET /v1/audit/digest
+// report: the state digest (equal for equal applied sequences, live or
+// rebuilt) and the stream digest checkpoints to pin.
+func projectionDigests(p *projections.Projection) (map[string]any, error) {
+	state, applied, err := p.Digest()
+	if err != nil {
+		return nil, err
+	}
+	stream, _ := p.StreamDigest()
+	cps, err := p.DigestCheckpoints()
+	if err != nil {
+		return nil, err
+	}
+	checkpoints := make([]map[string]any, 0, len(cps))
+	for _, c := range cps {
+		checkpoints = append(checkpoints, map[string]any{"seq": c.Seq, "stream_digest": c.Digest.String()})
+	}
+	skipped, err := p.Skipped()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"applied_seq": applied, "state_digest": state, "stream_digest": stream.String(),
+		"checkpoints": checkpoints, "skipped_events": skipped,
+	}, nil
 }
 
 // Close shuts down gracefully: stop taking requests and finish in-flight
@@ -333,16 +395,18 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 		}
 		fmt.Fprintf(out, "rebuild: %d/%d events (%.1f%%)\n", applied, target, pct)
 	})
-	closeErr := proj.Close()
 	if err != nil {
+		proj.Close()
 		return fmt.Errorf("rebuild: %w", err)
-	}
-	if closeErr != nil {
-		return closeErr
 	}
 	elapsed := time.Since(start)
 	applied := proj.Applied()
+	digest, _, derr := proj.Digest()
+	if err := errors.Join(derr, proj.Close()); err != nil {
+		return err
+	}
 	rate := float64(applied) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(out, "rebuild: done, %d events in %s (%.0f events/s)\n", applied, elapsed.Round(time.Millisecond), rate)
+	fmt.Fprintf(out, "rebuild: state digest %s at seq %d\n", digest, applied)
 	return nil
 }

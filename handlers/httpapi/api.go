@@ -25,6 +25,10 @@ type Config struct {
 	Terminate    command.TerminateHandler
 	Validate     query.ValidateHandler
 	Sessions     query.SessionsHandler
+	Audit        query.AuditHandler
+	// AdminKey guards /v1/audit/*; nil refuses every key.
+	AdminKey *AdminKey
+	Digests  Digests
 
 	// Ready reports whether this instance can answer correctly: JetStream
 	// reachable and the projection caught up. Details go into the body.
@@ -85,6 +89,9 @@ func (a *API) Handler() http.Handler {
 	handle("POST", "/v1/auth/logout-others", a.logoutOthers)
 	handle("GET", "/v1/sessions", a.sessions)
 	handle("DELETE", "/v1/sessions/{id}", a.terminate)
+	handle("GET", "/v1/audit/sessions/{session_id}", a.requireAdmin(a.auditSession))
+	handle("GET", "/v1/audit/users/{user_id}/events", a.requireAdmin(a.auditUserEvents))
+	handle("GET", "/v1/audit/digest", a.requireAdmin(a.auditDigest))
 	handle("GET", "/healthz", a.healthz)
 	handle("GET", "/readyz", a.readyz)
 	if a.cfg.Metrics != nil {
@@ -378,6 +385,12 @@ func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error
 		e = newError(http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists")
 	case errors.Is(err, domain.ErrSessionNotFound):
 		e = newError(http.StatusNotFound, "SESSION_NOT_FOUND", "no such session")
+	case errors.Is(err, domain.ErrUserNotFound) && strings.HasPrefix(r.URL.Path, "/v1/audit/"):
+		e = newError(http.StatusNotFound, "USER_NOT_FOUND", "no such user")
+	case errors.Is(err, domain.ErrUserNotFound):
+		// The token's user is gone from this instance's view: treat the
+		// token like any unknown one.
+		e = newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
 	case errors.Is(err, command.ErrTooMuchContention):
 		e = newError(http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

@@ -1,0 +1,457 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/httpapi"
+	"github.com/sessionledger/ledger/handlers/query"
+	"github.com/sessionledger/ledger/projections"
+	"golang.org/x/term"
+)
+
+// auditCmd groups the auditor's tools. They read the stream directly (a
+// stopped server's data dir, or a running cluster through --nats-url) and
+// need no HTTP server.
+type auditCmd struct {
+	Verdict auditVerdictCmd `cmd:"" help:"Recompute a session's verdict at an instant from the log, and explain it."`
+	History auditHistoryCmd `cmd:"" help:"Print the events of a user, a session or an email, in order."`
+	Export  auditExportCmd  `cmd:"" help:"Write every event as JSON lines to stdout."`
+	Verify  auditVerifyCmd  `cmd:"" help:"Re-read the whole stream and check every hash chain and pinned digest."`
+	Digest  auditDigestCmd  `cmd:"" help:"Print the projection's state digest and stream digest checkpoints (stopped server's data dir)."`
+}
+
+type auditFlags struct {
+	logFlags
+	LogLevel string `name:"log-level" default:"warn" enum:"debug,info,warn,error" env:"LEDGER_LOG_LEVEL" help:"Log level."`
+	JSON     bool   `name:"json" help:"Machine-readable output."`
+}
+
+func (f auditFlags) open(ctx context.Context) (*ledgerLog, error) {
+	return openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger())
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func parseFlagTime(name, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return t, fmt.Errorf("--%s %q: want an RFC 3339 time such as 2026-03-03T14:02:00Z", name, v)
+	}
+	return t.UTC(), nil
+}
+
+type auditVerdictCmd struct {
+	auditFlags
+	Session string `name:"session" required:"" help:"Session id."`
+	At      string `name:"at" help:"Instant (RFC 3339); default now."`
+}
+
+func (c *auditVerdictCmd) Run() error {
+	ctx, stop := signalContext()
+	defer stop()
+	at, err := parseFlagTime("at", c.At)
+	if err != nil {
+		return err
+	}
+	if at.IsZero() {
+		at = time.Now().UTC()
+	}
+	ll, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer ll.close()
+	return auditVerdict(ctx, ll.store, c.Session, at, c.JSON, os.Stdout)
+}
+
+func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string, at time.Time, asJSON bool, out io.Writer) error {
+	userID, err := eventstore.UserOfSession(ctx, store.Stream(), sessionID)
+	if err != nil {
+		return err
+	}
+	history, err := store.UserHistory(ctx, userID)
+	if err != nil {
+		return err
+	}
+	var events []domain.Event
+	seqs := map[string]uint64{}
+	for _, se := range history {
+		if se.Err == nil {
+			events = append(events, se.Event)
+			seqs[se.Event.ID] = se.Seq
+		}
+	}
+	res, err := domain.SessionAsOf(events, sessionID, at)
+	if err != nil {
+		return err
+	}
+	v := res.Verdict
+	if asJSON {
+		explanation := make([]map[string]any, 0, len(res.Explanation))
+		for _, d := range res.Explanation {
+			explanation = append(explanation, map[string]any{"role": d.Role, "seq": seqs[d.Event.ID], "event": d.Event})
+		}
+		return json.NewEncoder(out).Encode(map[string]any{
+			"session_id": res.SessionID, "user_id": res.UserID, "at": at.Format(time.RFC3339Nano),
+			"valid": v.Valid, "reason": string(v.Reason), "summary": res.Summary,
+			"idle_expires_at": v.IdleExpiresAt.Format(time.RFC3339Nano), "max_expires_at": v.MaxExpiresAt.Format(time.RFC3339Nano),
+			"explanation": explanation,
+		})
+	}
+	verdict := "valid"
+	if !v.Valid {
+		verdict = "invalid (" + string(v.Reason) + ")"
+	}
+	fmt.Fprintf(out, "session  %s\nuser     %s\nat       %s\nverdict  %s\nwhy      %s\nevents:\n",
+		res.SessionID, res.UserID, at.Format(time.RFC3339), verdict, res.Summary)
+	for _, d := range res.Explanation {
+		fmt.Fprintf(out, "  #%-6d %-9s %s\n", seqs[d.Event.ID], d.Role, describe(d.Event))
+	}
+	return nil
+}
+
+type auditHistoryCmd struct {
+	auditFlags
+	User    string `name:"user" xor:"who" required:"" help:"User id."`
+	Session string `name:"session" xor:"who" required:"" help:"Session id (its user's events that concern it)."`
+	Email   string `name:"email" xor:"who" required:"" help:"Email address (its claim and its user's events)."`
+	Since   string `name:"since" help:"Only events at or after this instant (RFC 3339)."`
+	Until   string `name:"until" help:"Only events at or before this instant (RFC 3339)."`
+}
+
+func (c *auditHistoryCmd) Run() error {
+	ctx, stop := signalContext()
+	defer stop()
+	since, err := parseFlagTime("since", c.Since)
+	if err != nil {
+		return err
+	}
+	until, err := parseFlagTime("until", c.Until)
+	if err != nil {
+		return err
+	}
+	ll, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer ll.close()
+	return auditHistory(ctx, ll.store, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
+}
+
+func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
+	stream := store.Stream()
+	var subjects []string
+	var err error
+	switch {
+	case email != "":
+		if userID, err = eventstore.UserOfEmail(ctx, stream, email); err != nil {
+			return err
+		}
+		normalized, _ := domain.NormalizeEmail(email)
+		subjects = append(subjects, eventstore.EmailSubject(domain.EmailHash(normalized)))
+	case sessionID != "":
+		if userID, err = eventstore.UserOfSession(ctx, stream, sessionID); err != nil {
+			return err
+		}
+	}
+	subjects = append(subjects, eventstore.UserSubject(userID))
+	var all []eventstore.StoredEvent
+	for _, subj := range subjects {
+		err := eventstore.History(ctx, stream, subj, func(se eventstore.StoredEvent) error {
+			all = append(all, se)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
+	shown := 0
+	enc := json.NewEncoder(out)
+	for _, se := range all {
+		if !query.InWindow(se, since, until) {
+			continue
+		}
+		if sessionID != "" && se.Err == nil && !concerns(se.Event, sessionID) {
+			continue
+		}
+		shown++
+		if asJSON {
+			if err := enc.Encode(httpapi.StoredEventJSON(se)); err != nil {
+				return err
+			}
+			continue
+		}
+		if se.Err != nil {
+			fmt.Fprintf(out, "#%-6d unreadable message on %s: %v\n", se.Seq, se.Subject, se.Err)
+			continue
+		}
+		fmt.Fprintf(out, "#%-6d %s\n", se.Seq, describe(se.Event))
+	}
+	if shown == 0 && len(all) == 0 {
+		return fmt.Errorf("user %s: %w", userID, eventstore.ErrNotInLog)
+	}
+	return nil
+}
+
+// concerns reports whether an event of the session's user affects the session.
+func concerns(e domain.Event, sessionID string) bool {
+	switch e.Type {
+	case domain.EventOtherSessionsRevoked, domain.EventUserRegistered:
+		return true
+	default:
+		return e.SessionID == sessionID
+	}
+}
+
+// describe is one human-readable line for an event.
+func describe(e domain.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %-22s", e.Time.UTC().Format(time.RFC3339), e.Type)
+	if e.UserID != "" {
+		fmt.Fprintf(&b, " user=%s", e.UserID)
+	}
+	if e.SessionID != "" {
+		fmt.Fprintf(&b, " session=%s", e.SessionID)
+	}
+	var payload map[string]any
+	dec := json.NewDecoder(bytes.NewReader(e.Payload))
+	dec.UseNumber() // 2592000, not 2.592e+06
+	_ = dec.Decode(&payload)
+	keys := make([]string, 0, len(payload))
+	for k := range payload {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := fmt.Sprint(payload[k])
+		switch k {
+		case "password_hash":
+			v = "(argon2id)"
+		case "token_hash", "email_hash":
+			if len(v) > 19 {
+				v = v[:19] + "…"
+			}
+		}
+		fmt.Fprintf(&b, " %s=%s", k, v)
+	}
+	fmt.Fprintf(&b, " id=%s", e.ID)
+	return b.String()
+}
+
+type auditExportCmd struct {
+	auditFlags
+	Since string `name:"since" help:"Only events at or after this instant (RFC 3339)."`
+	Until string `name:"until" help:"Only events at or before this instant (RFC 3339)."`
+}
+
+func (c *auditExportCmd) Run() error {
+	ctx, stop := signalContext()
+	defer stop()
+	since, err := parseFlagTime("since", c.Since)
+	if err != nil {
+		return err
+	}
+	until, err := parseFlagTime("until", c.Until)
+	if err != nil {
+		return err
+	}
+	ll, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer ll.close()
+	return auditExport(ctx, ll.store, since, until, os.Stdout, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())))
+}
+
+func auditExport(ctx context.Context, store *eventstore.Store, since, until time.Time, out, status io.Writer, tty bool) error {
+	last, err := store.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	var bar *progressbar.ProgressBar
+	if tty {
+		bar = progressbar.NewOptions64(int64(last), progressbar.OptionSetWriter(status),
+			progressbar.OptionSetDescription("export"), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+	}
+	w := newBufferedWriter(out)
+	enc := json.NewEncoder(w)
+	start := time.Now()
+	var n uint64
+	err = eventstore.History(ctx, store.Stream(), "", func(se eventstore.StoredEvent) error {
+		if bar != nil {
+			_ = bar.Set64(int64(se.Seq))
+		}
+		if !query.InWindow(se, since, until) {
+			return nil
+		}
+		n++
+		return enc.Encode(httpapi.StoredEventJSON(se))
+	})
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(status, "exported %d events in %s (%.0f events/s)\n", n, elapsed.Round(time.Millisecond), float64(n)/max(elapsed.Seconds(), 1e-9))
+	return nil
+}
+
+type auditVerifyCmd struct {
+	auditFlags
+	Pin         []string `name:"pin" placeholder:"SEQ:DIGEST" help:"A stream digest recorded earlier (from verify or digest output); repeatable."`
+	Checkpoints bool     `name:"checkpoints" help:"Also print the stream digest every 1000 sequences, to pin outside the system."`
+}
+
+func (c *auditVerifyCmd) Run() error {
+	ctx, stop := signalContext()
+	defer stop()
+	pins, err := parsePins(c.Pin)
+	if err != nil {
+		return err
+	}
+	ll, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer ll.close()
+	return auditVerify(ctx, ll.store, pins, c.JSON, c.Checkpoints, os.Stdout)
+}
+
+func parsePins(raw []string) (map[uint64]eventstore.StreamDigest, error) {
+	pins := map[uint64]eventstore.StreamDigest{}
+	for _, p := range raw {
+		seqStr, hexStr, ok := strings.Cut(p, ":")
+		seq, err := strconv.ParseUint(seqStr, 10, 64)
+		d, okDigest := eventstore.ParseStreamDigest(hexStr)
+		if !ok || err != nil || !okDigest || seq == 0 {
+			return nil, fmt.Errorf("--pin %q: want SEQ:DIGEST, e.g. 1000:3f2a…", p)
+		}
+		pins[seq] = d
+	}
+	return pins, nil
+}
+
+func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]eventstore.StreamDigest, asJSON, checkpoints bool, out io.Writer) error {
+	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Pins: pins})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		cps := make([]map[string]any, 0, len(rep.Checkpoints))
+		for _, c := range rep.Checkpoints {
+			cps = append(cps, map[string]any{"seq": c.Seq, "stream_digest": c.Digest.String()})
+		}
+		if err := json.NewEncoder(out).Encode(map[string]any{
+			"ok": rep.OK(), "messages": rep.Messages, "subjects": rep.Subjects, "last_seq": rep.LastSeq,
+			"stream_digest": rep.Digest.String(), "problems": rep.Problems, "checkpoints": cps,
+		}); err != nil {
+			return err
+		}
+	} else {
+		if checkpoints {
+			for _, c := range rep.Checkpoints {
+				fmt.Fprintf(out, "checkpoint %d:%s\n", c.Seq, c.Digest)
+			}
+		}
+		if rep.OK() {
+			fmt.Fprintf(out, "OK: %d events on %d subjects verified; chain head at seq %d: %d:%s\n",
+				rep.Messages, rep.Subjects, rep.LastSeq, rep.LastSeq, rep.Digest)
+		} else {
+			fmt.Fprintf(out, "FAILED: first problem at %s\n", rep.Problems[0])
+			for _, p := range rep.Problems[1:] {
+				fmt.Fprintf(out, "  also: %s\n", p)
+			}
+		}
+	}
+	if !rep.OK() {
+		return eventstore.ErrTampered
+	}
+	return nil
+}
+
+type auditDigestCmd struct {
+	auditFlags
+}
+
+func (c *auditDigestCmd) Run() error {
+	return auditDigest(c.DataDir, c.JSON, os.Stdout)
+}
+
+func auditDigest(dataDir string, asJSON bool, out io.Writer) error {
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(projectionDir(dataDir)); err != nil {
+		return fmt.Errorf("no projection in %s: %w", dataDir, err)
+	}
+	p, err := projections.Open(projectionDir(dataDir), nil, nil)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	d, err := projectionDigests(p)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(out).Encode(d)
+	}
+	fmt.Fprintf(out, "applied seq    %v\nstate digest   %v\nstream digest  %v\n", d["applied_seq"], d["state_digest"], d["stream_digest"])
+	if skipped, _ := d["skipped_events"].(map[uint64]string); len(skipped) > 0 {
+		fmt.Fprintf(out, "skipped events %d (see --json)\n", len(skipped))
+	}
+	return nil
+}
+
+type bufferedWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func newBufferedWriter(w io.Writer) *bufferedWriter { return &bufferedWriter{w: w} }
+
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	b.buf = append(b.buf, p...)
+	if len(b.buf) >= 1<<16 {
+		return len(p), b.Flush()
+	}
+	return len(p), nil
+}
+
+func (b *bufferedWriter) Flush() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.w.Write(b.buf)
+	b.buf = b.buf[:0]
+	return err
+}

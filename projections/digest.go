@@ -1,0 +1,82 @@
+package projections
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// Digest is SHA-256 over every key and value of the projection, in key
+// order. The projection is a pure function of the stream prefix it has
+// applied, so two projections at the same applied sequence, built live or
+// rebuilt, on any instance, have the same digest. It returns the applied
+// sequence the digest covers.
+func (p *Projection) Digest() (digest string, applied uint64, err error) {
+	p.applyMu.Lock() // a consistent point between batches
+	snap := p.db.NewSnapshot()
+	applied = p.Applied()
+	p.applyMu.Unlock()
+	defer snap.Close()
+	it, err := snap.NewIter(nil)
+	if err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	var n [4]byte
+	for ok := it.First(); ok; ok = it.Next() {
+		for _, b := range [][]byte{it.Key(), it.Value()} {
+			binary.BigEndian.PutUint32(n[:], uint32(len(b)))
+			h.Write(n[:])
+			h.Write(b)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return "", 0, fmt.Errorf("projection digest: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), applied, nil
+}
+
+// StreamDigest is the running digest of the stream up to the applied
+// sequence, as the projection computed it while applying.
+func (p *Projection) StreamDigest() (eventstore.StreamDigest, uint64) {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	return p.digest, p.Applied()
+}
+
+// DigestCheckpoints lists the stream digests recorded every
+// eventstore.DigestEvery sequences, oldest first.
+func (p *Projection) DigestCheckpoints() ([]eventstore.Checkpoint, error) {
+	lower := []byte{prefixDigest}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return nil, err
+	}
+	var out []eventstore.Checkpoint
+	for ok := it.First(); ok; ok = it.Next() {
+		var c eventstore.Checkpoint
+		c.Seq = binary.BigEndian.Uint64(it.Key()[1:])
+		copy(c.Digest[:], it.Value())
+		out = append(out, c)
+	}
+	return out, it.Close()
+}
+
+// Skipped lists the stream messages the projection could not apply, with
+// the reason, oldest first.
+func (p *Projection) Skipped() (map[uint64]string, error) {
+	lower := []byte{prefixSkipped}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]string{}
+	for ok := it.First(); ok; ok = it.Next() {
+		out[binary.BigEndian.Uint64(it.Key()[1:])] = string(it.Value())
+	}
+	return out, it.Close()
+}
