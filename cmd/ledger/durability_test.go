@@ -85,6 +85,7 @@ func TestRestartAndRebuildKeepVerdicts(t *testing.T) {
 		}
 	}
 	applied := l.proj.Applied()
+	liveDigest := l.admin("/v1/audit/digest").str("state_digest")
 	l.stop()
 
 	l = startLedger(t, dir, clock)
@@ -100,6 +101,9 @@ func TestRestartAndRebuildKeepVerdicts(t *testing.T) {
 	}
 	if !strings.Contains(progress.String(), "rebuild: done") || !strings.Contains(progress.String(), fmt.Sprintf("%d events", applied)) {
 		t.Errorf("rebuild output: %q", progress.String())
+	}
+	if liveDigest == "" || !strings.Contains(progress.String(), "state digest "+liveDigest) {
+		t.Errorf("rebuilt state digest differs from the live one %q: %q", liveDigest, progress.String())
 	}
 	l = startLedger(t, dir, clock)
 	compareVerdicts(t, "after rebuild", want, verdicts(l, tokens, probes))

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+func TestAuditNeedsTheAdminKey(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock())
+	_, _, sid := l.signup("key@example.com", "key password", true)
+	path := "/v1/audit/sessions/" + sid
+	for name, c := range map[string]struct {
+		key    string
+		status int
+		reason string
+	}{
+		"no key":    {"", 401, "ADMIN_KEY_REQUIRED"},
+		"wrong key": {"not-the-key", 401, "ADMIN_KEY_INVALID"},
+		"right key": {testAdminKey, 200, ""},
+	} {
+		req, _ := http.NewRequest("GET", l.URL()+path, nil)
+		if c.key != "" {
+			req.Header.Set("X-API-Key", c.key)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		if res.StatusCode != c.status || (c.reason != "" && body["reason"] != c.reason) {
+			t.Errorf("%s: %d %v, want %d %s", name, res.StatusCode, body, c.status, c.reason)
+		}
+	}
+	// A user's bearer token is no admin key.
+	tok, _, _ := l.signup("key2@example.com", "key password", true)
+	if r := l.do("GET", path, tok, nil); r.Status != 401 {
+		t.Errorf("bearer token on audit endpoint: %d", r.Status)
+	}
+}
+
+func TestGeneratedAdminKeyIsShownOnceAndOnlyItsHashKept(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	noKey := func(c *ServiceConfig) { c.AdminKey = ""; c.AdminKeyOut = &out }
+	l := startLedger(t, dir, newClock(), noKey)
+	printed := out.String()
+	i := strings.Index(printed, "sla_")
+	if i < 0 {
+		t.Fatalf("no generated key printed: %q", printed)
+	}
+	key := strings.Fields(printed[i:])[0]
+	_, _, sid := l.signup("gen@example.com", "gen password", true)
+	req, _ := http.NewRequest("GET", l.URL()+"/v1/audit/sessions/"+sid, nil)
+	req.Header.Set("X-API-Key", key)
+	res, err := client.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("generated key rejected: %v %v", res.StatusCode, err)
+	}
+	res.Body.Close()
+	l.stop()
+	stored, _ := os.ReadFile(filepath.Join(dir, adminKeyFile))
+	if bytes.Contains(stored, []byte(key)) || len(bytes.TrimSpace(stored)) != 64 {
+		t.Fatalf("stored admin key file holds %q", stored)
+	}
+	out.Reset()
+	startLedger(t, dir, newClock(), noKey)
+	if strings.Contains(out.String(), "sla_") {
+		t.Fatal("the admin key was printed again on the second start")
+	}
+}
+
+// TestAsOfBoundaries checks as-of verdicts at and around every deadline,
+// and the bad-input answers of the audit API.
+func TestAsOfBoundaries(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock())
+	t0 := l.clock.Now()
+	const pw = "boundary password"
+	_, uid, keepSID := l.signup("edge@example.com", pw, true) // idle deadline t0+30d
+	plainTok, plainSID := l.login("edge@example.com", pw, false)
+	_ = plainTok
+	outTok, outSID := l.login("edge@example.com", pw, true)
+	l.clock.Advance(time.Hour)
+	if r := l.do("POST", "/v1/auth/logout", outTok, nil); r.Status != 200 {
+		t.Fatal(r.Raw)
+	}
+	logoutAt := t0.Add(time.Hour)
+	sec := time.Second
+	cases := []struct {
+		name   string
+		sid    string
+		at     time.Time
+		valid  bool
+		reason string
+	}{
+		{"before the start", keepSID, t0.Add(-sec), false, "not_started"},
+		{"at the start", keepSID, t0, true, ""},
+		{"one second before the idle deadline", keepSID, t0.Add(30*domain.Day - sec), true, ""},
+		{"exactly at the idle deadline", keepSID, t0.Add(30 * domain.Day), false, "expired:idle"},
+		{"one second after the idle deadline", keepSID, t0.Add(30*domain.Day + sec), false, "expired:idle"},
+		{"one second before max", plainSID, t0.Add(24*time.Hour - sec), true, ""},
+		{"exactly at max", plainSID, t0.Add(24 * time.Hour), false, "expired:max"},
+		{"one second after max", plainSID, t0.Add(24*time.Hour + sec), false, "expired:max"},
+		{"one second before the logout", outSID, logoutAt.Add(-sec), true, ""},
+		{"at the logout", outSID, logoutAt, false, "revoked:logout"},
+	}
+	for _, c := range cases {
+		r := l.admin("/v1/audit/sessions/" + c.sid + "?at=" + c.at.Format(time.RFC3339))
+		if r.Status != 200 || r.get("valid") != c.valid || r.str("reason") != c.reason {
+			t.Errorf("%s: %d %s, want valid=%v reason=%q", c.name, r.Status, r.Raw, c.valid, c.reason)
+			continue
+		}
+		exp, _ := r.get("explanation").([]any)
+		if len(exp) == 0 || r.str("summary") == "" {
+			t.Errorf("%s: no explanation: %s", c.name, r.Raw)
+		}
+	}
+	r := l.admin("/v1/audit/sessions/" + outSID + "?at=" + logoutAt.Format(time.RFC3339))
+	exp, _ := r.get("explanation").([]any)
+	if len(exp) != 2 || exp[1].(map[string]any)["role"] != "revoked" || !strings.Contains(r.str("summary"), "revoked: logout") {
+		t.Errorf("logout explanation: %s", r.Raw)
+	}
+	r = l.admin("/v1/audit/sessions/" + keepSID + "?at=" + t0.Add(31*domain.Day).Format(time.RFC3339))
+	if !strings.Contains(r.str("summary"), "idle window 30d") {
+		t.Errorf("idle explanation: %s", r.str("summary"))
+	}
+	for name, c := range map[string]struct {
+		path   string
+		status int
+		reason string
+	}{
+		"malformed at":    {"/v1/audit/sessions/" + keepSID + "?at=yesterday", 400, "INVALID_REQUEST"},
+		"unknown session": {"/v1/audit/sessions/" + strings.Repeat("b", 32), 404, "SESSION_NOT_FOUND"},
+		"garbage session": {"/v1/audit/sessions/nope", 404, "SESSION_NOT_FOUND"},
+		"unknown user":    {"/v1/audit/users/nobody/events", 404, "USER_NOT_FOUND"},
+		"malformed since": {"/v1/audit/users/" + uid + "/events?since=3", 400, "INVALID_REQUEST"},
+	} {
+		if r := l.admin(c.path); r.Status != c.status || r.str("reason") != c.reason {
+			t.Errorf("%s: %d %s", name, r.Status, r.Raw)
+		}
+	}
+	r = l.admin("/v1/audit/users/" + uid + "/events")
+	events, _ := r.get("events").([]any)
+	if r.Status != 200 || len(events) != 5 { // registered, 3 started, logged out
+		t.Fatalf("user events: %d %s", r.Status, r.Raw)
+	}
+	r = l.admin("/v1/audit/users/" + uid + "/events?since=" + logoutAt.Format(time.RFC3339))
+	if events, _ := r.get("events").([]any); len(events) != 1 {
+		t.Errorf("events since the logout: %s", r.Raw)
+	}
+}
+
+// TestAuditCLIOnAStoppedDataDir runs every `ledger audit` command against
+// the data dir of a stopped server and checks them against the live answers.
+func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
+	dir := t.TempDir()
+	l := startLedger(t, dir, newClock())
+	tok, uid, sid := l.signup("cli@example.com", "cli password", true)
+	l.login("cli@example.com", "cli password", false)
+	l.clock.Advance(time.Minute)
+	l.do("POST", "/v1/auth/logout", tok, nil)
+	at := l.clock.Now().Add(time.Second)
+	live := l.admin("/v1/audit/sessions/" + sid + "?at=" + at.Format(time.RFC3339))
+	liveDigest := l.admin("/v1/audit/digest")
+	total := l.lastSeq()
+	cfg := l.cfg.LogConfig
+	l.stop()
+
+	ctx := context.Background()
+	ll, err := openLog(ctx, cfg, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := auditVerdict(ctx, ll.store, sid, at, true, &out); err != nil {
+		t.Fatal(err)
+	}
+	var cli map[string]any
+	_ = json.Unmarshal(out.Bytes(), &cli)
+	if cli["reason"] != live.str("reason") || cli["summary"] != live.str("summary") || cli["valid"] != false {
+		t.Errorf("CLI verdict %v differs from the live audit answer %s", cli, live.Raw)
+	}
+	out.Reset()
+	if err := auditVerdict(ctx, ll.store, sid, at, false, &out); err != nil || !strings.Contains(out.String(), "revoked: logout") {
+		t.Errorf("human verdict: %v %q", err, out.String())
+	}
+	for name, who := range map[string][3]string{"user": {uid, "", ""}, "session": {"", sid, ""}, "email": {"", "", "CLI@example.com"}} {
+		out.Reset()
+		if err := auditHistory(ctx, ll.store, who[0], who[1], who[2], time.Time{}, time.Time{}, true, &out); err != nil {
+			t.Fatalf("history by %s: %v", name, err)
+		}
+		lines := strings.Count(out.String(), "\n")
+		want := map[string]int{"user": 4, "session": 3, "email": 5}[name]
+		if lines != want {
+			t.Errorf("history by %s: %d lines, want %d:\n%s", name, lines, want, out.String())
+		}
+	}
+	out.Reset()
+	var status bytes.Buffer
+	if err := auditExport(ctx, ll.store, time.Time{}, time.Time{}, &out, &status, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "\n"); uint64(n) != total || !strings.Contains(status.String(), "exported") {
+		t.Errorf("export wrote %d lines (want %d); status %q", n, total, status.String())
+	}
+	out.Reset()
+	if err := auditVerify(ctx, ll.store, nil, false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK:") {
+		t.Errorf("verify: %v %q", err, out.String())
+	}
+	if err := auditVerdict(ctx, ll.store, strings.Repeat("c", 32), at, false, &out); err == nil {
+		t.Error("verdict for an unknown session succeeded")
+	}
+	ll.close()
+	out.Reset()
+	if err := auditDigest(dir, true, &out); err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]any
+	_ = json.Unmarshal(out.Bytes(), &d)
+	if d["state_digest"] != liveDigest.str("state_digest") || d["stream_digest"] != liveDigest.str("stream_digest") {
+		t.Errorf("CLI digest %v differs from the live one %s", d, liveDigest.Raw)
+	}
+}
+
+// TestCorruptEventIsRecordedAndSkipped: a message that is not an event does
+// not stop the projection; it is recorded, counted, reported by readyz, and
+// named by verify.
+func TestCorruptEventIsRecordedAndSkipped(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock())
+	_, uid, _ := l.signup("corrupt@example.com", "corrupt password", true)
+	ack, err := l.ll.store.JetStream().Publish(context.Background(), eventstore.UserSubject(uid), []byte(`{"type":"session_used","oops`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := l.login("corrupt@example.com", "corrupt password", true) // the user's subject goes on
+	if v := l.verdict(tok); v.Status != 200 {
+		t.Fatalf("login after the corrupt message: %+v", v)
+	}
+	r := l.do("GET", "/readyz", "", nil)
+	skipped, _ := r.get("skipped_events").(map[string]any)
+	if r.Status != 200 || r.get("degraded") != true || skipped[jsonSeq(ack.Sequence)] == nil {
+		t.Fatalf("readyz: %d %s", r.Status, r.Raw)
+	}
+	res, _ := http.Get(l.URL() + "/metrics")
+	var m bytes.Buffer
+	_, _ = m.ReadFrom(res.Body)
+	res.Body.Close()
+	if !strings.Contains(m.String(), "ledger_projection_events_skipped_total 1") {
+		t.Error("skip not counted in metrics")
+	}
+	var out bytes.Buffer
+	err = auditVerify(context.Background(), l.ll.store, nil, false, false, &out)
+	if err == nil || !strings.Contains(out.String(), "corrupt") || !strings.Contains(out.String(), "seq "+jsonSeq(ack.Sequence)) {
+		t.Fatalf("verify: %v %q", err, out.String())
+	}
+}
+
+func jsonSeq(seq uint64) string {
+	b, _ := json.Marshal(seq)
+	return string(b)
+}

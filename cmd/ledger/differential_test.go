@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+var longDifferential = flag.Bool("ledger.long", false, "run the long differential check (thousands of users over simulated years)")
+
+// TestDifferentialLiveVersusReplay drives a random workload over simulated
+// months with an injected clock, records every verdict the live service
+// gives, then recomputes each one from the log alone (as an auditor would)
+// and requires zero mismatches.
+func TestDifferentialLiveVersusReplay(t *testing.T) {
+	users, ops := 60, 1500
+	if *longDifferential {
+		users, ops = 2000, 40000
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, %d users, %d operations", seed, users, ops)
+	rnd := rand.New(rand.NewPCG(seed, 42))
+
+	cheap := func(c *ServiceConfig) {
+		// Verdicts, not hashing, are under test here.
+		c.PasswordParams = argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+		c.UseGranularity = time.Hour
+	}
+	l := startLedger(t, t.TempDir(), newClock(), cheap)
+	ctx := context.Background()
+
+	type session struct{ token, sid, uid, email string }
+	var sessions []session
+	emails := map[string]string{} // email -> user id
+	var emailList []string
+	type observation struct {
+		s       session
+		at      time.Time
+		verdict verdict
+	}
+	var observed []observation
+	const pw = "differential pw"
+	pick := func() (session, bool) {
+		if len(sessions) == 0 {
+			return session{}, false
+		}
+		return sessions[rnd.IntN(len(sessions))], true
+	}
+	settle := func() {
+		last := l.lastSeq()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := l.proj.WaitFor(wctx, last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < ops; i++ {
+		switch g := rnd.IntN(10); {
+		case g < 6:
+			l.clock.Advance(time.Duration(1+rnd.IntN(3600)) * time.Second)
+		case g < 9:
+			l.clock.Advance(time.Duration(1+rnd.IntN(48)) * time.Hour)
+		default:
+			l.clock.Advance(time.Duration(1+rnd.IntN(40)) * domain.Day)
+		}
+		keep := rnd.IntN(3) > 0
+		switch a := rnd.IntN(100); {
+		case a < 10 && len(emailList) < users || len(emailList) == 0:
+			email := fmt.Sprintf("user%d@example.com", len(emailList))
+			tok, uid, sid := l.signup(email, pw, keep)
+			emails[email] = uid
+			emailList = append(emailList, email)
+			sessions = append(sessions, session{tok, sid, uid, email})
+		case a < 25:
+			email := emailList[rnd.IntN(len(emailList))]
+			tok, sid := l.login(email, pw, keep)
+			sessions = append(sessions, session{tok, sid, emails[email], email})
+		case a < 60:
+			if s, ok := pick(); ok {
+				l.do("GET", "/v1/validate", s.token, nil) // touching: may record a use
+			}
+		case a < 68:
+			if s, ok := pick(); ok {
+				l.do("POST", "/v1/auth/logout", s.token, nil)
+			}
+		case a < 72:
+			if s, ok := pick(); ok {
+				l.do("POST", "/v1/auth/logout-others", s.token, nil)
+			}
+		case a < 76:
+			if s, ok := pick(); ok {
+				// Terminate another session of the same user, if any.
+				for _, o := range sessions {
+					if o.uid == s.uid && o.sid != s.sid {
+						l.do("DELETE", "/v1/sessions/"+o.sid, s.token, nil)
+						break
+					}
+				}
+			}
+		}
+		settle()
+		for range 3 {
+			if s, ok := pick(); ok {
+				observed = append(observed, observation{s, l.clock.Now(), l.verdict(s.token)})
+			}
+		}
+	}
+
+	// Replay: the log alone, read per user, folded by the domain.
+	history := map[string][]domain.Event{}
+	mismatches := 0
+	kinds := map[string]int{}
+	for _, o := range observed {
+		events, ok := history[o.s.uid]
+		if !ok {
+			var err error
+			if events, err = eventstore.UserEvents(ctx, l.ll.store.Stream(), o.s.uid); err != nil {
+				t.Fatal(err)
+			}
+			history[o.s.uid] = events
+		}
+		res, err := domain.SessionAsOf(events, o.s.sid, o.at)
+		if err != nil {
+			t.Fatalf("replay %s: %v", o.s.sid, err)
+		}
+		replayed := verdictOf(res.Verdict)
+		kinds[replayed.Reason+replayed.Detail]++
+		if replayed != o.verdict {
+			mismatches++
+			if mismatches <= 10 {
+				t.Errorf("session %s at %s: live %+v, replayed %+v (%s)", o.s.sid, o.at.Format(time.RFC3339), o.verdict, replayed, res.Summary)
+			}
+		}
+	}
+	uses := 0
+	for _, events := range history {
+		for _, e := range events {
+			if e.Type == domain.EventSessionUsed {
+				uses++
+			}
+		}
+	}
+	t.Logf("%d verdicts compared, %d mismatches; verdict mix %v; %d uses recorded", len(observed), mismatches, kinds, uses)
+	if uses == 0 {
+		t.Error("no session_used event was recorded; the idle rule is not exercised")
+	}
+	if mismatches > 0 {
+		t.Fatalf("%d of %d verdicts differ between live validation and log replay", mismatches, len(observed))
+	}
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout"} {
+		if kinds[k] == 0 {
+			t.Errorf("the workload never produced verdict %q; it is not exercising the rules", k)
+		}
+	}
+}
+
+// verdictOf renders a domain verdict the way the validate endpoint does.
+func verdictOf(v domain.Verdict) verdict {
+	if v.Valid {
+		return verdict{Status: 200, Idle: v.IdleExpiresAt.Format(time.RFC3339), Max: v.MaxExpiresAt.Format(time.RFC3339)}
+	}
+	out := verdict{Status: 401, Detail: v.Reason.Detail()}
+	switch v.Reason.Kind() {
+	case "expired":
+		out.Reason = "TOKEN_EXPIRED"
+	case "revoked":
+		out.Reason = "TOKEN_REVOKED"
+	default:
+		out.Reason = "TOKEN_INVALID"
+	}
+	return out
+}
