@@ -53,11 +53,15 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		}
 		return sessions[rnd.IntN(len(sessions))], true
 	}
+	// settle waits until every write so far, including uses still in the
+	// use queue, is applied, so that each observation is of a settled state.
 	settle := func() {
-		last := l.lastSeq()
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if err := l.proj.WaitFor(wctx, last); err != nil {
+		if err := l.uses.Flush(wctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.proj.WaitFor(wctx, l.lastSeq()); err != nil {
 			t.Fatal(err)
 		}
 	}

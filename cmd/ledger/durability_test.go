@@ -43,6 +43,9 @@ func scenario(t *testing.T, l *testLedger, pw string) []string {
 	}
 	tokens = append(tokens, keep, plain, out, other, term, idle, used)
 	// Let the use land before the snapshot of verdicts is taken.
+	if err := l.uses.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 10*time.Second, "projection to catch up", func() bool { return l.proj.Applied() == l.lastSeq() })
 	return tokens
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,8 @@ type UseRecorder struct {
 	pending sync.Map // session id -> struct{}: a use is queued or in flight
 
 	done chan struct{}
+
+	enqueued, handled atomic.Uint64 // uses accepted by Touch, and processed by flush
 
 	queued, dropped, appended, failed prometheus.Counter
 }
@@ -84,6 +87,7 @@ func (r *UseRecorder) Touch(s *domain.Session, at time.Time) bool {
 	e := domain.SessionUse(s.UserID(), s.ID(), at)
 	select {
 	case r.queue <- e:
+		r.enqueued.Add(1)
 		r.queued.Inc()
 		return true
 	default:
@@ -145,6 +149,21 @@ func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 	for _, e := range events {
 		r.pending.Delete(e.SessionID)
 	}
+	r.handled.Add(uint64(len(events)))
+}
+
+// Flush waits until every use queued before the call has been appended (or
+// has failed), so a caller can then wait for the projection to apply them.
+func (r *UseRecorder) Flush(ctx context.Context) error {
+	target := r.enqueued.Load()
+	for r.handled.Load() < target {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // msgID is shared by every instance recording a use of the same session in
