@@ -361,7 +361,12 @@ func ReadStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn 
 	if last < o.From {
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: o.From}
+	// Ordered consumers outlive Stop for their inactive threshold (5 min by
+	// default); audit reads make many, so they are short-lived and deleted.
+	cfg := jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: o.From,
+		InactiveThreshold: 30 * time.Second,
+	}
 	if o.Subject != "" {
 		cfg.FilterSubjects = []string{o.Subject}
 	}
@@ -369,6 +374,11 @@ func ReadStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn 
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
 	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return fmt.Errorf("read stream: %w", err)

@@ -41,7 +41,7 @@ type auditFlags struct {
 }
 
 func (f auditFlags) open(ctx context.Context) (*ledgerLog, error) {
-	return openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger())
+	return openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger(), false)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {

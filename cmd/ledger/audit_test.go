@@ -178,7 +178,7 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	l.stop()
 
 	ctx := context.Background()
-	ll, err := openLog(ctx, cfg, discardLogger())
+	ll, err := openLog(ctx, cfg, discardLogger(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,4 +269,26 @@ func TestCorruptEventIsRecordedAndSkipped(t *testing.T) {
 func jsonSeq(seq uint64) string {
 	b, _ := json.Marshal(seq)
 	return string(b)
+}
+
+// TestAuditCLIAgainstARunningServersNATS: the audit tools also work through
+// a NATS URL while the server runs, without its data dir or HTTP.
+func TestAuditCLIAgainstARunningServersNATS(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock(), func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" })
+	_, _, sid := l.signup("url@example.com", "url password", true)
+	ctx := context.Background()
+	// A data dir of its own that is not used: the CLI reads the stream only.
+	ll, err := openLog(ctx, LogConfig{DataDir: l.cfg.DataDir, NATSURL: l.ll.emb.ClientURL(), Stream: "LEDGER"}, discardLogger(), false)
+	if err != nil {
+		t.Fatalf("audit over NATS next to a running server: %v", err)
+	}
+	defer ll.close()
+	var out bytes.Buffer
+	if err := auditVerify(ctx, ll.store, nil, false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK: 3 events") {
+		t.Fatalf("verify over NATS: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := auditVerdict(ctx, ll.store, sid, l.clock.Now(), false, &out); err != nil || !strings.Contains(out.String(), "verdict  valid") {
+		t.Fatalf("verdict over NATS: %v %q", err, out.String())
+	}
 }

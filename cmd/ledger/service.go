@@ -63,15 +63,18 @@ type ledgerLog struct {
 	unlock func()
 }
 
-// openLog connects to the ledger stream. Every command that uses a data dir
-// holds its lock for as long as the log is open.
-func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger) (*ledgerLog, error) {
+// openLog connects to the ledger stream. The data dir is locked for as long
+// as the log is open when the embedded server keeps its files there, or when
+// the caller says it will use the projection there too.
+func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir bool) (*ledgerLog, error) {
 	l := &ledgerLog{}
-	unlock, err := lockDataDir(cfg.DataDir)
-	if err != nil {
-		return nil, err
+	if cfg.NATSURL == "" || usesDataDir {
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		l.unlock = unlock
 	}
-	l.unlock = unlock
 	if cfg.NATSURL == "" {
 		emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
 			Dir:        filepath.Join(cfg.DataDir, "nats"),
@@ -171,7 +174,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if s.ll, err = openLog(ctx, cfg.LogConfig, log); err != nil {
+	if s.ll, err = openLog(ctx, cfg.LogConfig, log, true); err != nil {
 		return nil, err
 	}
 	s.ll.store.RegisterMetrics(reg)
@@ -369,7 +372,7 @@ func (s *Service) shutdownBackground() error {
 // rebuild drops the projection and replays the whole stream into a fresh
 // one, printing progress to out.
 func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger) error {
-	ll, err := openLog(ctx, cfg, log)
+	ll, err := openLog(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
