@@ -129,23 +129,31 @@ func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string
 	return nil
 }
 
+// windowFlags bound a listing by event time.
+type windowFlags struct {
+	Since string `name:"since" help:"Only events at or after this instant (RFC 3339)."`
+	Until string `name:"until" help:"Only events at or before this instant (RFC 3339)."`
+}
+
+func (w windowFlags) window() (since, until time.Time, err error) {
+	if since, err = parseFlagTime("since", w.Since); err == nil {
+		until, err = parseFlagTime("until", w.Until)
+	}
+	return since, until, err
+}
+
 type auditHistoryCmd struct {
 	auditFlags
+	windowFlags
 	User    string `name:"user" xor:"who" required:"" help:"User id."`
 	Session string `name:"session" xor:"who" required:"" help:"Session id (its user's events that concern it)."`
 	Email   string `name:"email" xor:"who" required:"" help:"Email address (its claim and its user's events)."`
-	Since   string `name:"since" help:"Only events at or after this instant (RFC 3339)."`
-	Until   string `name:"until" help:"Only events at or before this instant (RFC 3339)."`
 }
 
 func (c *auditHistoryCmd) Run() error {
 	ctx, stop := signalContext()
 	defer stop()
-	since, err := parseFlagTime("since", c.Since)
-	if err != nil {
-		return err
-	}
-	until, err := parseFlagTime("until", c.Until)
+	since, until, err := c.window()
 	if err != nil {
 		return err
 	}
@@ -260,18 +268,13 @@ func describe(e domain.Event) string {
 
 type auditExportCmd struct {
 	auditFlags
-	Since string `name:"since" help:"Only events at or after this instant (RFC 3339)."`
-	Until string `name:"until" help:"Only events at or before this instant (RFC 3339)."`
+	windowFlags
 }
 
 func (c *auditExportCmd) Run() error {
 	ctx, stop := signalContext()
 	defer stop()
-	since, err := parseFlagTime("since", c.Since)
-	if err != nil {
-		return err
-	}
-	until, err := parseFlagTime("until", c.Until)
+	since, until, err := c.window()
 	if err != nil {
 		return err
 	}
