@@ -108,14 +108,18 @@ func mustJSON(v any) []byte {
 
 // Session records are a fixed binary layout: validation decodes one on
 // every request, so it must be cheap.
-const sessionCodecVersion = 1
+const sessionCodecVersion = 2
+
+// Times are stored as Unix seconds and nanoseconds: UnixNano overflows in
+// 2262, and a projection must not misread any time an event can carry.
+const timeLen = 12
 
 var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {
-	b := make([]byte, 0, 1+32+1+1+5*8+2+len(s.UserID)+len(s.Method))
+	b := make([]byte, 0, 1+32+1+1+4*timeLen+8+2+len(s.UserID)+len(s.Method))
 	b = append(b, sessionCodecVersion)
 	b = append(b, s.TokenHash[:]...)
 	var flags byte
@@ -134,7 +138,7 @@ func encodeSession(s domain.SessionSnapshot) []byte {
 	}
 	b = append(b, reason)
 	for _, t := range []time.Time{s.StartedAt, s.MaxExpiresAt, s.LastUseAt, s.RevokedAt} {
-		b = binary.BigEndian.AppendUint64(b, uint64(unixNano(t)))
+		b = appendTime(b, t)
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(s.IdleWindow))
 	b = append(b, byte(len(s.UserID)))
@@ -148,7 +152,7 @@ var errCorruptSession = errors.New("corrupt session record")
 
 func decodeSession(id string, b []byte) (domain.SessionSnapshot, error) {
 	var s domain.SessionSnapshot
-	const fixed = 1 + 32 + 1 + 1 + 5*8
+	const fixed = 1 + 32 + 1 + 1 + 4*timeLen + 8
 	if len(b) < fixed+2 || b[0] != sessionCodecVersion {
 		return s, errCorruptSession
 	}
@@ -163,8 +167,8 @@ func decodeSession(id string, b []byte) (domain.SessionSnapshot, error) {
 	p := 35
 	times := [4]*time.Time{&s.StartedAt, &s.MaxExpiresAt, &s.LastUseAt, &s.RevokedAt}
 	for _, t := range times {
-		*t = fromUnixNano(int64(binary.BigEndian.Uint64(b[p:])))
-		p += 8
+		*t = readTime(b[p:])
+		p += timeLen
 	}
 	s.IdleWindow = time.Duration(binary.BigEndian.Uint64(b[p:]))
 	p += 8
@@ -184,16 +188,19 @@ func decodeSession(id string, b []byte) (domain.SessionSnapshot, error) {
 	return s, nil
 }
 
-func unixNano(t time.Time) int64 {
+// appendTime writes the zero time as all zeros.
+func appendTime(b []byte, t time.Time) []byte {
 	if t.IsZero() {
-		return 0
+		return append(b, make([]byte, timeLen)...)
 	}
-	return t.UnixNano()
+	b = binary.BigEndian.AppendUint64(b, uint64(t.Unix()))
+	return binary.BigEndian.AppendUint32(b, uint32(t.Nanosecond()))
 }
 
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
+func readTime(b []byte) time.Time {
+	sec, nsec := int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint32(b[8:]))
+	if sec == 0 && nsec == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, n).UTC()
+	return time.Unix(sec, nsec).UTC()
 }

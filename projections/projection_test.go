@@ -161,3 +161,29 @@ func mustSession(t *testing.T, p *projections.Projection, id string) *domain.Ses
 	}
 	return s
 }
+
+// TestTimesBeyond2262 guards against storing times as UnixNano, which
+// overflows in April 2262.
+func TestTimesBeyond2262(t *testing.T) {
+	p, err := projections.Open(t.TempDir(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	far := time.Date(2300, 1, 2, 3, 4, 5, 6, time.UTC)
+	u := domain.NewUser("u9", "far@example.com", "hash", nil)
+	_, sid, h, _ := domain.NewToken(bytes.NewReader(bytes.Repeat([]byte{9}, 64)))
+	e := u.StartSession(sid, h, "password", true, false, far, domain.DefaultPolicy())
+	e.ID = "far"
+	if err := e.Seal(""); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := e.Encode()
+	if err := p.ApplyBatch([]eventstore.Record{{Seq: 1, Subject: eventstore.UserSubject("u9"), Data: data}}); err != nil {
+		t.Fatal(err)
+	}
+	s := mustSession(t, p, sid)
+	if !s.StartedAt().Equal(far) || !s.Verdict(far.Add(time.Hour)).Valid {
+		t.Fatalf("started %s, verdict %+v", s.StartedAt(), s.Verdict(far.Add(time.Hour)))
+	}
+}
