@@ -75,10 +75,10 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		switch g := rnd.IntN(100); {
 		case g < 70:
 			l.clock.Advance(gap(time.Duration(1+rnd.IntN(3600)) * time.Second))
-		case g < 95:
+		case g < 97:
 			l.clock.Advance(gap(time.Duration(1+rnd.IntN(24)) * time.Hour))
 		default:
-			l.clock.Advance(gap(time.Duration(1+rnd.IntN(40)) * domain.Day))
+			l.clock.Advance(gap(time.Duration(1+rnd.IntN(10)) * domain.Day))
 		}
 		keep := rnd.IntN(3) > 0
 		switch a := rnd.IntN(100); {
