@@ -385,8 +385,6 @@ func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error
 		e = newError(http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists")
 	case errors.Is(err, domain.ErrSessionNotFound):
 		e = newError(http.StatusNotFound, "SESSION_NOT_FOUND", "no such session")
-	case errors.Is(err, domain.ErrUserNotFound) && strings.HasPrefix(r.URL.Path, "/v1/audit/"):
-		e = newError(http.StatusNotFound, "USER_NOT_FOUND", "no such user")
 	case errors.Is(err, domain.ErrUserNotFound):
 		// The token's user is gone from this instance's view: treat the
 		// token like any unknown one.

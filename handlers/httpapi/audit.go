@@ -3,9 +3,11 @@ package httpapi
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"time"
 
+	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 )
 
@@ -99,6 +101,10 @@ func (a *API) auditUserEvents(w http.ResponseWriter, r *http.Request) {
 		if until, e = parseTime(r, "until"); e == nil {
 			userID := r.PathValue("user_id")
 			events, err := a.cfg.Audit.UserEvents(r.Context(), userID, since, until)
+			if errors.Is(err, domain.ErrUserNotFound) {
+				writeError(w, newError(http.StatusNotFound, "USER_NOT_FOUND", "no such user"))
+				return
+			}
 			if err != nil {
 				a.writeDomainError(w, r, err)
 				return
@@ -134,5 +140,3 @@ func (a *API) auditDigest(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, d)
 }
-
-

@@ -77,4 +77,3 @@ func InWindow(se eventstore.StoredEvent, since, until time.Time) bool {
 	t := se.Event.Time
 	return (since.IsZero() || !t.Before(since)) && (until.IsZero() || !t.After(until))
 }
-
