@@ -34,7 +34,12 @@ type LogConfig struct {
 	NATSListen     string // embedded server: accept outside connections here
 	NoSync         bool   // embedded server: relax fsync-per-write
 	Stream         string
-	StreamReplicas int
+	StreamReplicas int // 0: 1 embedded or standalone, 3 on a cluster
+	// ReadStream, if set, is a mirror of Stream that the projection follows
+	// (created if missing, in ReadStreamCluster if set); writes still go to
+	// Stream.
+	ReadStream        string
+	ReadStreamCluster string
 }
 
 // ServiceConfig is everything `ledger serve` runs with. Tests build it
@@ -48,6 +53,11 @@ type ServiceConfig struct {
 	PasswordParams argon2id.Params
 	Now            func() time.Time
 	Logger         *slog.Logger
+	// MaxLag: past it without confirming it is caught up, validate fails
+	// closed (503 PROJECTION_BEHIND) and /readyz fails. Default 5s.
+	MaxLag time.Duration
+	// MinSeqWait bounds the wait for a validate's min_seq. Default 2s.
+	MinSeqWait time.Duration
 }
 
 // ledgerLog is an open connection to the stream, embedded or external.
@@ -55,6 +65,7 @@ type ledgerLog struct {
 	emb   *eventstore.Embedded
 	nc    *nats.Conn
 	store *eventstore.Store
+	read  *eventstore.Store // the projection's source: store, or a mirror of it
 	dial  func() (*nats.Conn, error)
 }
 
@@ -90,7 +101,11 @@ func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger) (*ledgerLog, 
 		return nil, err
 	}
 	l.nc = nc
-	l.store, err = eventstore.Open(ctx, nc, eventstore.Config{Stream: cfg.Stream, Replicas: cfg.StreamReplicas})
+	replicas := streamReplicas(cfg, nc)
+	l.store, err = eventstore.Open(ctx, nc, eventstore.Config{Stream: cfg.Stream, Replicas: replicas})
+	if err == nil {
+		err = l.openReadStream(ctx, cfg, replicas, log)
+	}
 	if err != nil {
 		l.close()
 		return nil, err
@@ -120,6 +135,7 @@ type Service struct {
 	log      *slog.Logger
 	ll       *ledgerLog
 	proj     *projections.Projection
+	fresh    *projections.Freshness
 	uses     *query.UseRecorder
 	stopUses context.CancelFunc
 	srv      *http.Server
@@ -164,21 +180,19 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		return nil, err
 	}
 	log.Info("catching up projection", "applied", s.proj.Applied())
-	if err := s.proj.CatchUp(ctx, s.ll.store, nil); err != nil {
+	if err := s.proj.CatchUp(ctx, s.ll.read, nil); err != nil {
 		return nil, fmt.Errorf("projection catch-up: %w", err)
 	}
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.bg.Add(2)
+	restart := s.startFreshness(bgCtx, cfg, reg)
+	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		_ = s.proj.RunLive(bgCtx, projections.LiveConfig{Store: s.ll.store, Dial: s.ll.dial, Log: log})
+		_ = s.proj.RunLive(bgCtx, projections.LiveConfig{Store: s.ll.read, Dial: s.ll.dial, Log: log, Restart: restart})
 	}()
-	go func() {
-		defer s.bg.Done()
-		s.proj.TrackLag(bgCtx, s.ll.store, reg, 2*time.Second)
-	}()
+	s.awaitFresh(ctx)
 
 	hasher, err := command.NewArgon2id(cfg.PasswordParams)
 	if err != nil {
@@ -210,6 +224,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		Validate:     query.ValidateHandler{Sessions: s.proj, Uses: s.uses, Now: cfg.Now},
 		Sessions:     query.SessionsHandler{Sessions: s.proj, Now: cfg.Now},
 		Ready:        s.ready,
+		Freshness:    s.fresh,
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Log:          log,
 		Registerer:   reg,
@@ -245,6 +260,9 @@ func (s *Service) ServeErr() <-chan error { return s.serveErr }
 func (s *Service) ready(ctx context.Context) (map[string]any, error) {
 	applied := s.proj.Applied()
 	detail := map[string]any{"applied_seq": applied}
+	if err := s.fresh.Check(); err != nil {
+		return s.fresh.Status(), err
+	}
 	last, err := s.ll.store.LastSeq(ctx)
 	if err != nil {
 		return detail, fmt.Errorf("jetstream unreachable: %w", err)
@@ -322,7 +340,7 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 	}
 	start := time.Now()
 	lastPrint := time.Time{}
-	err = proj.CatchUp(ctx, ll.store, func(applied, target uint64) {
+	err = proj.CatchUp(ctx, ll.read, func(applied, target uint64) {
 		if time.Since(lastPrint) < 500*time.Millisecond && applied < target {
 			return
 		}
