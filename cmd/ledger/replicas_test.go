@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
 )
 
 // TestReplicasReadYourWrites: two instances on a 3-node cluster share one
@@ -166,20 +165,7 @@ func TestReplicasReadYourWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		const bulk, chunk = 20000, 1000
-		at := clock.Now()
-		for done := 0; done < bulk; done += chunk {
-			pubs := make([]eventstore.Publication, chunk)
-			for i := range pubs {
-				at = at.Add(time.Second)
-				e := domain.SessionUse(sess.UserID(), sess.ID(), at)
-				e.ID = newID()
-				pubs[i] = eventstore.Publication{Subject: eventstore.UserSubject(sess.UserID()), Event: e}
-			}
-			if n, err := a.ll.store.AppendBatch(context.Background(), pubs); err != nil || n != chunk {
-				t.Fatalf("bulk append: %d stored, %v", n, err)
-			}
-		}
+		appendUses(t, a, sess.UserID(), sess.ID(), clock.Now(), 20000)
 		converge(t, 60*time.Second, a, b)
 		start := time.Now()
 		late := startLedger(t, t.TempDir(), clock, onCluster(c))
