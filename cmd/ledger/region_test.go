@@ -194,8 +194,12 @@ func TestLiveSubscriptionHeals(t *testing.T) {
 	writes := func(what string) {
 		t.Helper()
 		for i := range 3 {
-			tok, _ := b.login(email, pw, true) // waits for B's own projection
-			r := a.do("POST", "/v1/auth/logout", tok, nil)
+			r := b.do("POST", "/v1/auth/login", "", creds{email, pw, true}) // waits for B's own projection
+			if r.Status != 200 {
+				t.Fatalf("%s: login %d on B: %d %s", what, i, r.Status, r.Raw)
+			}
+			tok := r.str("response", "token")
+			r = doURL(t, a.URL(), "POST", "/v1/auth/logout", tok, minSeq(seqOf(t, r)), nil)
 			if r.Status != 200 {
 				t.Fatalf("%s: logout %d on A: %d %s", what, i, r.Status, r.Raw)
 			}
