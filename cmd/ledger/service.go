@@ -258,10 +258,9 @@ func (s *Service) URL() string { return "http://" + s.addr }
 func (s *Service) ServeErr() <-chan error { return s.serveErr }
 
 func (s *Service) ready(ctx context.Context) (map[string]any, error) {
-	applied := s.proj.Applied()
-	detail := map[string]any{"applied_seq": applied}
+	detail := s.fresh.Status() // lag, fresh_as_of; overwritten below where newer
 	if err := s.fresh.Check(); err != nil {
-		return s.fresh.Status(), err
+		return detail, err
 	}
 	last, err := s.ll.store.LastSeq(ctx)
 	if err != nil {
