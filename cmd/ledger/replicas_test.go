@@ -96,7 +96,7 @@ func TestReplicasReadYourWrites(t *testing.T) {
 
 	var revoked []string
 	t.Run("logout propagation", func(t *testing.T) {
-		const n = 240
+		const n = 400
 		tokens := make([]string, n)
 		var wg sync.WaitGroup
 		for w := range 2 {
