@@ -95,6 +95,9 @@ func (p *Projection) RunLive(ctx context.Context, cfg LiveConfig) error {
 			backoff = 100 * time.Millisecond // it ran well; this is a new failure
 		}
 		log.Warn("projection subscription stopped; restarting from checkpoint", "applied", p.Applied(), "err", err)
+		if errors.Is(err, errRestartRequested) {
+			continue // the stream is reachable, the subscription was not: at once
+		}
 		select {
 		case <-ctx.Done():
 			return nil
