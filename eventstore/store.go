@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -140,9 +141,13 @@ func (s *Store) publish(ctx context.Context, subject string, data []byte, msgID,
 		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(s.name),
 		jetstream.WithExpectLastSequencePerSubject(expected),
 	}
+	// Retries stop after ~5 s in all, so a write with NATS down fails while
+	// its HTTP request can still be answered.
+	ctx, cancelAll := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelAll()
 	backoff := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		ack, err := s.js.Publish(actx, subject, data, opts...)
 		cancel()
 		if err == nil {
@@ -206,15 +211,41 @@ type Publication struct {
 // AppendFacts appends events that decide nothing (a use, a failed login),
 // each at whatever version its subject has: the store links it to the
 // subject's current head, from its cache of heads or read from the stream,
-// and retries on a conflict. It returns how many were stored.
+// and retries on a conflict. Facts on one subject go in order, one after the
+// other (each links to the one before); different subjects proceed in
+// parallel. It returns how many were stored.
 func (s *Store) AppendFacts(ctx context.Context, pubs []Publication) (stored int, err error) {
+	bySubject := map[string][]Publication{}
+	var order []string
 	for _, p := range pubs {
-		if e := s.appendFact(ctx, p); e != nil {
-			err = errors.Join(err, e)
-			continue
+		if _, ok := bySubject[p.Subject]; !ok {
+			order = append(order, p.Subject)
 		}
-		stored++
+		bySubject[p.Subject] = append(bySubject[p.Subject], p)
 	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		sema = make(chan struct{}, 32)
+	)
+	for _, subject := range order {
+		wg.Add(1)
+		sema <- struct{}{}
+		go func(group []Publication) {
+			defer func() { <-sema; wg.Done() }()
+			for _, p := range group {
+				e := s.appendFact(ctx, p)
+				mu.Lock()
+				if e != nil {
+					err = errors.Join(err, e)
+				} else {
+					stored++
+				}
+				mu.Unlock()
+			}
+		}(bySubject[subject])
+	}
+	wg.Wait()
 	return stored, err
 }
 

@@ -10,12 +10,18 @@ import (
 	"github.com/sessionledger/ledger/eventstore"
 )
 
-// Digest is SHA-256 over every key and value of the projection, in key
-// order. The projection is a pure function of the stream prefix it has
-// applied, so two projections at the same applied sequence, built live or
-// rebuilt, on any instance, have the same digest. It returns the applied
-// sequence the digest covers.
-func (p *Projection) Digest() (digest string, applied uint64, err error) {
+// Digest is DigestAt without the sequence.
+func (p *Projection) Digest() (string, error) {
+	d, _, err := p.DigestAt()
+	return d, err
+}
+
+// DigestAt is SHA-256 over every key and value of the projection, in key
+// order, and the applied sequence it covers, from one consistent snapshot.
+// The projection is a pure function of the stream prefix it has applied, so
+// two projections at the same applied sequence, built live, caught up or
+// rebuilt, on any instance, have the same digest.
+func (p *Projection) DigestAt() (digest string, applied uint64, err error) {
 	p.applyMu.Lock() // a consistent point between batches
 	snap := p.db.NewSnapshot()
 	applied = p.Applied()

@@ -61,7 +61,14 @@ type LiveConfig struct {
 	// subscriber drains its connection when it closes.
 	Dial func() (*nats.Conn, error)
 	Log  *slog.Logger
+	// Restart, when it receives, tears the subscription down and resumes
+	// from the checkpoint: the freshness tracker sends on it when the
+	// projection stalls behind the stream (consumer lost or wedged).
+	Restart <-chan struct{}
 }
+
+// errRestartRequested stops a router whose subscription looks stalled.
+var errRestartRequested = errors.New("restart requested: projection stalled behind the stream")
 
 // RunLive keeps the projection following the stream until ctx ends: it
 // first catches up in bulk, then runs a watermill router whose handler
@@ -79,11 +86,18 @@ func (p *Projection) RunLive(ctx context.Context, cfg LiveConfig) error {
 		if err := p.CatchUp(ctx, cfg.Store, nil); err != nil && ctx.Err() == nil {
 			log.Warn("projection catch-up failed", "err", err)
 		}
+		started := time.Now()
 		err := p.runRouter(ctx, cfg, log)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if time.Since(started) > time.Minute {
+			backoff = 100 * time.Millisecond // it ran well; this is a new failure
+		}
 		log.Warn("projection subscription stopped; restarting from checkpoint", "applied", p.Applied(), "err", err)
+		if errors.Is(err, errRestartRequested) {
+			continue // the stream is reachable, the subscription was not: at once
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -103,6 +117,19 @@ func (p *Projection) runRouter(ctx context.Context, cfg LiveConfig, log *slog.Lo
 	wlog := watermill.NewSlogLoggerWithLevelMapping(log.With("component", "watermill"), map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug, // "got msg" per message is not info
 	})
+	if cfg.Restart != nil {
+		select { // a request made before this start is already honoured
+		case <-cfg.Restart:
+		default:
+		}
+		go func() {
+			select {
+			case <-cfg.Restart:
+				cancel(errRestartRequested)
+			case <-ctx.Done():
+			}
+		}()
+	}
 	start := p.Applied() + 1
 	consumerName := "ledger-projection-" + watermill.NewShortUUID()
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
@@ -111,6 +138,13 @@ func (p *Projection) runRouter(ctx context.Context, cfg LiveConfig, log *slog.Lo
 		AckAsync:       true,
 		AckWaitTimeout: 30 * time.Second,
 		Unmarshaler:    seqUnmarshaler{},
+		// A consumer that is gone (deleted, expired while NATS was away,
+		// lost with its server) never delivers again: start over.
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				cancel(fmt.Errorf("projection consumer lost: %w", err))
+			}
+		})},
 		ResourceInitializer: func(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
 			cons, err := js.CreateOrUpdateConsumer(ctx, topic, jetstream.ConsumerConfig{
 				Name:              consumerName,

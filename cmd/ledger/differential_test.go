@@ -70,7 +70,9 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	// few simulated years: long enough for every lifetime to run out, short
 	// enough that sessions meet each other.
 	scale := min(1, 1500/float64(ops))
-	gap := func(d time.Duration) time.Duration { return max(time.Second, time.Duration(float64(d)*scale).Truncate(time.Second)) }
+	gap := func(d time.Duration) time.Duration {
+		return max(time.Second, time.Duration(float64(d)*scale).Truncate(time.Second))
+	}
 	for i := 0; i < ops; i++ {
 		switch g := rnd.IntN(100); {
 		case g < 70:

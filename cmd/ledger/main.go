@@ -23,11 +23,13 @@ type logFlags struct {
 	NATSListen     string `name:"nats-listen" env:"LEDGER_NATS_LISTEN" placeholder:"HOST:PORT" help:"Let other processes (replicas, the nats CLI) connect to the embedded NATS server at this address. Off by default."`
 	NATSNoSync     bool   `name:"nats-no-sync" env:"LEDGER_NATS_NO_SYNC" help:"Embedded server only: do not fsync every write before acknowledging it. Faster, but a power cut can lose acknowledged events (e.g. a logout)."`
 	Stream         string `name:"stream" default:"LEDGER" env:"LEDGER_STREAM" help:"JetStream stream name."`
-	StreamReplicas int    `name:"stream-replicas" default:"1" env:"LEDGER_STREAM_REPLICAS" help:"Replicas when the stream is created (3 on a cluster)."`
+	StreamReplicas int    `name:"stream-replicas" default:"0" env:"LEDGER_STREAM_REPLICAS" help:"Replicas when the stream is created. 0 (default) picks: 1 for the embedded server or a standalone nats-server, 3 when --nats-url reaches a cluster."`
+	readFlags
 }
 
 func (f logFlags) config() LogConfig {
-	return LogConfig{DataDir: f.DataDir, NATSURL: f.NATSURL, NATSListen: f.NATSListen, NoSync: f.NATSNoSync, Stream: f.Stream, StreamReplicas: f.StreamReplicas}
+	return LogConfig{DataDir: f.DataDir, NATSURL: f.NATSURL, NATSListen: f.NATSListen, NoSync: f.NATSNoSync, Stream: f.Stream, StreamReplicas: f.StreamReplicas,
+		ReadStream: f.ReadStream, ReadStreamCluster: f.ReadStreamCluster}
 }
 
 type outputFlags struct {
@@ -58,6 +60,7 @@ type serveCmd struct {
 	MaxMFASession      time.Duration `name:"max-mfa-session" default:"24h" env:"LEDGER_MAX_MFA_SESSION" help:"Max lifetime of a 2FA session without keep_logged_in."`
 	IdleWindow         time.Duration `name:"idle-window" default:"720h" env:"LEDGER_IDLE_WINDOW" help:"A session unused this long expires (30 days)."`
 	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"15s" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
+	freshnessFlags
 }
 
 func (c *serveCmd) Run() error {
@@ -77,6 +80,8 @@ func (c *serveCmd) Run() error {
 		PasswordParams: command.OWASPParams,
 		Logger:         log,
 		AdminKey:       c.AdminKey,
+		MaxLag:         c.MaxLag,
+		MinSeqWait:     c.MinSeqWait,
 	})
 	if err != nil {
 		return err
@@ -107,6 +112,8 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
 	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
 	Audit   auditCmd   `cmd:"" help:"Auditor's tools: as-of verdicts, history, export, chain verification, digests."`
+	// DevCluster is what scripts/cluster runs.
+	DevCluster devClusterCmd `cmd:"" name:"dev-cluster" hidden:"" help:"Run a local 3-node NATS cluster and several ledger instances on loopback, for trying replicas out."`
 }
 
 func main() {

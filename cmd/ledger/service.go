@@ -34,7 +34,12 @@ type LogConfig struct {
 	NATSListen     string // embedded server: accept outside connections here
 	NoSync         bool   // embedded server: relax fsync-per-write
 	Stream         string
-	StreamReplicas int
+	StreamReplicas int // 0: 1 embedded or standalone, 3 on a cluster
+	// ReadStream, if set, is a mirror of Stream that the projection follows
+	// (created if missing, in ReadStreamCluster if set); writes still go to
+	// Stream.
+	ReadStream        string
+	ReadStreamCluster string
 }
 
 // ServiceConfig is everything `ledger serve` runs with. Tests build it
@@ -52,6 +57,11 @@ type ServiceConfig struct {
 	// data dir and prints it once to AdminKeyOut (default stderr).
 	AdminKey    string
 	AdminKeyOut io.Writer
+	// MaxLag: past it without confirming it is caught up, validate fails
+	// closed (503 PROJECTION_BEHIND) and /readyz fails. Default 5s.
+	MaxLag time.Duration
+	// MinSeqWait bounds the wait for a validate's min_seq. Default 2s.
+	MinSeqWait time.Duration
 }
 
 // ledgerLog is an open connection to the stream, embedded or external.
@@ -59,6 +69,7 @@ type ledgerLog struct {
 	emb    *eventstore.Embedded
 	nc     *nats.Conn
 	store  *eventstore.Store
+	read   *eventstore.Store // the projection's source: store, or a mirror of it
 	dial   func() (*nats.Conn, error)
 	unlock func()
 }
@@ -105,7 +116,11 @@ func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir b
 		return nil, err
 	}
 	l.nc = nc
-	l.store, err = eventstore.Open(ctx, nc, eventstore.Config{Stream: cfg.Stream, Replicas: cfg.StreamReplicas})
+	replicas := streamReplicas(cfg, nc)
+	l.store, err = eventstore.Open(ctx, nc, eventstore.Config{Stream: cfg.Stream, Replicas: replicas})
+	if err == nil {
+		err = l.openReadStream(ctx, cfg, replicas, log)
+	}
 	if err != nil {
 		l.close()
 		return nil, err
@@ -138,6 +153,7 @@ type Service struct {
 	log      *slog.Logger
 	ll       *ledgerLog
 	proj     *projections.Projection
+	fresh    *projections.Freshness
 	uses     *query.UseRecorder
 	stopUses context.CancelFunc
 	srv      *http.Server
@@ -182,21 +198,19 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		return nil, err
 	}
 	log.Info("catching up projection", "applied", s.proj.Applied())
-	if err := s.proj.CatchUp(ctx, s.ll.store, nil); err != nil {
+	if err := s.proj.CatchUp(ctx, s.ll.read, nil); err != nil {
 		return nil, fmt.Errorf("projection catch-up: %w", err)
 	}
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.bg.Add(2)
+	restart := s.startFreshness(bgCtx, cfg, reg)
+	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		_ = s.proj.RunLive(bgCtx, projections.LiveConfig{Store: s.ll.store, Dial: s.ll.dial, Log: log})
+		_ = s.proj.RunLive(bgCtx, projections.LiveConfig{Store: s.ll.read, Dial: s.ll.dial, Log: log, Restart: restart})
 	}()
-	go func() {
-		defer s.bg.Done()
-		s.proj.TrackLag(bgCtx, s.ll.store, reg, 2*time.Second)
-	}()
+	s.awaitFresh(ctx)
 
 	hasher, err := command.NewArgon2id(cfg.PasswordParams)
 	if err != nil {
@@ -238,6 +252,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		AdminKey:     &adminKey,
 		Digests:      s.digests,
 		Ready:        s.ready,
+		Freshness:    s.fresh,
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Log:          log,
 		Registerer:   reg,
@@ -271,8 +286,10 @@ func (s *Service) URL() string { return "http://" + s.addr }
 func (s *Service) ServeErr() <-chan error { return s.serveErr }
 
 func (s *Service) ready(ctx context.Context) (map[string]any, error) {
-	applied := s.proj.Applied()
-	detail := map[string]any{"applied_seq": applied}
+	detail := s.fresh.Status() // lag, fresh_as_of; overwritten below where newer
+	if err := s.fresh.Check(); err != nil {
+		return detail, err
+	}
 	last, err := s.ll.store.LastSeq(ctx)
 	if err != nil {
 		return detail, fmt.Errorf("jetstream unreachable: %w", err)
@@ -303,7 +320,7 @@ func (s *Service) digests() (map[string]any, error) {
 // report: the state digest (equal for equal applied sequences, live or
 // rebuilt) and the stream digest checkpoints to pin.
 func projectionDigests(p *projections.Projection) (map[string]any, error) {
-	state, applied, err := p.Digest()
+	state, applied, err := p.DigestAt()
 	if err != nil {
 		return nil, err
 	}
@@ -387,7 +404,7 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 	}
 	start := time.Now()
 	lastPrint := time.Time{}
-	err = proj.CatchUp(ctx, ll.store, func(applied, target uint64) {
+	err = proj.CatchUp(ctx, ll.read, func(applied, target uint64) {
 		if time.Since(lastPrint) < 500*time.Millisecond && applied < target {
 			return
 		}
@@ -404,7 +421,7 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 	}
 	elapsed := time.Since(start)
 	applied := proj.Applied()
-	digest, _, derr := proj.Digest()
+	digest, derr := proj.Digest()
 	if err := errors.Join(derr, proj.Close()); err != nil {
 		return err
 	}

@@ -37,6 +37,10 @@ type Config struct {
 	Log     *slog.Logger
 	// Registerer receives the HTTP metrics.
 	Registerer prometheus.Registerer
+
+	// Freshness, if set, serves min_seq waits and makes validate fail
+	// closed when the projection may be stale (see freshness.go).
+	Freshness Freshness
 }
 
 // API is the HTTP port.
@@ -84,7 +88,7 @@ func (a *API) Handler() http.Handler {
 	handle("POST", "/v1/auth/signup", a.signup)
 	handle("POST", "/v1/auth/login", a.login)
 	handle("POST", "/api/1.1/wf/generate-api-token", a.login)
-	handle("GET", "/v1/validate", a.validate)
+	handle("GET", "/v1/validate", a.failClosed(a.validate))
 	handle("POST", "/v1/auth/logout", a.logout)
 	handle("POST", "/v1/auth/logout-others", a.logoutOthers)
 	handle("GET", "/v1/sessions", a.sessions)
@@ -98,7 +102,7 @@ func (a *API) Handler() http.Handler {
 		handle("GET", "/metrics", a.cfg.Metrics.ServeHTTP)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
-	return a.instrument(mux)
+	return a.instrument(a.readYourWrites(mux))
 }
 
 // instrument records request counts and latency by route pattern (never by
@@ -188,7 +192,7 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	success(w, http.StatusCreated, issuedBody(is))
+	successAt(w, http.StatusCreated, issuedBody(is), is.Seq)
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
@@ -201,7 +205,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	success(w, http.StatusOK, issuedBody(is))
+	successAt(w, http.StatusOK, issuedBody(is), is.Seq)
 }
 
 const rfc3339 = time.RFC3339
@@ -283,11 +287,12 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := a.cfg.Logout.Handle(r.Context(), caller); err != nil {
+	seq, err := a.cfg.Logout.Handle(r.Context(), caller)
+	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	success(w, http.StatusOK, map[string]any{})
+	successAt(w, http.StatusOK, map[string]any{}, seq)
 }
 
 func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
@@ -295,12 +300,12 @@ func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n, _, err := a.cfg.LogoutOthers.Handle(r.Context(), caller)
+	n, seq, err := a.cfg.LogoutOthers.Handle(r.Context(), caller)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	success(w, http.StatusOK, map[string]any{"revoked": n})
+	successAt(w, http.StatusOK, map[string]any{"revoked": n}, seq)
 }
 
 func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
@@ -336,11 +341,12 @@ func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := a.cfg.Terminate.Handle(r.Context(), caller, r.PathValue("id")); err != nil {
+	seq, err := a.cfg.Terminate.Handle(r.Context(), caller, r.PathValue("id"))
+	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	success(w, http.StatusOK, map[string]any{})
+	successAt(w, http.StatusOK, map[string]any{}, seq)
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {

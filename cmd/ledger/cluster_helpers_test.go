@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/projections"
+)
+
+// Helpers for the replica tests: a real 3-node JetStream cluster on
+// 127.0.0.1 random ports, ledger instances on it (in-process or as
+// subprocesses of the real binary), and convergence checks.
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if ledgerBin.dir != "" {
+		os.RemoveAll(ledgerBin.dir)
+	}
+	os.Exit(code)
+}
+
+// startNATSCluster runs a 3-node JetStream cluster for the test.
+func startNATSCluster(t *testing.T) *eventstore.LocalCluster {
+	t.Helper()
+	c, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{Name: "test", Dir: t.TempDir(), Nodes: 3})
+	if err != nil {
+		t.Fatalf("start NATS cluster: %v", err)
+	}
+	t.Cleanup(c.Shutdown)
+	return c
+}
+
+// onCluster points an instance at the cluster with automatic replicas.
+func onCluster(c *eventstore.LocalCluster) option {
+	return func(cfg *ServiceConfig) {
+		cfg.NATSURL = c.URLs()
+		cfg.StreamReplicas = 0
+	}
+}
+
+func withMaxLag(d time.Duration) option {
+	return func(cfg *ServiceConfig) { cfg.MaxLag = d }
+}
+
+func withMinSeqWait(d time.Duration) option {
+	return func(cfg *ServiceConfig) { cfg.MinSeqWait = d }
+}
+
+func readingMirror(name string) option {
+	return func(cfg *ServiceConfig) { cfg.ReadStream = name }
+}
+
+// doURL is testLedger.do for any base URL, with extra headers.
+func doURL(t *testing.T, base, method, path, token string, header map[string]string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		j, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return response{Status: -1, Raw: err.Error()}
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &out.Body)
+	}
+	return out
+}
+
+// seqOf is the stream sequence a write answered with; it checks that the
+// header and the body agree.
+func seqOf(t *testing.T, r response) uint64 {
+	t.Helper()
+	h, err := strconv.ParseUint(r.Header.Get("X-Ledger-Seq"), 10, 64)
+	if err != nil {
+		t.Fatalf("write response without X-Ledger-Seq: %d %s", r.Status, r.Raw)
+	}
+	if b, _ := r.get("response", "seq").(float64); uint64(b) != h {
+		t.Fatalf("X-Ledger-Seq %d but response.seq %v: %s", h, r.get("response", "seq"), r.Raw)
+	}
+	return h
+}
+
+func minSeq(seq uint64) map[string]string {
+	return map[string]string{"X-Ledger-Min-Seq": strconv.FormatUint(seq, 10)}
+}
+
+// converge waits until every instance has applied the whole stream and
+// checks that their projections have the same digest.
+func converge(t *testing.T, within time.Duration, ls ...*testLedger) string {
+	t.Helper()
+	var last uint64
+	eventually(t, within, "every instance to apply the whole stream", func() bool {
+		seq, err := ls[0].ll.store.LastSeq(context.Background())
+		if err != nil {
+			return false
+		}
+		last = seq
+		for _, l := range ls {
+			if l.proj.Applied() != seq {
+				return false
+			}
+		}
+		return true
+	})
+	var want string
+	for i, l := range ls {
+		d, applied, err := l.proj.DigestAt()
+		if err != nil {
+			t.Fatalf("digest: %v", err)
+		}
+		if applied != last {
+			t.Fatalf("instance %d moved on to %d while comparing at %d", i, applied, last)
+		}
+		if i == 0 {
+			want = d
+		} else if d != want {
+			t.Errorf("instance %d digest %s, instance 0 has %s (both at seq %d)", i, d, want, last)
+		}
+	}
+	return want
+}
+
+// percentile of sorted durations (nearest rank).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// report prints a measurement both to the test log and to stdout, so it
+// shows up in a plain `go test` run as well.
+func report(t *testing.T, format string, args ...any) {
+	t.Helper()
+	line := fmt.Sprintf(format, args...)
+	t.Log(line)
+	fmt.Println("replicas:", line)
+}
+
+func sortedDurations(ds []time.Duration) []time.Duration {
+	out := slices.Clone(ds)
+	slices.Sort(out)
+	return out
+}
+
+// ledgerBin is the ledger binary, built once per test run for the tests
+// that need a real process to kill.
+var ledgerBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func buildLedger(t *testing.T) string {
+	t.Helper()
+	ledgerBin.once.Do(func() {
+		ledgerBin.dir, ledgerBin.err = os.MkdirTemp("", "ledger-bin-")
+		if ledgerBin.err != nil {
+			return
+		}
+		ledgerBin.path = filepath.Join(ledgerBin.dir, "ledger")
+		out, err := exec.Command("go", "build", "-o", ledgerBin.path, ".").CombinedOutput()
+		if err != nil {
+			ledgerBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if ledgerBin.err != nil {
+		t.Fatal(ledgerBin.err)
+	}
+	return ledgerBin.path
+}
+
+// ledgerProc is `ledger serve` running as a child process.
+type ledgerProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	url  string
+	done chan struct{}
+	// lines are the JSON log records, in order.
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+// startProc runs the ledger binary with args (plus JSON logging and a
+// random HTTP port) and waits until it serves.
+func startProc(t *testing.T, args ...string) *ledgerProc {
+	t.Helper()
+	bin := buildLedger(t)
+	args = append([]string{"serve", "--http", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "LEDGER_") })
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &ledgerProc{t: t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start ledger: %v", err)
+	}
+	served := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			p.logs.Write(append(slices.Clone(line), '\n'))
+			var rec map[string]any
+			if json.Unmarshal(line, &rec) == nil {
+				p.mu.Lock()
+				p.lines = append(p.lines, rec)
+				p.mu.Unlock()
+				if rec["msg"] == "ledger serving" {
+					addr, _ := rec["http"].(string)
+					served <- addr
+				}
+			}
+		}
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.kill() })
+	select {
+	case addr := <-served:
+		p.url = "http://" + addr
+	case <-p.done:
+		t.Fatalf("ledger exited before serving:\n%s", p.logs.String())
+	case <-time.After(60 * time.Second):
+		p.kill()
+		t.Fatalf("ledger did not serve within 60s:\n%s", p.logs.String())
+	}
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *ledgerProc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// stop shuts the process down gracefully (SIGTERM) and waits.
+func (p *ledgerProc) stop() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.kill()
+		p.t.Fatalf("ledger did not stop on SIGTERM:\n%s", p.logs.String())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		p.t.Errorf("ledger exited with %d:\n%s", code, p.logs.String())
+	}
+}
+
+// logRecord is the first JSON log record with this message.
+func (p *ledgerProc) logRecord(msg string) map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, rec := range p.lines {
+		if rec["msg"] == msg {
+			return rec
+		}
+	}
+	return nil
+}
+
+func (p *ledgerProc) do(method, path, token string, header map[string]string, body any) response {
+	p.t.Helper()
+	return doURL(p.t, p.url, method, path, token, header, body)
+}
+
+// offlineDigest opens a stopped instance's projection and digests it.
+func offlineDigest(t *testing.T, dataDir string) (string, uint64) {
+	t.Helper()
+	proj, err := projections.Open(projectionDir(dataDir), nil, nil)
+	if err != nil {
+		t.Fatalf("open projection: %v", err)
+	}
+	defer proj.Close()
+	d, applied, err := proj.DigestAt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, applied
+}

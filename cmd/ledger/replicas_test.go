@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+)
+
+// TestReplicasReadYourWrites: two instances on a 3-node cluster share one
+// R3 stream. Every write answers with its sequence; a read sent to the
+// other instance with that min_seq sees the write. Logout propagation time
+// A→B is measured and reported; a late instance with an empty data dir
+// catches up and ends with the same projection.
+func TestReplicasReadYourWrites(t *testing.T) {
+	c := startNATSCluster(t)
+	clock := newClock()
+	a := startLedger(t, t.TempDir(), clock, onCluster(c))
+	b := startLedger(t, t.TempDir(), clock, onCluster(c), withMinSeqWait(300*time.Millisecond))
+
+	info, err := a.ll.store.JetStream().Stream(context.Background(), "LEDGER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := info.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("stream created with %d replicas on a cluster, want 3 (automatic)", r)
+	}
+
+	const pw = "replica password"
+	r := a.do("POST", "/v1/auth/signup", "", creds{"ryw@example.com", pw, true})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("signup: %s", r.Raw)
+	}
+	owner := r.str("response", "token")
+	signupSeq := seqOf(t, r)
+
+	t.Run("min_seq on every kind of request", func(t *testing.T) {
+		// Login on B right after signup on A: the email must be known there.
+		r := doURL(t, b.URL(), "POST", "/v1/auth/login", "", minSeq(signupSeq), creds{"ryw@example.com", pw, true})
+		if r.Status != 200 {
+			t.Fatalf("login on B with min_seq of A's signup: %d %s", r.Status, r.Raw)
+		}
+		loginSeq := seqOf(t, r)
+		if loginSeq <= signupSeq {
+			t.Errorf("login seq %d not after signup seq %d", loginSeq, signupSeq)
+		}
+		tok, sid := r.str("response", "token"), r.str("response", "session_id")
+		// Logout-others on B revokes A's session; A sees it with min_seq.
+		r = doURL(t, b.URL(), "POST", "/v1/auth/logout-others", tok, nil, nil)
+		if r.Status != 200 || r.get("response", "revoked") != float64(1) {
+			t.Fatalf("logout-others: %d %s", r.Status, r.Raw)
+		}
+		r = doURL(t, a.URL(), "GET", "/v1/validate?touch=false", owner, minSeq(seqOf(t, r)), nil)
+		if r.Status != 401 || r.str("revoked_by") != "revoke_others" {
+			t.Fatalf("A after logout-others on B: %d %s", r.Status, r.Raw)
+		}
+		// DELETE a session on A, seen on B through ?min_seq=.
+		second, sid2 := a.login("ryw@example.com", pw, false)
+		r = doURL(t, a.URL(), "DELETE", "/v1/sessions/"+sid2, tok, nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("terminate: %d %s", r.Status, r.Raw)
+		}
+		r = doURL(t, b.URL(), "GET", fmt.Sprintf("/v1/validate?touch=false&min_seq=%d", seqOf(t, r)), second, nil, nil)
+		if r.Status != 401 || r.str("revoked_by") != "terminated" {
+			t.Fatalf("B after terminate on A: %d %s", r.Status, r.Raw)
+		}
+		// generate-api-token carries the seq too.
+		r = doURL(t, b.URL(), "POST", "/api/1.1/wf/generate-api-token", "", nil, creds{"ryw@example.com", pw, false})
+		if r.Status != 200 {
+			t.Fatalf("generate-api-token: %d %s", r.Status, r.Raw)
+		}
+		seqOf(t, r)
+		_ = sid
+	})
+
+	t.Run("malformed or unreachable min_seq", func(t *testing.T) {
+		for _, bad := range []string{"/v1/validate?min_seq=abc", "/v1/validate?min_seq=-1", "/v1/validate?min_seq="} {
+			if r := doURL(t, b.URL(), "GET", bad, owner, nil, nil); r.Status != 400 || r.str("reason") != "INVALID_REQUEST" {
+				t.Errorf("%s: %d %s", bad, r.Status, r.Raw)
+			}
+		}
+		r := doURL(t, b.URL(), "GET", "/v1/validate", owner, map[string]string{"X-Ledger-Min-Seq": "1e3"}, nil)
+		if r.Status != 400 || r.str("reason") != "INVALID_REQUEST" {
+			t.Errorf("malformed header: %d %s", r.Status, r.Raw)
+		}
+		// A sequence nobody has written yet: bounded wait, then 503.
+		r = doURL(t, b.URL(), "GET", "/v1/validate", owner, minSeq(b.lastSeq()+1000), nil)
+		if r.Status != 503 || r.str("reason") != "PROJECTION_BEHIND" || r.str("message") == "" {
+			t.Errorf("future min_seq: %d %s", r.Status, r.Raw)
+		}
+	})
+
+	var revoked []string
+	t.Run("logout propagation", func(t *testing.T) {
+		const n = 400
+		tokens := make([]string, n)
+		var wg sync.WaitGroup
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += 2 {
+					r := a.do("POST", "/v1/auth/login", "", creds{"ryw@example.com", pw, true})
+					if r.Status != 200 {
+						t.Errorf("login %d: %d %s", i, r.Status, r.Raw)
+						return
+					}
+					tokens[i] = r.str("response", "token")
+				}
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		var prop, total []time.Duration
+		for i, tok := range tokens {
+			sent := time.Now()
+			r := a.do("POST", "/v1/auth/logout", tok, nil)
+			if r.Status != 200 {
+				t.Fatalf("logout %d: %d %s", i, r.Status, r.Raw)
+			}
+			seq := seqOf(t, r)
+			acked := time.Now()
+			if i%4 == 3 {
+				// Read-your-writes: the first answer with min_seq is right.
+				r := doURL(t, b.URL(), "GET", "/v1/validate?touch=false", tok, minSeq(seq), nil)
+				if r.Status != 401 || r.str("revoked_by") != "logout" {
+					t.Fatalf("B with min_seq %d after logout on A: %d %s", seq, r.Status, r.Raw)
+				}
+				continue
+			}
+			// Without min_seq: poll B until it says revoked.
+			for {
+				v := b.verdict(tok)
+				if v.Reason == "TOKEN_REVOKED" {
+					break
+				}
+				if v.Status != 200 {
+					t.Fatalf("B verdict while waiting for logout %d: %+v", i, v)
+				}
+				if time.Since(acked) > 30*time.Second {
+					t.Fatalf("logout %d (seq %d) never reached B", i, seq)
+				}
+			}
+			prop = append(prop, time.Since(acked))
+			total = append(total, time.Since(sent))
+		}
+		revoked = tokens
+		s, w := sortedDurations(prop), sortedDurations(total)
+		report(t, "logout acked by A -> validate on B says revoked (3-node cluster, R3, %d logouts, B polled over HTTP): p50=%s p99=%s max=%s",
+			len(s), percentile(s, .5).Round(time.Microsecond), percentile(s, .99).Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
+		report(t, "logout sent to A -> validate on B says revoked (same %d logouts, includes the R3 write): p50=%s p99=%s max=%s",
+			len(w), percentile(w, .5).Round(time.Microsecond), percentile(w, .99).Round(time.Microsecond), w[len(w)-1].Round(time.Microsecond))
+	})
+
+	t.Run("late instance catches up", func(t *testing.T) {
+		// Bulk history for a measurable catch-up: uses of one live session.
+		live, _ := a.login("ryw@example.com", pw, true)
+		sess, err := a.proj.Session(sessionIDOf(t, live))
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendUses(t, a, sess.UserID(), sess.ID(), clock.Now(), 20000)
+		converge(t, 60*time.Second, a, b)
+		start := time.Now()
+		late := startLedger(t, t.TempDir(), clock, onCluster(c))
+		elapsed := time.Since(start)
+		applied := late.proj.Applied()
+		report(t, "late instance with an empty data dir: caught up %d events in %s at start-up (%.0f events/s, includes start-up)",
+			applied, elapsed.Round(time.Millisecond), float64(applied)/elapsed.Seconds())
+		converge(t, 60*time.Second, a, b, late)
+		for _, tok := range revoked {
+			if v := late.verdict(tok); v.Reason != "TOKEN_REVOKED" {
+				t.Fatalf("late instance verdict on a revoked token: %+v", v)
+			}
+		}
+		if v := late.verdict(live); v.Status != 200 {
+			t.Errorf("late instance verdict on a live token: %+v", v)
+		}
+	})
+}
+
+func sessionIDOf(t *testing.T, token string) string {
+	t.Helper()
+	sid, _, err := domain.ParseToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sid
+}

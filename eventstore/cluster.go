@@ -1,0 +1,249 @@
+package eventstore
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// LocalClusterConfig describes a JetStream cluster of in-process
+// nats-servers on one machine: for `ledger dev-cluster`, for trying replicas
+// out, and for fault tests. Production clusters run nats-server itself.
+type LocalClusterConfig struct {
+	// Name is the NATS cluster name (default "ledger").
+	Name string
+	// Dir holds one store directory per node (node-1, node-2, ...).
+	Dir string
+	// Nodes is the cluster size (default 3).
+	Nodes int
+	// Host is the interface every node listens on (default 127.0.0.1).
+	Host string
+	// ClientPorts and RoutePorts fix the ports; zero or missing entries are
+	// free ports picked at start. A restarted node keeps its ports, so
+	// clients and routes find it again.
+	ClientPorts []int
+	RoutePorts  []int
+	// SyncAlways fsyncs every write before the ack (sync_interval: always).
+	SyncAlways bool
+	// Logger receives every node's log lines; nil keeps them quiet.
+	Logger server.Logger
+}
+
+// LocalCluster is a running in-process JetStream cluster.
+type LocalCluster struct {
+	cfg   LocalClusterConfig
+	mu    sync.Mutex
+	nodes []*server.Server
+	opts  []*server.Options
+}
+
+// StartLocalCluster starts every node and waits until JetStream has a meta
+// leader that sees all of them.
+func StartLocalCluster(cfg LocalClusterConfig) (*LocalCluster, error) {
+	if cfg.Name == "" {
+		cfg.Name = "ledger"
+	}
+	if cfg.Nodes <= 0 {
+		cfg.Nodes = 3
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	clientPorts, err := pickPorts(cfg.Host, cfg.ClientPorts, cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	routePorts, err := pickPorts(cfg.Host, cfg.RoutePorts, cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	routes := make([]string, cfg.Nodes)
+	for i, p := range routePorts {
+		routes[i] = "nats-route://" + net.JoinHostPort(cfg.Host, strconv.Itoa(p))
+	}
+	c := &LocalCluster{cfg: cfg, nodes: make([]*server.Server, cfg.Nodes), opts: make([]*server.Options, cfg.Nodes)}
+	for i := range cfg.Nodes {
+		c.opts[i] = &server.Options{
+			ServerName:         fmt.Sprintf("%s-%d", cfg.Name, i+1),
+			Host:               cfg.Host,
+			Port:               clientPorts[i],
+			JetStream:          true,
+			StoreDir:           filepath.Join(cfg.Dir, fmt.Sprintf("node-%d", i+1)),
+			SyncAlways:         cfg.SyncAlways,
+			NoSigs:             true,
+			MaxPayload:         1 << 20,
+			JetStreamMaxMemory: 64 << 20,
+			Cluster:            server.ClusterOpts{Name: cfg.Name, Host: cfg.Host, Port: routePorts[i]},
+			Routes:             server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+	}
+	for i := range cfg.Nodes {
+		if err := c.start(i); err != nil {
+			c.Shutdown()
+			return nil, err
+		}
+	}
+	if err := c.WaitReady(60 * time.Second); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// pickPorts returns n ports: the fixed ones given, free ones for the rest.
+// A free port is found by binding :0 and releasing it, so another process
+// could in principle take it before the node binds it; on loopback in a
+// test run that does not happen in practice.
+func pickPorts(host string, fixed []int, n int) ([]int, error) {
+	out := make([]int, n)
+	for i := range n {
+		if i < len(fixed) && fixed[i] > 0 {
+			out[i] = fixed[i]
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		out[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	return out, nil
+}
+
+func (c *LocalCluster) start(i int) error {
+	o := *c.opts[i] // NewServer keeps and mutates its options
+	o.Routes = append(o.Routes[:0:0], c.opts[i].Routes...)
+	srv, err := server.NewServer(&o)
+	if err != nil {
+		return fmt.Errorf("nats node %d: %w", i+1, err)
+	}
+	if c.cfg.Logger != nil {
+		srv.SetLoggerV2(c.cfg.Logger, false, false, false)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return fmt.Errorf("nats node %d: not ready after 30s", i+1)
+	}
+	c.mu.Lock()
+	c.nodes[i] = srv
+	c.mu.Unlock()
+	return nil
+}
+
+// WaitReady waits until a meta leader sees every running node and all of
+// them are current, i.e. streams can be created and placed.
+func (c *LocalCluster) WaitReady(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		running := c.running()
+		for _, s := range running {
+			if !s.JetStreamIsLeader() || len(s.JetStreamClusterPeers()) != len(running) {
+				continue
+			}
+			current := true
+			for _, o := range running {
+				if !o.JetStreamIsCurrent() {
+					current = false
+				}
+			}
+			if current {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return errors.New("nats cluster: no JetStream meta leader with every node in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *LocalCluster) running() []*server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*server.Server
+	for _, s := range c.nodes {
+		if s != nil && s.Running() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Size is the number of nodes, running or not.
+func (c *LocalCluster) Size() int { return len(c.opts) }
+
+// URLs is the comma-separated client URL list of every node, as given to
+// --nats-url.
+func (c *LocalCluster) URLs() string {
+	urls := make([]string, len(c.opts))
+	for i := range c.opts {
+		urls[i] = c.ClientURL(i)
+	}
+	return strings.Join(urls, ",")
+}
+
+// ClientURL is node i's client URL (0-based).
+func (c *LocalCluster) ClientURL(i int) string {
+	o := c.opts[i]
+	return "nats://" + net.JoinHostPort(o.Host, strconv.Itoa(o.Port))
+}
+
+// NodeName is node i's server name.
+func (c *LocalCluster) NodeName(i int) string { return c.opts[i].ServerName }
+
+// StreamLeader is the index of the node leading stream, or -1.
+func (c *LocalCluster) StreamLeader(stream string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, s := range c.nodes {
+		if s != nil && s.Running() && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Stop shuts node i down and waits until it has closed its files.
+func (c *LocalCluster) Stop(i int) {
+	c.mu.Lock()
+	s := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// Restart starts a stopped node i again on its store directory and ports.
+func (c *LocalCluster) Restart(i int) error {
+	c.mu.Lock()
+	running := c.nodes[i] != nil
+	c.mu.Unlock()
+	if running {
+		return fmt.Errorf("nats node %d is running", i+1)
+	}
+	return c.start(i)
+}
+
+// Shutdown stops every node.
+func (c *LocalCluster) Shutdown() {
+	var wg sync.WaitGroup
+	for i := range c.opts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Stop(i)
+		}()
+	}
+	wg.Wait()
+}
