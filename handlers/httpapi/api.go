@@ -105,11 +105,19 @@ func (a *API) Handler() http.Handler {
 	return a.instrument(a.readYourWrites(mux))
 }
 
+// RequestTimeout bounds every request, so a write waiting on a stalled log
+// or projection still gets a JSON 503 before the server's write timeout.
+const RequestTimeout = 15 * time.Second
+
 // instrument records request counts and latency by route pattern (never by
-// raw path, which could carry ids) and recovers from panics.
+// raw path, which could carry ids), bounds each request in time, and
+// recovers from panics.
 func (a *API) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
 			if p := recover(); p != nil {
