@@ -1,0 +1,489 @@
+// Command benchtool measures the ledger against baselines taken in the same
+// run on the same machine and reports ratios. It is run by scripts/bench;
+// docs/performance.md describes every figure.
+//
+// What it does, in order:
+//
+//  1. builds the ledger binary;
+//  2. seeds a large data set (1M live sessions, 100k with --quick) straight
+//     into the event store, and runs `ledger rebuild` on it against a raw
+//     ordered-consumer read;
+//  3. seeds a small one (10k) and serves it: wrk on /healthz vs
+//     /v1/validate, an open-loop run at half the validate peak for latency,
+//     a touched run, then logins over HTTP vs raw argon2id;
+//  4. appends through eventstore.Store vs raw JetStream publishes;
+//  5. serves the large one: the same validate figures and the server's peak
+//     RSS, and compares validate at both sizes.
+//
+// Everything listens on 127.0.0.1 only; NATS is embedded and not exposed.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// settings are the sizes and durations of one run.
+type settings struct {
+	quick      bool
+	small      int           // sessions in the small data set
+	large      int           // sessions in the large data set
+	perUser    int           // sessions per seeded user
+	pool       int           // distinct tokens wrk rotates over (large set)
+	peakDur    time.Duration // wrk peak run per side, in interleaved 1 s slices
+	openDur    time.Duration // open-loop latency run
+	touchDur   time.Duration // touched validate run
+	touchPool  int           // distinct sessions the touched run presents (each records one use)
+	touchLarge bool          // run the touched variant on the large set too
+	appendDur  time.Duration // each append variant, per side
+	loginDur   time.Duration // login and argon2id runs, per side
+	conns      int           // wrk connections
+	threads    int           // wrk threads
+	dedupeWait bool          // wait out JetStream's duplicate window before serving the large set
+}
+
+func defaults(quick bool) settings {
+	if quick {
+		return settings{
+			quick: true, small: 10_000, large: 100_000, perUser: 4, pool: 50_000,
+			peakDur: 2 * time.Second, openDur: 2 * time.Second, touchDur: time.Second, touchPool: 1000,
+			appendDur: time.Second, loginDur: 2 * time.Second,
+			conns: 32, threads: 1,
+		}
+	}
+	return settings{
+		small: 10_000, large: 1_000_000, perUser: 4, pool: 100_000,
+		peakDur: 6 * time.Second, openDur: 6 * time.Second, touchDur: 3 * time.Second, touchPool: 10_000,
+		touchLarge: true, appendDur: 4 * time.Second, loginDur: 6 * time.Second,
+		conns: 32, threads: 1, dedupeWait: true,
+	}
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "smaller data set (100k) and shorter runs: under a minute")
+	out := flag.String("out", "bench-results.json", "where to write the figures as JSON (relative paths are taken from the directory scripts/bench was started in)")
+	large := flag.Int("large", 0, "sessions in the large data set (default 1000000, 100000 with --quick)")
+	profile := flag.String("profile", "", "save CPU and heap profiles to this directory (builds the ledger with a pprof listener through -overlay; figures of a profiled run are a little lower)")
+	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
+	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
+	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
+	flag.Usage = func() {
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	// scripts/bench changes to the repository root; paths the user typed
+	// are relative to where they typed them. The default --out stays at
+	// the repository root (.gitignore has it).
+	userDir := os.Getenv("LEDGER_BENCH_CWD")
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, p := range map[string]*string{"out": out, "work-dir": workDir, "profile": profile} {
+		if given[name] && userDir != "" && *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(userDir, *p)
+		}
+	}
+
+	s := defaults(*quick)
+	if *large > 0 {
+		s.large = *large
+	}
+	if *noWait {
+		s.dedupeWait = false
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, s, *out, *workDir, *keep, *profile); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench %s: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// Report is what bench-results.json holds.
+type Report struct {
+	Mode      string    `json:"mode"`
+	Command   string    `json:"command"`
+	StartedAt time.Time `json:"started_at"`
+	Seconds   float64   `json:"seconds"`
+	Machine   Machine   `json:"machine"`
+	LoadAvg   [2]string `json:"loadavg_start_end"`
+	Settings  any       `json:"settings"`
+	Figures   []Figure  `json:"figures"`
+	Notes     []string  `json:"notes,omitempty"`
+}
+
+// Figure is one measured value, the baseline it is compared with, and the
+// goal on their ratio (or on the value itself).
+type Figure struct {
+	ID           string         `json:"id"`
+	Name         string         `json:"name"`
+	Value        float64        `json:"value"`
+	Unit         string         `json:"unit"`
+	Baseline     float64        `json:"baseline,omitempty"`
+	BaselineName string         `json:"baseline_name,omitempty"`
+	Ratio        float64        `json:"ratio,omitempty"`
+	Goal         string         `json:"goal,omitempty"`
+	Met          *bool          `json:"met,omitempty"`
+	Note         string         `json:"note,omitempty"` // shown next to the value in the table
+	Detail       map[string]any `json:"detail,omitempty"`
+}
+
+// ratioFigure compares value with baseline: higher is better, goal is the
+// minimum ratio (0: informational).
+func ratioFigure(id, name, unit string, value, baseline float64, baselineName string, goal float64) Figure {
+	f := Figure{ID: id, Name: name, Value: value, Unit: unit, Baseline: baseline, BaselineName: baselineName}
+	if baseline > 0 {
+		f.Ratio = value / baseline
+	}
+	if goal > 0 {
+		f.Goal = fmt.Sprintf("≥ %.2g×", goal)
+		met := f.Ratio >= goal
+		f.Met = &met
+	}
+	return f
+}
+
+// maxFigure is a value with an upper bound (0: informational).
+func maxFigure(id, name, unit string, value, limit float64) Figure {
+	f := Figure{ID: id, Name: name, Value: value, Unit: unit}
+	if limit > 0 {
+		f.Goal = fmt.Sprintf("≤ %g %s", limit, unit)
+		met := value <= limit
+		f.Met = &met
+	}
+	return f
+}
+
+type runner struct {
+	s       settings
+	work    string
+	ledger  string         // built binary
+	lua     string         // wrk script
+	prof    string         // profile directory, "" for none
+	catchUp map[string]any // the small server's own catch-up from the stream
+	figures []Figure
+	notes   []string
+}
+
+func (r *runner) add(f Figure) {
+	r.figures = append(r.figures, f)
+	met := "-"
+	if f.Met != nil {
+		met = map[bool]string{true: "met", false: "MISSED"}[*f.Met]
+	}
+	if f.Baseline > 0 {
+		logf("%s: %s %s vs %s %s = %.3f× (%s %s)", f.Name, fmtNum(f.Value), f.Unit, fmtNum(f.Baseline), f.Unit, f.Ratio, f.Goal, met)
+	} else {
+		logf("%s: %s %s (%s %s)", f.Name, fmtNum(f.Value), f.Unit, f.Goal, met)
+	}
+}
+
+func (r *runner) note(format string, args ...any) {
+	n := fmt.Sprintf(format, args...)
+	r.notes = append(r.notes, n)
+	logf("note: %s", n)
+}
+
+func run(ctx context.Context, s settings, outPath, workDir string, keep bool, profDir string) (err error) {
+	started := time.Now()
+	loadStart := loadAvg()
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk not found: run scripts/bench (it installs wrk) or apt-get install -y wrk")
+	}
+	if workDir == "" {
+		if workDir, err = os.MkdirTemp("", "ledger-bench-"); err != nil {
+			return err
+		}
+		if !keep {
+			defer os.RemoveAll(workDir)
+		}
+	} else if err := os.MkdirAll(workDir, 0o755); err != nil {
+		return err
+	}
+	if profDir != "" {
+		if profDir, err = filepath.Abs(profDir); err != nil {
+			return err
+		}
+	}
+	r := &runner{s: s, work: workDir, prof: profDir}
+	logf("work dir %s (mode %s, large set %d sessions)", workDir, mode(s), s.large)
+
+	r.ledger = filepath.Join(workDir, "ledger")
+	logf("building ledger")
+	extra, err := r.buildArgs()
+	if err != nil {
+		return err
+	}
+	build := exec.CommandContext(ctx, "go", append(append([]string{"build"}, extra...), "-o", r.ledger, "./cmd/ledger")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build ledger: %w", err)
+	}
+	if r.lua, err = writeLua(workDir); err != nil {
+		return err
+	}
+	pwHash, err := benchPasswordHash()
+	if err != nil {
+		return err
+	}
+
+	// The large set first. `ledger rebuild` builds its projection (that is
+	// the rebuild figure), and by the time the small set and the append runs
+	// are done, JetStream's duplicate window over the seeded events has
+	// passed, so the large server starts as a production server would (see
+	// serveLarge).
+	large, err := seedDataset(ctx, filepath.Join(workDir, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
+	if err != nil {
+		return fmt.Errorf("seed large: %w", err)
+	}
+	if err := r.rebuildBench(ctx, large); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
+	if err != nil {
+		return fmt.Errorf("seed small: %w", err)
+	}
+	smallRes, err := r.serveSmall(ctx, small)
+	if err != nil {
+		return fmt.Errorf("small data set: %w", err)
+	}
+	if err := r.selfProfile("cpu-append-benchtool.pprof", func() error { return r.appendBench(ctx) }); err != nil {
+		return fmt.Errorf("append: %w", err)
+	}
+	largeRes, err := r.serveLarge(ctx, large)
+	if err != nil {
+		return fmt.Errorf("large data set: %w", err)
+	}
+	// The two sets are served minutes apart on a shared machine, so each
+	// validate rate is first taken relative to /healthz measured interleaved
+	// with it on the same server: what remains is the cost of the larger set.
+	relLarge := largeRes.validatePeak / largeRes.healthzPeak
+	relSmall := smallRes.validatePeak / smallRes.healthzPeak
+	sf := ratioFigure("validate_scale",
+		fmt.Sprintf("validate at %s vs %s live sessions (each relative to its /healthz)", human(large.sessions), human(small.sessions)),
+		"× healthz", relLarge, relSmall, "at "+human(small.sessions), 0.8)
+	sf.Note = fmt.Sprintf("raw: %.0f vs %.0f req/s", largeRes.validatePeak, smallRes.validatePeak)
+	r.add(withDetail(sf, map[string]any{"pool_large": large.poolSize, "pool_small": small.poolSize,
+		"validate_large_rps": largeRes.validatePeak, "validate_small_rps": smallRes.validatePeak,
+		"healthz_large_rps": largeRes.healthzPeak, "healthz_small_rps": smallRes.healthzPeak,
+		"raw_ratio": largeRes.validatePeak / smallRes.validatePeak}))
+	if r.prof != "" {
+		r.note("profiled run (--profile): the server had a pprof listener and was sampled during some runs")
+	}
+
+	rep := Report{
+		Mode:      mode(s),
+		Command:   commandLine(),
+		StartedAt: started.UTC(),
+		Seconds:   time.Since(started).Seconds(),
+		Machine:   describeMachine(),
+		LoadAvg:   [2]string{loadStart, loadAvg()},
+		Settings: map[string]any{
+			"small_sessions": s.small, "large_sessions": s.large, "sessions_per_user": s.perUser,
+			"token_pool_large": large.poolSize, "wrk_threads": s.threads, "wrk_connections": s.conns,
+			"peak_run_s": s.peakDur.Seconds(), "open_loop_run_s": s.openDur.Seconds(),
+			"append_run_s": s.appendDur.Seconds(), "login_run_s": s.loginDur.Seconds(),
+			"touched_run_s": s.touchDur.Seconds(), "touched_pool": s.touchPool,
+			"gomaxprocs": runtime.GOMAXPROCS(0),
+		},
+		Figures: orderFigures(r.figures),
+		Notes:   r.notes,
+	}
+	table := renderTable(rep)
+	fmt.Print(table)
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(outPath, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	logf("wrote %s in %s", outPath, time.Since(started).Round(time.Second))
+	return nil
+}
+
+func withDetail(f Figure, d map[string]any) Figure {
+	if f.Detail == nil {
+		f.Detail = map[string]any{}
+	}
+	for k, v := range d {
+		f.Detail[k] = v
+	}
+	return f
+}
+
+func mode(s settings) string {
+	if s.quick {
+		return "quick"
+	}
+	return "full"
+}
+
+func commandLine() string {
+	args := append([]string{"scripts/bench"}, os.Args[1:]...)
+	return strings.Join(args, " ")
+}
+
+// orderFigures keeps the table in the order of the issue.
+func orderFigures(fs []Figure) []Figure {
+	order := []string{"validate_throughput", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
+		"validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
+		"append_facts", "rebuild_rate", "login_rate", "memory"}
+	rank := func(id string) int {
+		for i, o := range order {
+			if o == id {
+				return i
+			}
+		}
+		return len(order)
+	}
+	out := append([]Figure(nil), fs...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && rank(out[j].ID) < rank(out[j-1].ID); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+func renderTable(rep Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nledger benchmark (%s mode), %s, %d CPUs (%s), %s, load average %s at start, %s at end\n\n", rep.Mode,
+		rep.StartedAt.Format(time.RFC3339), rep.Machine.NProc, rep.Machine.CPUModel, rep.Machine.GoVersion, rep.LoadAvg[0], rep.LoadAvg[1])
+	fmt.Fprintln(&b, "| figure | value | baseline | ratio | goal | met |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	for _, f := range rep.Figures {
+		base, ratio := "-", "-"
+		if f.Baseline > 0 {
+			base = fmt.Sprintf("%s %s (%s)", fmtNum(f.Baseline), f.Unit, f.BaselineName)
+			ratio = fmt.Sprintf("%.2f×", f.Ratio)
+		}
+		met := "-"
+		if f.Met != nil {
+			met = map[bool]string{true: "yes", false: "**no**"}[*f.Met]
+		}
+		goal := f.Goal
+		if goal == "" {
+			goal = "-"
+		}
+		val := fmtNum(f.Value) + " " + f.Unit
+		if f.Note != "" {
+			val += " (" + f.Note + ")"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", f.Name, val, base, ratio, goal, met)
+	}
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(&b)
+		for _, n := range rep.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	fmt.Fprintln(&b)
+	return b.String()
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.3g", v)
+	}
+}
+
+func human(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	default:
+		return fmt.Sprint(n)
+	}
+}
+
+// Machine describes where the figures were taken.
+type Machine struct {
+	NProc     int    `json:"nproc"`
+	CPUModel  string `json:"cpu_model"`
+	MemTotal  string `json:"mem_total"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel"`
+	Wrk       string `json:"wrk"`
+}
+
+func describeMachine() Machine {
+	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				m.MemTotal = strings.TrimSpace(v)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("wrk", "-v").CombinedOutput(); err == nil || len(out) > 0 {
+		line, _, _ := strings.Cut(string(out), "\n")
+		m.Wrk = strings.TrimSpace(strings.Split(line, " Copyright")[0])
+	}
+	return m
+}
+
+// copyLines copies r to w line by line, calling fn on each line.
+func copyLines(r io.Reader, w io.Writer, fn func(string)) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if w != nil {
+			fmt.Fprintln(w, line)
+		}
+		if fn != nil {
+			fn(line)
+		}
+	}
+}
+
+// loadAvg is the 1, 5 and 15 minute load average: on a shared machine it
+// says how much else was running.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

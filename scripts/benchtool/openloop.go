@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// openResult is an open-loop run at a fixed rate. Latency runs from the
+// instant the generator found a request due, not from when a connection
+// became free to send it, so a stalled server is charged for every request
+// that queued behind the stall (no coordinated omission). Service latency
+// runs from the actual send.
+type openResult struct {
+	Rate     float64
+	Achieved float64
+	Sent     int64
+	Errors   int64
+	lat, svc *hdrhistogram.Histogram // microseconds
+}
+
+func (o openResult) q(h *hdrhistogram.Histogram, p float64) float64 {
+	return float64(h.ValueAtQuantile(p)) / 1000
+}
+
+func (o openResult) detail() map[string]any {
+	return map[string]any{
+		"target_rate": o.Rate, "achieved_rate": o.Achieved, "requests": o.Sent, "errors": o.Errors,
+		"p50_ms": o.q(o.lat, 50), "p90_ms": o.q(o.lat, 90), "p99_ms": o.q(o.lat, 99), "p999_ms": o.q(o.lat, 99.9),
+		"max_ms":         float64(o.lat.Max()) / 1000,
+		"service_p50_ms": o.q(o.svc, 50), "service_p99_ms": o.q(o.svc, 99),
+	}
+}
+
+// openLoopWorkers is how many keep-alive connections carry the load; far
+// more than rate × latency, so a request is never held back by an earlier
+// one's response unless the server itself stalls.
+const openLoopWorkers = 64
+
+// openLoop sends GET rawURL with a rotating bearer token (none if tokens is
+// empty) at rate requests/s for dur. It speaks HTTP/1.1 over plain
+// keep-alive connections with pre-formatted requests instead of net/http's
+// client, which on a 2-core machine would take as much CPU as the server it
+// measures. The first part of the run warms up and is not recorded.
+func openLoop(ctx context.Context, rawURL string, tokens []string, rate float64, dur time.Duration) (openResult, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return openResult{}, err
+	}
+	var next atomic.Uint64
+	request := func(buf []byte) []byte {
+		buf = append(buf[:0], "GET "...)
+		buf = append(buf, u.RequestURI()...)
+		buf = append(buf, " HTTP/1.1\r\nHost: "...)
+		buf = append(buf, u.Host...)
+		if len(tokens) > 0 {
+			buf = append(buf, "\r\nAuthorization: Bearer "...)
+			buf = append(buf, tokens[next.Add(1)%uint64(len(tokens))]...)
+		}
+		return append(buf, "\r\n\r\n"...)
+	}
+	conns := make([]*httpConn, openLoopWorkers)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.c.Close()
+			}
+		}
+	}()
+	for i := range conns {
+		c, err := dialHTTP(u.Host)
+		if err != nil {
+			return openResult{}, err
+		}
+		conns[i] = c
+		if _, err := c.do(request(nil)); err != nil { // warm the connection
+			return openResult{}, err
+		}
+	}
+
+	interval := time.Duration(float64(time.Second) / rate)
+	warm := min(time.Second, dur/5)
+	start := time.Now().Add(20 * time.Millisecond)
+	recordFrom := start.Add(warm)
+	end := start.Add(dur)
+	// The pacer wakes up, hands every request that has come due to a free
+	// worker, and sleeps until the next one. A request's latency runs from
+	// the moment the pacer found it due: a server stall that keeps every
+	// worker busy makes the pacer wait, and the requests queued behind the
+	// stall are charged for it. Go timers on this kernel fire up to about a
+	// millisecond late, so the schedule itself is not the reference.
+	ticks := make(chan time.Time, openLoopWorkers)
+	go func() {
+		defer close(ticks)
+		i := 0
+		for ctx.Err() == nil {
+			now := time.Now()
+			for ; ; i++ {
+				due := start.Add(time.Duration(i) * interval)
+				if !due.Before(end) {
+					return
+				}
+				if due.After(now) {
+					time.Sleep(due.Sub(now))
+					break
+				}
+				if due.Before(recordFrom) {
+					ticks <- time.Time{} // warm-up: sent, not recorded
+				} else {
+					ticks <- now
+				}
+			}
+		}
+	}()
+	res := openResult{Rate: rate, lat: newHist(), svc: newHist()}
+	var mu sync.Mutex
+	var sent, errs atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat, svc := newHist(), newHist()
+			var buf []byte
+			for due := range ticks {
+				buf = request(buf)
+				begin := time.Now()
+				code, err := c.do(buf)
+				done := time.Now()
+				if due.IsZero() {
+					continue
+				}
+				sent.Add(1)
+				if err != nil || code != 200 {
+					errs.Add(1)
+					if err == nil {
+						err = fmt.Errorf("status %d", code)
+					}
+					firstErr.CompareAndSwap(nil, err)
+					if c.broken {
+						if nc, derr := dialHTTP(u.Host); derr == nil {
+							c.c.Close()
+							*c = *nc
+						}
+					}
+					continue
+				}
+				_ = lat.RecordValue(max(1, done.Sub(due).Microseconds()))
+				_ = svc.RecordValue(max(1, done.Sub(begin).Microseconds()))
+			}
+			mu.Lock()
+			res.lat.Merge(lat)
+			res.svc.Merge(svc)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	res.Sent, res.Errors = sent.Load(), errs.Load()
+	res.Achieved = float64(res.Sent) / end.Sub(recordFrom).Seconds()
+	if res.Errors > 0 {
+		return res, fmt.Errorf("open loop %s: %d of %d requests failed, first: %v", rawURL, res.Errors, res.Sent, firstErr.Load())
+	}
+	return res, nil
+}
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 30_000_000, 3) }
+
+// httpConn is one keep-alive HTTP/1.1 connection that sends a prepared
+// request and reads the response: status line, headers, and a body framed
+// by Content-Length or chunked encoding.
+type httpConn struct {
+	c      net.Conn
+	br     *bufio.Reader
+	broken bool
+}
+
+func dialHTTP(host string) (*httpConn, error) {
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	return &httpConn{c: c, br: bufio.NewReaderSize(c, 16<<10)}, nil
+}
+
+var errBadResponse = errors.New("malformed HTTP response")
+
+func (h *httpConn) do(req []byte) (int, error) {
+	code, err := h.roundTrip(req)
+	if err != nil {
+		h.broken = true
+	}
+	return code, err
+}
+
+func (h *httpConn) roundTrip(req []byte) (int, error) {
+	_ = h.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := h.c.Write(req); err != nil {
+		return 0, err
+	}
+	line, err := h.br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, errBadResponse
+	}
+	code, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, errBadResponse
+	}
+	length, chunked := -1, false
+	for {
+		line, err := h.br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(line) <= 2 {
+			break
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		v = bytes.TrimSpace(v)
+		switch {
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			if length, err = strconv.Atoi(string(v)); err != nil {
+				return 0, errBadResponse
+			}
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(v, []byte("chunked"))
+		}
+	}
+	switch {
+	case chunked:
+		for {
+			line, err := h.br.ReadSlice('\n')
+			if err != nil {
+				return 0, err
+			}
+			size, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.SplitN(line, []byte(";"), 2)[0])), 16, 64)
+			if err != nil {
+				return 0, errBadResponse
+			}
+			if _, err := h.br.Discard(int(size) + 2); err != nil {
+				return 0, err
+			}
+			if size == 0 {
+				return code, nil
+			}
+		}
+	case length >= 0:
+		if _, err := h.br.Discard(length); err != nil {
+			return 0, err
+		}
+		return code, nil
+	default:
+		return 0, fmt.Errorf("%w: no length", errBadResponse)
+	}
+}
+
+func readLines(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := sc.Text(); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+var rebuildDone = regexp.MustCompile(`rebuild: done, (\d+) events in (\S+) \((\d+) events/s\)`)
+
+// rebuildBench runs `ledger rebuild` on the large data set (server stopped)
+// and compares its rate with a raw ordered-consumer read of the same stream.
+func (r *runner) rebuildBench(ctx context.Context, ds *dataset) error {
+	rawRate, rawEvents, err := rawRead(ctx, ds.dir)
+	if err != nil {
+		return fmt.Errorf("raw read: %w", err)
+	}
+	logf("raw ordered-consumer read: %d events at %.0f events/s", rawEvents, rawRate)
+
+	logf("ledger rebuild --data-dir %s", ds.dir)
+	inWindow := time.Since(ds.seededAt) < 2*time.Minute
+	env, addrFile := r.pprofEnv("rebuild")
+	cmd := exec.CommandContext(ctx, r.ledger, "rebuild", "--data-dir", ds.dir, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Peak RSS: VmHWM, read until the process exits (rusage would report
+	// the bench process's own size, inherited at exec).
+	var hwm int64
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if r.prof != "" {
+		go func() {
+			secs := max(5, min(30, ds.events/20_000))
+			if err := r.fetchProfile(ctx, addrFile, fmt.Sprintf("profile?seconds=%d", secs), "cpu-rebuild.pprof"); err != nil {
+				logf("profile rebuild: %v", err)
+			}
+		}()
+	}
+	var waitErr error
+poll:
+	for {
+		if h, _, err := procStatus(cmd.Process.Pid); err == nil {
+			hwm = max(hwm, h)
+		}
+		select {
+		case waitErr = <-exited:
+			break poll
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if waitErr != nil {
+		return fmt.Errorf("ledger rebuild: %w\n%s", waitErr, out.Bytes())
+	}
+	m := rebuildDone.FindSubmatch(out.Bytes())
+	if m == nil {
+		return fmt.Errorf("ledger rebuild: no summary line in output:\n%s", out.Bytes())
+	}
+	events, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	rate, _ := strconv.ParseFloat(string(m[3]), 64)
+	took, _ := time.ParseDuration(string(m[2]))
+	logf("%s", m[0])
+
+	f := ratioFigure("rebuild_rate", fmt.Sprintf("rebuild rate (ledger rebuild, %d events)", events), "events/s",
+		rate, rawRate, "raw ordered-consumer read", 0.7)
+	f.Note = fmt.Sprintf("%.1f s; rebuild peak RSS %.0f MiB", took.Seconds(), float64(hwm)/mib)
+	r.add(withDetail(f, map[string]any{"events": events, "seconds": took.Seconds(), "raw_events": rawEvents,
+		"rebuild_vmhwm_mib": float64(hwm) / mib, "dedupe_window_rebuilt": inWindow}))
+	return nil
+}
+
+// rawRead reads the whole stream of dataDir through an ordered consumer with
+// the same pull batch as eventstore.Store.ReadFrom, doing nothing with the
+// messages, and returns events/s.
+func rawRead(ctx context.Context, dataDir string) (float64, int, error) {
+	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: filepath.Join(dataDir, "nats"), ServerName: "bench-read"})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer emb.Shutdown()
+	nc, err := emb.Connect("bench-read")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, 0, err
+	}
+	stream, err := js.Stream(ctx, eventstore.DefaultStream)
+	if err != nil {
+		return 0, 0, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	total := int(info.State.Msgs)
+	start := time.Now()
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return 0, 0, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer it.Stop()
+	n := 0
+	for n < total {
+		msg, err := it.Next()
+		if err != nil {
+			return 0, 0, err
+		}
+		_ = msg.Data()
+		n++
+	}
+	el := time.Since(start)
+	return float64(n) / el.Seconds(), n, nil
+}

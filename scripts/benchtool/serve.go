@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validateResult carries what the scale comparison needs.
+type validateResult struct {
+	validatePeak   float64
+	healthzPeak    float64
+	hwmBeforeTouch int64 // server VmHWM before the touched run
+}
+
+// serveSmall serves the small data set, letting the server catch up from
+// the stream itself: validate figures, then logins.
+func (r *runner) serveSmall(ctx context.Context, ds *dataset) (validateResult, error) {
+	env, addrFile := r.pprofEnv("serve-small")
+	srv, err := startServer(ctx, r.ledger, ds.dir, filepath.Join(r.work, "serve-small.log"), env)
+	if err != nil {
+		return validateResult{}, err
+	}
+	defer srv.stop()
+	catchUpRate := float64(ds.events) / max(srv.catchUp.Seconds(), 1e-9)
+	logf("serving %s sessions at %s (caught up %d events in %s, %.0f events/s)", human(ds.sessions), srv.url, ds.events,
+		srv.catchUp.Round(time.Millisecond), catchUpRate)
+	r.catchUp = map[string]any{"events": ds.events, "seconds": srv.catchUp.Seconds(), "events_per_s": catchUpRate}
+	res, err := r.measureValidate(ctx, srv, ds, "", true, addrFile)
+	if err != nil {
+		return res, err
+	}
+	if err := r.loginBench(ctx, srv, ds); err != nil {
+		return res, fmt.Errorf("login: %w", err)
+	}
+	return res, nil
+}
+
+// serveLarge serves the large data set, whose projection `ledger rebuild`
+// built: validate figures and the server's peak RSS.
+func (r *runner) serveLarge(ctx context.Context, ds *dataset) (validateResult, error) {
+	// JetStream keeps the message ids of its 2-minute duplicate window in
+	// memory and rebuilds that map when it starts. Just after seeding the
+	// window holds every seeded event, which no production server carries,
+	// so wait it out unless told not to.
+	const window = 2*time.Minute + 5*time.Second
+	inWindow := time.Since(ds.seededAt) < window
+	if inWindow && r.s.dedupeWait {
+		wait := window - time.Since(ds.seededAt)
+		logf("waiting %s for JetStream's duplicate window over the seeded events to pass", wait.Round(time.Second))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return validateResult{}, ctx.Err()
+		}
+		inWindow = false
+	}
+	env, addrFile := r.pprofEnv("serve-large")
+	srv, err := startServer(ctx, r.ledger, ds.dir, filepath.Join(r.work, "serve-large.log"), env)
+	if err != nil {
+		return validateResult{}, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			srv.stop()
+		}
+	}()
+	logf("serving %s sessions at %s (started in %s)", human(ds.sessions), srv.url, srv.startup.Round(time.Millisecond))
+	hwmStart, rssStart, _ := procStatus(srv.pid())
+	res, err := r.measureValidate(ctx, srv, ds, "_large", r.s.touchLarge, addrFile)
+	if err != nil {
+		return res, err
+	}
+	hwm, rss, err := procStatus(srv.pid())
+	if err != nil {
+		return res, err
+	}
+	if r.prof != "" {
+		if err := r.fetchProfile(ctx, addrFile, "heap", "heap-large.pprof"); err != nil {
+			logf("heap profile: %v", err)
+		}
+	}
+	srv.stop()
+	stopped = true
+	f := maxFigure("memory", fmt.Sprintf("server peak RSS (VmHWM), %s live sessions", human(ds.sessions)), "MiB", float64(hwm)/mib, 300)
+	f.Note = fmt.Sprintf("%.0f MiB after start", float64(hwmStart)/mib)
+	if r.s.touchLarge {
+		f.Note += fmt.Sprintf(", %.0f MiB before the touched run", float64(res.hwmBeforeTouch)/mib)
+	}
+	f = withDetail(f, map[string]any{
+		"vmhwm_after_start_mib":        float64(hwmStart) / mib,
+		"vmhwm_before_touched_run_mib": float64(res.hwmBeforeTouch) / mib,
+		"vmrss_after_start_mib":        float64(rssStart) / mib,
+		"vmrss_end_mib":                float64(rss) / mib,
+		"startup_seconds":              srv.startup.Seconds(),
+		"dedupe_window_rebuilt":        inWindow,
+		"touched_run":                  r.s.touchLarge,
+	})
+	r.add(f)
+	if inWindow {
+		r.note("the large server started within JetStream's 2-minute duplicate window of the seeding, so its peak RSS includes the message ids of every seeded event (--no-dedupe-wait or a short run)")
+	}
+	return res, nil
+}
+
+// measureValidate runs the validate figures against a serving ledger.
+func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, suffix string, touch bool, addrFile string) (validateResult, error) {
+	size := human(ds.sessions)
+	healthz := target{path: "/healthz"}
+	validate := target{path: "/v1/validate?touch=false", tokens: ds.poolFile}
+	touched := target{path: "/v1/validate", tokens: ds.touchFile}
+
+	// Warm up both paths (connections, caches, page cache).
+	for _, t := range []target{healthz, validate} {
+		if _, err := r.runWrk(ctx, srv.url, t, time.Second); err != nil {
+			return validateResult{}, err
+		}
+	}
+	hz, va, pr, err := r.peakPair(ctx, srv.url, healthz, validate)
+	if err != nil {
+		return validateResult{}, err
+	}
+	res := validateResult{validatePeak: va.rps(), healthzPeak: hz.rps()}
+	f := ratioFigure("validate_throughput"+suffix, fmt.Sprintf("validate throughput (touch=false), %s sessions", size),
+		"req/s", va.rps(), hz.rps(), "/healthz", 0.8)
+	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; /healthz p50 %.2f / p99 %.2f ms", ms(va.P50), ms(va.P99), ms(hz.P50), ms(hz.P99))
+	d0 := map[string]any{"validate": va.detail(), "healthz": hz.detail(), "token_pool": ds.poolSize,
+		"wrk": fmt.Sprintf("-t%d -c%d", r.s.threads, r.s.conns)}
+	if suffix == "" && r.catchUp != nil {
+		d0["server_catch_up"] = r.catchUp
+	}
+	r.add(withDetail(withDetail(f, pr.detail()), d0))
+	if r.prof != "" {
+		err := r.profileWhile(ctx, addrFile, "cpu-validate"+suffix+".pprof", int(r.s.peakDur/time.Second), func() error {
+			_, err := r.runWrk(ctx, srv.url, validate, r.s.peakDur)
+			return err
+		})
+		if err != nil {
+			return res, err
+		}
+	}
+
+	// Latency at half of the validate peak, open loop.
+	tokens, err := readLines(ds.poolFile)
+	if err != nil {
+		return res, err
+	}
+	rate := va.rps() / 2
+	ol, err := openLoop(ctx, srv.url+"/v1/validate?touch=false", tokens, rate, r.s.openDur)
+	if err != nil {
+		return res, err
+	}
+	f = maxFigure("validate_p99_half_peak"+suffix, fmt.Sprintf("validate p99 at half peak (%.0f req/s, open loop), %s sessions", rate, size),
+		"ms", ol.q(ol.lat, 99), 1)
+	d := ol.detail()
+	f.Note = fmt.Sprintf("p50 %.2f, p99.9 %.2f ms", ol.q(ol.lat, 50), ol.q(ol.lat, 99.9))
+	if !r.s.quick {
+		hol, err := openLoop(ctx, srv.url+"/healthz", nil, rate, r.s.openDur)
+		if err != nil {
+			return res, err
+		}
+		d["healthz_same_rate"] = hol.detail()
+		f.Note += fmt.Sprintf("; /healthz at the same rate: p50 %.2f, p99 %.2f ms", hol.q(hol.lat, 50), hol.q(hol.lat, 99))
+	}
+	r.add(withDetail(f, d))
+	if !touch {
+		return res, nil
+	}
+
+	// Touched: the first validate of each session in the touch pool queues
+	// a session_used event (sessions were last used two hours ago, the
+	// granularity is one hour); later ones find it recorded.
+	res.hwmBeforeTouch, _, _ = procStatus(srv.pid())
+	before := scrapeMetrics(srv.url)
+	var tw wrkResult
+	err = r.profileWhile(ctx, addrFile, "cpu-touched"+suffix+".pprof", int(r.s.touchDur/time.Second)+5, func() error {
+		var err error
+		tw, err = r.runWrk(ctx, srv.url, touched, r.s.touchDur)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	after := scrapeMetrics(srv.url)
+	// Let the recorder append what it queued and the projection apply it,
+	// so the next measurement does not pay for this one.
+	applyStart := time.Now()
+	for {
+		m := scrapeMetrics(srv.url)
+		done := m["ledger_uses_appended_total"] + m["ledger_uses_failed_total"]
+		if done >= m["ledger_uses_queued_total"] || time.Since(applyStart) > 3*time.Minute {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	appendedIn := time.Since(applyStart)
+	if err := srv.waitReady(ctx, 3*time.Minute); err != nil {
+		return res, err
+	}
+	f = ratioFigure("validate_touched"+suffix, fmt.Sprintf("validate throughput (touched, %s sessions due a use), %s sessions", human(r.s.touchPool), size),
+		"req/s", tw.rps(), hz.rps(), "/healthz", 0.8)
+	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms", ms(tw.P50), ms(tw.P99))
+	td := tw.detail()
+	for _, m := range []string{"ledger_uses_queued_total", "ledger_uses_dropped_total", "ledger_uses_appended_total"} {
+		td[strings.TrimPrefix(m, "ledger_")+"_during_run"] = after[m] - before[m]
+	}
+	td["uses_appended_after_run_s"] = appendedIn.Seconds()
+	td["projection_settle_s"] = time.Since(applyStart).Seconds()
+	r.add(withDetail(f, td))
+	return res, nil
+}
+
+// scrapeMetrics reads the unlabelled counters of /metrics.
+func scrapeMetrics(base string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+func ms(us int64) float64 { return float64(us) / 1000 }

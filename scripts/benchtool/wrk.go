@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// luaScript drives wrk. Arguments after "--": path, token file ("" for
+// none), thread count. Each thread loads the token pool and walks it from
+// its own offset, one token per request, so every token in the pool is
+// presented; done() prints the figures as one JSON line.
+const luaScript = `
+local tokens = {}
+local idx = 0
+local path = "/healthz"
+local nthreads = 1
+local counter = 0
+
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+function init(args)
+  path = args[1] or "/healthz"
+  nthreads = tonumber(args[3]) or 1
+  if args[2] and args[2] ~= "" then
+    for line in io.lines(args[2]) do
+      if #line > 0 then tokens[#tokens + 1] = line end
+    end
+  end
+  if #tokens > 0 then
+    idx = math.floor(#tokens / nthreads * (tid or 0))
+  end
+end
+
+function request()
+  if #tokens == 0 then
+    return wrk.format("GET", path)
+  end
+  idx = idx % #tokens + 1
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. tokens[idx]})
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f,' ..
+    '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+`
+
+func writeLua(dir string) (string, error) {
+	p := filepath.Join(dir, "bench.lua")
+	return p, os.WriteFile(p, []byte(luaScript), 0o644)
+}
+
+// wrkResult is one wrk run; latencies in microseconds.
+type wrkResult struct {
+	Requests   int64   `json:"requests"`
+	DurationUS int64   `json:"duration_us"`
+	P50        int64   `json:"p50_us"`
+	P90        int64   `json:"p90_us"`
+	P99        int64   `json:"p99_us"`
+	Max        int64   `json:"max_us"`
+	Mean       float64 `json:"mean_us"`
+	ErrConnect int64   `json:"err_connect"`
+	ErrRead    int64   `json:"err_read"`
+	ErrWrite   int64   `json:"err_write"`
+	ErrStatus  int64   `json:"err_status"`
+	ErrTimeout int64   `json:"err_timeout"`
+}
+
+func (w wrkResult) rps() float64 {
+	if w.DurationUS == 0 {
+		return 0
+	}
+	return float64(w.Requests) / (float64(w.DurationUS) / 1e6)
+}
+
+func (w wrkResult) errors() int64 {
+	return w.ErrConnect + w.ErrRead + w.ErrWrite + w.ErrStatus + w.ErrTimeout
+}
+
+// merge adds another run of the same target: throughput over both, and the
+// worse of the two percentiles.
+func (w wrkResult) merge(o wrkResult) wrkResult {
+	w.Mean = (w.Mean*float64(w.Requests) + o.Mean*float64(o.Requests)) / float64(max(w.Requests+o.Requests, 1))
+	w.Requests += o.Requests
+	w.DurationUS += o.DurationUS
+	w.P50, w.P90, w.P99, w.Max = max(w.P50, o.P50), max(w.P90, o.P90), max(w.P99, o.P99), max(w.Max, o.Max)
+	w.ErrConnect += o.ErrConnect
+	w.ErrRead += o.ErrRead
+	w.ErrWrite += o.ErrWrite
+	w.ErrStatus += o.ErrStatus
+	w.ErrTimeout += o.ErrTimeout
+	return w
+}
+
+func (w wrkResult) detail() map[string]any {
+	return map[string]any{
+		"requests": w.Requests, "seconds": float64(w.DurationUS) / 1e6,
+		"p50_ms": float64(w.P50) / 1000, "p90_ms": float64(w.P90) / 1000, "p99_ms": float64(w.P99) / 1000,
+		"max_ms": float64(w.Max) / 1000, "errors": w.errors(),
+	}
+}
+
+// target is one wrk load: a path and, for validate, a token pool.
+type target struct {
+	path   string
+	tokens string
+}
+
+// runWrk runs wrk for whole seconds against base+t.path.
+func (r *runner) runWrk(ctx context.Context, base string, t target, dur time.Duration) (wrkResult, error) {
+	secs := max(1, int(dur.Round(time.Second)/time.Second))
+	args := []string{
+		"-t", strconv.Itoa(r.s.threads), "-c", strconv.Itoa(r.s.conns), "-d", strconv.Itoa(secs) + "s",
+		"--timeout", "5s", "-s", r.lua, base + "/", "--", t.path, t.tokens, strconv.Itoa(r.s.threads),
+	}
+	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s", t.path, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if js, ok := strings.CutPrefix(line, "BENCHJSON "); ok {
+			var res wrkResult
+			if err := json.Unmarshal([]byte(js), &res); err != nil {
+				return wrkResult{}, fmt.Errorf("wrk output %q: %w", js, err)
+			}
+			if res.errors() > 0 {
+				return res, fmt.Errorf("wrk %s: %d errors (non-2xx %d, timeouts %d)\n%s", t.path, res.errors(), res.ErrStatus, res.ErrTimeout, out)
+			}
+			return res, nil
+		}
+	}
+	return wrkResult{}, fmt.Errorf("wrk %s: no result line in output:\n%s", t.path, out)
+}
+
+// peakPair measures a baseline and a subject at full load, interleaved in
+// one-second slices.
+func (r *runner) peakPair(ctx context.Context, base string, a, b target) (ra, rb wrkResult, p pairResult, err error) {
+	var seen [2]bool
+	var res [2]wrkResult
+	run := func(i int, t target) func(time.Duration) (float64, time.Duration, error) {
+		return func(d time.Duration) (float64, time.Duration, error) {
+			w, err := r.runWrk(ctx, base, t, d)
+			if err != nil {
+				return 0, 0, err
+			}
+			if seen[i] {
+				res[i] = res[i].merge(w)
+			} else {
+				res[i], seen[i] = w, true
+			}
+			return float64(w.Requests), time.Duration(w.DurationUS) * time.Microsecond, nil
+		}
+	}
+	p, err = interleave(r.s.peakDur, time.Second, run(0, a), run(1, b))
+	return res[0], res[1], p, err
+}
