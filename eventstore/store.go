@@ -206,6 +206,10 @@ type Publication struct {
 	Event   domain.Event
 	// MsgID de-duplicates across instances; defaults to the event id.
 	MsgID string
+	// At, if known, is the subject's version as a projection last saw it.
+	// It spares a read of the subject's last message from the stream, which
+	// makes the server load that message's whole block into memory.
+	At *Version
 }
 
 // AppendFacts appends events that decide nothing (a use, a failed login),
@@ -256,12 +260,16 @@ func (s *Store) appendFact(ctx context.Context, p Publication) error {
 	}
 	for attempt := 1; ; attempt++ {
 		v, ok := s.heads.get(p.Subject)
+		if p.At != nil && (!ok || p.At.Seq > v.Seq) {
+			v, ok = *p.At, true
+		}
 		if !ok {
 			var err error
 			if v, err = s.Head(ctx, p.Subject); err != nil {
 				return err
 			}
 		}
+		p.At = nil // a conflict means the hint is stale: read the stream next time
 		e := p.Event
 		if err := e.Seal(v.Head); err != nil {
 			return err

@@ -72,3 +72,17 @@ func (p *Projection) UserSessions(userID string) ([]*domain.Session, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt().After(out[j].StartedAt()) })
 	return out, nil
 }
+
+// UserVersion is the version of a user's subject as far as this projection
+// has applied it: what the next append to that subject should expect.
+func (p *Projection) UserVersion(userID string) (eventstore.Version, error) {
+	v, closer, err := p.db.Get(versionKey(userID))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return eventstore.Version{}, nil
+	}
+	if err != nil {
+		return eventstore.Version{}, fmt.Errorf("user version: %w", err)
+	}
+	defer closer.Close()
+	return decodeVersion(v)
+}

@@ -225,7 +225,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	s.uses = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
-		Log: s.ll.store, NewID: newID, Logger: log, Registerer: reg,
+		Log: s.ll.store, Versions: s.proj, NewID: newID, Logger: log, Registerer: reg,
 	})
 	usesCtx, usesCancel := context.WithCancel(context.Background())
 	go s.uses.Run(usesCtx)

@@ -13,9 +13,14 @@ import (
 	"github.com/sessionledger/ledger/eventstore"
 )
 
-type batchAppender interface {
-	AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
-}
+type (
+	batchAppender interface {
+		AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
+	}
+	versionReader interface {
+		UserVersion(userID string) (eventstore.Version, error)
+	}
+)
 
 // UseRecorder turns validations into session_used events, at most one per
 // session per granularity. The idle deadline therefore runs from the last
@@ -26,6 +31,7 @@ type batchAppender interface {
 type UseRecorder struct {
 	granularity time.Duration
 	log         batchAppender
+	versions    versionReader
 	newID       func() string
 	logger      *slog.Logger
 
@@ -44,9 +50,12 @@ type UseRecorderConfig struct {
 	Granularity time.Duration
 	QueueSize   int
 	Log         batchAppender
-	NewID       func() string
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Versions, if set, supplies each user subject's head from the local
+	// projection, so appending a use needs no read from the stream.
+	Versions   versionReader
+	NewID      func() string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func NewUseRecorder(c UseRecorderConfig) *UseRecorder {
@@ -64,7 +73,7 @@ func NewUseRecorder(c UseRecorderConfig) *UseRecorder {
 		return cnt
 	}
 	return &UseRecorder{
-		granularity: c.Granularity, log: c.Log, newID: c.NewID, logger: c.Logger,
+		granularity: c.Granularity, log: c.Log, versions: c.Versions, newID: c.NewID, logger: c.Logger,
 		queue:    make(chan domain.Event, c.QueueSize),
 		done:     make(chan struct{}),
 		queued:   counter("ledger_uses_queued_total", "Session uses queued for recording."),
@@ -139,6 +148,11 @@ func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 	for i, e := range events {
 		e.ID = r.newID()
 		pubs[i] = eventstore.Publication{Subject: eventstore.UserSubject(e.UserID), Event: e, MsgID: r.msgID(e)}
+		if r.versions != nil {
+			if v, err := r.versions.UserVersion(e.UserID); err == nil && v.Seq > 0 {
+				pubs[i].At = &v
+			}
+		}
 	}
 	stored, err := r.log.AppendFacts(ctx, pubs)
 	r.appended.Add(float64(stored))
