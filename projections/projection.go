@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
@@ -22,6 +23,8 @@ type Projection struct {
 	metrics *metrics
 
 	applyMu sync.Mutex // one writer: the live router or a bulk read
+	written []string   // sessions the current batch writes (under applyMu)
+	cache   *sessionCache
 
 	mu      sync.Mutex
 	applied uint64
@@ -55,11 +58,16 @@ func Open(dir string, log *slog.Logger, reg prometheus.Registerer) (*Projection,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietPebble{log}})
+	opts := &pebble.Options{Logger: quietPebble{log}}
+	// Applying an event often looks up keys that do not exist yet (a new
+	// session, a new email); bloom filters answer those without reading
+	// blocks.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open projection %s: %w", dir, err)
 	}
-	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{})}
+	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize)}
 	v, closer, err := db.Get(keyApplied)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
@@ -140,11 +148,13 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
 	applied := make(map[domain.EventType]int)
+	p.written = p.written[:0]
 	for _, r := range recs {
 		if r.Seq <= last {
 			continue
 		}
-		t, err := p.apply(b, r)
+		e, err := p.apply(b, r)
+		t := e.Type
 		if err != nil {
 			p.metrics.skipped.Inc()
 			p.log.Error("projection: skipping message", "seq", r.Seq, "subject", r.Subject, "err", err)
@@ -155,7 +165,11 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 			applied[t]++
 		}
 		if uid, ok := eventstore.UserOfSubject(r.Subject); ok {
-			v := eventstore.Version{Seq: r.Seq, Head: eventstore.HeadOf(r.Data)}
+			head := e.Hash
+			if head == "" {
+				head = eventstore.HeadOf(r.Data)
+			}
+			v := eventstore.Version{Seq: r.Seq, Head: head}
 			if err := b.Set(versionKey(uid), encodeVersion(v), nil); err != nil {
 				return err
 			}
@@ -187,59 +201,60 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 		p.metrics.applied.WithLabelValues(string(t)).Add(float64(n))
 	}
 	p.digest = digest
+	p.cache.invalidate(p.written)
 	p.setApplied(last)
 	return nil
 }
 
-// apply folds one message into the batch.
-func (p *Projection) apply(b *pebble.Batch, r eventstore.Record) (domain.EventType, error) {
+// apply folds one message into the batch and returns the decoded event.
+func (p *Projection) apply(b *pebble.Batch, r eventstore.Record) (domain.Event, error) {
 	e, err := domain.DecodeEvent(r.Data)
 	if err != nil {
-		return "", err
+		return domain.Event{}, err
 	}
 	switch e.Type {
 	case domain.EventUserRegistered:
-		return e.Type, applyUserRegistered(b, e)
+		return e, applyUserRegistered(b, e)
 	case domain.EventSessionStarted:
 		s, err := domain.SessionFromEvent(e)
 		if err != nil {
-			return e.Type, err
+			return e, err
 		}
 		if _, err := getSession(b, e.SessionID); err == nil {
-			return e.Type, nil // already applied under another message id
+			return e, nil // already applied under another message id
 		}
-		if err := putSession(b, s); err != nil {
-			return e.Type, err
+		if err := p.putSession(b, s); err != nil {
+			return e, err
 		}
-		return e.Type, b.Set(userIndexKey(e.UserID, e.SessionID), nil, nil)
+		return e, b.Set(userIndexKey(e.UserID, e.SessionID), nil, nil)
 	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated:
 		s, err := getSession(b, e.SessionID)
 		if errors.Is(err, domain.ErrSessionNotFound) {
-			return e.Type, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID)
+			return e, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID)
 		}
 		if err != nil {
-			return e.Type, err
+			return e, err
 		}
 		if err := s.Apply(e); err != nil {
-			return e.Type, err
+			return e, err
 		}
-		return e.Type, putSession(b, s)
+		return e, p.putSession(b, s)
 	case domain.EventOtherSessionsRevoked:
 		sessions, err := userSessions(b, e.UserID)
 		if err != nil {
-			return e.Type, err
+			return e, err
 		}
 		for _, s := range sessions {
 			if err := s.Apply(e); err != nil {
-				return e.Type, err
+				return e, err
 			}
-			if err := putSession(b, s); err != nil {
-				return e.Type, err
+			if err := p.putSession(b, s); err != nil {
+				return e, err
 			}
 		}
-		return e.Type, nil
+		return e, nil
 	default: // email_claimed, login_failed: facts for the audit trail only
-		return e.Type, nil
+		return e, nil
 	}
 }
 
@@ -260,7 +275,8 @@ func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
 	return b.Set(emailKey(p.Email), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: p.PasswordHash}), nil)
 }
 
-func putSession(b *pebble.Batch, s *domain.Session) error {
+func (p *Projection) putSession(b *pebble.Batch, s *domain.Session) error {
+	p.written = append(p.written, s.ID())
 	return b.Set(sessionKey(s.ID()), encodeSession(s.Snapshot()), nil)
 }
 

@@ -187,3 +187,57 @@ func TestTimesBeyond2262(t *testing.T) {
 		t.Fatalf("started %s, verdict %+v", s.StartedAt(), s.Verdict(far.Add(time.Hour)))
 	}
 }
+
+// TestCachedSessionsNeverGoStale: readers hammer a session while batches
+// update it; once ApplyBatch has returned, no read may show older state.
+func TestCachedSessionsNeverGoStale(t *testing.T) {
+	recs, sids := history(t)
+	p, err := projections.Open(t.TempDir(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.ApplyBatch(recs); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_, _ = p.Session(sids[0])
+				}
+			}
+		}()
+	}
+	head, _ := domain.DecodeEvent(recs[len(recs)-1].Data)
+	prev := head.Hash
+	seq := uint64(len(recs))
+	for i := 1; i <= 300; i++ {
+		at := t0.Add(48*time.Hour + time.Duration(i)*time.Minute)
+		e := domain.SessionUse("u1", sids[0], at)
+		e.ID = "use" + string(rune(i))
+		if err := e.Seal(prev); err != nil {
+			t.Fatal(err)
+		}
+		prev = e.Hash
+		data, _ := e.Encode()
+		seq++
+		if err := p.ApplyBatch([]eventstore.Record{{Seq: seq, Subject: recs[0].Subject, Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustSession(t, p, sids[0]).LastUseAt(); !got.Equal(at) {
+			close(stop)
+			t.Fatalf("after applying use %d at %s, read last use %s", i, at, got)
+		}
+	}
+	close(stop)
+	for range 4 {
+		<-done
+	}
+}

@@ -10,9 +10,18 @@ import (
 	"github.com/sessionledger/ledger/eventstore"
 )
 
-// Session is the validate hot path: one Pebble get and a fixed-layout decode.
+// Session is the validate hot path: a cache hit, or one Pebble get and a
+// fixed-layout decode.
 func (p *Projection) Session(id string) (*domain.Session, error) {
-	return getSession(p.db, id)
+	if snap, ok := p.cache.get(id); ok {
+		return domain.SessionFromSnapshot(snap), nil
+	}
+	gen := p.cache.gen.Load()
+	s, err := getSession(p.db, id)
+	if err == nil {
+		p.cache.put(s.Snapshot(), gen)
+	}
+	return s, err
 }
 
 // Credentials returns the user id and password hash registered for a

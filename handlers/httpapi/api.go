@@ -238,16 +238,29 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	// nginx auth_request_set, Envoy ext_authz).
 	h.Set("X-Ledger-User-Id", s.UserID())
 	h.Set("X-Ledger-Session-Id", s.ID())
-	writeJSON(w, http.StatusOK, map[string]any{
-		"valid":           true,
-		"user_id":         s.UserID(),
-		"session_id":      s.ID(),
-		"expires_at":      v.Verdict.ExpiresAt().Format(rfc3339),
-		"idle_expires_at": v.Verdict.IdleExpiresAt.Format(rfc3339),
-		"max_expires_at":  v.Verdict.MaxExpiresAt.Format(rfc3339),
-		"keep_logged_in":  s.KeepLoggedIn(),
-		"mfa":             s.MFA(),
+	writeJSON(w, http.StatusOK, validResponse{
+		Valid:         true,
+		UserID:        s.UserID(),
+		SessionID:     s.ID(),
+		ExpiresAt:     v.Verdict.ExpiresAt().Format(rfc3339),
+		IdleExpiresAt: v.Verdict.IdleExpiresAt.Format(rfc3339),
+		MaxExpiresAt:  v.Verdict.MaxExpiresAt.Format(rfc3339),
+		KeepLoggedIn:  s.KeepLoggedIn(),
+		MFA:           s.MFA(),
 	})
+}
+
+// validResponse is the 200 body of validate: a struct, because encoding a
+// map costs a visible share of the hot path's CPU.
+type validResponse struct {
+	ExpiresAt     string `json:"expires_at"`
+	IdleExpiresAt string `json:"idle_expires_at"`
+	KeepLoggedIn  bool   `json:"keep_logged_in"`
+	MaxExpiresAt  string `json:"max_expires_at"`
+	MFA           bool   `json:"mfa"`
+	SessionID     string `json:"session_id"`
+	UserID        string `json:"user_id"`
+	Valid         bool   `json:"valid"`
 }
 
 func verdictError(v domain.Verdict) *apiError {
