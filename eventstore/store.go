@@ -53,7 +53,10 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		Replicas:    replicas,
 		DenyDelete:  true,
 		DenyPurge:   true,
-		AllowDirect: true,
+		// No direct gets: any replica may answer one, possibly a follower
+		// that is behind, and a subject's head read for an optimistic
+		// append must come from the leader.
+		AllowDirect: false,
 		Duplicates:  2 * time.Minute,
 	}
 }

@@ -45,11 +45,12 @@ type Config struct {
 
 // API is the HTTP port.
 type API struct {
-	cfg      Config
-	log      *slog.Logger
-	verdicts *prometheus.CounterVec
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	cfg        Config
+	log        *slog.Logger
+	verdicts   *prometheus.CounterVec
+	validCount prometheus.Counter // verdicts{verdict="valid"}, bound once
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
 }
 
 func New(cfg Config) *API {
@@ -67,6 +68,7 @@ func New(cfg Config) *API {
 			Name: "ledger_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"route"}),
 	}
+	a.validCount = a.verdicts.WithLabelValues("valid")
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(a.verdicts, a.requests, a.latency)
 	}
@@ -219,7 +221,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 const rfc3339 = time.RFC3339
 
 func (a *API) validate(w http.ResponseWriter, r *http.Request) {
-	touch := r.URL.RawQuery == "" || r.URL.Query().Get("touch") != "false"
+	touch := true
+	if r.URL.RawQuery != "" {
+		v, _ := queryParam(r, "touch")
+		touch = v != "false"
+	}
 	v, err := a.cfg.Validate.Handle(r.Context(), bearer(r), touch)
 	if err != nil {
 		a.verdicts.WithLabelValues("invalid").Inc()
@@ -231,7 +237,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, verdictError(v.Verdict))
 		return
 	}
-	a.verdicts.WithLabelValues("valid").Inc()
+	a.validCount.Inc()
 	s := v.Session
 	h := w.Header()
 	// For gateways that forward identity upstream (Traefik forwardAuth,

@@ -39,8 +39,10 @@ func minSeqOf(r *http.Request) (uint64, *apiError) {
 	raw := strings.TrimSpace(r.Header.Get(HeaderMinSeq))
 	what := HeaderMinSeq
 	if raw == "" && r.URL.RawQuery != "" {
-		raw, what = r.URL.Query().Get(paramMinSeq), paramMinSeq
-		if raw == "" && r.URL.Query().Has(paramMinSeq) {
+		var present bool
+		raw, present = queryParam(r, paramMinSeq)
+		what = paramMinSeq
+		if raw == "" && present {
 			return 0, invalidRequest(paramMinSeq + " must be a stream sequence (a non-negative integer)")
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -83,4 +85,22 @@ func decodeBody(w http.ResponseWriter, r *http.Request, dst any) *apiError {
 		}
 		return invalidRequest("request body is not valid JSON")
 	}
+}
+
+// queryParam finds one query parameter without building the url.Values map
+// that r.URL.Query() allocates on every call; validate runs it per request.
+func queryParam(r *http.Request, name string) (value string, present bool) {
+	for part := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		k, v, _ := strings.Cut(part, "=")
+		if k != name {
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
+				continue
+			}
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			v = uv
+		}
+		return v, true
+	}
+	return "", false
 }
