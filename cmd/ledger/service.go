@@ -398,7 +398,7 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("drop projection: %w", err)
 	}
-	proj, err := projections.Open(dir, log, nil)
+	proj, err := projections.Open(dir, log, nil, projections.WithBlockCache(256<<20))
 	if err != nil {
 		return err
 	}
