@@ -40,8 +40,17 @@ type auditFlags struct {
 	JSON     bool   `name:"json" help:"Machine-readable output."`
 }
 
-func (f auditFlags) open(ctx context.Context) (*ledgerLog, error) {
-	return openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger(), false)
+// run opens the log (a data dir or --nats-url), calls fn with it until
+// SIGINT/SIGTERM, and closes it.
+func (f auditFlags) run(fn func(ctx context.Context, store *eventstore.Store) error) error {
+	ctx, stop := signalContext()
+	defer stop()
+	ll, err := openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger(), false)
+	if err != nil {
+		return err
+	}
+	defer ll.close()
+	return fn(ctx, ll.store)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -66,8 +75,6 @@ type auditVerdictCmd struct {
 }
 
 func (c *auditVerdictCmd) Run() error {
-	ctx, stop := signalContext()
-	defer stop()
 	at, err := parseFlagTime("at", c.At)
 	if err != nil {
 		return err
@@ -75,12 +82,9 @@ func (c *auditVerdictCmd) Run() error {
 	if at.IsZero() {
 		at = time.Now().UTC()
 	}
-	ll, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer ll.close()
-	return auditVerdict(ctx, ll.store, c.Session, at, c.JSON, os.Stdout)
+	return c.run(func(ctx context.Context, store *eventstore.Store) error {
+		return auditVerdict(ctx, store, c.Session, at, c.JSON, os.Stdout)
+	})
 }
 
 func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string, at time.Time, asJSON bool, out io.Writer) error {
@@ -151,18 +155,13 @@ type auditHistoryCmd struct {
 }
 
 func (c *auditHistoryCmd) Run() error {
-	ctx, stop := signalContext()
-	defer stop()
 	since, until, err := c.window()
 	if err != nil {
 		return err
 	}
-	ll, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer ll.close()
-	return auditHistory(ctx, ll.store, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
+	return c.run(func(ctx context.Context, store *eventstore.Store) error {
+		return auditHistory(ctx, store, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
+	})
 }
 
 func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
@@ -272,18 +271,13 @@ type auditExportCmd struct {
 }
 
 func (c *auditExportCmd) Run() error {
-	ctx, stop := signalContext()
-	defer stop()
 	since, until, err := c.window()
 	if err != nil {
 		return err
 	}
-	ll, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer ll.close()
-	return auditExport(ctx, ll.store, since, until, os.Stdout, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())))
+	return c.run(func(ctx context.Context, store *eventstore.Store) error {
+		return auditExport(ctx, store, since, until, os.Stdout, os.Stderr, term.IsTerminal(int(os.Stderr.Fd())))
+	})
 }
 
 func auditExport(ctx context.Context, store *eventstore.Store, since, until time.Time, out, status io.Writer, tty bool) error {
@@ -333,18 +327,13 @@ type auditVerifyCmd struct {
 }
 
 func (c *auditVerifyCmd) Run() error {
-	ctx, stop := signalContext()
-	defer stop()
 	pins, err := parsePins(c.Pin)
 	if err != nil {
 		return err
 	}
-	ll, err := c.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer ll.close()
-	return auditVerify(ctx, ll.store, pins, c.JSON, c.Checkpoints, os.Stdout)
+	return c.run(func(ctx context.Context, store *eventstore.Store) error {
+		return auditVerify(ctx, store, pins, c.JSON, c.Checkpoints, os.Stdout)
+	})
 }
 
 func parsePins(raw []string) (map[uint64]eventstore.StreamDigest, error) {
