@@ -32,19 +32,6 @@ func History(ctx context.Context, stream jetstream.Stream, subject string, fn fu
 	return ReadStream(ctx, stream, ReadOptions{Subject: subject}, func(r Record) error { return fn(Decode(r)) })
 }
 
-// UserEvents returns a user's readable events in stream order, the input of
-// domain.SessionAsOf.
-func UserEvents(ctx context.Context, stream jetstream.Stream, userID string) ([]domain.Event, error) {
-	var out []domain.Event
-	err := History(ctx, stream, UserSubject(userID), func(se StoredEvent) error {
-		if se.Err == nil {
-			out = append(out, se.Event)
-		}
-		return nil
-	})
-	return out, err
-}
-
 // ErrNotInLog means the log has nothing about the user, session or email.
 var ErrNotInLog = errors.New("not found in the ledger")
 

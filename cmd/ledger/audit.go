@@ -96,31 +96,14 @@ func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string
 	if err != nil {
 		return err
 	}
-	var events []domain.Event
-	seqs := map[string]uint64{}
-	for _, se := range history {
-		if se.Err == nil {
-			events = append(events, se.Event)
-			seqs[se.Event.ID] = se.Seq
-		}
-	}
-	res, err := domain.SessionAsOf(events, sessionID, at)
+	res, err := query.AsOfFromHistory(history, sessionID, at)
 	if err != nil {
 		return err
 	}
-	v := res.Verdict
 	if asJSON {
-		explanation := make([]map[string]any, 0, len(res.Explanation))
-		for _, d := range res.Explanation {
-			explanation = append(explanation, map[string]any{"role": d.Role, "seq": seqs[d.Event.ID], "event": d.Event})
-		}
-		return json.NewEncoder(out).Encode(map[string]any{
-			"session_id": res.SessionID, "user_id": res.UserID, "at": at.Format(time.RFC3339Nano),
-			"valid": v.Valid, "reason": string(v.Reason), "summary": res.Summary,
-			"idle_expires_at": v.IdleExpiresAt.Format(time.RFC3339Nano), "max_expires_at": v.MaxExpiresAt.Format(time.RFC3339Nano),
-			"explanation": explanation,
-		})
+		return json.NewEncoder(out).Encode(httpapi.AsOfJSON(res))
 	}
+	v := res.Verdict
 	verdict := "valid"
 	if !v.Valid {
 		verdict = "invalid (" + string(v.Reason) + ")"
@@ -128,7 +111,7 @@ func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string
 	fmt.Fprintf(out, "session  %s\nuser     %s\nat       %s\nverdict  %s\nwhy      %s\nevents:\n",
 		res.SessionID, res.UserID, at.Format(time.RFC3339), verdict, res.Summary)
 	for _, d := range res.Explanation {
-		fmt.Fprintf(out, "  #%-6d %-9s %s\n", seqs[d.Event.ID], d.Role, describe(d.Event))
+		fmt.Fprintf(out, "  #%-6d %-9s %s\n", res.Seqs[d.Event.ID], d.Role, describe(d.Event))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/alexedwards/argon2id"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/query"
 )
 
 var longDifferential = flag.Bool("ledger.long", false, "run the long differential check (thousands of users over simulated years)")
@@ -126,19 +127,19 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	}
 
 	// Replay: the log alone, read per user, folded by the domain.
-	history := map[string][]domain.Event{}
+	history := map[string][]eventstore.StoredEvent{}
 	mismatches := 0
 	kinds := map[string]int{}
 	for _, o := range observed {
-		events, ok := history[o.s.uid]
+		stored, ok := history[o.s.uid]
 		if !ok {
 			var err error
-			if events, err = eventstore.UserEvents(ctx, l.ll.store.Stream(), o.s.uid); err != nil {
+			if stored, err = l.ll.store.UserHistory(ctx, o.s.uid); err != nil {
 				t.Fatal(err)
 			}
-			history[o.s.uid] = events
+			history[o.s.uid] = stored
 		}
-		res, err := domain.SessionAsOf(events, o.s.sid, o.at)
+		res, err := query.AsOfFromHistory(stored, o.s.sid, o.at)
 		if err != nil {
 			t.Fatalf("replay %s: %v", o.s.sid, err)
 		}
@@ -152,9 +153,9 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		}
 	}
 	uses := 0
-	for _, events := range history {
-		for _, e := range events {
-			if e.Type == domain.EventSessionUsed {
+	for _, stored := range history {
+		for _, se := range stored {
+			if se.Event.Type == domain.EventSessionUsed {
 				uses++
 			}
 		}

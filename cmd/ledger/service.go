@@ -276,9 +276,6 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	return s, nil
 }
 
-// Addr is the HTTP listen address actually bound.
-func (s *Service) Addr() string { return s.addr }
-
 // URL is the base URL of the API.
 func (s *Service) URL() string { return "http://" + s.addr }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/query"
 )
 
 // AdminKey guards the audit endpoints: the X-API-Key header is hashed and
@@ -68,11 +69,17 @@ func (a *API) auditSession(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, AsOfJSON(res))
+}
+
+// AsOfJSON is the documented shape of an as-of verdict, shared by the HTTP
+// API and `ledger audit verdict --json`.
+func AsOfJSON(res query.AsOf) map[string]any {
 	v := res.Verdict
 	body := map[string]any{
 		"session_id":      res.SessionID,
 		"user_id":         res.UserID,
-		"at":              at.Format(time.RFC3339Nano),
+		"at":              res.At.Format(time.RFC3339Nano),
 		"valid":           v.Valid,
 		"reason":          string(v.Reason),
 		"idle_expires_at": v.IdleExpiresAt.Format(time.RFC3339Nano),
@@ -91,7 +98,7 @@ func (a *API) auditSession(w http.ResponseWriter, r *http.Request) {
 		explanation = append(explanation, map[string]any{"role": d.Role, "seq": res.Seqs[d.Event.ID], "event": d.Event})
 	}
 	body["explanation"] = explanation
-	writeJSON(w, http.StatusOK, body)
+	return body
 }
 
 func (a *API) auditUserEvents(w http.ResponseWriter, r *http.Request) {

@@ -38,6 +38,13 @@ func (h AuditHandler) SessionAsOf(ctx context.Context, sessionID string, at time
 	if err != nil {
 		return AsOf{}, err
 	}
+	return AsOfFromHistory(history, sessionID, at)
+}
+
+// AsOfFromHistory replays a user's stored events (unreadable ones are
+// skipped; verify reports them) into a session's verdict at `at`. The HTTP
+// API, the CLI and the differential test all replay through it.
+func AsOfFromHistory(history []eventstore.StoredEvent, sessionID string, at time.Time) (AsOf, error) {
 	events := make([]domain.Event, 0, len(history))
 	seqs := make(map[string]uint64, len(history))
 	for _, se := range history {
