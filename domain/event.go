@@ -22,16 +22,22 @@ const (
 	EventOtherSessionsRevoked EventType = "other_sessions_revoked"
 	EventSessionTerminated    EventType = "session_terminated"
 	EventLoginFailed          EventType = "login_failed"
+	// Key events live on the ledger's key subject; see keys.go.
+	EventSigningKeyIntroduced EventType = "signing_key_introduced"
+	EventSigningKeyRotated    EventType = "signing_key_rotated"
 )
 
 // SchemaVersion is written into every event. A reader refuses events from a
-// newer schema instead of folding them wrongly.
-const SchemaVersion = 1
+// newer schema instead of folding them wrongly. Version 2 added the key id,
+// MAC and signature; a version-1 event carries neither and is never
+// authentic (see KeyChain).
+const SchemaVersion = 2
 
 func (t EventType) known() bool {
 	switch t {
 	case EventEmailClaimed, EventUserRegistered, EventSessionStarted, EventSessionUsed,
-		EventSessionLoggedOut, EventOtherSessionsRevoked, EventSessionTerminated, EventLoginFailed:
+		EventSessionLoggedOut, EventOtherSessionsRevoked, EventSessionTerminated, EventLoginFailed,
+		EventSigningKeyIntroduced, EventSigningKeyRotated:
 		return true
 	}
 	return false
@@ -43,8 +49,14 @@ func (t EventType) known() bool {
 //
 // PrevHash and Hash chain the events of one subject (one aggregate): Hash is
 // SHA-256 over the event's canonical bytes, which include PrevHash, the hash
-// of the subject's previous event ("" for its first). Altering, dropping or
-// reordering an event breaks the chain at that point.
+// of the subject's previous authentic event ("" for its first). Altering,
+// dropping or reordering an event breaks the chain at that point.
+//
+// A hash alone proves nothing about who wrote the event: anyone can compute
+// one. KeyID, MAC and Sig authenticate it (see SigningKey): MAC is what a
+// ledger instance, which holds the signing key, checks on every event; Sig
+// is what an auditor holding only the public key checks. Both cover Hash,
+// and Hash covers KeyID.
 type Event struct {
 	Type          EventType       `json:"type"`
 	ID            string          `json:"event_id"`
@@ -54,14 +66,18 @@ type Event struct {
 	SchemaVersion int             `json:"schema_version"`
 	Payload       json.RawMessage `json:"payload"`
 	PrevHash      string          `json:"prev_hash"`
+	KeyID         string          `json:"kid,omitempty"`
 	Hash          string          `json:"hash,omitempty"`
+	MAC           string          `json:"mac,omitempty"`
+	Sig           string          `json:"sig,omitempty"`
 }
 
 // CanonicalBytes is what Hash covers: the event's JSON encoding without the
-// hash field. encoding/json writes struct fields in declaration order and
-// compacts the raw payload, so the bytes are reproducible from a decoded event.
+// hash, MAC and signature. encoding/json writes struct fields in declaration
+// order and compacts the raw payload, so the bytes are reproducible from a
+// decoded event.
 func (e Event) CanonicalBytes() ([]byte, error) {
-	e.Hash = ""
+	e.Hash, e.MAC, e.Sig = "", "", ""
 	b, err := json.Marshal(e)
 	if err != nil {
 		return nil, fmt.Errorf("canonical %s event: %w", e.Type, err)
@@ -81,14 +97,21 @@ func (e Event) ComputeHash() (string, error) {
 
 const hashLabel = "sha256:"
 
-// Seal links the event after prevHash and sets its own hash.
-func (e *Event) Seal(prevHash string) error {
+// Seal links the event after prevHash, sets its own hash and authenticates
+// it with k. It is the only way an event gets its hash and signature; the
+// log adapter calls it right before publishing.
+func (e *Event) Seal(prevHash string, k SigningKey) error {
+	if k.priv == nil {
+		return errors.New("seal event: no signing key")
+	}
 	e.PrevHash = prevHash
+	e.KeyID = k.id
 	h, err := e.ComputeHash()
 	if err != nil {
 		return err
 	}
 	e.Hash = h
+	k.sign(e)
 	return nil
 }
 
@@ -206,4 +229,16 @@ func DecodePayload[P any](e Event) (P, error) {
 		return p, fmt.Errorf("event %s (%s): payload: %w", e.ID, e.Type, err)
 	}
 	return p, nil
+}
+
+// NextEventTime is the time to give an event appended after one at last on
+// the same subject: now, or last if the deciding instance's clock is behind
+// the one that wrote last. Times on a subject therefore never go backwards,
+// so folding a subject's events "up to an instant" (as-of replay) is
+// folding a prefix of the subject in log order.
+func NextEventTime(now, last time.Time) time.Time {
+	if now.Before(last) {
+		return last.UTC()
+	}
+	return now.UTC()
 }

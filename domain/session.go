@@ -109,13 +109,19 @@ func (s *Session) IdleWindow() time.Duration { return s.idleWindow }
 
 // Verdict is the one rule for validity. Live validation, audit replay and the
 // tests all call it; nothing else decides whether a session is valid.
+//
+// Clocks decide only expiry. A revocation the session has folded is final at
+// any instant: it happened in log order, and an instance whose clock runs
+// behind the one that decided the logout must not keep the token alive for
+// the difference. (An as-of replay folds only the events up to its instant,
+// so it still answers "valid" before the revocation.)
 func (s *Session) Verdict(at time.Time) Verdict {
 	v := Verdict{MaxExpiresAt: s.maxDeadline, IdleExpiresAt: s.idleDeadline(), RevokedAt: s.revokedAt}
 	switch {
 	case at.Before(s.startedAt):
 		v.Reason = ReasonNotStarted
 		v.RevokedAt = time.Time{}
-	case !s.revokedAt.IsZero() && !at.Before(s.revokedAt):
+	case !s.revokedAt.IsZero():
 		v.Reason = s.revokedBy
 	case !at.Before(s.maxDeadline):
 		v.Reason = ReasonExpiredMax
@@ -130,6 +136,24 @@ func (s *Session) Verdict(at time.Time) Verdict {
 	return v
 }
 
+// Current is the verdict for live validation on an instance that has folded
+// the session's start: the log says the session started, so a clock that
+// runs behind the deciding instance's must not call it "not started". It is
+// Verdict at the later of now and the start.
+func (s *Session) Current(now time.Time) Verdict {
+	if now.Before(s.startedAt) {
+		now = s.startedAt
+	}
+	return s.Verdict(now)
+}
+
+// live reports whether a revocation or a use at `at` still concerns the
+// session: it is neither revoked nor expired. A session whose start carries
+// a later time than `at` (a skewed clock) but precedes it in the log is live.
+func (s *Session) live(at time.Time) bool {
+	return s.Current(at).Valid
+}
+
 func (s *Session) idleDeadline() time.Time {
 	d := s.lastUseAt.Add(s.idleWindow)
 	if d.After(s.maxDeadline) {
@@ -140,14 +164,16 @@ func (s *Session) idleDeadline() time.Time {
 
 // Apply folds one event of the session's user into the session. Events about
 // other sessions, and uses or revocations of a session that is no longer
-// valid at the event's time, change nothing: a dead token stays dead.
+// live (revoked, or expired at the event's time), change nothing: a dead
+// token stays dead. Revocations apply by log order: other_sessions_revoked
+// revokes every session folded before it, whatever their start times say.
 func (s *Session) Apply(e Event) error {
 	if e.UserID != s.userID {
 		return nil
 	}
 	switch e.Type {
 	case EventSessionUsed:
-		if e.SessionID == s.id && s.Verdict(e.Time).Valid && e.Time.After(s.lastUseAt) {
+		if e.SessionID == s.id && s.live(e.Time) && e.Time.After(s.lastUseAt) {
 			s.lastUseAt = e.Time
 		}
 	case EventSessionLoggedOut:
@@ -171,7 +197,7 @@ func (s *Session) Apply(e Event) error {
 }
 
 func (s *Session) revoke(at time.Time, why Reason) {
-	if s.Verdict(at).Valid {
+	if s.live(at) {
 		s.revokedAt, s.revokedBy = at, why
 	}
 }

@@ -119,9 +119,9 @@ func TestVerdictRules(t *testing.T) {
 		{name: "logout revokes", keep: true, events: []func(*domain.Session) domain.Event{
 			func(s *domain.Session) domain.Event { e, _ := userOf(s).Logout(s.ID(), t0.Add(time.Hour)); return e }},
 			at: t0.Add(2 * time.Hour), want: domain.ReasonRevokedLogout},
-		{name: "before the logout instant it was valid", keep: true, events: []func(*domain.Session) domain.Event{
+		{name: "a folded logout is final even before its own time (decided on a clock running ahead)", keep: true, events: []func(*domain.Session) domain.Event{
 			func(s *domain.Session) domain.Event { e, _ := userOf(s).Logout(s.ID(), t0.Add(time.Hour)); return e }},
-			at: t0.Add(time.Hour - time.Second), want: domain.ReasonNone},
+			at: t0.Add(time.Hour - 5*time.Second), want: domain.ReasonRevokedLogout},
 		{name: "use of a revoked token changes nothing", keep: true, events: []func(*domain.Session) domain.Event{
 			func(s *domain.Session) domain.Event { e, _ := userOf(s).Logout(s.ID(), t0.Add(time.Hour)); return e },
 			use(t0.Add(2 * time.Hour))},
@@ -260,5 +260,49 @@ func TestPolicyValidate(t *testing.T) {
 	p.IdleWindow = 0
 	if p.Validate() == nil {
 		t.Fatal("zero idle window accepted")
+	}
+}
+
+// TestRevocationFollowsLogOrderNotClocks: a session started on an instance
+// whose clock runs 3 s ahead of the one that later decides logout-others
+// carries a start time after the revocation's; it precedes it in the log,
+// so it is revoked, and validation on the slow instance calls it revoked,
+// not "not started".
+func TestRevocationFollowsLogOrderNotClocks(t *testing.T) {
+	p := domain.DefaultPolicy()
+	cur := start(t, p, "u1", "cur", true, false, t0)
+	ahead := start(t, p, "u1", "ahead", true, false, t0.Add(3*time.Second)) // started on the fast instance
+	u := domain.NewUser("u1", "a@example.com", "hash", []*domain.Session{cur, ahead})
+	decided := t0.Add(time.Second) // the slow instance's clock
+	e, n, ok, err := u.RevokeOthers("cur", decided)
+	if err != nil || !ok || n != 1 {
+		t.Fatalf("RevokeOthers from the slow instance = n %d ok %v err %v, want the fast instance's session counted", n, ok, err)
+	}
+	e.ID = "ev-revoke"
+	if err := ahead.Apply(roundTrip(t, e)); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Time{decided, t0.Add(time.Hour), t0.Add(200 * domain.Day)} {
+		if v := ahead.Current(at); v.Valid || v.Reason != domain.ReasonRevokedOthers {
+			t.Fatalf("Current(%s) = %+v, want revoked:revoke_others", at, v)
+		}
+	}
+	// Live validation of a just-started session on a clock behind its start.
+	fresh := start(t, p, "u1", "fresh", false, false, t0.Add(5*time.Second))
+	if v := fresh.Current(t0); !v.Valid {
+		t.Fatalf("Current before the start time = %+v, want valid: the log says it started", v)
+	}
+	if v := fresh.Verdict(t0); v.Reason != domain.ReasonNotStarted {
+		t.Fatalf("Verdict (the as-of rule) before the start time = %+v, want not_started", v)
+	}
+}
+
+func TestNextEventTimeNeverGoesBack(t *testing.T) {
+	last := t0.Add(5 * time.Second)
+	if got := domain.NextEventTime(t0, last); !got.Equal(last) {
+		t.Fatalf("NextEventTime(behind) = %s, want the last event's time %s", got, last)
+	}
+	if got := domain.NextEventTime(t0.Add(time.Minute), last); !got.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("NextEventTime(ahead) = %s, want now", got)
 	}
 }

@@ -71,7 +71,7 @@ func (u *User) RevokeOthers(keptSessionID string, at time.Time) (e Event, revoke
 		return Event{}, 0, false, err
 	}
 	for id, s := range u.sessions {
-		if id != keptSessionID && s.Verdict(at).Valid {
+		if id != keptSessionID && s.live(at) {
 			revoked++
 		}
 	}
@@ -93,7 +93,7 @@ func (u *User) Terminate(callerSessionID, targetSessionID string, at time.Time) 
 	if !found {
 		return Event{}, false, ErrSessionNotFound
 	}
-	if !target.Verdict(at).Valid {
+	if !target.live(at) {
 		return Event{}, false, nil
 	}
 	return newEvent(EventSessionTerminated, u.id, targetSessionID, at, SessionTerminated{BySessionID: callerSessionID}), true, nil
@@ -104,7 +104,7 @@ func (u *User) requireLive(sessionID string, at time.Time) error {
 	if !ok {
 		return ErrSessionNotFound
 	}
-	if !s.Verdict(at).Valid {
+	if !s.live(at) {
 		return ErrSessionNotActive
 	}
 	return nil
