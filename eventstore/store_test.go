@@ -1,6 +1,7 @@
 package eventstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +13,35 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/projections"
 )
 
+var testKey = func() domain.SigningKey {
+	k, err := domain.NewSigningKey(make([]byte, 32))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// trust is the store's key and version source: a real projection that
+// catches up with the stream whenever it is asked for a version.
+type trust struct {
+	proj  *projections.Projection
+	store *eventstore.Store
+}
+
+func (tr *trust) SigningKey() (domain.SigningKey, error) { return tr.proj.SigningKey() }
+
+func (tr *trust) SubjectVersion(ctx context.Context, subject string, seq uint64) (eventstore.Version, error) {
+	if err := tr.proj.CatchUp(ctx, tr.store, nil); err != nil {
+		return eventstore.Version{}, err
+	}
+	return tr.proj.SubjectVersion(ctx, subject, seq)
+}
+
+// startStore opens a new ledger: a fresh stream whose first event
+// introduces testKey.
 func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 	t.Helper()
 	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: t.TempDir(), SyncAlways: true})
@@ -26,11 +54,45 @@ func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	store, err := eventstore.Open(context.Background(), nc, eventstore.Config{})
+	ctx := context.Background()
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	proj, err := projections.Open(t.TempDir(), domain.NewKeyring(testKey), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proj.Close() })
+	tr := &trust{proj: proj, store: store}
+	store.SetTrust(tr, tr)
+	if _, err := store.Introduce(ctx, testKey, "intro", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := proj.CatchUp(ctx, store, nil); err != nil {
+		t.Fatal(err)
+	}
 	return store, nc
+}
+
+func TestOpenNeverCreatesUnlessAllowed(t *testing.T) {
+	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, err := emb.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := eventstore.Open(context.Background(), nc, eventstore.Config{}); !errors.Is(err, eventstore.ErrStreamMissing) {
+		t.Fatalf("Open without Create on no stream: %v, want ErrStreamMissing", err)
+	}
+	s, err := eventstore.Open(context.Background(), nc, eventstore.Config{Create: true})
+	if err != nil || !s.Created() {
+		t.Fatalf("Open with Create: %v, created %v", err, s != nil && s.Created())
+	}
 }
 
 var at = time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
@@ -48,6 +110,9 @@ func TestAppendIsOptimistic(t *testing.T) {
 	v1, err := store.Append(ctx, subj, eventstore.Version{}, use("u1", "s", 1))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if v1.Time.IsZero() || v1.Head == "" {
+		t.Fatalf("version after append: %+v", v1)
 	}
 	if _, err := store.Append(ctx, subj, eventstore.Version{}, use("u1", "s", 2)); !errors.Is(err, eventstore.ErrConflict) {
 		t.Fatalf("append at a stale version: err %v, want ErrConflict", err)
@@ -97,9 +162,37 @@ func TestAppendFactsLinkToTheHead(t *testing.T) {
 	if count != 4 {
 		t.Fatalf("subject holds %d events, want 4 (the duplicate message id stored once)", count)
 	}
-	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{})
-	if err != nil || !rep.OK() {
-		t.Fatalf("verify after facts: %+v %v", rep.Problems, err)
+	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Trusted: []domain.PublicKey{testKey.Public()}})
+	if err != nil || !rep.OK() || !rep.Anchored {
+		t.Fatalf("verify after facts: %+v anchored %v %v", rep.Problems, rep.Anchored, err)
+	}
+}
+
+// TestEventTimesNeverGoBack: an event decided on a clock behind the one
+// that wrote the subject's last event gets that event's time.
+func TestEventTimesNeverGoBack(t *testing.T) {
+	store, _ := startStore(t)
+	ctx := context.Background()
+	subj := eventstore.UserSubject("u9")
+	v, err := store.Append(ctx, subj, eventstore.Version{}, use("u9", "s", 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := use("u9", "s", 5) // five minutes earlier
+	behind.ID = "behind"
+	if _, err := store.AppendFacts(ctx, []eventstore.Publication{{Subject: subj, Event: behind}}); err != nil {
+		t.Fatal(err)
+	}
+	var times []time.Time
+	if err := store.ReadSubject(ctx, subj, func(r eventstore.Record) error {
+		e, err := domain.DecodeEvent(r.Data)
+		times = append(times, e.Time)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(times) != 2 || !times[1].Equal(v.Time) {
+		t.Fatalf("times on the subject: %v, want the second equal to the first (%s)", times, v.Time)
 	}
 }
 
@@ -147,8 +240,9 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	if err := store.ReadFrom(ctx, 1, func(r eventstore.Record) error { recs = append(recs, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	clean, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{})
-	if err != nil || !clean.OK() || clean.Messages != 10 || clean.Subjects != 2 {
+	trusted := []domain.PublicKey{testKey.Public()}
+	clean, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Trusted: trusted})
+	if err != nil || !clean.OK() || !clean.Anchored || clean.Messages != 11 || clean.Subjects != 3 {
 		t.Fatalf("clean ledger: %+v %v", clean, err)
 	}
 
@@ -176,37 +270,56 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.Time = e.Time.Add(-24 * time.Hour) // backdate a use
-		if rehash {
-			if err := e.Seal(e.PrevHash); err != nil {
-				t.Fatal(err)
-			}
+		if rehash {                          // as anyone can, without the signing key
+			e.Hash, _ = e.ComputeHash()
 		}
 		r.Data, _ = e.Encode()
 		return r
 	}
+	forge := func(r eventstore.Record) eventstore.Record {
+		e, err := domain.DecodeEvent(r.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forger, _ := domain.NewSigningKey(bytes.Repeat([]byte{7}, 32))
+		e.ID = "forged"
+		if err := e.Seal(e.PrevHash, forger); err != nil {
+			t.Fatal(err)
+		}
+		r.Data, _ = e.Encode()
+		return r
+	}
+	stranger, _ := domain.NewSigningKey(bytes.Repeat([]byte{8}, 32))
+	// recs[0] introduces the key; then ua and ub alternate.
 	cases := []struct {
 		name    string
 		mutate  func([]eventstore.Record) []eventstore.Record
 		pins    map[uint64]eventstore.StreamDigest
+		trusted []domain.PublicKey
 		seq     uint64
 		kind    string
 		eventOf int // index into recs of the event named, -1 for none
 	}{
-		{"verbatim copy", func(r []eventstore.Record) []eventstore.Record { return r }, nil, 0, "", -1},
-		{"altered event", func(r []eventstore.Record) []eventstore.Record { r[4] = alter(r[4], false); return r }, nil, 5, eventstore.ProblemAltered, 4},
-		{"altered and re-hashed event", func(r []eventstore.Record) []eventstore.Record { r[4] = alter(r[4], true); return r }, nil, 7, eventstore.ProblemMissing, 6},
-		{"dropped event", func(r []eventstore.Record) []eventstore.Record { return append(r[:4], r[5:]...) }, nil, 6, eventstore.ProblemMissing, 6},
-		{"two events swapped", func(r []eventstore.Record) []eventstore.Record { r[2], r[4] = r[4], r[2]; return r }, nil, 3, eventstore.ProblemReordered, 4},
-		{"newest event re-hashed, caught by a pin", func(r []eventstore.Record) []eventstore.Record { r[9] = alter(r[9], true); return r },
-			map[uint64]eventstore.StreamDigest{10: clean.Digest}, 10, eventstore.ProblemPin, -1},
+		{"verbatim copy", func(r []eventstore.Record) []eventstore.Record { return r }, nil, trusted, 0, "", -1},
+		{"altered event", func(r []eventstore.Record) []eventstore.Record { r[5] = alter(r[5], false); return r }, nil, trusted, 6, eventstore.ProblemAltered, 5},
+		{"altered and re-hashed event", func(r []eventstore.Record) []eventstore.Record { r[5] = alter(r[5], true); return r }, nil, trusted, 6, eventstore.ProblemSignature, 5},
+		{"event inserted by a forger, correctly chained", func(r []eventstore.Record) []eventstore.Record {
+			return append(r[:6:6], append([]eventstore.Record{forge(r[7])}, r[6:]...)...)
+		}, nil, trusted, 7, eventstore.ProblemSignature, -1},
+		{"dropped event", func(r []eventstore.Record) []eventstore.Record { return append(r[:5], r[6:]...) }, nil, trusted, 7, eventstore.ProblemMissing, 7},
+		{"two events swapped", func(r []eventstore.Record) []eventstore.Record { r[3], r[5] = r[5], r[3]; return r }, nil, trusted, 4, eventstore.ProblemReordered, 5},
+		{"newest event re-hashed, caught by a pin", func(r []eventstore.Record) []eventstore.Record { r[10] = alter(r[10], true); return r },
+			map[uint64]eventstore.StreamDigest{11: clean.Digest}, trusted, 11, eventstore.ProblemPin, -1},
 		{"garbage appended", func(r []eventstore.Record) []eventstore.Record {
-			return append(r, eventstore.Record{Subject: r[0].Subject, Data: []byte("not an event")})
-		}, nil, 11, eventstore.ProblemCorrupt, -1},
+			return append(r, eventstore.Record{Subject: r[1].Subject, Data: []byte("not an event")})
+		}, nil, trusted, 12, eventstore.ProblemCorrupt, -1},
+		{"a whole ledger signed by a key the auditor does not trust", func(r []eventstore.Record) []eventstore.Record { return r },
+			nil, []domain.PublicKey{stranger.Public()}, 1, eventstore.ProblemSignature, -1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := copyStream(t, c.mutate)
-			rep, err := eventstore.Verify(ctx, s, eventstore.VerifyOptions{Pins: c.pins})
+			rep, err := eventstore.Verify(ctx, s, eventstore.VerifyOptions{Pins: c.pins, Trusted: c.trusted})
 			if err != nil {
 				t.Fatal(err)
 			}

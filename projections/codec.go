@@ -16,45 +16,56 @@ import (
 //	s<session id>            session state (binary, see encodeSession)
 //	i<user id>\x00<session>  a user's sessions (empty value)
 //	u<user id>               user record (JSON: email, password hash)
-//	v<user id>               stream sequence of the user's last event (8 bytes)
+//	v<subject>               the subject's version: last sequence (8 bytes),
+//	                         time of its last authentic event (12), its hash
 //	e<normalized email>      email -> user id and password hash (JSON)
-//	v<user id>               ... and the chain head it left (seq, then hash)
+//	c<email hash>            user id of the email's first authentic claim
 //	mapplied                 last applied stream sequence (8 bytes)
 //	mdigest                  stream digest at the applied sequence (32 bytes)
+//	mkeys                    the log's key chain (JSON public keys)
+//	mstream                  the stream's creation time as first seen
+//	mrejected                how many messages were rejected (8 bytes)
 //	d<seq>                   stream digest checkpoint every DigestEvery seqs
-//	x<seq>                   a message that could not be applied, and why
+//	x<seq>                   a rejected message and why (JSON Rejected)
 const (
 	prefixSession   = 's'
 	prefixUserIndex = 'i'
 	prefixUser      = 'u'
 	prefixVersion   = 'v'
 	prefixEmail     = 'e'
-	prefixSkipped   = 'x'
+	prefixRejected  = 'x'
 	prefixDigest    = 'd'
+	prefixClaim     = 'c'
 )
 
 var (
-	keyApplied = []byte("mapplied")
-	keyDigest  = []byte("mdigest")
+	keyApplied  = []byte("mapplied")
+	keyDigest   = []byte("mdigest")
+	keyKeyChain = []byte("mkeys")
+	keyStream   = []byte("mstream")
+	keyRejected = []byte("mrejected")
 )
 
 func digestKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixDigest}, seq) }
 
 func encodeVersion(v eventstore.Version) []byte {
-	return append(binary.BigEndian.AppendUint64(nil, v.Seq), v.Head...)
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 8+timeLen+len(v.Head)), v.Seq)
+	b = appendTime(b, v.Time)
+	return append(b, v.Head...)
 }
 
 func decodeVersion(b []byte) (eventstore.Version, error) {
-	if len(b) < 8 {
+	if len(b) < 8+timeLen {
 		return eventstore.Version{}, fmt.Errorf("version record of %d bytes", len(b))
 	}
-	return eventstore.Version{Seq: binary.BigEndian.Uint64(b), Head: string(b[8:])}, nil
+	return eventstore.Version{Seq: binary.BigEndian.Uint64(b), Time: readTime(b[8:]), Head: string(b[8+timeLen:])}, nil
 }
 
-func sessionKey(id string) []byte { return append([]byte{prefixSession}, id...) }
-func userKey(id string) []byte    { return append([]byte{prefixUser}, id...) }
-func versionKey(id string) []byte { return append([]byte{prefixVersion}, id...) }
-func emailKey(e string) []byte    { return append([]byte{prefixEmail}, e...) }
+func sessionKey(id string) []byte      { return append([]byte{prefixSession}, id...) }
+func userKey(id string) []byte         { return append([]byte{prefixUser}, id...) }
+func versionKey(subject string) []byte { return append([]byte{prefixVersion}, subject...) }
+func emailKey(e string) []byte         { return append([]byte{prefixEmail}, e...) }
+func claimKey(emailHash string) []byte { return append([]byte{prefixClaim}, emailHash...) }
 
 func userIndexPrefix(userID string) []byte {
 	return append(append([]byte{prefixUserIndex}, userID...), 0)
@@ -64,7 +75,18 @@ func userIndexKey(userID, sessionID string) []byte {
 	return append(userIndexPrefix(userID), sessionID...)
 }
 
-func skippedKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixSkipped}, seq) }
+func rejectedKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixRejected}, seq)
+}
+
+// Rejected is a stored message the projection did not apply, and why.
+type Rejected struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	EventID string `json:"event_id,omitempty"`
+	Reason  string `json:"reason"` // one of the Reject* reasons
+	Detail  string `json:"detail"`
+}
 
 // prefixEnd is the exclusive upper bound of all keys starting with p.
 func prefixEnd(p []byte) []byte {

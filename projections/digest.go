@@ -1,10 +1,14 @@
 package projections
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/sessionledger/ledger/eventstore"
@@ -34,6 +38,9 @@ func (p *Projection) DigestAt() (digest string, applied uint64, err error) {
 	h := sha256.New()
 	var n [4]byte
 	for ok := it.First(); ok; ok = it.Next() {
+		if bytes.Equal(it.Key(), keyStream) {
+			continue // when this instance first saw the stream: not state
+		}
 		for _, b := range [][]byte{it.Key(), it.Value()} {
 			binary.BigEndian.PutUint32(n[:], uint32(len(b)))
 			h.Write(n[:])
@@ -72,17 +79,39 @@ func (p *Projection) DigestCheckpoints() ([]eventstore.Checkpoint, error) {
 	return out, it.Close()
 }
 
-// Skipped lists the stream messages the projection could not apply, with
-// the reason, oldest first.
-func (p *Projection) Skipped() (map[uint64]string, error) {
-	lower := []byte{prefixSkipped}
+// Rejected lists the newest stream messages the projection did not apply
+// (at most limit, all if limit <= 0), oldest first, and how many there are
+// in all.
+func (p *Projection) Rejected(limit int) ([]Rejected, uint64, error) {
+	total, err := p.rejectedTotal(p.db)
+	if err != nil {
+		return nil, 0, err
+	}
+	lower := []byte{prefixRejected}
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := map[uint64]string{}
-	for ok := it.First(); ok; ok = it.Next() {
-		out[binary.BigEndian.Uint64(it.Key()[1:])] = string(it.Value())
+	var out []Rejected
+	for ok := it.Last(); ok && (limit <= 0 || len(out) < limit); ok = it.Prev() {
+		var r Rejected
+		if err := json.Unmarshal(it.Value(), &r); err != nil {
+			r = Rejected{Seq: binary.BigEndian.Uint64(it.Key()[1:]), Reason: RejectDecode, Detail: "unreadable record: " + err.Error()}
+		}
+		out = append(out, r)
 	}
-	return out, it.Close()
+	slices.Reverse(out)
+	return out, total, it.Close()
+}
+
+func (p *Projection) rejectedTotal(r reader) (uint64, error) {
+	v, closer, err := r.Get(keyRejected)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	return decodeUint64(v)
 }

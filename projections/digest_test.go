@@ -3,6 +3,7 @@ package projections
 import (
 	"testing"
 
+	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 )
 
@@ -15,7 +16,7 @@ func TestDigestDeterministic(t *testing.T) {
 		{Seq: 3, Subject: "ledger.anon", Data: []byte("x")},
 	}
 	open := func() *Projection {
-		p, err := Open(t.TempDir(), nil, nil)
+		p, err := Open(t.TempDir(), domain.NewKeyring(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -62,8 +62,10 @@ type FreshnessConfig struct {
 	StallAfter time.Duration
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
-	// Now is the wall clock (default time.Now). It is never the service's
-	// injected domain clock: freshness is about real elapsed time.
+	// Now is the clock (default time.Now). It is never the service's
+	// injected domain clock: freshness is about real elapsed time, measured
+	// on the monotonic clock (time.Now's monotonic reading), so a wall
+	// clock stepped backwards cannot make a stale instance look fresh.
 	Now func() time.Time
 }
 
@@ -76,8 +78,10 @@ type Freshness struct {
 	cfg FreshnessConfig
 	log *slog.Logger
 
-	started   time.Time
-	freshAsOf atomic.Int64 // unix nanos of the newest confirmed probe; 0: never
+	started time.Time // carries the monotonic reading everything is measured from
+	// freshAsOf is when the newest confirmed probe was sent, as nanoseconds
+	// after started on the monotonic clock, plus one (0: never).
+	freshAsOf atomic.Int64
 	lastSeq   atomic.Uint64
 
 	mu      sync.Mutex
@@ -152,22 +156,25 @@ func (f *Freshness) lagEvents() uint64 {
 	return 0
 }
 
+// sinceStart is t on the monotonic clock, as an offset from started.
+func (f *Freshness) sinceStart(t time.Time) int64 { return int64(t.Sub(f.started)) + 1 }
+
 func (f *Freshness) staleness() time.Duration {
+	now := f.sinceStart(f.cfg.Now())
 	as := f.freshAsOf.Load()
 	if as == 0 {
-		return f.cfg.Now().Sub(f.started)
+		return time.Duration(now - 1)
 	}
-	return f.cfg.Now().Sub(time.Unix(0, as))
+	return time.Duration(now - as)
 }
 
 // Check reports whether reads may be served now: the instance confirmed it
 // was caught up no longer than MaxLag ago.
 func (f *Freshness) Check() error {
-	as := f.freshAsOf.Load()
-	if as == 0 {
+	if f.freshAsOf.Load() == 0 {
 		return &BehindError{Applied: f.p.Applied(), Never: true}
 	}
-	if stale := f.cfg.Now().Sub(time.Unix(0, as)); stale > f.cfg.MaxLag {
+	if stale := f.staleness(); stale > f.cfg.MaxLag {
 		return &BehindError{Applied: f.p.Applied(), Stale: stale}
 	}
 	return nil
@@ -195,14 +202,14 @@ func (f *Freshness) Await(ctx context.Context, minSeq uint64) error {
 	return f.Check()
 }
 
-// FreshAsOf is the wall-clock time up to which this instance is known to
-// hold every event (zero if never confirmed).
+// FreshAsOf is the time up to which this instance is known to hold every
+// event (zero if never confirmed), for display.
 func (f *Freshness) FreshAsOf() time.Time {
 	as := f.freshAsOf.Load()
 	if as == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, as)
+	return f.started.Add(time.Duration(as - 1)).Round(0)
 }
 
 // Status describes the tracker for /readyz.
@@ -263,9 +270,10 @@ func (f *Freshness) promote() {
 	if newest < 0 {
 		return
 	}
+	mono := f.sinceStart(at)
 	for {
 		cur := f.freshAsOf.Load()
-		if at.UnixNano() <= cur || f.freshAsOf.CompareAndSwap(cur, at.UnixNano()) {
+		if mono <= cur || f.freshAsOf.CompareAndSwap(cur, mono) {
 			return
 		}
 	}

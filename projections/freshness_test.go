@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 )
 
@@ -31,7 +32,7 @@ func (s *fakeStream) set(last uint64, err error) {
 // TestFreshnessFailsClosed walks the tracker through its states with a
 // fake wall clock and a fake stream.
 func TestFreshnessFailsClosed(t *testing.T) {
-	p, err := Open(t.TempDir(), nil, nil)
+	p, err := Open(t.TempDir(), domain.NewKeyring(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -26,6 +27,15 @@ type Projection struct {
 	written []string   // sessions the current batch writes (under applyMu)
 	cache   *sessionCache
 
+	// keys verifies MACs; chain is the log's key history as applied (only
+	// the applier touches it; SigningKey reads it under keyMu).
+	keys  *domain.Keyring
+	keyMu sync.RWMutex
+	chain *domain.KeyChain
+	// blocked is why the projection cannot move past its checkpoint (a gap
+	// in the stream, the key in force not held here); nil when it can.
+	blocked atomic.Pointer[error]
+
 	mu      sync.Mutex
 	applied uint64
 	digest  eventstore.StreamDigest // at applied; only the applier touches it
@@ -35,7 +45,7 @@ type Projection struct {
 type metrics struct {
 	appliedSeq prometheus.Gauge
 	applied    *prometheus.CounterVec
-	skipped    prometheus.Counter
+	rejected   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,11 +54,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "ledger_projection_applied_seq", Help: "Last stream sequence applied to the local projection."}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ledger_projection_events_applied_total", Help: "Events folded into the projection, by type."}, []string{"type"}),
-		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ledger_projection_events_skipped_total", Help: "Stream messages that could not be decoded or applied and were recorded and skipped."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledger_events_rejected_total", Help: "Stream messages not applied because they are not trustworthy (decode, hash, signature, chain) or the rules refuse them (invalid)."}, []string{"reason"}),
+	}
+	for _, r := range []string{RejectDecode, RejectHash, RejectSignature, RejectChain, RejectInvalid} {
+		m.rejected.WithLabelValues(r) // export zeros, so alerts need no absent()
 	}
 	if reg != nil {
-		reg.MustRegister(m.appliedSeq, m.applied, m.skipped)
+		reg.MustRegister(m.appliedSeq, m.applied, m.rejected)
 	}
 	return m
 }
@@ -64,9 +77,14 @@ func WithBlockCache(bytes int64) Option {
 }
 
 // Open opens (or creates) the projection in dir and reads its checkpoint.
-func Open(dir string, log *slog.Logger, reg prometheus.Registerer, options ...Option) (*Projection, error) {
+// keys are the signing keys this instance holds: every event is checked
+// against them before it is applied.
+func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Registerer, options ...Option) (*Projection, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if keys == nil {
+		return nil, errors.New("open projection: no signing keys to verify events with")
 	}
 	opts := &pebble.Options{Logger: quietPebble{log}}
 	for _, o := range options {
@@ -80,7 +98,7 @@ func Open(dir string, log *slog.Logger, reg prometheus.Registerer, options ...Op
 	if err != nil {
 		return nil, fmt.Errorf("open projection %s: %w", dir, err)
 	}
-	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize)}
+	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
 	v, closer, err := db.Get(keyApplied)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
@@ -98,6 +116,18 @@ func Open(dir string, log *slog.Logger, reg prometheus.Registerer, options ...Op
 	if v, closer, err := db.Get(keyDigest); err == nil {
 		copy(p.digest[:], v)
 		closer.Close()
+	}
+	var state domain.KeyChainState
+	switch err := getJSON(db, keyKeyChain, &state); {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		db.Close()
+		return nil, fmt.Errorf("read key chain: %w", err)
+	default:
+		if p.chain, err = domain.KeyChainFromState(state); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("read key chain: %w", err)
+		}
 	}
 	p.metrics.appliedSeq.Set(float64(p.applied))
 	return p, nil
@@ -148,44 +178,83 @@ func (p *Projection) setApplied(seq uint64) {
 	p.metrics.appliedSeq.Set(float64(seq))
 }
 
+// Rejection reasons: why a stored message was not applied.
+const (
+	RejectDecode    = "decode"    // not a readable event
+	RejectHash      = "hash"      // content does not match its hash
+	RejectSignature = "signature" // not authenticated by the signing key in force
+	RejectChain     = "chain"     // does not link to its subject's last authentic event
+	RejectInvalid   = "invalid"   // authentic, but the rules refuse it
+)
+
+// rejection is a verdict on a message, as opposed to a failure to reach a
+// verdict (a storage error), which must never move the checkpoint.
+type rejection struct {
+	reason string
+	err    error
+}
+
+func (r *rejection) Error() string { return r.reason + ": " + r.err.Error() }
+func (r *rejection) Unwrap() error { return r.err }
+
+func reject(reason string, err error) error { return &rejection{reason: reason, err: err} }
+
+// ErrBlocked means the projection cannot apply the next message yet and
+// will not skip it: the stream has a gap there, or the message is signed by
+// a key in force that this instance does not hold.
+var ErrBlocked = errors.New("projection blocked")
+
 // ApplyBatch folds stored messages, in stream order, into one Pebble batch
 // together with the new checkpoint, and commits it. Messages at or below the
-// checkpoint are ignored, which makes redelivery harmless. A message that
-// cannot be decoded is recorded under its sequence and skipped rather than
-// stopping the projection: the log cannot be fixed, the service must go on.
+// checkpoint are ignored, which makes redelivery harmless.
+//
+// Before a message changes any state it must decode, match its hash, be
+// authenticated by the signing key in force, and link to its subject's last
+// authentic event. A message that fails is rejected: recorded under its
+// sequence with the reason, counted, logged, and passed over by the
+// checkpoint; it does not become its subject's head, so the subject's next
+// legitimate event still links and applies. Anything else that goes wrong
+// (a storage error, a gap in the sequences, a key this instance lacks)
+// fails the batch without committing it, so the checkpoint never passes an
+// event that was neither applied nor rejected.
 func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	last := p.Applied()
 	digest := p.digest
+	chain := p.chainCopy()
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
 	applied := make(map[domain.EventType]int)
+	rejected := make(map[string]int)
 	p.written = p.written[:0]
+	var blocked error
 	for _, r := range recs {
 		if r.Seq <= last {
 			continue
 		}
-		e, err := p.apply(b, r)
-		t := e.Type
-		if err != nil {
-			p.metrics.skipped.Inc()
-			p.log.Error("projection: skipping message", "seq", r.Seq, "subject", r.Subject, "err", err)
-			if err := b.Set(skippedKey(r.Seq), []byte(err.Error()), nil); err != nil {
-				return err
-			}
-		} else {
-			applied[t]++
+		if r.Seq != last+1 {
+			blocked = fmt.Errorf("%w: sequence %d follows %d: %w", ErrBlocked, r.Seq, last, eventstore.ErrStreamTampered)
+			break
 		}
-		if uid, ok := eventstore.UserOfSubject(r.Subject); ok {
-			head := e.Hash
-			if head == "" {
-				head = eventstore.HeadOf(r.Data)
-			}
-			v := eventstore.Version{Seq: r.Seq, Head: head}
-			if err := b.Set(versionKey(uid), encodeVersion(v), nil); err != nil {
+		e, err := p.apply(b, chain, r)
+		var rej *rejection
+		switch {
+		case err == nil:
+			applied[e.Type]++
+		case errors.Is(err, domain.ErrKeyUnavailable):
+			blocked = fmt.Errorf("%w at sequence %d: %w", ErrBlocked, r.Seq, err)
+		case errors.As(err, &rej):
+			rejected[rej.reason]++
+			p.log.Error("projection: event rejected", "seq", r.Seq, "subject", r.Subject, "event_id", e.ID, "reason", rej.reason, "err", rej.err)
+			if err := b.Set(rejectedKey(r.Seq), mustJSON(Rejected{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Reason: rej.reason, Detail: rej.err.Error()}), nil); err != nil {
 				return err
 			}
+		default:
+			return fmt.Errorf("apply seq %d: %w", r.Seq, err) // storage: retry, never skip
+		}
+		if blocked != nil {
+			break
 		}
 		digest = digest.Next(r)
 		if r.Seq%eventstore.DigestEvery == 0 {
@@ -195,13 +264,44 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 		}
 		last = r.Seq
 	}
-	if last == p.Applied() {
-		return nil
+	if n := sum(rejected); n > 0 {
+		total, err := p.rejectedTotal(b)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(keyRejected, encodeUint64(total+uint64(n)), nil); err != nil {
+			return err
+		}
 	}
+	if last > p.Applied() {
+		if err := p.commit(b, last, digest, chain); err != nil {
+			return err
+		}
+		for t, n := range applied {
+			p.metrics.applied.WithLabelValues(string(t)).Add(float64(n))
+		}
+		for r, n := range rejected {
+			p.metrics.rejected.WithLabelValues(r).Add(float64(n))
+		}
+	}
+	if blocked != nil {
+		if prev := p.blocked.Swap(&blocked); prev == nil || (*prev).Error() != blocked.Error() {
+			p.log.Error("projection cannot apply the next message and will not skip it", "applied", p.Applied(), "err", blocked)
+		}
+		return blocked
+	}
+	p.blocked.Store(nil)
+	return nil
+}
+
+func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.StreamDigest, chain *domain.KeyChain) error {
 	if err := b.Set(keyApplied, encodeUint64(last), nil); err != nil {
 		return err
 	}
 	if err := b.Set(keyDigest, digest[:], nil); err != nil {
+		return err
+	}
+	if err := b.Set(keyKeyChain, mustJSON(chain.State()), nil); err != nil {
 		return err
 	}
 	// NoSync: the stream is the durable copy. A crash loses at most a tail
@@ -210,77 +310,174 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit projection batch: %w", err)
 	}
-	for t, n := range applied {
-		p.metrics.applied.WithLabelValues(string(t)).Add(float64(n))
-	}
 	p.digest = digest
+	p.keyMu.Lock()
+	p.chain = chain
+	p.keyMu.Unlock()
 	p.cache.invalidate(p.written)
 	p.setApplied(last)
 	return nil
 }
 
-// apply folds one message into the batch and returns the decoded event.
-func (p *Projection) apply(b *pebble.Batch, r eventstore.Record) (domain.Event, error) {
-	e, err := domain.DecodeEvent(r.Data)
+// Blocked reports why the projection cannot move past its checkpoint, or
+// nil.
+func (p *Projection) Blocked() error {
+	if e := p.blocked.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (p *Projection) chainCopy() *domain.KeyChain {
+	p.keyMu.RLock()
+	defer p.keyMu.RUnlock()
+	c, _ := domain.KeyChainFromState(p.chain.State()) // keys it saved itself: well-formed
+	return c
+}
+
+// SigningKey is the key to sign new events with: the one the log has put in
+// force as far as this projection has applied it. It fails with
+// domain.ErrKeyUnavailable if this instance does not hold it, or before the
+// log has introduced any key.
+func (p *Projection) SigningKey() (domain.SigningKey, error) {
+	p.keyMu.RLock()
+	active := p.chain.Active
+	p.keyMu.RUnlock()
+	if active == "" {
+		return domain.SigningKey{}, fmt.Errorf("%w: the log has not introduced a signing key yet", domain.ErrKeyUnavailable)
+	}
+	k, ok := p.keys.Key(active)
+	if !ok {
+		return domain.SigningKey{}, fmt.Errorf("%w: key %s is in force but not among this instance's signing keys", domain.ErrKeyUnavailable, active)
+	}
+	return k, nil
+}
+
+// KeyChain is the log's key history as applied: the keys in force, in
+// order.
+func (p *Projection) KeyChain() []domain.PublicKey {
+	p.keyMu.RLock()
+	defer p.keyMu.RUnlock()
+	return append([]domain.PublicKey(nil), p.chain.Order...)
+}
+
+// apply checks one message and folds it into the batch. It returns a
+// *rejection for a message it will not apply, domain.ErrKeyUnavailable if it
+// cannot tell, and any other error for a failure to read or write state.
+func (p *Projection) apply(b *pebble.Batch, chain *domain.KeyChain, r eventstore.Record) (domain.Event, error) {
+	v, err := getVersion(b, r.Subject)
 	if err != nil {
 		return domain.Event{}, err
 	}
+	// Whatever the message, the subject's next append expects it as the
+	// subject's last sequence; only an authentic event moves the head.
+	v.Seq = r.Seq
+	if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
+		return domain.Event{}, err
+	}
+	e, err := domain.DecodeEvent(r.Data)
+	if err != nil {
+		return e, reject(RejectDecode, err)
+	}
+	if err := e.CheckHash(); err != nil {
+		return e, reject(RejectHash, err)
+	}
+	if e.PrevHash != v.Head {
+		return e, reject(RejectChain, fmt.Errorf("links to %q, but the subject's last authentic event is %q", e.PrevHash, v.Head))
+	}
+	if err := chain.Authenticate(e, p.keys); err != nil {
+		if errors.Is(err, domain.ErrNotAuthentic) {
+			return e, reject(RejectSignature, err)
+		}
+		return e, err
+	}
+	// From here the event is the ledger's own: it is the subject's head
+	// even if the rules below refuse it.
+	v.Head, v.Time = e.Hash, e.Time
+	if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
+		return e, err
+	}
+	return e, p.fold(b, e)
+}
+
+// fold applies an authentic event's effect on the read model.
+func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
 	switch e.Type {
+	case domain.EventEmailClaimed:
+		c, err := domain.DecodePayload[domain.EmailClaimed](e)
+		if err != nil {
+			return reject(RejectInvalid, err)
+		}
+		if _, closer, err := b.Get(claimKey(c.EmailHash)); err == nil {
+			closer.Close()
+			return nil // the first claim holds; later ones lost the race
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			return err
+		}
+		return b.Set(claimKey(c.EmailHash), []byte(e.UserID), nil)
 	case domain.EventUserRegistered:
-		return e, applyUserRegistered(b, e)
+		return applyUserRegistered(b, e)
 	case domain.EventSessionStarted:
 		s, err := domain.SessionFromEvent(e)
 		if err != nil {
-			return e, err
+			return reject(RejectInvalid, err)
 		}
-		if _, err := getSession(b, e.SessionID); err == nil {
-			return e, nil // already applied under another message id
+		switch _, err := getSession(b, e.SessionID); {
+		case err == nil:
+			return nil // already applied under another message id
+		case !errors.Is(err, domain.ErrSessionNotFound):
+			return err
 		}
 		if err := p.putSession(b, s); err != nil {
-			return e, err
+			return err
 		}
-		return e, b.Set(userIndexKey(e.UserID, e.SessionID), nil, nil)
+		return b.Set(userIndexKey(e.UserID, e.SessionID), nil, nil)
 	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated:
 		s, err := getSession(b, e.SessionID)
 		if errors.Is(err, domain.ErrSessionNotFound) {
-			return e, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID)
+			return reject(RejectInvalid, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID))
 		}
 		if err != nil {
-			return e, err
+			return err
+		}
+		if s.UserID() != e.UserID {
+			return reject(RejectInvalid, fmt.Errorf("event %s: session %s belongs to another user", e.ID, e.SessionID))
 		}
 		if err := s.Apply(e); err != nil {
-			return e, err
+			return reject(RejectInvalid, err)
 		}
-		return e, p.putSession(b, s)
+		return p.putSession(b, s)
 	case domain.EventOtherSessionsRevoked:
 		sessions, err := userSessions(b, e.UserID)
 		if err != nil {
-			return e, err
+			return err
 		}
 		for _, s := range sessions {
 			if err := s.Apply(e); err != nil {
-				return e, err
+				return reject(RejectInvalid, err)
 			}
 			if err := p.putSession(b, s); err != nil {
-				return e, err
+				return err
 			}
 		}
-		return e, nil
-	default: // email_claimed, login_failed: facts for the audit trail only
-		return e, nil
+		return nil
+	default: // login_failed: a fact for the audit trail; key events: folded by the chain
+		return nil
 	}
 }
 
 func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
 	p, err := domain.DecodePayload[domain.UserRegistered](e)
 	if err != nil {
-		return err
+		return reject(RejectInvalid, err)
 	}
 	if _, closer, err := b.Get(emailKey(p.Email)); err == nil {
 		closer.Close()
 		// The claim protocol lets only one registration per email reach
 		// the log; should another ever appear, the first one keeps it.
-		return fmt.Errorf("event %s: email already belongs to another user", e.ID)
+		return reject(RejectInvalid, fmt.Errorf("event %s: email already belongs to another user", e.ID))
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return err
 	}
 	if err := b.Set(userKey(e.UserID), mustJSON(userRecord{Email: p.Email, PasswordHash: p.PasswordHash, RegisteredAt: e.Time}), nil); err != nil {
 		return err
@@ -346,4 +543,12 @@ func getJSON(r reader, key []byte, v any) error {
 	}
 	defer closer.Close()
 	return json.Unmarshal(raw, v)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

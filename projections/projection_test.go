@@ -8,56 +8,57 @@ import (
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/eventstoretest"
 	"github.com/sessionledger/ledger/projections"
 )
 
 var t0 = time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
 
-// history builds the stored records of one user: registration, two
-// sessions, a use and a logout of the first, each sealed into the chain.
-func history(t *testing.T) (recs []eventstore.Record, sids []string) {
+// history builds the stored records of one user after the key
+// introduction: registration, two sessions, a use and a logout of the
+// first, each sealed into the chain and signed.
+func history(t *testing.T) (log *eventstoretest.Log, sids []string) {
 	t.Helper()
+	log = eventstoretest.NewLog(t, eventstoretest.Key(t, 1), t0)
 	subject := eventstore.UserSubject("u1")
 	u := domain.NewUser("u1", "a@example.com", "hash", nil)
 	reg, err := domain.Register("u1", "a@example.com", "hash", t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := []domain.Event{reg}
+	log.Add(t, subject, reg)
 	for i := range 2 {
 		_, sid, h, err := domain.NewToken(bytes.NewReader(bytes.Repeat([]byte{byte(i + 1)}, 64)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		sids = append(sids, sid)
-		events = append(events, u.StartSession(sid, h, "password", true, false, t0, domain.DefaultPolicy()))
+		log.Add(t, subject, u.StartSession(sid, h, "password", true, false, t0, domain.DefaultPolicy()))
 	}
-	events = append(events, domain.SessionUse("u1", sids[0], t0.Add(48*time.Hour)))
-	events = append(events, domain.Event{Type: domain.EventSessionLoggedOut, UserID: "u1", SessionID: sids[1],
-		Time: t0.Add(72 * time.Hour), SchemaVersion: domain.SchemaVersion, Payload: []byte(`{}`)})
-	head := ""
-	for i, e := range events {
-		e.ID = "ev" + string(rune('a'+i))
-		if err := e.Seal(head); err != nil {
-			t.Fatal(err)
-		}
-		head = e.Hash
-		data, err := e.Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, eventstore.Record{Seq: uint64(i + 1), Subject: subject, Data: data})
+	log.Add(t, subject, domain.SessionUse("u1", sids[0], t0.Add(48*time.Hour)))
+	log.Add(t, subject, logout("u1", sids[1], t0.Add(72*time.Hour)))
+	return log, sids
+}
+
+func logout(userID, sessionID string, at time.Time) domain.Event {
+	return domain.Event{Type: domain.EventSessionLoggedOut, UserID: userID, SessionID: sessionID,
+		Time: at, SchemaVersion: domain.SchemaVersion, Payload: []byte(`{}`)}
+}
+
+func open(t *testing.T, dir string, ring *domain.Keyring) *projections.Projection {
+	t.Helper()
+	p, err := projections.Open(dir, ring, nil, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return recs, sids
+	return p
 }
 
 func TestApplyIsIdempotentAndResumable(t *testing.T) {
 	dir := t.TempDir()
-	recs, sids := history(t)
-	p, err := projections.Open(dir, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log, sids := history(t)
+	recs := log.Recs
+	p := open(t, dir, log.Ring())
 	if err := p.ApplyBatch(recs[:3]); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestApplyIsIdempotentAndResumable(t *testing.T) {
 		t.Fatal(err)
 	}
 	once, applied, err := p.DigestAt()
-	if err != nil || applied != 5 {
+	if err != nil || applied != 6 {
 		t.Fatalf("digest %v at %d", err, applied)
 	}
 	if err := p.ApplyBatch(recs); err != nil {
@@ -86,7 +87,7 @@ func TestApplyIsIdempotentAndResumable(t *testing.T) {
 		t.Errorf("logged-out session: %+v", v)
 	}
 	u, version, err := p.LoadUser("u1")
-	if err != nil || u == nil || version.Seq != 5 || version.Head == "" {
+	if err != nil || u == nil || version.Seq != 6 || version.Head != log.Head(eventstore.UserSubject("u1")) || !version.Time.Equal(t0.Add(72*time.Hour)) {
 		t.Fatalf("LoadUser = %v %+v %v", u, version, err)
 	}
 	if uid, hash, err := p.Credentials("a@example.com"); err != nil || uid != "u1" || hash != "hash" {
@@ -100,12 +101,12 @@ func TestApplyIsIdempotentAndResumable(t *testing.T) {
 	}
 
 	// Reopened, it resumes at its checkpoint with the same state.
-	p, err = projections.Open(dir, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p = open(t, dir, log.Ring())
 	defer p.Close()
-	if p.Applied() != 5 {
+	if k, err := p.SigningKey(); err != nil || k.ID() != log.Key.ID() {
+		t.Fatalf("key in force after reopen: %v %v", k.ID(), err)
+	}
+	if p.Applied() != 6 {
 		t.Fatalf("checkpoint after reopen = %d", p.Applied())
 	}
 	if again, _ := p.Digest(); again != once {
@@ -113,10 +114,7 @@ func TestApplyIsIdempotentAndResumable(t *testing.T) {
 	}
 
 	// A rebuild into a fresh dir from the same records matches exactly.
-	q, err := projections.Open(t.TempDir(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := open(t, t.TempDir(), log.Ring())
 	defer q.Close()
 	for _, r := range recs {
 		if err := q.ApplyBatch([]eventstore.Record{r}); err != nil {
@@ -128,28 +126,144 @@ func TestApplyIsIdempotentAndResumable(t *testing.T) {
 	}
 }
 
-func TestCorruptMessageIsRecordedAndSkipped(t *testing.T) {
-	recs, sids := history(t)
-	p, err := projections.Open(t.TempDir(), nil, nil)
+// TestUntrustworthyMessagesAreRejected: messages that are not the
+// ledger's are recorded with their reason and passed over; none changes
+// state or becomes its subject's head, so the user's next legitimate event
+// still links and applies.
+func TestUntrustworthyMessagesAreRejected(t *testing.T) {
+	log, sids := history(t)
+	subject := eventstore.UserSubject("u1")
+	forger := eventstoretest.Key(t, 9)
+	// A forged logout of the live session, correctly chained and hashed,
+	// signed by someone without the ledger's key.
+	forged := log.AddSigned(t, subject, logout("u1", sids[0], t0.Add(73*time.Hour)), forger)
+	log.Raw(subject, []byte("{not json"), t0)
+	// A logout whose hash does not match its content.
+	wrongHash := logout("u1", sids[0], t0.Add(73*time.Hour))
+	wrongHash.ID, wrongHash.PrevHash, wrongHash.Hash = "wrong-hash", log.Head(subject), "sha256:00"
+	data, _ := wrongHash.Encode()
+	log.Raw(subject, data, t0)
+	// A genuine event replayed: signed, but it links to an older head.
+	log.Raw(subject, log.Recs[4].Data, t0)
+	// The user's next legitimate event.
+	later := log.Add(t, subject, domain.SessionUse("u1", sids[0], t0.Add(74*time.Hour)))
+
+	p := open(t, t.TempDir(), log.Ring())
+	defer p.Close()
+	if err := p.ApplyBatch(log.Recs); err != nil {
+		t.Fatal(err)
+	}
+	if p.Applied() != later.Seq {
+		t.Fatalf("applied %d, want %d: rejections must not stop the projection", p.Applied(), later.Seq)
+	}
+	if s := mustSession(t, p, sids[0]); !s.Current(t0.Add(75*time.Hour)).Valid || !s.LastUseAt().Equal(t0.Add(74*time.Hour)) {
+		t.Fatalf("session after forged logout and later use: %+v, last use %s", s.Current(t0.Add(75*time.Hour)), s.LastUseAt())
+	}
+	rejected, total, err := p.Rejected(0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[uint64]string{forged.Seq: projections.RejectSignature, forged.Seq + 1: projections.RejectDecode,
+		forged.Seq + 2: projections.RejectHash, forged.Seq + 3: projections.RejectChain}
+	if total != 4 || len(rejected) != 4 {
+		t.Fatalf("rejected %d (%v), want 4", total, rejected)
+	}
+	for _, r := range rejected {
+		if want[r.Seq] != r.Reason || r.Detail == "" || r.Subject != subject {
+			t.Errorf("rejected %+v, want reason %q", r, want[r.Seq])
+		}
+	}
+	if newest, _, _ := p.Rejected(1); len(newest) != 1 || newest[0].Seq != forged.Seq+3 {
+		t.Errorf("Rejected(1) = %+v, want the newest", newest)
+	}
+	v, err := p.UserVersion("u1")
+	if err != nil || v.Seq != later.Seq || v.Head != log.Head(subject) {
+		t.Fatalf("version %+v %v: seq must be the subject's last message, head its last authentic event", v, err)
+	}
+}
+
+// TestNothingIsAuthenticBeforeTheKeyIntroduction: a log that does not start
+// with the introduction of a key this instance holds applies nothing.
+func TestNothingIsAuthenticBeforeTheKeyIntroduction(t *testing.T) {
+	log, _ := history(t)
+	p := open(t, t.TempDir(), log.Ring())
 	defer p.Close()
-	bad := eventstore.Record{Seq: 6, Subject: recs[0].Subject, Data: []byte("{not json")}
-	after := recs[3]
-	after.Seq = 7 // another use, after the bad one
-	if err := p.ApplyBatch(append(append(recs, bad), after)); err != nil {
+	if err := p.ApplyBatch(append([]eventstore.Record{{Seq: 1, Subject: "ledger.keys", Data: []byte("x")}}, renumber(log.Recs[1:], 2)...)); err != nil {
 		t.Fatal(err)
 	}
-	if p.Applied() != 7 {
-		t.Fatalf("applied %d, want 7", p.Applied())
+	if _, total, _ := p.Rejected(0); total != uint64(len(log.Recs)) {
+		t.Fatalf("rejected %d of %d", total, len(log.Recs))
 	}
-	skipped, err := p.Skipped()
-	if err != nil || len(skipped) != 1 || skipped[6] == "" {
-		t.Fatalf("skipped = %v %v", skipped, err)
+	if _, err := p.SigningKey(); !errors.Is(err, domain.ErrKeyUnavailable) {
+		t.Fatalf("SigningKey with no key introduced: %v", err)
 	}
-	if _, err := p.Session(sids[0]); err != nil {
+}
+
+func renumber(recs []eventstore.Record, from uint64) []eventstore.Record {
+	out := make([]eventstore.Record, len(recs))
+	for i, r := range recs {
+		r.Seq = from + uint64(i)
+		out[i] = r
+	}
+	return out
+}
+
+// TestGapBlocksInsteadOfSkipping: a missing sequence means the stream lost
+// a message; the projection stays before it rather than pass it.
+func TestGapBlocksInsteadOfSkipping(t *testing.T) {
+	log, _ := history(t)
+	p := open(t, t.TempDir(), log.Ring())
+	defer p.Close()
+	recs := append(append([]eventstore.Record(nil), log.Recs[:3]...), log.Recs[4:]...)
+	err := p.ApplyBatch(recs)
+	if !errors.Is(err, projections.ErrBlocked) || !errors.Is(err, eventstore.ErrStreamTampered) || p.Applied() != 3 {
+		t.Fatalf("apply over a gap: err %v, applied %d; want blocked at 3", err, p.Applied())
+	}
+	if p.Blocked() == nil {
+		t.Fatal("Blocked() does not say why")
+	}
+	if err := p.ApplyBatch(log.Recs); err != nil || p.Applied() != 6 || p.Blocked() != nil {
+		t.Fatalf("with the message back: %v, applied %d, blocked %v", err, p.Applied(), p.Blocked())
+	}
+}
+
+// TestKeyNotHeldBlocksUntilGiven: after a rotation to a key this instance
+// was not given, it neither applies nor rejects the new key's events; with
+// the key it goes on.
+func TestKeyNotHeldBlocksUntilGiven(t *testing.T) {
+	log, sids := history(t)
+	old := log.Key
+	next := eventstoretest.Key(t, 2)
+	log.Rotate(t, next, t0.Add(80*time.Hour))
+	log.Add(t, eventstore.UserSubject("u1"), logout("u1", sids[0], t0.Add(81*time.Hour)))
+	dir := t.TempDir()
+	p := open(t, dir, domain.NewKeyring(old))
+	err := p.ApplyBatch(log.Recs)
+	if !errors.Is(err, domain.ErrKeyUnavailable) || p.Applied() != 7 {
+		t.Fatalf("err %v, applied %d; want blocked after the rotation (7)", err, p.Applied())
+	}
+	if _, total, _ := p.Rejected(0); total != 0 {
+		t.Fatalf("%d rejected: an event under a key not held must not be rejected", total)
+	}
+	if _, err := p.SigningKey(); !errors.Is(err, domain.ErrKeyUnavailable) {
+		t.Fatalf("SigningKey: %v, want ErrKeyUnavailable (the new key is in force)", err)
+	}
+	p.Close()
+	p = open(t, dir, domain.NewKeyring(old, next))
+	defer p.Close()
+	if err := p.ApplyBatch(log.Recs); err != nil || p.Applied() != 8 {
+		t.Fatalf("with the key: %v, applied %d", err, p.Applied())
+	}
+	if v := mustSession(t, p, sids[0]).Current(t0); v.Reason != domain.ReasonRevokedLogout {
+		t.Fatalf("logout under the new key: %+v", v)
+	}
+	// The retired key signs nothing any more.
+	log.AddSigned(t, eventstore.UserSubject("u1"), domain.SessionUse("u1", sids[1], t0.Add(82*time.Hour)), old)
+	if err := p.ApplyBatch(log.Recs); err != nil {
 		t.Fatal(err)
+	}
+	if r, _, _ := p.Rejected(1); len(r) != 1 || r[0].Reason != projections.RejectSignature {
+		t.Fatalf("event under the retired key: %+v, want rejected (signature)", r)
 	}
 }
 
@@ -165,21 +279,14 @@ func mustSession(t *testing.T, p *projections.Projection, id string) *domain.Ses
 // TestTimesBeyond2262 guards against storing times as UnixNano, which
 // overflows in April 2262.
 func TestTimesBeyond2262(t *testing.T) {
-	p, err := projections.Open(t.TempDir(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := eventstoretest.NewLog(t, eventstoretest.Key(t, 1), t0)
+	p := open(t, t.TempDir(), log.Ring())
 	defer p.Close()
 	far := time.Date(2300, 1, 2, 3, 4, 5, 6, time.UTC)
 	u := domain.NewUser("u9", "far@example.com", "hash", nil)
 	_, sid, h, _ := domain.NewToken(bytes.NewReader(bytes.Repeat([]byte{9}, 64)))
-	e := u.StartSession(sid, h, "password", true, false, far, domain.DefaultPolicy())
-	e.ID = "far"
-	if err := e.Seal(""); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := e.Encode()
-	if err := p.ApplyBatch([]eventstore.Record{{Seq: 1, Subject: eventstore.UserSubject("u9"), Data: data}}); err != nil {
+	log.Add(t, eventstore.UserSubject("u9"), u.StartSession(sid, h, "password", true, false, far, domain.DefaultPolicy()))
+	if err := p.ApplyBatch(log.Recs); err != nil {
 		t.Fatal(err)
 	}
 	s := mustSession(t, p, sid)
@@ -191,15 +298,13 @@ func TestTimesBeyond2262(t *testing.T) {
 // TestCachedSessionsNeverGoStale: readers hammer a session while batches
 // update it; once ApplyBatch has returned, no read may show older state.
 func TestCachedSessionsNeverGoStale(t *testing.T) {
-	recs, sids := history(t)
-	p, err := projections.Open(t.TempDir(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log, sids := history(t)
+	p := open(t, t.TempDir(), log.Ring())
 	defer p.Close()
-	if err := p.ApplyBatch(recs); err != nil {
+	if err := p.ApplyBatch(log.Recs); err != nil {
 		t.Fatal(err)
 	}
+	subject := eventstore.UserSubject("u1")
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	for range 4 {
@@ -215,20 +320,10 @@ func TestCachedSessionsNeverGoStale(t *testing.T) {
 			}
 		}()
 	}
-	head, _ := domain.DecodeEvent(recs[len(recs)-1].Data)
-	prev := head.Hash
-	seq := uint64(len(recs))
 	for i := 1; i <= 300; i++ {
 		at := t0.Add(48*time.Hour + time.Duration(i)*time.Minute)
-		e := domain.SessionUse("u1", sids[0], at)
-		e.ID = "use" + string(rune(i))
-		if err := e.Seal(prev); err != nil {
-			t.Fatal(err)
-		}
-		prev = e.Hash
-		data, _ := e.Encode()
-		seq++
-		if err := p.ApplyBatch([]eventstore.Record{{Seq: seq, Subject: recs[0].Subject, Data: data}}); err != nil {
+		r := log.Add(t, subject, domain.SessionUse("u1", sids[0], at))
+		if err := p.ApplyBatch([]eventstore.Record{r}); err != nil {
 			t.Fatal(err)
 		}
 		if got := mustSession(t, p, sids[0]).LastUseAt(); !got.Equal(at) {

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -39,23 +40,15 @@ func (p *Projection) Credentials(email string) (userID, passwordHash string, err
 }
 
 // LoadUser reads a user aggregate and the version of the user's subject
-// (last sequence and chain head) from one consistent snapshot; the version
-// is what the next append must find. A user with no events yet is nil.
+// (last sequence, chain head, time of the last authentic event) from one
+// consistent snapshot; the version is what the next append must find. A
+// user with no events yet is nil.
 func (p *Projection) LoadUser(userID string) (*domain.User, eventstore.Version, error) {
 	snap := p.db.NewSnapshot()
 	defer snap.Close()
-	var version eventstore.Version
-	v, closer, err := snap.Get(versionKey(userID))
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
+	version, err := getVersion(snap, eventstore.UserSubject(userID))
+	if err != nil {
 		return nil, version, fmt.Errorf("load user version: %w", err)
-	default:
-		version, err = decodeVersion(v)
-		closer.Close()
-		if err != nil {
-			return nil, version, fmt.Errorf("load user version: %w", err)
-		}
 	}
 	var rec userRecord
 	err = getJSON(snap, userKey(userID), &rec)
@@ -85,12 +78,60 @@ func (p *Projection) UserSessions(userID string) ([]*domain.Session, error) {
 // UserVersion is the version of a user's subject as far as this projection
 // has applied it: what the next append to that subject should expect.
 func (p *Projection) UserVersion(userID string) (eventstore.Version, error) {
-	v, closer, err := p.db.Get(versionKey(userID))
+	return getVersion(p.db, eventstore.UserSubject(userID))
+}
+
+// SubjectVersion waits until the projection has applied seq, then returns
+// the subject's version: its last sequence and the head and time of its
+// last authentic event. It is the event store's only source of chain heads.
+func (p *Projection) SubjectVersion(ctx context.Context, subject string, seq uint64) (eventstore.Version, error) {
+	if err := p.WaitFor(ctx, seq); err != nil {
+		if b := p.Blocked(); b != nil {
+			return eventstore.Version{}, fmt.Errorf("%w (%w)", err, b)
+		}
+		return eventstore.Version{}, err
+	}
+	return getVersion(p.db, subject)
+}
+
+// Accepted waits until the projection has applied seq and reports whether
+// the message there was applied (nil) or rejected (eventstore.ErrRejected).
+func (p *Projection) Accepted(ctx context.Context, seq uint64) error {
+	if err := p.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	var r Rejected
+	switch err := getJSON(p.db, rejectedKey(seq), &r); {
+	case errors.Is(err, pebble.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read outcome of seq %d: %w", seq, err)
+	default:
+		return fmt.Errorf("%w: seq %d: %s: %s", eventstore.ErrRejected, seq, r.Reason, r.Detail)
+	}
+}
+
+// ClaimedUser is the user id of an email's first authentic claim, or
+// domain.ErrUserNotFound.
+func (p *Projection) ClaimedUser(emailHash string) (string, error) {
+	v, closer, err := p.db.Get(claimKey(emailHash))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", domain.ErrUserNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("email claim: %w", err)
+	}
+	defer closer.Close()
+	return string(v), nil
+}
+
+func getVersion(r reader, subject string) (eventstore.Version, error) {
+	v, closer, err := r.Get(versionKey(subject))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return eventstore.Version{}, nil
 	}
 	if err != nil {
-		return eventstore.Version{}, fmt.Errorf("user version: %w", err)
+		return eventstore.Version{}, fmt.Errorf("version of %s: %w", subject, err)
 	}
 	defer closer.Close()
 	return decodeVersion(v)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 )
 
@@ -40,6 +41,12 @@ func (c *devClusterCmd) Run() error {
 	defer stop()
 
 	const nodes = 3
+	// Clients authenticate with nkeys, as in production: the instances as
+	// the writer, auditors and the nats CLI as the reader.
+	ids, err := natsauth.LoadOrCreate(filepath.Join(c.Dir, "nats"))
+	if err != nil {
+		return err
+	}
 	cluster, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{
 		Name:        "ledger-dev",
 		Dir:         filepath.Join(c.Dir, "nats"),
@@ -47,6 +54,7 @@ func (c *devClusterCmd) Run() error {
 		ClientPorts: []int{c.NATSPort, c.NATSPort + 1, c.NATSPort + 2},
 		RoutePorts:  []int{c.RoutePort, c.RoutePort + 1, c.RoutePort + 2},
 		SyncAlways:  true,
+		Users:       ids.ServerUsers(eventstore.DefaultStream),
 	})
 	if err != nil {
 		return err
@@ -62,11 +70,18 @@ func (c *devClusterCmd) Run() error {
 			cancel()
 		}
 	}()
+	// The first instance creates the ledger and its signing key; the others
+	// write to the same ledger, so they sign with the same key.
+	keyFile := filepath.Join(c.Dir, "ledger-1", signingKeyFile)
 	for i := range c.Instances {
 		lc := LogConfig{
 			DataDir: filepath.Join(c.Dir, fmt.Sprintf("ledger-%d", i+1)),
 			NATSURL: cluster.URLs(),
 			Stream:  eventstore.DefaultStream,
+			NATS:    natsauth.ClientConfig{NkeyFile: ids.WriterFile},
+		}
+		if i > 0 {
+			lc.SigningKeyFile = keyFile
 		}
 		if c.ReadStream != "" && i == c.Instances-1 {
 			lc.ReadStream = c.ReadStream
@@ -105,11 +120,13 @@ Try it (jq helps):
   curl -si -XPOST %[1]s/v1/auth/logout -H "Authorization: Bearer $TOKEN"
   curl -s %[2]s/readyz; curl -s %[2]s/metrics | grep ledger_projection_lag
 
-Point your own instance at it:
-  ledger serve --nats-url %[3]s --data-dir ./data/mine --http 127.0.0.1:8090
+Point your own instance at it (same NATS identity, same signing key):
+  ledger serve --nats-url %[3]s --nats-nkey %[5]s --signing-key %[6]s --data-dir ./data/mine --http 127.0.0.1:8090
+Read the stream as an auditor (read-only identity; public key from 'ledger keys public --signing-key %[6]s'):
+  ledger audit verify --nats-url %[3]s --nats-nkey %[7]s --signing-key %[6]s
 
 Ctrl-C stops everything; state stays in %[4]s (delete it to start over).
-`, a, b, cluster.URLs(), c.Dir)
+`, a, b, cluster.URLs(), c.Dir, ids.WriterFile, keyFile, ids.ReaderFile)
 
 	errc := make(chan error, len(services))
 	for i, s := range services {
