@@ -343,6 +343,30 @@ func (c *KeyChain) Anchored(trusted []PublicKey) bool {
 	return false
 }
 
+// KeyNamedBy is the key a key event puts in force, unverified: a hint of
+// which key to check the next events under, never a reason to trust it.
+func KeyNamedBy(e Event) (PublicKey, bool) {
+	var raw string
+	switch e.Type {
+	case EventSigningKeyIntroduced:
+		p, err := DecodePayload[SigningKeyIntroduced](e)
+		if err != nil {
+			return PublicKey{}, false
+		}
+		raw = p.PublicKey
+	case EventSigningKeyRotated:
+		p, err := DecodePayload[SigningKeyRotated](e)
+		if err != nil {
+			return PublicKey{}, false
+		}
+		raw = p.PublicKey
+	default:
+		return PublicKey{}, false
+	}
+	k, err := decodePublicKey(raw)
+	return k, err == nil
+}
+
 func decodePublicKey(s string) (PublicKey, error) {
 	raw, err := authEncoding.DecodeString(s)
 	if err != nil {

@@ -1,9 +1,12 @@
 package eventstore
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,6 +37,12 @@ type LocalClusterConfig struct {
 	SyncAlways bool
 	// Logger receives every node's log lines; nil keeps them quiet.
 	Logger server.Logger
+	// Users, when set (natsauth.Identities.ServerUsers), are the only
+	// clients every node admits, each with an nkey; nil admits anyone.
+	// Routes then authenticate too, with a password made up at start that
+	// only the nodes of this process know: a route is trusted with every
+	// account's messages.
+	Users []*server.NkeyUser
 }
 
 // LocalCluster is a running in-process JetStream cluster.
@@ -64,9 +73,18 @@ func StartLocalCluster(cfg LocalClusterConfig) (*LocalCluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	var routeUser *url.Userinfo
+	if len(cfg.Users) > 0 {
+		secret := make([]byte, 24)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("route password: %w", err)
+		}
+		routeUser = url.UserPassword("route", hex.EncodeToString(secret))
+	}
 	routes := make([]string, cfg.Nodes)
 	for i, p := range routePorts {
-		routes[i] = "nats-route://" + net.JoinHostPort(cfg.Host, strconv.Itoa(p))
+		u := url.URL{Scheme: "nats-route", User: routeUser, Host: net.JoinHostPort(cfg.Host, strconv.Itoa(p))}
+		routes[i] = u.String()
 	}
 	c := &LocalCluster{cfg: cfg, nodes: make([]*server.Server, cfg.Nodes), opts: make([]*server.Options, cfg.Nodes)}
 	for i := range cfg.Nodes {
@@ -82,6 +100,11 @@ func StartLocalCluster(cfg LocalClusterConfig) (*LocalCluster, error) {
 			JetStreamMaxMemory: 64 << 20,
 			Cluster:            server.ClusterOpts{Name: cfg.Name, Host: cfg.Host, Port: routePorts[i]},
 			Routes:             server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		if len(cfg.Users) > 0 {
+			c.opts[i].Nkeys = cfg.Users // each server makes its own copy
+			c.opts[i].Cluster.Username = routeUser.Username()
+			c.opts[i].Cluster.Password, _ = routeUser.Password()
 		}
 	}
 	for i := range cfg.Nodes {

@@ -1,14 +1,19 @@
 package eventstore
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
 // EmbeddedConfig configures the in-process nats-server.
@@ -25,11 +30,21 @@ type EmbeddedConfig struct {
 	ServerName string
 	// Logger receives the server's own log lines; nil keeps it quiet.
 	Logger server.Logger
+	// Users, when set (natsauth.Identities.ServerUsers), are the only
+	// identities the server admits, on every connection including
+	// in-process ones: once it listens, reaching the port is not enough to
+	// write to the ledger. Nil keeps the server open to anyone who can
+	// connect, which is safe only while it does not listen.
+	Users []*server.NkeyUser
+	// Identity is the key Connect authenticates with (the writer); it must
+	// be one of Users, and is required with them.
+	Identity nkeys.KeyPair
 }
 
 // Embedded is a running in-process nats-server with JetStream.
 type Embedded struct {
-	srv *server.Server
+	srv      *server.Server
+	identity nkeys.KeyPair // nil when the server has no users
 }
 
 // StartEmbedded starts nats-server with file-backed JetStream under cfg.Dir
@@ -47,6 +62,15 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "ledger-embedded"
+	}
+	if err := checkIdentity(cfg); err != nil {
+		return nil, err
+	}
+	if len(cfg.Users) > 0 {
+		opts.Nkeys = cfg.Users
+		// With a no_auth_user a client without credentials would be let in
+		// as that user; there must be no such fallback.
+		opts.NoAuthUser = ""
 	}
 	if cfg.Listen != "" {
 		host, portStr, err := net.SplitHostPort(cfg.Listen)
@@ -74,16 +98,73 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready after 30s (is the data dir in use by another process?)")
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, identity: cfg.Identity}, nil
 }
 
-// Connect opens a client connection that does not leave the process.
-func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1))
+// checkIdentity refuses a configuration whose own connections would be
+// turned away, so the mistake shows at start rather than as an
+// authorization error on the first Connect.
+func checkIdentity(cfg EmbeddedConfig) error {
+	if len(cfg.Users) == 0 {
+		if cfg.Identity != nil {
+			return errors.New("embedded nats: Identity is set but Users is not; the server would not check it")
+		}
+		return nil
+	}
+	if cfg.Identity == nil {
+		return errors.New("embedded nats: Users is set but Identity is not; the ledger could not connect to its own server")
+	}
+	pub, err := cfg.Identity.PublicKey()
 	if err != nil {
-		return nil, fmt.Errorf("connect embedded nats: %w", err)
+		return fmt.Errorf("embedded nats: identity: %w", err)
+	}
+	if !slices.ContainsFunc(cfg.Users, func(u *server.NkeyUser) bool { return u != nil && u.Nkey == pub }) {
+		return fmt.Errorf("embedded nats: identity %s is not one of the server's users", pub)
+	}
+	return nil
+}
+
+// Connect opens a client connection that does not leave the process, as
+// the configured Identity when the server has users. That connection
+// receives replies under natsauth.WriterInboxPrefix, out of sight of
+// readers subscribed to _INBOX.>.
+func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+	if e.identity == nil {
+		return e.connect(name)
+	}
+	return e.connect(name, identityOption(e.identity), nats.CustomInboxPrefix(natsauth.WriterInboxPrefix))
+}
+
+// ConnectAs opens an in-process connection as kp, whatever its rights, or
+// without credentials when kp is nil: for tests of what each identity may
+// do. A refused in-process connection usually fails only at the server's
+// write deadline (10s), with a closed-pipe error rather than the
+// authorization error TCP gives: client and server can both be writing
+// (PING, -ERR) on the synchronous pipe.
+func (e *Embedded) ConnectAs(name string, kp nkeys.KeyPair) (*nats.Conn, error) {
+	if kp == nil {
+		return e.connect(name)
+	}
+	return e.connect(name, identityOption(kp))
+}
+
+func (e *Embedded) connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, natsauth.Explain("in-process", fmt.Errorf("connect embedded nats: %w", err))
 	}
 	return nc, nil
+}
+
+// identityOption authenticates as kp by signing the server's nonce; the
+// seed stays inside kp.
+func identityOption(kp nkeys.KeyPair) nats.Option {
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return func(*nats.Options) error { return fmt.Errorf("nats identity: %w", err) }
+	}
+	return nats.Nkey(pub, kp.Sign)
 }
 
 // ClientURL is the address other processes use when Listen was set.

@@ -20,16 +20,62 @@ import (
 // writer appended first. The caller re-reads and decides again.
 var ErrConflict = errors.New("eventstore: subject changed since it was read")
 
-// JetStream error codes for a failed Nats-Expected-Last-Subject-Sequence check.
+// ErrRejected means an event was appended but the instance's projection
+// did not accept it (see projections.Rejected): it happens to an honest
+// writer only when a key rotation landed just before its event, which was
+// then signed with the retired key. The writer decides again.
+var ErrRejected = errors.New("the appended event was rejected by the projection")
+
+// The stream is not in a state the ledger can write to. None of these is
+// repaired by the ledger: an operator has to look (see /readyz).
+var (
+	ErrStreamMissing = errors.New("the ledger stream does not exist")
+	ErrStreamSealed  = errors.New("the ledger stream is sealed")
+	ErrStreamFull    = errors.New("the ledger stream refuses new messages (a limit was set on it)")
+)
+
+// JetStream error codes.
 const (
 	codeWrongLastSequence         jetstream.ErrorCode = 10071
 	codeWrongLastSequenceConstant jetstream.ErrorCode = 10164
+	codeStreamSealed              jetstream.ErrorCode = 10109
+	codeStreamStoreFailed         jetstream.ErrorCode = 10077 // "maximum messages exceeded" and friends
+	codeStreamNotFound            jetstream.ErrorCode = 10059
+	codeStreamMismatch            jetstream.ErrorCode = 10060
 )
 
 // Config is the stream the ledger lives in.
 type Config struct {
 	Stream   string // default DefaultStream
 	Replicas int    // 1 for the embedded server, 3 on a cluster
+	// Create lets Open create the stream if it is missing. The caller
+	// allows it only for a ledger that has never applied an event: creating
+	// an empty stream under a projection that has applied some would hide
+	// that the ledger's history is gone.
+	Create bool
+	// Keys gives the key to sign with: the key in force, as this instance's
+	// projection knows it. Required to append.
+	Keys KeySource
+	// Versions gives a subject's trusted version. Required to append facts
+	// without a version, and after conflicts.
+	Versions VersionSource
+}
+
+// KeySource gives the signing key in force. It fails with
+// domain.ErrKeyUnavailable if this instance does not hold it.
+type KeySource interface {
+	SigningKey() (domain.SigningKey, error)
+}
+
+// VersionSource gives the version of a subject that the next event must
+// link to, once everything up to seq on the stream has been checked: the
+// last sequence of the subject (whatever message it holds, so that the
+// expected-sequence check passes) and the hash of the subject's last
+// authentic event. Only a verifier of events can say which event that is,
+// so the store never takes a head from the stream itself: a forged message
+// at the end of a subject must not become what a signed event vouches for.
+type VersionSource interface {
+	SubjectVersion(ctx context.Context, subject string, seq uint64) (Version, error)
 }
 
 // StreamConfig is the append-only stream: deletes and purges are refused by
@@ -63,23 +109,31 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 
 // Store appends to and reads from the ledger stream.
 type Store struct {
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	name    string
-	appends *prometheus.CounterVec
-	heads   *headCache
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	name     string
+	created  bool
+	appends  *prometheus.CounterVec
+	keys     KeySource
+	versions VersionSource
 }
 
-// Open creates the stream if it does not exist, or checks it.
+// Open opens the stream, creating it if it is missing and cfg.Create
+// allows it, and checks that it is append-only.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	sc := StreamConfig(cfg)
+	created := false
 	stream, err := js.Stream(ctx, sc.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if !cfg.Create {
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, ErrStreamMissing)
+		}
 		stream, err = js.CreateStream(ctx, sc)
+		created = err == nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", sc.Name, err)
@@ -88,7 +142,16 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if !info.DenyDelete || !info.DenyPurge {
 		return nil, fmt.Errorf("stream %s allows deletes or purges; the ledger must be append-only", sc.Name)
 	}
-	return &Store{js: js, stream: stream, name: sc.Name, appends: newAppendCounter(), heads: newHeadCache(100_000)}, nil
+	return &Store{js: js, stream: stream, name: sc.Name, created: created, appends: newAppendCounter(), keys: cfg.Keys, versions: cfg.Versions}, nil
+}
+
+// Created reports whether Open created the stream.
+func (s *Store) Created() bool { return s.created }
+
+// SetTrust gives the store its key and version sources once the projection
+// that provides them is open.
+func (s *Store) SetTrust(keys KeySource, versions VersionSource) {
+	s.keys, s.versions = keys, versions
 }
 
 // JetStream exposes the client for subscribers built on it.
@@ -98,29 +161,53 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 func (s *Store) StreamName() string { return s.name }
 
 // Version is where a subject stands: the stream sequence of its last
-// message (0 if empty) and that message's hash, the chain head the next
-// event links to. Appending "at a version" is the optimistic-concurrency
+// message (0 if empty), the hash of its last authentic event (the chain head
+// the next event links to) and that event's time (the next one's may not be
+// earlier). Appending "at a version" is the optimistic-concurrency
 // condition: it succeeds only if nobody appended since.
 type Version struct {
 	Seq  uint64
 	Head string
+	Time time.Time
+}
+
+// sealAt links e after v, signs it, and gives it a time no earlier than v's.
+// It is the one place an event gets its hash and signature.
+func (s *Store) sealAt(e *domain.Event, v Version, key domain.SigningKey) ([]byte, error) {
+	if e.ID == "" {
+		return nil, fmt.Errorf("append %s: event without id", e.Type)
+	}
+	e.Time = domain.NextEventTime(e.Time, v.Time)
+	if err := e.Seal(v.Head, key); err != nil {
+		return nil, err
+	}
+	return e.Encode()
+}
+
+func (s *Store) signingKey() (domain.SigningKey, error) {
+	if s.keys == nil {
+		return domain.SigningKey{}, errors.New("eventstore: no signing key source; the store cannot append")
+	}
+	return s.keys.SigningKey()
 }
 
 // Append writes events to one subject in order, each sealed into the
-// subject's hash chain, and returns the subject's new version. The first
-// event must find the subject at v and each following one finds its
-// predecessor, so a conflicting writer makes the append fail with
+// subject's hash chain and signed, and returns the subject's new version.
+// The first event must find the subject at v and each following one finds
+// its predecessor, so a conflicting writer makes the append fail with
 // ErrConflict. Each event's ID is its Nats-Msg-Id, so a publish retried
 // after a lost ack is not written twice.
 func (s *Store) Append(ctx context.Context, subject string, v Version, events ...domain.Event) (Version, error) {
+	key, err := s.signingKey()
+	if err != nil {
+		return Version{}, err
+	}
+	return s.appendWith(ctx, key, subject, v, events...)
+}
+
+func (s *Store) appendWith(ctx context.Context, key domain.SigningKey, subject string, v Version, events ...domain.Event) (Version, error) {
 	for _, e := range events {
-		if e.ID == "" {
-			return Version{}, fmt.Errorf("append %s to %s: event without id", e.Type, subject)
-		}
-		if err := e.Seal(v.Head); err != nil {
-			return Version{}, err
-		}
-		data, err := e.Encode()
+		data, err := s.sealAt(&e, v, key)
 		if err != nil {
 			return Version{}, err
 		}
@@ -128,10 +215,63 @@ func (s *Store) Append(ctx context.Context, subject string, v Version, events ..
 		if err != nil {
 			return Version{}, fmt.Errorf("append %s to %s: %w", e.Type, subject, err)
 		}
-		v = Version{Seq: seq, Head: e.Hash}
+		v = Version{Seq: seq, Head: e.Hash, Time: e.Time}
 	}
-	s.heads.remember(subject, v)
 	return v, nil
+}
+
+// Introduce appends the first event of a new ledger, which puts key in
+// force. It succeeds only on an empty key subject; a concurrent first start
+// loses with ErrConflict.
+func (s *Store) Introduce(ctx context.Context, key domain.SigningKey, id string, at time.Time) (Version, error) {
+	e := domain.IntroduceKey(key, at)
+	e.ID = id
+	return s.appendWith(ctx, key, KeysSubject, Version{}, e)
+}
+
+// Rotate retires the key in force for next, in an event signed by the key
+// in force, which ring must hold. It reads the key history from the stream
+// itself (checked with ring), so it needs no projection.
+func (s *Store) Rotate(ctx context.Context, ring *domain.Keyring, next domain.SigningKey, id string, at time.Time) (Version, error) {
+	chain, v, err := KeyHistory(ctx, s.stream, ring)
+	if err != nil {
+		return Version{}, err
+	}
+	current, ok := ring.Key(chain.Active)
+	switch {
+	case chain.Active == "":
+		return Version{}, errors.New("rotate: the log has no signing key in force yet")
+	case !ok:
+		return Version{}, fmt.Errorf("rotate: key %s is in force, but not in the given key ring", chain.Active)
+	case chain.Keys[next.ID()].Key != nil:
+		return Version{}, fmt.Errorf("rotate: key %s (the ring's newest) was already in force; add a new key to the ring (ledger keys generate)", next.ID())
+	}
+	e := domain.RotateKey(current.ID(), next, at)
+	e.ID = id
+	return s.appendWith(ctx, current, KeysSubject, v, e)
+}
+
+// KeyHistory folds the stream's key subject: the key chain, and the
+// subject's trusted version. Messages that fail the checks are passed over,
+// as the projection does.
+func KeyHistory(ctx context.Context, stream jetstream.Stream, v domain.Verifier) (*domain.KeyChain, Version, error) {
+	chain := &domain.KeyChain{}
+	var ver Version
+	err := ReadStream(ctx, stream, ReadOptions{Subject: KeysSubject}, func(r Record) error {
+		ver.Seq = r.Seq
+		e, err := domain.DecodeEvent(r.Data)
+		if err != nil || e.CheckHash() != nil || e.PrevHash != ver.Head {
+			return nil
+		}
+		switch err := chain.Authenticate(e, v); {
+		case err == nil:
+			ver.Head, ver.Time = e.Hash, e.Time
+		case errors.Is(err, domain.ErrKeyUnavailable):
+			return err
+		}
+		return nil
+	})
+	return chain, ver, err
 }
 
 // publish retries transient failures (a lost ack, a leader election) with
@@ -163,7 +303,8 @@ func (s *Store) publish(ctx context.Context, subject string, data []byte, msgID,
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
-			if apiErr.ErrorCode == codeWrongLastSequence || apiErr.ErrorCode == codeWrongLastSequenceConstant {
+			switch apiErr.ErrorCode {
+			case codeWrongLastSequence, codeWrongLastSequenceConstant:
 				if attempt > 1 {
 					if seq, ok := s.landed(ctx, subject, expected, eventID); ok {
 						s.appends.WithLabelValues("duplicate").Inc()
@@ -174,7 +315,12 @@ func (s *Store) publish(ctx context.Context, subject string, data []byte, msgID,
 				return 0, false, ErrConflict
 			}
 			s.appends.WithLabelValues("error").Inc()
-			return 0, false, err
+			return 0, false, streamStateError(apiErr)
+		}
+		// A stream that does not exist has nobody to answer on its subjects.
+		if errors.Is(err, jetstream.ErrNoStreamResponse) && attempt >= 3 {
+			s.appends.WithLabelValues("error").Inc()
+			return 0, false, fmt.Errorf("%w (no stream answers on %s)", ErrStreamMissing, subject)
 		}
 		if attempt >= 6 || ctx.Err() != nil {
 			s.appends.WithLabelValues("error").Inc()
@@ -187,6 +333,19 @@ func (s *Store) publish(ctx context.Context, subject string, data []byte, msgID,
 		}
 		backoff *= 2
 	}
+}
+
+// streamStateError names a refusal that comes from the stream's state.
+func streamStateError(apiErr *jetstream.APIError) error {
+	switch apiErr.ErrorCode {
+	case codeStreamSealed:
+		return fmt.Errorf("%w: %v", ErrStreamSealed, apiErr)
+	case codeStreamStoreFailed:
+		return fmt.Errorf("%w: %v", ErrStreamFull, apiErr)
+	case codeStreamNotFound, codeStreamMismatch:
+		return fmt.Errorf("%w: %v", ErrStreamMissing, apiErr)
+	}
+	return apiErr
 }
 
 // landed reports whether the subject's first message after `after` is the
@@ -209,19 +368,24 @@ type Publication struct {
 	Event   domain.Event
 	// MsgID de-duplicates across instances; defaults to the event id.
 	MsgID string
-	// At, if known, is the subject's version as a projection last saw it.
-	// It spares a read of the subject's last message from the stream, which
-	// makes the server load that message's whole block into memory.
+	// At, if known, is the subject's trusted version as a projection last
+	// saw it. It spares a read of the subject's last message from the
+	// stream, which makes the server load that message's whole block into
+	// memory.
 	At *Version
 }
 
 // AppendFacts appends events that decide nothing (a use, a failed login),
 // each at whatever version its subject has: the store links it to the
-// subject's current head, from its cache of heads or read from the stream,
-// and retries on a conflict. Facts on one subject go in order, one after the
-// other (each links to the one before); different subjects proceed in
-// parallel. It returns how many were stored.
+// subject's trusted head (given, or from the version source) and retries on
+// a conflict. Facts on one subject go in order, one after the other (each
+// links to the one before); different subjects proceed in parallel. It
+// returns how many were stored.
 func (s *Store) AppendFacts(ctx context.Context, pubs []Publication) (stored int, err error) {
+	key, err := s.signingKey()
+	if err != nil {
+		return 0, err
+	}
 	bySubject := map[string][]Publication{}
 	var order []string
 	for _, p := range pubs {
@@ -240,8 +404,13 @@ func (s *Store) AppendFacts(ctx context.Context, pubs []Publication) (stored int
 		sema <- struct{}{}
 		go func(group []Publication) {
 			defer func() { <-sema; wg.Done() }()
+			var last *Version // what this group just wrote: trusted, newer than any hint
 			for _, p := range group {
-				e := s.appendFact(ctx, p)
+				if last != nil {
+					p.At = last
+				}
+				v, e := s.appendFact(ctx, key, p)
+				last = v
 				mu.Lock()
 				if e != nil {
 					err = errors.Join(err, e)
@@ -256,64 +425,63 @@ func (s *Store) AppendFacts(ctx context.Context, pubs []Publication) (stored int
 	return stored, err
 }
 
-func (s *Store) appendFact(ctx context.Context, p Publication) error {
+// appendFact returns the subject's version after the fact if this process
+// knows it (nil after a duplicate, whose stored copy it did not write).
+func (s *Store) appendFact(ctx context.Context, key domain.SigningKey, p Publication) (*Version, error) {
 	msgID := p.MsgID
 	if msgID == "" {
 		msgID = p.Event.ID
 	}
 	for attempt := 1; ; attempt++ {
-		v, ok := s.heads.get(p.Subject)
-		if p.At != nil && (!ok || p.At.Seq > v.Seq) {
-			v, ok = *p.At, true
-		}
-		if !ok {
+		var v Version
+		if p.At != nil {
+			v = *p.At
+		} else {
 			var err error
 			if v, err = s.Head(ctx, p.Subject); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		p.At = nil // a conflict means the hint is stale: read the stream next time
+		p.At = nil // a conflict means the hint is stale: ask again next time
 		e := p.Event
-		if err := e.Seal(v.Head); err != nil {
-			return err
-		}
-		data, err := e.Encode()
+		data, err := s.sealAt(&e, v, key)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		seq, dup, err := s.publish(ctx, p.Subject, data, msgID, e.ID, v.Seq)
 		if err == nil {
 			if dup {
-				// Another instance stored this fact first: the head is
-				// its copy, whose hash we do not know.
-				s.heads.forget(p.Subject)
-			} else {
-				s.heads.remember(p.Subject, Version{Seq: seq, Head: e.Hash})
+				return nil, nil
 			}
-			return nil
+			return &Version{Seq: seq, Head: e.Hash, Time: e.Time}, nil
 		}
-		s.heads.forget(p.Subject)
 		if !errors.Is(err, ErrConflict) || attempt == 20 {
-			return fmt.Errorf("append %s to %s: %w", e.Type, p.Subject, err)
+			return nil, fmt.Errorf("append %s to %s: %w", e.Type, p.Subject, err)
 		}
 	}
 }
 
-// Head reads a subject's current version from the stream.
+// Head is a subject's trusted version: its last sequence on the stream,
+// and the head and time of its last authentic event once the version source
+// has checked everything up to that sequence.
 func (s *Store) Head(ctx context.Context, subject string) (Version, error) {
+	if s.versions == nil {
+		return Version{}, errors.New("eventstore: no version source; the store cannot tell a subject's trusted head")
+	}
+	var seq uint64
 	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Version{}, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
 		return Version{}, fmt.Errorf("last message on %s: %w", subject, err)
+	default:
+		seq = m.Sequence
 	}
-	return Version{Seq: m.Sequence, Head: HeadOf(m.Data)}, nil
+	return s.versions.SubjectVersion(ctx, subject, seq)
 }
 
-// HeadOf is the chain head a stored message leaves behind: its own hash, or
-// for a message that is not a readable event, the hash of its raw bytes, so
-// that the chain can continue past it (verify reports it).
+// HeadOf is the hash a stored message claims for itself, or for a message
+// that is not a readable event, the hash of its raw bytes.
 func HeadOf(data []byte) string {
 	var h struct {
 		Hash string `json:"hash"`
@@ -323,19 +491,6 @@ func HeadOf(data []byte) string {
 	}
 	sum := sha256.Sum256(data)
 	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// LastEvent returns the last event on a subject and its sequence.
-func (s *Store) LastEvent(ctx context.Context, subject string) (domain.Event, uint64, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
-	if err != nil {
-		return domain.Event{}, 0, fmt.Errorf("last message on %s: %w", subject, err)
-	}
-	e, err := domain.DecodeEvent(m.Data)
-	if err != nil {
-		return domain.Event{}, 0, fmt.Errorf("last message on %s (seq %d): %w", subject, m.Sequence, err)
-	}
-	return e, m.Sequence, nil
 }
 
 // LastSeq is the sequence of the newest message in the stream.

@@ -12,6 +12,9 @@ const (
 	// AnonSubject holds facts not tied to a known user (a login with an
 	// unknown email).
 	AnonSubject = SubjectPrefix + "anon"
+	// KeysSubject holds the ledger's key history: the introduction of the
+	// first signing key and every rotation.
+	KeysSubject = SubjectPrefix + "keys"
 )
 
 // UserSubject is the ordered history of one user aggregate.

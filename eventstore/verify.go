@@ -2,9 +2,13 @@ package eventstore
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
+	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
@@ -13,6 +17,7 @@ import (
 // Problem kinds reported by Verify.
 const (
 	ProblemAltered   = "altered"   // content no longer matches its hash
+	ProblemSignature = "signature" // not signed by the ledger's key in force
 	ProblemMissing   = "missing"   // a predecessor in the chain is absent
 	ProblemReordered = "reordered" // stored before the event it links to
 	ProblemCorrupt   = "corrupt"   // not a readable event
@@ -51,6 +56,12 @@ type VerifyReport struct {
 	Digest      StreamDigest `json:"-"`
 	Problems    []Problem    `json:"problems"`
 	Checkpoints []Checkpoint `json:"-"`
+	// Keys are the signing keys the log put in force, in order.
+	Keys []domain.PublicKey `json:"-"`
+	// Anchored: the key chain contains one of VerifyOptions.Trusted. Without
+	// trusted keys the signatures are checked against the log's own key
+	// chain only, which proves the events share one signer but not who.
+	Anchored bool `json:"anchored"`
 }
 
 // OK reports whether nothing was found.
@@ -61,23 +72,37 @@ type VerifyOptions struct {
 	// Pins are stream digests recorded earlier (seq -> digest); each must
 	// match what the stream yields now.
 	Pins map[uint64]StreamDigest
+	// Trusted are public keys the auditor trusts; one of them must be in the
+	// log's key chain.
+	Trusted []domain.PublicKey
 	// Progress, if set, is called every so often with the sequence reached.
 	Progress func(seq, last uint64)
+	// Workers check signatures in parallel (default: the number of CPUs).
+	Workers int
 }
 
-// Verify re-reads every message of a stream and checks each subject's hash
-// chain: every event's hash matches its content and links to the hash of
-// the subject's previous event. It also checks that stream sequences are
-// contiguous and that pinned stream digests still match. Problems are
-// listed in stream order; the first one is where the log was tampered with.
+// Verify re-reads every message of a stream and checks each event the way
+// an instance does before applying it: its hash matches its content, it
+// links to the hash of the subject's previous authentic event, and it is
+// signed by the ledger's key in force at its place in the log (with the
+// Ed25519 signature, so the public keys suffice). An event that fails
+// does not become its subject's head, so the events after it are judged
+// against what the ledger really wrote. Verify also checks that stream
+// sequences are contiguous and that pinned stream digests still match.
+// Problems are listed in stream order.
 func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
-	heads := map[string]string{}     // subject -> hash of its last event
-	seen := map[string]bool{}        // every event hash seen so far
+	heads := map[string]string{}     // subject -> hash of its last authentic event
+	seen := map[string]bool{}        // every authentic event hash so far
 	unresolved := map[string][]int{} // unknown prev hash -> problem indexes
+	var chain domain.KeyChain
 	var digest StreamDigest
 	var prevSeq uint64
-	err := ReadStream(ctx, stream, ReadOptions{}, func(r Record) error {
+	problem := func(r Record, e domain.Event, kind, detail string) {
+		rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Kind: kind, Detail: detail})
+	}
+	check := func(it *verifyItem) {
+		r, e := it.rec, it.event
 		rep.Messages++
 		if r.Seq != prevSeq+1 {
 			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, Kind: ProblemGap,
@@ -95,18 +120,18 @@ func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (Veri
 		if o.Progress != nil && r.Seq%4096 == 0 {
 			o.Progress(r.Seq, 0)
 		}
-		head := heads[r.Subject]
-		e, err := domain.DecodeEvent(r.Data)
-		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, Kind: ProblemCorrupt, Detail: err.Error()})
-			heads[r.Subject] = HeadOf(r.Data)
-			return nil
+		if _, ok := heads[r.Subject]; !ok {
+			heads[r.Subject] = ""
 		}
-		if err := e.CheckHash(); err != nil {
-			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Kind: ProblemAltered,
-				Detail: "content does not match the event's hash"})
+		if it.decodeErr != nil {
+			problem(r, e, ProblemCorrupt, it.decodeErr.Error())
+			return
 		}
-		if e.PrevHash != head {
+		if it.hashErr != nil {
+			problem(r, e, ProblemAltered, "content does not match the event's hash")
+			return
+		}
+		if head := heads[r.Subject]; e.PrevHash != head {
 			p := Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID}
 			switch {
 			case seen[e.PrevHash]:
@@ -116,6 +141,12 @@ func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (Veri
 				unresolved[e.PrevHash] = append(unresolved[e.PrevHash], len(rep.Problems))
 			}
 			rep.Problems = append(rep.Problems, p)
+			return
+		}
+		// Last, because it folds key events into the chain.
+		if err := chain.Authenticate(e, it); err != nil {
+			problem(r, e, ProblemSignature, err.Error())
+			return
 		}
 		// An event that shows up after one linking to it was stored out of
 		// order; the earlier report was not a loss.
@@ -128,14 +159,23 @@ func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (Veri
 		}
 		seen[e.Hash] = true
 		heads[r.Subject] = e.Hash
-		return nil
-	})
+	}
+	err := verifyPipeline(ctx, stream, o.Workers, check)
 	if err != nil {
 		return rep, err
 	}
 	rep.Subjects = len(heads)
 	rep.LastSeq = prevSeq
 	rep.Digest = digest
+	rep.Keys = chain.Order
+	rep.Anchored = chain.Anchored(o.Trusted)
+	if len(o.Trusted) > 0 && !rep.Anchored {
+		detail := "the log introduces no signing key"
+		if len(chain.Order) > 0 {
+			detail = fmt.Sprintf("none of the log's signing keys (%s) is among the trusted public keys", keyIDs(chain.Order))
+		}
+		rep.Problems = append(rep.Problems, Problem{Seq: 1, Subject: KeysSubject, Kind: ProblemSignature, Detail: detail})
+	}
 	for seq := range o.Pins {
 		if seq > prevSeq {
 			rep.Problems = append(rep.Problems, Problem{Seq: seq, Kind: ProblemPin, Detail: "pinned sequence is beyond the end of the stream"})
@@ -143,6 +183,100 @@ func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (Veri
 	}
 	sort.SliceStable(rep.Problems, func(i, j int) bool { return rep.Problems[i].Seq < rep.Problems[j].Seq })
 	return rep, nil
+}
+
+func keyIDs(keys []domain.PublicKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	return strings.Join(ids, ", ")
+}
+
+// verifyItem is one message on its way through the pipeline: decoded,
+// hash-checked and signature-checked by a worker, then judged in order.
+type verifyItem struct {
+	rec       Record
+	event     domain.Event
+	decodeErr error
+	hashErr   error
+	// The signature was checked ahead of time under the key the event
+	// names, if that key was known by then; the in-order check reuses the
+	// result when the key in force is that key.
+	sigKey ed25519.PublicKey
+	sigErr error
+	done   chan struct{}
+}
+
+// Verify makes a verifyItem a domain.Verifier for its own event.
+func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
+	if it.sigKey != nil && it.sigKey.Equal(key.Key) {
+		return it.sigErr
+	}
+	return domain.VerifySignature(e, key)
+}
+
+// verifyPipeline reads the stream, checks hashes and Ed25519 signatures on
+// several cores (about 80 µs each on one), and hands the results to judge
+// in stream order. Keys are learnt from key events as they are read, before
+// they are judged; judge only trusts a result for the key it finds in force.
+func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, judge func(*verifyItem)) error {
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan *verifyItem, 1024)
+	ordered := make(chan *verifyItem, 4096)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range work {
+				if it.decodeErr == nil {
+					it.hashErr = it.event.CheckHash()
+					if it.hashErr == nil && it.sigKey != nil {
+						it.sigErr = domain.VerifySignature(it.event, domain.PublicKey{ID: it.event.KeyID, Key: it.sigKey})
+					}
+				}
+				close(it.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(ordered)
+		defer close(work)
+		known := map[string]ed25519.PublicKey{}
+		readErr <- ReadStream(ctx, stream, ReadOptions{}, func(r Record) error {
+			it := &verifyItem{rec: r, done: make(chan struct{})}
+			it.event, it.decodeErr = domain.DecodeEvent(r.Data)
+			if it.decodeErr == nil {
+				it.sigKey = known[it.event.KeyID]
+				if k, ok := domain.KeyNamedBy(it.event); ok {
+					known[k.ID] = k.Key
+				}
+			}
+			select {
+			case ordered <- it:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case work <- it:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		})
+	}()
+	for it := range ordered {
+		<-it.done
+		judge(it)
+	}
+	wg.Wait()
+	return <-readErr
 }
 
 // ErrTampered is returned by callers that treat any problem as failure.

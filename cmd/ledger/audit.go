@@ -17,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/keyfile"
 	"github.com/sessionledger/ledger/handlers/httpapi"
 	"github.com/sessionledger/ledger/handlers/query"
 	"github.com/sessionledger/ledger/projections"
@@ -50,6 +51,9 @@ func (f auditFlags) run(fn func(ctx context.Context, store *eventstore.Store) er
 		return err
 	}
 	defer ll.close()
+	if err := ll.openStore(ctx, f.config(), false); err != nil {
+		return err
+	}
 	return fn(ctx, ll.store)
 }
 
@@ -307,6 +311,7 @@ type auditVerifyCmd struct {
 	auditFlags
 	Pin         []string `name:"pin" placeholder:"SEQ:DIGEST" help:"A stream digest recorded earlier (from verify or digest output); repeatable."`
 	Checkpoints bool     `name:"checkpoints" help:"Also print the stream digest every 1000 sequences, to pin outside the system."`
+	PublicKey   string   `name:"public-key" placeholder:"FILE" help:"Public key(s) you trust (PEM, from 'ledger keys public'); the log's key chain must contain one. Default: the public halves of --signing-key or the data dir's signing.key, if readable."`
 }
 
 func (c *auditVerifyCmd) Run() error {
@@ -314,9 +319,32 @@ func (c *auditVerifyCmd) Run() error {
 	if err != nil {
 		return err
 	}
+	trusted, err := c.trusted()
+	if err != nil {
+		return err
+	}
 	return c.run(func(ctx context.Context, store *eventstore.Store) error {
-		return auditVerify(ctx, store, pins, c.JSON, c.Checkpoints, os.Stdout)
+		return auditVerify(ctx, store, pins, trusted, c.JSON, c.Checkpoints, os.Stdout)
 	})
+}
+
+// trusted are the keys the log's key chain must be anchored in.
+func (c *auditVerifyCmd) trusted() ([]domain.PublicKey, error) {
+	if c.PublicKey != "" {
+		return keyfile.LoadPublic(c.PublicKey)
+	}
+	ring, err := keyfile.LoadRing(signingKeyPath(c.config()))
+	if err != nil {
+		if c.SigningKeyFile != "" {
+			return nil, err
+		}
+		return nil, nil // nothing to anchor in: said in the output
+	}
+	var out []domain.PublicKey
+	for _, k := range ring.Keys() {
+		out = append(out, k.Public())
+	}
+	return out, nil
 }
 
 func parsePins(raw []string) (map[uint64]eventstore.StreamDigest, error) {
@@ -333,8 +361,8 @@ func parsePins(raw []string) (map[uint64]eventstore.StreamDigest, error) {
 	return pins, nil
 }
 
-func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]eventstore.StreamDigest, asJSON, checkpoints bool, out io.Writer) error {
-	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Pins: pins})
+func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]eventstore.StreamDigest, trusted []domain.PublicKey, asJSON, checkpoints bool, out io.Writer) error {
+	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Pins: pins, Trusted: trusted})
 	if err != nil {
 		return err
 	}
@@ -346,6 +374,7 @@ func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]e
 		if err := json.NewEncoder(out).Encode(map[string]any{
 			"ok": rep.OK(), "messages": rep.Messages, "subjects": rep.Subjects, "last_seq": rep.LastSeq,
 			"stream_digest": rep.Digest.String(), "problems": rep.Problems, "checkpoints": cps,
+			"signing_keys": keyIDList(rep.Keys), "anchored": rep.Anchored,
 		}); err != nil {
 			return err
 		}
@@ -356,8 +385,11 @@ func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]e
 			}
 		}
 		if rep.OK() {
-			fmt.Fprintf(out, "OK: %d events on %d subjects verified; chain head at seq %d: %d:%s\n",
-				rep.Messages, rep.Subjects, rep.LastSeq, rep.LastSeq, rep.Digest)
+			fmt.Fprintf(out, "OK: %d events on %d subjects verified (hashes, chains, signatures by %s); chain head at seq %d: %d:%s\n",
+				rep.Messages, rep.Subjects, strings.Join(keyIDList(rep.Keys), " then "), rep.LastSeq, rep.LastSeq, rep.Digest)
+			if !rep.Anchored {
+				fmt.Fprintln(out, "note: no trusted public key was given (--public-key), so this shows one key signed every event, not whose key it is")
+			}
 		} else {
 			fmt.Fprintf(out, "FAILED: first problem at %s\n", rep.Problems[0])
 			for _, p := range rep.Problems[1:] {
@@ -388,7 +420,7 @@ func auditDigest(dataDir string, asJSON bool, out io.Writer) error {
 	if _, err := os.Stat(projectionDir(dataDir)); err != nil {
 		return fmt.Errorf("no projection in %s: %w", dataDir, err)
 	}
-	p, err := projections.Open(projectionDir(dataDir), nil, nil)
+	p, err := projections.Open(projectionDir(dataDir), domain.NewKeyring(), nil, nil) // reads only
 	if err != nil {
 		return err
 	}
@@ -401,10 +433,18 @@ func auditDigest(dataDir string, asJSON bool, out io.Writer) error {
 		return json.NewEncoder(out).Encode(d)
 	}
 	fmt.Fprintf(out, "applied seq    %v\nstate digest   %v\nstream digest  %v\n", d["applied_seq"], d["state_digest"], d["stream_digest"])
-	if skipped, _ := d["skipped_events"].(map[uint64]string); len(skipped) > 0 {
-		fmt.Fprintf(out, "skipped events %d (see --json)\n", len(skipped))
+	if n, _ := d["rejected_events"].(uint64); n > 0 {
+		fmt.Fprintf(out, "rejected       %d messages (see --json)\n", n)
 	}
 	return nil
+}
+
+func keyIDList(keys []domain.PublicKey) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.ID
+	}
+	return out
 }
 
 type bufferedWriter struct {

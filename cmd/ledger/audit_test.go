@@ -13,6 +13,8 @@ import (
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/keyfile"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
 func TestAuditNeedsTheAdminKey(t *testing.T) {
@@ -178,10 +180,7 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	l.stop()
 
 	ctx := context.Background()
-	ll, err := openLog(ctx, cfg, discardLogger(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ll := openAuditLog(t, cfg)
 	var out bytes.Buffer
 	if err := auditVerdict(ctx, ll.store, sid, at, true, &out); err != nil {
 		t.Fatal(err)
@@ -215,7 +214,7 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 		t.Errorf("export wrote %d lines (want %d); status %q", n, total, status.String())
 	}
 	out.Reset()
-	if err := auditVerify(ctx, ll.store, nil, false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK:") {
+	if err := auditVerify(ctx, ll.store, nil, publicKeys(t, cfg), false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK:") || strings.Contains(out.String(), "note:") {
 		t.Errorf("verify: %v %q", err, out.String())
 	}
 	if err := auditVerdict(ctx, ll.store, strings.Repeat("c", 32), at, false, &out); err == nil {
@@ -233,10 +232,10 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	}
 }
 
-// TestCorruptEventIsRecordedAndSkipped: a message that is not an event does
-// not stop the projection; it is recorded, counted, reported by readyz, and
-// named by verify.
-func TestCorruptEventIsRecordedAndSkipped(t *testing.T) {
+// TestCorruptEventIsRejected: a message that is not an event does not stop
+// the projection; it is recorded, counted, reported by readyz, and named by
+// verify.
+func TestCorruptEventIsRejected(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	_, uid, _ := l.signup("corrupt@example.com", "corrupt password", true)
 	ack, err := l.ll.store.JetStream().Publish(context.Background(), eventstore.UserSubject(uid), []byte(`{"type":"session_used","oops`))
@@ -248,19 +247,14 @@ func TestCorruptEventIsRecordedAndSkipped(t *testing.T) {
 		t.Fatalf("login after the corrupt message: %+v", v)
 	}
 	r := l.do("GET", "/readyz", "", nil)
-	skipped, _ := r.get("skipped_events").(map[string]any)
-	if r.Status != 200 || r.get("degraded") != true || skipped[jsonSeq(ack.Sequence)] == nil {
+	if r.Status != 200 || r.get("degraded") != true || r.get("rejected_events") != 1.0 || !strings.Contains(r.Raw, `"seq":`+jsonSeq(ack.Sequence)+`,`) {
 		t.Fatalf("readyz: %d %s", r.Status, r.Raw)
 	}
-	res, _ := http.Get(l.URL() + "/metrics")
-	var m bytes.Buffer
-	_, _ = m.ReadFrom(res.Body)
-	res.Body.Close()
-	if !strings.Contains(m.String(), "ledger_projection_events_skipped_total 1") {
-		t.Error("skip not counted in metrics")
+	if v := metricValue(t, l, `ledger_events_rejected_total{reason="decode"}`); v != 1 {
+		t.Errorf("rejection counted %v times in metrics, want 1", v)
 	}
 	var out bytes.Buffer
-	err = auditVerify(context.Background(), l.ll.store, nil, false, false, &out)
+	err = auditVerify(context.Background(), l.ll.store, nil, publicKeys(t, l.cfg.LogConfig), false, false, &out)
 	if err == nil || !strings.Contains(out.String(), "corrupt") || !strings.Contains(out.String(), "seq "+jsonSeq(ack.Sequence)) {
 		t.Fatalf("verify: %v %q", err, out.String())
 	}
@@ -277,18 +271,45 @@ func TestAuditCLIAgainstARunningServersNATS(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock(), func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" })
 	_, _, sid := l.signup("url@example.com", "url password", true)
 	ctx := context.Background()
-	// A data dir of its own that is not used: the CLI reads the stream only.
-	ll, err := openLog(ctx, LogConfig{DataDir: l.cfg.DataDir, NATSURL: l.ll.emb.ClientURL(), Stream: "LEDGER"}, discardLogger(), false)
-	if err != nil {
-		t.Fatalf("audit over NATS next to a running server: %v", err)
-	}
-	defer ll.close()
+	// The read-only identity, from a data dir it does not lock: the CLI
+	// reads the stream only.
+	ll := openAuditLog(t, LogConfig{DataDir: l.cfg.DataDir, NATSURL: l.ll.emb.ClientURL(), Stream: "LEDGER",
+		NATS: natsauth.ClientConfig{NkeyFile: filepath.Join(l.cfg.DataDir, "nats", "reader.nk")}})
 	var out bytes.Buffer
-	if err := auditVerify(ctx, ll.store, nil, false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK: 3 events") {
+	if err := auditVerify(ctx, ll.store, nil, publicKeys(t, l.cfg.LogConfig), false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK: 4 events") {
 		t.Fatalf("verify over NATS: %v %q", err, out.String())
 	}
 	out.Reset()
 	if err := auditVerdict(ctx, ll.store, sid, l.clock.Now(), false, &out); err != nil || !strings.Contains(out.String(), "verdict  valid") {
 		t.Fatalf("verdict over NATS: %v %q", err, out.String())
 	}
+}
+
+// openAuditLog opens the log read-only, as the audit commands do.
+func openAuditLog(t *testing.T, cfg LogConfig) *ledgerLog {
+	t.Helper()
+	ctx := context.Background()
+	ll, err := openLog(ctx, cfg, discardLogger(), false)
+	if err != nil {
+		t.Fatalf("open log for audit: %v", err)
+	}
+	t.Cleanup(ll.close)
+	if err := ll.openStore(ctx, cfg, false); err != nil {
+		t.Fatalf("open stream for audit: %v", err)
+	}
+	return ll
+}
+
+// publicKeys are the public halves of a ledger's signing key ring.
+func publicKeys(t *testing.T, cfg LogConfig) []domain.PublicKey {
+	t.Helper()
+	ring, err := keyfile.LoadRing(signingKeyPath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []domain.PublicKey
+	for _, k := range ring.Keys() {
+		out = append(out, k.Public())
+	}
+	return out
 }

@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/keyfile"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/projections"
 )
 
@@ -35,23 +38,50 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testCluster is a 3-node JetStream cluster that admits only nkey
+// identities, and the one signing key every ledger on it shares, as in
+// production.
+type testCluster struct {
+	*eventstore.LocalCluster
+	ids     *natsauth.Identities
+	keyFile string
+}
+
 // startNATSCluster runs a 3-node JetStream cluster for the test.
-func startNATSCluster(t *testing.T) *eventstore.LocalCluster {
+func startNATSCluster(t *testing.T) *testCluster {
 	t.Helper()
-	c, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{Name: "test", Dir: t.TempDir(), Nodes: 3})
+	dir := t.TempDir()
+	ids, err := natsauth.LoadOrCreate(filepath.Join(dir, "identities"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "signing.key")
+	if _, err := keyfile.Create(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	c, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{Name: "test", Dir: dir, Nodes: 3,
+		Users: ids.ServerUsers(eventstore.DefaultStream)})
 	if err != nil {
 		t.Fatalf("start NATS cluster: %v", err)
 	}
 	t.Cleanup(c.Shutdown)
-	return c
+	return &testCluster{LocalCluster: c, ids: ids, keyFile: keyFile}
 }
 
-// onCluster points an instance at the cluster with automatic replicas.
-func onCluster(c *eventstore.LocalCluster) option {
+// onCluster points an instance at the cluster with automatic replicas, as
+// the writer identity, with the ledger's signing key.
+func onCluster(c *testCluster) option {
 	return func(cfg *ServiceConfig) {
 		cfg.NATSURL = c.URLs()
 		cfg.StreamReplicas = 0
+		cfg.NATS = natsauth.ClientConfig{NkeyFile: c.ids.WriterFile}
+		cfg.SigningKeyFile = c.keyFile
 	}
+}
+
+// procArgs are the flags of a ledger process on the cluster.
+func (c *testCluster) procArgs(dataDir string) []string {
+	return []string{"--nats-url", c.URLs(), "--nats-nkey", c.ids.WriterFile, "--signing-key", c.keyFile, "--data-dir", dataDir}
 }
 
 func withMaxLag(d time.Duration) option {
@@ -316,7 +346,7 @@ func (p *ledgerProc) do(method, path, token string, header map[string]string, bo
 // offlineDigest opens a stopped instance's projection and digests it.
 func offlineDigest(t *testing.T, dataDir string) (string, uint64) {
 	t.Helper()
-	proj, err := projections.Open(projectionDir(dataDir), nil, nil)
+	proj, err := projections.Open(projectionDir(dataDir), domain.NewKeyring(), nil, nil) // reads only
 	if err != nil {
 		t.Fatalf("open projection: %v", err)
 	}

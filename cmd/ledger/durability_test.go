@@ -212,9 +212,8 @@ func TestParallelLoginsAndLogoutsLoseNoEvent(t *testing.T) {
 // per email through, and each sees the other's writes.
 func TestEmailUniqueAcrossProcesses(t *testing.T) {
 	clock := newClock()
-	a := startLedger(t, t.TempDir(), clock, func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" })
-	url := a.ll.emb.ClientURL()
-	b := startLedger(t, t.TempDir(), clock, func(c *ServiceConfig) { c.NATSURL = url })
+	a := startLedger(t, t.TempDir(), clock, listening)
+	b := startLedger(t, t.TempDir(), clock, joining(a))
 	const n = 20
 	codes := make([]int, n)
 	var wg sync.WaitGroup

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/alexedwards/argon2id"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 )
 
@@ -102,6 +104,20 @@ func startLedger(t *testing.T, dir string, clock *fakeClock, opts ...option) *te
 	t.Cleanup(l.stop)
 	return l
 }
+
+// joining makes an instance a second writer of a's ledger: it connects to
+// a's embedded NATS (a must listen) as a's writer identity, and signs with
+// a's key.
+func joining(a *testLedger) option {
+	return func(c *ServiceConfig) {
+		c.NATSURL = a.ll.emb.ClientURL()
+		c.NATS = natsauth.ClientConfig{NkeyFile: filepath.Join(a.cfg.DataDir, "nats", "writer.nk")}
+		c.SigningKeyFile = signingKeyPath(a.cfg.LogConfig)
+	}
+}
+
+// listening lets other processes connect to the instance's embedded NATS.
+func listening(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" }
 
 func (l *testLedger) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -25,7 +25,7 @@ func TestReplicasKill9ResumesFromCheckpoint(t *testing.T) {
 	// give the same verdicts.
 	a := startLedger(t, t.TempDir(), newClock(), onCluster(c), func(cfg *ServiceConfig) { cfg.Now = time.Now })
 	dataDir := t.TempDir()
-	args := []string{"--nats-url", c.URLs(), "--data-dir", dataDir, "--max-lag", "2s"}
+	args := append(c.procArgs(dataDir), "--max-lag", "2s")
 	p := startProc(t, args...)
 
 	const email, pw = "kill@example.com", "kill nine password"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 )
 
@@ -24,12 +25,24 @@ type logFlags struct {
 	NATSNoSync     bool   `name:"nats-no-sync" env:"LEDGER_NATS_NO_SYNC" help:"Embedded server only: do not fsync every write before acknowledging it. Faster, but a power cut can lose acknowledged events (e.g. a logout)."`
 	Stream         string `name:"stream" default:"LEDGER" env:"LEDGER_STREAM" help:"JetStream stream name."`
 	StreamReplicas int    `name:"stream-replicas" default:"0" env:"LEDGER_STREAM_REPLICAS" help:"Replicas when the stream is created. 0 (default) picks: 1 for the embedded server or a standalone nats-server, 3 when --nats-url reaches a cluster."`
+	SigningKeyFile string `name:"signing-key" env:"LEDGER_SIGNING_KEY_FILE" placeholder:"FILE" help:"The ledger's signing key ring (PEM, mode 0600). Every instance writing to one ledger needs the same file. Default: <data-dir>/signing.key, created at a new ledger's first start."`
 	readFlags
+	natsAuthFlags
 }
 
 func (f logFlags) config() LogConfig {
 	return LogConfig{DataDir: f.DataDir, NATSURL: f.NATSURL, NATSListen: f.NATSListen, NoSync: f.NATSNoSync, Stream: f.Stream, StreamReplicas: f.StreamReplicas,
-		ReadStream: f.ReadStream, ReadStreamCluster: f.ReadStreamCluster}
+		ReadStream: f.ReadStream, ReadStreamCluster: f.ReadStreamCluster, SigningKeyFile: f.SigningKeyFile,
+		NATS: natsauth.ClientConfig{NkeyFile: f.NkeyFile, CredsFile: f.CredsFile, TLSCA: f.TLSCA, TLSCert: f.TLSCert, TLSKey: f.TLSKey}}
+}
+
+// natsAuthFlags authenticate to an external NATS (--nats-url).
+type natsAuthFlags struct {
+	NkeyFile  string `name:"nats-nkey" env:"LEDGER_NATS_NKEY" placeholder:"FILE" help:"Authenticate to --nats-url with this nkey seed file (e.g. another instance's <data-dir>/nats/writer.nk)."`
+	CredsFile string `name:"nats-creds" env:"LEDGER_NATS_CREDS" placeholder:"FILE" help:"Authenticate to --nats-url with this decentralized-auth .creds file (JWT and nkey seed)."`
+	TLSCA     string `name:"nats-tls-ca" env:"LEDGER_NATS_TLS_CA" placeholder:"FILE" help:"CA certificates (PEM) to verify the NATS servers with."`
+	TLSCert   string `name:"nats-tls-cert" env:"LEDGER_NATS_TLS_CERT" placeholder:"FILE" help:"Client certificate (PEM) for NATS servers that require mutual TLS."`
+	TLSKey    string `name:"nats-tls-key" env:"LEDGER_NATS_TLS_KEY" placeholder:"FILE" help:"Key (PEM) of --nats-tls-cert."`
 }
 
 type outputFlags struct {
@@ -112,6 +125,7 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
 	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
 	Audit   auditCmd   `cmd:"" help:"Auditor's tools: as-of verdicts, history, export, chain verification, digests."`
+	Keys    keysCmd    `cmd:"" help:"The ledger's signing keys: public keys for auditors, new keys, rotation."`
 	// DevCluster is what scripts/cluster runs.
 	DevCluster devClusterCmd `cmd:"" name:"dev-cluster" hidden:"" help:"Run a local 3-node NATS cluster and several ledger instances on loopback, for trying replicas out."`
 }

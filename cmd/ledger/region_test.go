@@ -168,8 +168,8 @@ func metricValue(t *testing.T, l *testLedger, series string) float64 {
 // checkpoint.
 func TestLiveSubscriptionHeals(t *testing.T) {
 	clock := newClock()
-	a := startLedger(t, t.TempDir(), clock, func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" }, withMaxLag(time.Second))
-	b := startLedger(t, t.TempDir(), clock, func(c *ServiceConfig) { c.NATSURL = a.ll.emb.ClientURL() }, withMaxLag(time.Second))
+	a := startLedger(t, t.TempDir(), clock, listening, withMaxLag(time.Second))
+	b := startLedger(t, t.TempDir(), clock, joining(a), withMaxLag(time.Second))
 	const email, pw = "heal@example.com", "healing password"
 	a.signup(email, pw, true)
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/keyfile"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/httpapi"
 	"github.com/sessionledger/ledger/handlers/query"
@@ -40,6 +43,11 @@ type LogConfig struct {
 	// Stream.
 	ReadStream        string
 	ReadStreamCluster string
+	// SigningKeyFile is the key ring (PEM); default <data-dir>/signing.key,
+	// created at a new ledger's first start.
+	SigningKeyFile string
+	// NATS authenticates this process to an external NATS (--nats-url).
+	NATS natsauth.ClientConfig
 }
 
 // ServiceConfig is everything `ledger serve` runs with. Tests build it
@@ -72,11 +80,14 @@ type ledgerLog struct {
 	read   *eventstore.Store // the projection's source: store, or a mirror of it
 	dial   func() (*nats.Conn, error)
 	unlock func()
+	closed sync.Once
 }
 
-// openLog connects to the ledger stream. The data dir is locked for as long
-// as the log is open when the embedded server keeps its files there, or when
-// the caller says it will use the projection there too.
+// openLog connects to NATS. The data dir is locked for as long as the log
+// is open when the embedded server keeps its files there, or when the
+// caller says it will use the projection there too. The embedded server
+// accepts only the identities it keeps in <data-dir>/nats (writer.nk,
+// reader.nk); the ledger itself connects as the writer.
 func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir bool) (*ledgerLog, error) {
 	l := &ledgerLog{}
 	if cfg.NATSURL == "" || usesDataDir {
@@ -87,25 +98,46 @@ func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir b
 		l.unlock = unlock
 	}
 	if cfg.NATSURL == "" {
+		natsDir := filepath.Join(cfg.DataDir, "nats")
+		ids, err := natsauth.LoadOrCreate(natsDir)
+		if err != nil {
+			l.close()
+			return nil, err
+		}
 		emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
-			Dir:        filepath.Join(cfg.DataDir, "nats"),
+			Dir:        natsDir,
 			Listen:     cfg.NATSListen,
 			SyncAlways: !cfg.NoSync,
+			Users:      ids.ServerUsers(streamName(cfg)),
+			Identity:   ids.Writer,
 		})
 		if err != nil {
+			l.close()
 			return nil, err
 		}
 		l.emb = emb
 		l.dial = func() (*nats.Conn, error) { return emb.Connect("ledger") }
 		if cfg.NATSListen != "" {
-			log.Info("embedded NATS accepts connections", "url", emb.ClientURL())
+			log.Info("embedded NATS accepts connections (nkey authentication only)", "url", emb.ClientURL(),
+				"writer", ids.WriterFile, "reader", ids.ReaderFile)
 		}
 	} else {
+		if err := cfg.NATS.Validate(); err != nil {
+			l.close()
+			return nil, err
+		}
+		auth, err := cfg.NATS.Options()
+		if err != nil {
+			l.close()
+			return nil, err
+		}
 		urls := cfg.NATSURL
+		opts := append([]nats.Option{nats.Name("ledger"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+			nats.ErrorHandler(asyncErrors(log))}, auth...)
 		l.dial = func() (*nats.Conn, error) {
-			nc, err := nats.Connect(urls, nats.Name("ledger"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+			nc, err := nats.Connect(urls, opts...)
 			if err != nil {
-				return nil, fmt.Errorf("connect %s: %w", urls, err)
+				return nil, natsauth.Explain(urls, err)
 			}
 			return nc, nil
 		}
@@ -116,19 +148,52 @@ func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir b
 		return nil, err
 	}
 	l.nc = nc
-	replicas := streamReplicas(cfg, nc)
-	l.store, err = eventstore.Open(ctx, nc, eventstore.Config{Stream: cfg.Stream, Replicas: replicas})
-	if err == nil {
-		err = l.openReadStream(ctx, cfg, replicas, log)
-	}
-	if err != nil {
-		l.close()
-		return nil, err
-	}
 	return l, nil
 }
 
-func (l *ledgerLog) close() {
+// asyncErrors logs what NATS reports outside any call. A read-only identity
+// may not delete the short-lived consumers reads leave behind (they expire
+// by themselves), so those refusals are not worth a warning.
+func asyncErrors(log *slog.Logger) nats.ErrHandler {
+	return func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "CONSUMER.DELETE") {
+			log.Debug("nats: consumer cleanup not permitted for this identity", "err", err)
+			return
+		}
+		log.Warn("nats", "err", err)
+	}
+}
+
+func streamName(cfg LogConfig) string {
+	if cfg.Stream == "" {
+		return eventstore.DefaultStream
+	}
+	return cfg.Stream
+}
+
+// openStore opens the ledger stream (creating it only if create) and the
+// stream the projection follows.
+func (l *ledgerLog) openStore(ctx context.Context, cfg LogConfig, create bool) error {
+	replicas := streamReplicas(cfg, l.nc)
+	var err error
+	l.store, err = eventstore.Open(ctx, l.nc, eventstore.Config{Stream: cfg.Stream, Replicas: replicas, Create: create})
+	if err != nil {
+		return err
+	}
+	return l.openReadStream(ctx, cfg, replicas, slog.New(slog.DiscardHandler))
+}
+
+// errLedgerLost is what a start or a rebuild says when the stream no longer
+// holds what this data dir's projection applied.
+func errLedgerLost(stream string, applied uint64, why error) error {
+	return fmt.Errorf("%w: the stream %s no longer holds the ledger this data dir applied (up to sequence %d): %v. "+
+		"The ledger will not start over it or create a new, empty stream: restore the stream from a backup "+
+		"(or, to start a new ledger, use an empty data dir)", eventstore.ErrStreamTampered, stream, applied, why)
+}
+
+func (l *ledgerLog) close() { l.closed.Do(l.doClose) }
+
+func (l *ledgerLog) doClose() {
 	if l.nc != nil {
 		_ = l.nc.Drain()
 		for i := 0; i < 100 && !l.nc.IsClosed(); i++ {
@@ -154,6 +219,7 @@ type Service struct {
 	ll       *ledgerLog
 	proj     *projections.Projection
 	fresh    *projections.Freshness
+	integ    *projections.Integrity
 	uses     *query.UseRecorder
 	stopUses context.CancelFunc
 	srv      *http.Server
@@ -193,17 +259,45 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if s.ll, err = openLog(ctx, cfg.LogConfig, log, true); err != nil {
 		return nil, err
 	}
+	ring, generated, err := keyringForLedger(cfg.LogConfig)
+	if err != nil {
+		return nil, err
+	}
+	if s.proj, err = projections.Open(projectionDir(cfg.DataDir), ring, log, reg); err != nil {
+		return nil, err
+	}
+	if err := s.ll.openStore(ctx, cfg.LogConfig, s.proj.Applied() == 0); err != nil {
+		if errors.Is(err, eventstore.ErrStreamMissing) {
+			return nil, errLedgerLost(streamName(cfg.LogConfig), s.proj.Applied(), err)
+		}
+		return nil, err
+	}
 	s.ll.store.RegisterMetrics(reg)
-	if s.proj, err = projections.Open(projectionDir(cfg.DataDir), log, reg); err != nil {
+	s.ll.store.SetTrust(s.proj, s.proj)
+	if err := introduce(ctx, s.ll.store, ring, generated, signingKeyPath(cfg.LogConfig)); err != nil {
 		return nil, err
 	}
 	log.Info("catching up projection", "applied", s.proj.Applied())
 	if err := s.proj.CatchUp(ctx, s.ll.read, nil); err != nil {
-		return nil, fmt.Errorf("projection catch-up: %w", err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("projection catch-up: %w", err)
+		}
+		// A storage error is retried by the live loop; a gap or a key this
+		// instance lacks keeps it behind, failing closed, and /readyz says why.
+		log.Error("projection catch-up stopped; the instance stays behind until it can go on", "applied", s.proj.Applied(), "err", err)
 	}
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	s.integ = projections.NewIntegrity(s.proj, projections.IntegrityConfig{
+		Read: s.ll.read.Stream(), Origin: s.ll.store.Stream(), Every: integrityEvery(cfg.MaxLag), Registerer: reg, Log: log,
+	})
+	s.integ.Check(ctx)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.integ.Run(bgCtx)
+	}()
 	restart := s.startFreshness(bgCtx, cfg, reg)
 	s.bg.Add(1)
 	go func() {
@@ -232,7 +326,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	s.stopUses = usesCancel
 
 	deps := command.Deps{
-		Users:  command.NewUsers(s.proj, s.ll.store, newID),
+		Users:  command.NewUsers(s.proj, s.ll.store, newID, cfg.Now),
 		Log:    s.ll.store,
 		Hasher: hasher,
 		Creds:  s.proj,
@@ -284,6 +378,24 @@ func (s *Service) ServeErr() <-chan error { return s.serveErr }
 
 func (s *Service) ready(ctx context.Context) (map[string]any, error) {
 	detail := s.fresh.Status() // lag, fresh_as_of; overwritten below where newer
+	if rejected, total, err := s.proj.Rejected(10); err == nil && total > 0 {
+		// A rejected message cannot be repaired (the log is immutable) and
+		// is an attack or a bug: the instance stays ready, but says so.
+		detail["rejected_events"] = total
+		detail["rejected"] = rejected
+		detail["degraded"] = true
+	}
+	if findings, _ := s.integ.Findings(); len(findings) > 0 {
+		detail["stream_findings"] = findings
+		return detail, &httpapi.NotReady{Reason: "STREAM_TAMPERED", Err: fmt.Errorf("the ledger stream is no longer append-only and complete: %s", strings.Join(findings, "; "))}
+	}
+	if err := s.proj.Blocked(); err != nil {
+		reason := "PROJECTION_BLOCKED"
+		if errors.Is(err, domain.ErrKeyUnavailable) {
+			reason = "SIGNING_KEY_UNAVAILABLE"
+		}
+		return detail, &httpapi.NotReady{Reason: reason, Err: err}
+	}
 	if err := s.fresh.Check(); err != nil {
 		return detail, err
 	}
@@ -300,13 +412,16 @@ func (s *Service) ready(ctx context.Context) (map[string]any, error) {
 	}
 	detail["applied_seq"] = s.proj.Applied()
 	detail["lag"] = 0
-	// A message the projection could not apply cannot be repaired (the log
-	// is immutable), so the instance stays ready but says so.
-	if skipped, err := s.proj.Skipped(); err == nil && len(skipped) > 0 {
-		detail["skipped_events"] = skipped
-		detail["degraded"] = true
-	}
 	return detail, nil
+}
+
+// integrityEvery checks the stream often enough that tampering shows
+// within the freshness bound.
+func integrityEvery(maxLag time.Duration) time.Duration {
+	if maxLag <= 0 {
+		maxLag = defaultMaxLag
+	}
+	return max(maxLag/5, 100*time.Millisecond)
 }
 
 func (s *Service) digests() (map[string]any, error) {
@@ -330,13 +445,13 @@ func projectionDigests(p *projections.Projection) (map[string]any, error) {
 	for _, c := range cps {
 		checkpoints = append(checkpoints, map[string]any{"seq": c.Seq, "stream_digest": c.Digest.String()})
 	}
-	skipped, err := p.Skipped()
+	rejected, total, err := p.Rejected(0)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{
 		"applied_seq": applied, "state_digest": state, "stream_digest": stream.String(),
-		"checkpoints": checkpoints, "skipped_events": skipped,
+		"checkpoints": checkpoints, "rejected_events": total, "rejected": rejected,
 	}, nil
 }
 
@@ -384,18 +499,36 @@ func (s *Service) shutdownBackground() error {
 }
 
 // rebuild drops the projection and replays the whole stream into a fresh
-// one, printing progress to out.
+// one, printing progress to out. Every event is checked as live, so the key
+// ring is needed; a stream that lost events is refused.
 func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger) error {
 	ll, err := openLog(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
 	defer ll.close()
+	ring, err := keyfile.LoadRing(signingKeyPath(cfg))
+	if err != nil {
+		return err
+	}
+	if err := ll.openStore(ctx, cfg, false); err != nil {
+		if errors.Is(err, eventstore.ErrStreamMissing) {
+			return errLedgerLost(streamName(cfg), 0, err)
+		}
+		return err
+	}
+	findings, _, err := eventstore.CheckStream(ctx, ll.read.Stream(), eventstore.StreamExpectations{})
+	if err != nil {
+		return err
+	}
+	if len(findings) > 0 {
+		return errLedgerLost(streamName(cfg), 0, errors.New(strings.Join(findings, "; ")))
+	}
 	dir := projectionDir(cfg.DataDir)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("drop projection: %w", err)
 	}
-	proj, err := projections.Open(dir, log, nil, projections.WithBlockCache(256<<20))
+	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(256<<20))
 	if err != nil {
 		return err
 	}
@@ -414,16 +547,23 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 	})
 	if err != nil {
 		proj.Close()
+		if errors.Is(err, eventstore.ErrStreamTampered) {
+			return errLedgerLost(streamName(cfg), proj.Applied(), err)
+		}
 		return fmt.Errorf("rebuild: %w", err)
 	}
 	elapsed := time.Since(start)
 	applied := proj.Applied()
 	digest, derr := proj.Digest()
-	if err := errors.Join(derr, proj.Close()); err != nil {
+	_, rejected, rerr := proj.Rejected(1)
+	if err := errors.Join(derr, rerr, proj.Close()); err != nil {
 		return err
 	}
 	rate := float64(applied) / max(elapsed.Seconds(), 1e-9)
-	fmt.Fprintf(out, "rebuild: done, %d events in %s (%.0f events/s)\n", applied, elapsed.Round(time.Millisecond), rate)
+	fmt.Fprintf(out, "rebuild: done, %d events in %s (%.0f events/s), every one checked (hash, chain, MAC)\n", applied, elapsed.Round(time.Millisecond), rate)
+	if rejected > 0 {
+		fmt.Fprintf(out, "rebuild: %d messages rejected (see ledger audit verify)\n", rejected)
+	}
 	fmt.Fprintf(out, "rebuild: state digest %s at seq %d\n", digest, applied)
 	return nil
 }

@@ -32,6 +32,9 @@ type (
 	}
 	credentialReader interface {
 		Credentials(normalizedEmail string) (userID, passwordHash string, err error)
+		// ClaimedUser is the user of an email's first authentic claim, or
+		// domain.ErrUserNotFound.
+		ClaimedUser(emailHash string) (string, error)
 	}
 )
 
@@ -80,11 +83,11 @@ type SessionRef struct {
 type LogoutHandler struct{ Deps }
 
 func (h LogoutHandler) Handle(ctx context.Context, caller SessionRef) (uint64, error) {
-	return h.Users.Update(ctx, caller.UserID, func(u *domain.User) ([]domain.Event, error) {
+	return h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u == nil {
 			return nil, domain.ErrUserNotFound
 		}
-		e, err := u.Logout(caller.SessionID, h.Now())
+		e, err := u.Logout(caller.SessionID, at)
 		if err != nil {
 			return nil, err
 		}
@@ -97,11 +100,11 @@ func (h LogoutHandler) Handle(ctx context.Context, caller SessionRef) (uint64, e
 type LogoutOthersHandler struct{ Deps }
 
 func (h LogoutOthersHandler) Handle(ctx context.Context, caller SessionRef) (revoked int, seq uint64, err error) {
-	seq, err = h.Users.Update(ctx, caller.UserID, func(u *domain.User) ([]domain.Event, error) {
+	seq, err = h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u == nil {
 			return nil, domain.ErrUserNotFound
 		}
-		e, n, ok, err := u.RevokeOthers(caller.SessionID, h.Now())
+		e, n, ok, err := u.RevokeOthers(caller.SessionID, at)
 		revoked = n
 		if err != nil || !ok {
 			return nil, err
@@ -118,11 +121,11 @@ func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target 
 	if !domain.IsSessionID(target) {
 		return 0, domain.ErrSessionNotFound
 	}
-	return h.Users.Update(ctx, caller.UserID, func(u *domain.User) ([]domain.Event, error) {
+	return h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u == nil {
 			return nil, domain.ErrUserNotFound
 		}
-		e, ok, err := u.Terminate(caller.SessionID, target, h.Now())
+		e, ok, err := u.Terminate(caller.SessionID, target, at)
 		if err != nil || !ok {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
@@ -38,16 +39,15 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 		return Issued{}, err
 	}
 	var issued Issued
-	seq, err := h.Users.Update(ctx, userID, func(u *domain.User) ([]domain.Event, error) {
+	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u != nil {
 			return nil, domain.ErrEmailTaken
 		}
-		now := h.Now()
-		reg, err := domain.Register(userID, email, hash, now)
+		reg, err := domain.Register(userID, email, hash, at)
 		if err != nil {
 			return nil, err
 		}
-		started, is, err := h.newSession(domain.NewUser(userID, email, hash, nil), c.KeepLoggedIn, now)
+		started, is, err := h.newSession(domain.NewUser(userID, email, hash, nil), c.KeepLoggedIn, at)
 		issued = is
 		return []domain.Event{reg, started}, err
 	})
@@ -58,26 +58,37 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 	return issued, nil
 }
 
+// claim appends a claim on the email's subject, expecting no authentic
+// claim there, and returns the user id the email belongs to: ours, or that
+// of whoever claimed it first. Only an authentic claim counts: a message
+// someone without the signing key put on the subject makes the first append
+// conflict, and is then passed over.
 func (h SignupHandler) claim(ctx context.Context, email string) (string, error) {
-	subject := eventstore.EmailSubject(domain.EmailHash(email))
+	emailHash := domain.EmailHash(email)
+	subject := eventstore.EmailSubject(emailHash)
 	userID := h.NewID()
-	e := domain.ClaimEmail(userID, email, h.Now())
-	e.ID = h.NewID()
-	_, err := h.Log.Append(ctx, subject, eventstore.Version{}, e)
-	if err == nil {
-		return userID, nil
+	var v eventstore.Version
+	for attempt := 1; ; attempt++ {
+		e := domain.ClaimEmail(userID, email, h.Now())
+		e.ID = h.NewID()
+		_, err := h.Log.Append(ctx, subject, v, e)
+		if err == nil {
+			return userID, nil
+		}
+		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 {
+			return "", err
+		}
+		if v, err = h.Log.Head(ctx, subject); err != nil {
+			return "", err
+		}
+		claimed, err := h.Creds.ClaimedUser(emailHash)
+		if err == nil {
+			return claimed, nil
+		}
+		if !errors.Is(err, domain.ErrUserNotFound) {
+			return "", err
+		}
 	}
-	if !errors.Is(err, eventstore.ErrConflict) {
-		return "", err
-	}
-	claimed, _, err := h.Log.LastEvent(ctx, subject)
-	if err != nil {
-		return "", err
-	}
-	if claimed.Type != domain.EventEmailClaimed || claimed.UserID == "" {
-		return "", errors.New("email subject holds something other than a claim")
-	}
-	return claimed.UserID, nil
 }
 
 // LoginHandler checks a password and starts a session.
@@ -110,11 +121,11 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 		return Issued{}, domain.ErrInvalidCredentials
 	}
 	var issued Issued
-	seq, err := h.Users.Update(ctx, userID, func(u *domain.User) ([]domain.Event, error) {
+	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u == nil {
 			return nil, errNoUser
 		}
-		started, is, err := h.newSession(u, c.KeepLoggedIn, h.Now())
+		started, is, err := h.newSession(u, c.KeepLoggedIn, at)
 		issued = is
 		return []domain.Event{started}, err
 	})

@@ -17,12 +17,15 @@ type (
 	userReader interface {
 		LoadUser(userID string) (*domain.User, eventstore.Version, error)
 		WaitFor(ctx context.Context, seq uint64) error
+		// Accepted waits for seq and reports eventstore.ErrRejected if the
+		// projection did not apply the event there.
+		Accepted(ctx context.Context, seq uint64) error
 	}
 	eventLog interface {
 		Append(ctx context.Context, subject string, v eventstore.Version, events ...domain.Event) (eventstore.Version, error)
 		AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
+		// Head is a subject's trusted version (see eventstore.VersionSource).
 		Head(ctx context.Context, subject string) (eventstore.Version, error)
-		LastEvent(ctx context.Context, subject string) (domain.Event, uint64, error)
 	}
 )
 
@@ -34,11 +37,12 @@ type Users struct {
 	read     userReader
 	log      eventLog
 	newID    func() string
+	now      func() time.Time
 	attempts int
 }
 
-func NewUsers(read userReader, log eventLog, newID func() string) *Users {
-	return &Users{read: read, log: log, newID: newID, attempts: 50}
+func NewUsers(read userReader, log eventLog, newID func() string, now func() time.Time) *Users {
+	return &Users{read: read, log: log, newID: newID, now: now, attempts: 50}
 }
 
 // ErrTooMuchContention is returned when a user's subject kept moving under
@@ -46,18 +50,21 @@ func NewUsers(read userReader, log eventLog, newID func() string) *Users {
 var ErrTooMuchContention = errors.New("too many concurrent writes to this user")
 
 // Update runs decide against the user's current state (nil for a user with
-// no events yet) and appends the events it returns. decide may run several
-// times and must not have side effects. Update returns the stream sequence
-// of the last appended event (or the current version if there was nothing
-// to append), after the local projection has applied it.
-func (r *Users) Update(ctx context.Context, userID string, decide func(*domain.User) ([]domain.Event, error)) (uint64, error) {
+// no events yet) and appends the events it returns. decide gets the instant
+// to decide at: now, or the time of the user's last event if this
+// instance's clock is behind it, so that times on a subject never go
+// backwards. decide may run several times and must not have side effects.
+// Update returns the stream sequence of the last appended event (or the
+// current version if there was nothing to append), after the local
+// projection has applied it.
+func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
 	subject := eventstore.UserSubject(userID)
 	for attempt := 1; ; attempt++ {
 		user, version, err := r.read.LoadUser(userID)
 		if err != nil {
 			return 0, err
 		}
-		events, err := decide(user)
+		events, err := decide(user, domain.NextEventTime(r.now(), version.Time))
 		if err != nil {
 			return 0, err
 		}
@@ -69,7 +76,11 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(*domain.U
 		}
 		next, err := r.log.Append(ctx, subject, version, events...)
 		if err == nil {
-			return next.Seq, r.read.WaitFor(ctx, next.Seq)
+			err = r.read.Accepted(ctx, next.Seq)
+			if err == nil || !errors.Is(err, eventstore.ErrRejected) || attempt == r.attempts {
+				return next.Seq, err
+			}
+			continue // signed with a key retired just before: decide again
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {
 			return 0, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/query"
 )
@@ -389,7 +390,12 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	detail, err := a.cfg.Ready(ctx)
 	if err != nil {
-		e := newError(http.StatusServiceUnavailable, "NOT_READY", err.Error())
+		reason := "NOT_READY"
+		var nr *NotReady
+		if errors.As(err, &nr) {
+			reason = nr.Reason
+		}
+		e := newError(http.StatusServiceUnavailable, reason, err.Error())
 		writeJSON(w, e.StatusCode, map[string]any{"statusCode": e.StatusCode, "reason": e.Reason, "message": e.Message, "detail": detail})
 		return
 	}
@@ -399,6 +405,16 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	detail["status"] = "ready"
 	writeJSON(w, http.StatusOK, detail)
 }
+
+// NotReady is an error of Config.Ready that names its own reason (the
+// default is NOT_READY).
+type NotReady struct {
+	Reason string
+	Err    error
+}
+
+func (e *NotReady) Error() string { return e.Err.Error() }
+func (e *NotReady) Unwrap() error { return e.Err }
 
 // writeDomainError maps errors from commands and queries to the contract.
 // Unexpected errors are logged and answered with a generic 500 so internals
@@ -424,6 +440,18 @@ func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error
 		e = newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
 	case errors.Is(err, command.ErrTooMuchContention):
 		e = newError(http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry")
+	case errors.Is(err, eventstore.ErrStreamMissing):
+		e = newError(http.StatusServiceUnavailable, "STREAM_MISSING", "the ledger stream does not exist; an operator must restore it")
+	case errors.Is(err, eventstore.ErrStreamSealed):
+		e = newError(http.StatusServiceUnavailable, "STREAM_SEALED", "the ledger stream is sealed and takes no writes; an operator must look at it")
+	case errors.Is(err, eventstore.ErrStreamFull):
+		e = newError(http.StatusServiceUnavailable, "STREAM_FULL", "the ledger stream refuses new messages (a limit was set on it); an operator must look at it")
+	case errors.Is(err, eventstore.ErrStreamTampered):
+		e = newError(http.StatusServiceUnavailable, "STREAM_TAMPERED", "the ledger stream lost messages; this instance will not write past them")
+	case errors.Is(err, domain.ErrKeyUnavailable):
+		e = newError(http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file")
+	case errors.Is(err, eventstore.ErrRejected):
+		e = newError(http.StatusServiceUnavailable, "BUSY", "the write was not accepted (the signing key was just rotated); retry")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		e = newError(http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry")
 	default:

@@ -47,7 +47,7 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 		return Validation{}, ErrTokenInvalid
 	}
 	now := h.Now()
-	v := s.Verdict(now)
+	v := s.Current(now)
 	if v.Valid && touch && h.Uses != nil && h.Uses.Touch(s, now) {
 		// The use is on its way into the log; answer with the deadline it
 		// will give, as every later validate will.
@@ -92,7 +92,7 @@ func (h SessionsHandler) Handle(_ context.Context, userID, currentSessionID stri
 	now := h.Now()
 	out := make([]SessionView, 0, len(sessions))
 	for _, s := range sessions {
-		v := s.Verdict(now)
+		v := s.Current(now)
 		status := "active"
 		if !v.Valid {
 			status = v.Reason.Kind()

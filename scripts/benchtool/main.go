@@ -6,16 +6,23 @@
 //
 //  1. builds the ledger binary;
 //  2. seeds a large data set (1M live sessions, 100k with --quick) straight
-//     into the event store, and runs `ledger rebuild` on it against a raw
-//     ordered-consumer read;
-//  3. seeds a small one (10k) and serves it: wrk on /healthz vs
-//     /v1/validate, an open-loop run at half the validate peak for latency,
-//     a touched run, then logins over HTTP vs raw argon2id;
-//  4. appends through eventstore.Store vs raw JetStream publishes;
-//  5. serves the large one: the same validate figures and the server's peak
+//     into the event store, signed with a new key in the data dir as a new
+//     ledger would be, and runs `ledger rebuild` on it (every event checked:
+//     hash, chain, MAC) against a raw ordered-consumer read; then
+//     eventstore.Verify (the audit's Ed25519 check, on all cores) against
+//     the same raw read;
+//  3. seeds a small one (10k); times the per-event checks against decoding
+//     alone, and the live apply (one record per ApplyBatch) against
+//     catch-up batches, in this process on the small set's events;
+//  4. serves the small set: wrk on /healthz vs /v1/validate, an open-loop
+//     run at half the validate peak for latency, a touched run, then logins
+//     over HTTP vs raw argon2id;
+//  5. appends through eventstore.Store vs raw JetStream publishes;
+//  6. serves the large one: the same validate figures and the server's peak
 //     RSS, and compares validate at both sizes.
 //
-// Everything listens on 127.0.0.1 only; NATS is embedded and not exposed.
+// Everything listens on 127.0.0.1 only; NATS is embedded and not exposed,
+// and admits only the data dir's nkey identities, as `ledger serve` does.
 package main
 
 import (
@@ -53,6 +60,7 @@ type settings struct {
 	conns      int           // wrk connections
 	threads    int           // wrk threads
 	dedupeWait bool          // wait out JetStream's duplicate window before serving the large set
+	applyPairs int           // live-apply chunk pairs (each side applies applyChunk uses per pair)
 }
 
 func defaults(quick bool) settings {
@@ -61,19 +69,19 @@ func defaults(quick bool) settings {
 			quick: true, small: 10_000, large: 100_000, perUser: 4, pool: 50_000,
 			peakDur: 2 * time.Second, openDur: 2 * time.Second, touchDur: time.Second, touchPool: 1000,
 			appendDur: time.Second, loginDur: 2 * time.Second,
-			conns: 32, threads: 1,
+			conns: 32, threads: 1, applyPairs: 4,
 		}
 	}
 	return settings{
 		small: 10_000, large: 1_000_000, perUser: 4, pool: 100_000,
 		peakDur: 6 * time.Second, openDur: 6 * time.Second, touchDur: 3 * time.Second, touchPool: 10_000,
 		touchLarge: true, appendDur: 4 * time.Second, loginDur: 6 * time.Second,
-		conns: 32, threads: 1, dedupeWait: true,
+		conns: 32, threads: 1, dedupeWait: true, applyPairs: 8,
 	}
 }
 
 func main() {
-	quick := flag.Bool("quick", false, "smaller data set (100k) and shorter runs: under a minute")
+	quick := flag.Bool("quick", false, "smaller data set (100k) and shorter runs: one to two minutes")
 	out := flag.String("out", "bench-results.json", "where to write the figures as JSON (relative paths are taken from the directory scripts/bench was started in)")
 	large := flag.Int("large", 0, "sessions in the large data set (default 1000000, 100000 with --quick)")
 	profile := flag.String("profile", "", "save CPU and heap profiles to this directory (builds the ledger with a pprof listener through -overlay; figures of a profiled run are a little lower)")
@@ -179,8 +187,11 @@ type runner struct {
 	lua     string         // wrk script
 	prof    string         // profile directory, "" for none
 	catchUp map[string]any // the small server's own catch-up from the stream
-	figures []Figure
-	notes   []string
+	// rebuildUS is µs per event of `ledger rebuild`, for the note of the
+	// check cost (0 until measured).
+	rebuildUS float64
+	figures   []Figure
+	notes     []string
 }
 
 func (r *runner) add(f Figure) {
@@ -257,9 +268,15 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 	if err := r.rebuildBench(ctx, large); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
+	if err := r.selfProfile("cpu-verify-benchtool.pprof", func() error { return r.verifyBench(ctx, large) }); err != nil {
+		return fmt.Errorf("audit verify: %w", err)
+	}
 	small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
 	if err != nil {
 		return fmt.Errorf("seed small: %w", err)
+	}
+	if err := r.checkBench(ctx, small); err != nil {
+		return fmt.Errorf("checks: %w", err)
 	}
 	smallRes, err := r.serveSmall(ctx, small)
 	if err != nil {
@@ -302,6 +319,7 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 			"peak_run_s": s.peakDur.Seconds(), "open_loop_run_s": s.openDur.Seconds(),
 			"append_run_s": s.appendDur.Seconds(), "login_run_s": s.loginDur.Seconds(),
 			"touched_run_s": s.touchDur.Seconds(), "touched_pool": s.touchPool,
+			"check_rounds": checkRounds, "apply_chunk": applyChunk, "apply_pairs": s.applyPairs,
 			"gomaxprocs": runtime.GOMAXPROCS(0),
 		},
 		Figures: orderFigures(r.figures),
@@ -346,7 +364,7 @@ func commandLine() string {
 func orderFigures(fs []Figure) []Figure {
 	order := []string{"validate_throughput", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
 		"validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
-		"append_facts", "rebuild_rate", "login_rate", "memory"}
+		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
 	rank := func(id string) int {
 		for i, o := range order {
 			if o == id {

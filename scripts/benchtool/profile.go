@@ -18,8 +18,8 @@ import (
 // serves net/http/pprof on a loopback port it writes to the file named by
 // LEDGER_BENCH_PPROF. The bench then saves CPU profiles of the server during
 // the validate and touched runs and of `ledger rebuild`, a heap profile of
-// the large server, and a CPU profile of its own process (Store and the
-// embedded NATS server) during the append runs.
+// the large server, and CPU profiles of its own process (Store and the
+// embedded NATS server) during the append runs and during the audit verify.
 const pprofOverlay = `package main
 
 import (

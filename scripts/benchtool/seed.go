@@ -13,8 +13,11 @@ import (
 
 	"github.com/alexedwards/argon2id"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/keyfile"
+	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 )
 
@@ -28,10 +31,60 @@ func benchPasswordHash() (string, error) {
 	return argon2id.CreateHash(benchPassword, &command.OWASPParams)
 }
 
-// dataset is a data dir holding a seeded stream (no projection yet: the
-// server builds it while catching up).
+// signingKeyFile is where `ledger serve` and `ledger rebuild` look for the
+// key ring of a data dir (cmd/ledger: <data-dir>/signing.key).
+const signingKeyFile = "signing.key"
+
+// staticKey is the KeySource of the bench's stores: one key, in force from
+// the introduction on (the bench never rotates).
+type staticKey struct{ k domain.SigningKey }
+
+func (s staticKey) SigningKey() (domain.SigningKey, error) { return s.k, nil }
+
+// startNATS starts the embedded server on natsDir the way `ledger serve`
+// does (openLog in cmd/ledger): admitting only the nkey identities kept in
+// natsDir (writer.nk, reader.nk, created if missing), and connects to it as
+// the writer. The identities a seeding process creates are the ones the
+// server finds later.
+func startNATS(natsDir, name string, syncAlways bool) (*eventstore.Embedded, *nats.Conn, error) {
+	ids, err := natsauth.LoadOrCreate(natsDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+		Dir: natsDir, SyncAlways: syncAlways, ServerName: name,
+		Users: ids.ServerUsers(eventstore.DefaultStream), Identity: ids.Writer,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := emb.Connect(name)
+	if err != nil {
+		emb.Shutdown()
+		return nil, nil, err
+	}
+	return emb, nc, nil
+}
+
+// loadKey reads a key file as the ledger does and returns its ring and the
+// key in force (the ring's only, newest key).
+func loadKey(path string) (*domain.Keyring, domain.SigningKey, error) {
+	ring, err := keyfile.LoadRing(path)
+	if err != nil {
+		return nil, domain.SigningKey{}, err
+	}
+	k, ok := ring.Newest()
+	if !ok {
+		return nil, domain.SigningKey{}, fmt.Errorf("%s holds no key", path)
+	}
+	return ring, k, nil
+}
+
+// dataset is a data dir holding a seeded stream and its signing key (no
+// projection yet: the server builds it while catching up).
 type dataset struct {
 	dir       string
+	keyFile   string // <dir>/signing.key
 	sessions  int
 	users     int
 	events    int
@@ -49,11 +102,12 @@ func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // seedDataset appends sessions live sessions (perUser per user, each user
 // registered first) to a fresh stream in dir/nats through eventstore.Store,
-// sealed into each user's hash chain as the command handlers would, and
-// writes a uniform random sample
-// of pool raw tokens to a file. Sessions started two hours ago, with "keep
-// me logged in", so they are live and their first validate with touch
-// records a use.
+// sealed into each user's hash chain and signed as the command handlers
+// would, and writes a uniform random sample of pool raw tokens to a file.
+// The ledger it leaves is one `ledger serve --data-dir dir` accepts: a new
+// key in dir/signing.key, introduced by the stream's first event, signs
+// every later one. Sessions started two hours ago, with "keep me logged
+// in", so they are live and their first validate with touch records a use.
 func seedDataset(ctx context.Context, dir string, sessions, perUser, pool, touchPool int, pwHash string) (*dataset, error) {
 	start := time.Now()
 	if err := os.RemoveAll(dir); err != nil {
@@ -62,26 +116,36 @@ func seedDataset(ctx context.Context, dir string, sessions, perUser, pool, touch
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	// The key is written first and read back as the server will read it.
+	keyPath := filepath.Join(dir, signingKeyFile)
+	if _, err := keyfile.Create(keyPath); err != nil {
+		return nil, err
+	}
+	_, key, err := loadKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
 	// Seeding is set-up, not a figure: no fsync per message. A clean
 	// shutdown flushes everything.
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: filepath.Join(dir, "nats"), ServerName: "bench-seed"})
+	emb, nc, err := startNATS(filepath.Join(dir, "nats"), "bench-seed", false)
 	if err != nil {
 		return nil, err
 	}
 	defer emb.Shutdown()
-	nc, err := emb.Connect("bench-seed")
-	if err != nil {
-		return nil, err
-	}
 	defer nc.Close()
-	store, err := eventstore.Open(ctx, nc, eventstore.Config{})
+	store, err := eventstore.Open(ctx, nc, eventstore.Config{Create: true, Keys: staticKey{key}})
 	if err != nil {
 		return nil, err
 	}
 
-	ds := &dataset{dir: dir, sessions: sessions, poolFile: filepath.Join(dir, "tokens.txt"), touchFile: filepath.Join(dir, "touch-tokens.txt")}
+	ds := &dataset{dir: dir, keyFile: keyPath, sessions: sessions, poolFile: filepath.Join(dir, "tokens.txt"), touchFile: filepath.Join(dir, "touch-tokens.txt")}
 	policy := domain.DefaultPolicy()
 	base := time.Now().Add(-2 * time.Hour)
+	// The stream's first event puts the key in force; the projection
+	// rejects every event before it.
+	if _, err := store.Introduce(ctx, key, newID(), base.Add(-2*time.Minute)); err != nil {
+		return nil, fmt.Errorf("introduce signing key: %w", err)
+	}
 	rng := mrand.New(mrand.NewPCG(uint64(sessions), 42))
 	sample := make([]string, 0, pool)
 
