@@ -134,6 +134,13 @@ func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir b
 		urls := cfg.NATSURL
 		opts := append([]nats.Option{nats.Name("ledger"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 			nats.ErrorHandler(asyncErrors(log))}, auth...)
+		if usesDataDir {
+			// An instance's replies name its consumers; keep them off
+			// _INBOX.>, which the read-only identity may subscribe to.
+			// (Audit commands, which may run as the reader, keep the
+			// default: the reader may subscribe only there.)
+			opts = append(opts, nats.CustomInboxPrefix(natsauth.WriterInboxPrefix))
+		}
 		l.dial = func() (*nats.Conn, error) {
 			nc, err := nats.Connect(urls, opts...)
 			if err != nil {

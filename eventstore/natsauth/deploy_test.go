@@ -175,9 +175,10 @@ func TestDeployCluster(t *testing.T) {
 		return connect(t, urls, natsauth.ClientConfig{NkeyFile: id.seedFile, TLSCA: pki.CA}, extra...)
 	}
 
-	// ledger: creates the append-only R3 stream and appends.
+	// ledger: creates the append-only R3 stream, appends, and reads as the
+	// ledger does, on its own inbox prefix.
 	var ledgerErrs asyncErrors
-	lnc := asUser(ledger, ledgerErrs.option())
+	lnc := asUser(ledger, ledgerErrs.option(), nats.CustomInboxPrefix(natsauth.WriterInboxPrefix))
 	ljs := newJS(t, lnc)
 	cfg := ledgerStreamConfig()
 	cfg.Replicas = 3
@@ -192,6 +193,29 @@ func TestDeployCluster(t *testing.T) {
 		if _, err := ljs.Publish(ctx, fmt.Sprintf("ledger.user.u%d", i%4), fmt.Appendf(nil, "event %d", i+1)); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	pc, err := ls.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Name: "ledger-projection-test", FilterSubject: "ledger.>", AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatalf("ledger consumer: %v", err)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		m, err := pc.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if err != nil {
+			return err
+		}
+		return m.DoubleAck(ctx)
+	})
+	if err := ls.DeleteConsumer(ctx, "ledger-projection-test"); err != nil {
+		t.Errorf("ledger deletes its consumer: %v", err)
+	}
+	if m, err := ls.GetMsg(ctx, 1, jetstream.WithGetMsgSubject("ledger.user.u1")); err != nil || m.Sequence != 2 {
+		t.Errorf("ledger next message on a subject: %v, %v", m, err)
+	}
+	if _, err := ljs.Publish(ctx, "ledger.user.u0", []byte("stale"), jetstream.WithExpectLastSequencePerSubject(1)); err == nil {
+		t.Error("an append with a stale expected sequence was accepted")
 	}
 
 	// reader: reads every message, in order.

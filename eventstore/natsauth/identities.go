@@ -89,7 +89,10 @@ func createSeedFile(path string) error {
 		return fmt.Errorf("create nats identity %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(seed, '\n'))
+	_, err = tmp.Write(seed) // not append(seed, '\n'): that may copy the seed where wipe cannot reach
+	if err == nil {
+		_, err = tmp.Write([]byte{'\n'})
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
