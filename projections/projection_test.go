@@ -3,8 +3,14 @@ package projections_test
 import (
 	"bytes"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
@@ -334,5 +340,60 @@ func TestCachedSessionsNeverGoStale(t *testing.T) {
 	close(stop)
 	for range 4 {
 		<-done
+	}
+}
+
+// TestStorageErrorIsRetriedNeverSkipped: a read error while applying a
+// logout fails the batch without moving the checkpoint and without
+// recording the event as rejected; once storage answers again, the same
+// logout applies. (A skipped revocation would be lost for good.)
+func TestStorageErrorIsRetriedNeverSkipped(t *testing.T) {
+	log, sids := history(t)
+	dir := t.TempDir()
+	var failing atomic.Bool
+	faulty := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		read := op.Kind == errorfs.OpOpen || op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt
+		if failing.Load() && read && strings.HasSuffix(op.Path, ".sst") {
+			return errors.New("injected read error")
+		}
+		return nil
+	}))
+	// Without a WAL to replay and without a block cache, what Close flushes
+	// is read back from sstables only, through the faulty file system.
+	cache := pebble.NewCache(1)
+	defer cache.Unref()
+	opt := func(o *pebble.Options) { o.FS, o.DisableWAL, o.Cache = faulty, true, cache }
+	p, err := projections.Open(dir, log.Ring(), nil, nil, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ApplyBatch(log.Recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = projections.Open(dir, log.Ring(), nil, nil, opt); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	applied := p.Applied()
+	r := log.Add(t, eventstore.UserSubject("u1"), logout("u1", sids[0], t0.Add(90*time.Hour)))
+	failing.Store(true)
+	if err := p.ApplyBatch([]eventstore.Record{r}); err == nil {
+		t.Fatal("apply with storage failing succeeded")
+	}
+	if p.Applied() != applied {
+		t.Fatalf("checkpoint moved to %d past an event it could not apply", p.Applied())
+	}
+	if _, total, _ := p.Rejected(0); total != 0 {
+		t.Fatalf("%d rejected: a storage error is no verdict on the event", total)
+	}
+	failing.Store(false)
+	if err := p.ApplyBatch([]eventstore.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustSession(t, p, sids[0]).Current(t0); v.Reason != domain.ReasonRevokedLogout {
+		t.Fatalf("logout after storage recovered: %+v", v)
 	}
 }
