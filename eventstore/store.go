@@ -2,9 +2,6 @@ package eventstore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -478,19 +475,6 @@ func (s *Store) Head(ctx context.Context, subject string) (Version, error) {
 		seq = m.Sequence
 	}
 	return s.versions.SubjectVersion(ctx, subject, seq)
-}
-
-// HeadOf is the hash a stored message claims for itself, or for a message
-// that is not a readable event, the hash of its raw bytes.
-func HeadOf(data []byte) string {
-	var h struct {
-		Hash string `json:"hash"`
-	}
-	if json.Unmarshal(data, &h) == nil && h.Hash != "" {
-		return h.Hash
-	}
-	sum := sha256.Sum256(data)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // LastSeq is the sequence of the newest message in the stream.

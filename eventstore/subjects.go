@@ -1,7 +1,5 @@
 package eventstore
 
-import "strings"
-
 const (
 	// DefaultStream is the stream every instance appends to and reads from.
 	DefaultStream = "LEDGER"
@@ -23,9 +21,3 @@ func UserSubject(userID string) string { return userPrefix + userID }
 // EmailSubject holds the claim on one normalized email, keyed by its hash so
 // the subject stays a valid NATS token whatever the address contains.
 func EmailSubject(emailHash string) string { return emailPrefix + emailHash }
-
-// UserOfSubject returns the user id of a user subject.
-func UserOfSubject(subject string) (string, bool) {
-	id, ok := strings.CutPrefix(subject, userPrefix)
-	return id, ok && id != ""
-}
