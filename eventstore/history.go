@@ -11,7 +11,8 @@ import (
 )
 
 // StoredEvent is an event as read back from the log, with where it sits.
-// Err is set (and Event partial) for a message that is not a readable event.
+// Err is set (and Event possibly partial) for a message that is not a
+// readable event or, from CheckedHistory, not an authentic one.
 type StoredEvent struct {
 	Seq     uint64
 	Subject string
@@ -35,24 +36,23 @@ func History(ctx context.Context, stream jetstream.Stream, subject string, fn fu
 // ErrNotInLog means the log has nothing about the user, session or email.
 var ErrNotInLog = errors.New("not found in the ledger")
 
-// UserOfEmail finds the user an email was claimed for.
-func UserOfEmail(ctx context.Context, stream jetstream.Stream, email string) (string, error) {
+// UserOfEmail finds the user an email was claimed for: the first authentic
+// claim on the email's subject.
+func (s *Store) UserOfEmail(ctx context.Context, email string) (string, error) {
 	normalized, err := domain.NormalizeEmail(email)
 	if err != nil {
 		return "", err
 	}
-	m, err := stream.GetLastMsgForSubject(ctx, EmailSubject(domain.EmailHash(normalized)))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", fmt.Errorf("email %s: %w", normalized, ErrNotInLog)
-	}
+	history, err := CheckedHistory(ctx, s.stream, EmailSubject(domain.EmailHash(normalized)), s.verifier)
 	if err != nil {
 		return "", err
 	}
-	e, err := domain.DecodeEvent(m.Data)
-	if err != nil {
-		return "", fmt.Errorf("email claim at seq %d: %w", m.Sequence, err)
+	for _, se := range history {
+		if se.Err == nil && se.Event.Type == domain.EventEmailClaimed {
+			return se.Event.UserID, nil
+		}
 	}
-	return e.UserID, nil
+	return "", fmt.Errorf("email %s: %w", normalized, ErrNotInLog)
 }
 
 // UserOfSession finds the user a session belongs to by scanning the log for
@@ -77,12 +77,8 @@ func UserOfSession(ctx context.Context, stream jetstream.Stream, sessionID strin
 	return "", fmt.Errorf("session %s: %w", sessionID, ErrNotInLog)
 }
 
-// UserHistory is every message on a user's subject, readable or not.
+// UserHistory is every message on a user's subject, each judged as a
+// projection judges it (see CheckedHistory).
 func (s *Store) UserHistory(ctx context.Context, userID string) ([]StoredEvent, error) {
-	var out []StoredEvent
-	err := History(ctx, s.stream, UserSubject(userID), func(se StoredEvent) error {
-		out = append(out, se)
-		return nil
-	})
-	return out, err
+	return CheckedHistory(ctx, s.stream, UserSubject(userID), s.verifier)
 }

@@ -113,6 +113,7 @@ type Store struct {
 	appends  *prometheus.CounterVec
 	keys     KeySource
 	versions VersionSource
+	verifier domain.Verifier // for reads that judge events (nil: signatures)
 }
 
 // Open opens the stream, creating it if it is missing and cfg.Create
@@ -150,6 +151,13 @@ func (s *Store) Created() bool { return s.created }
 func (s *Store) SetTrust(keys KeySource, versions VersionSource) {
 	s.keys, s.versions = keys, versions
 }
+
+// SetVerifier sets how reads judge events: a keyring (MACs) on an instance,
+// public keys (signatures, the default) for an auditor.
+func (s *Store) SetVerifier(v domain.Verifier) { s.verifier = v }
+
+// Verifier is how reads judge events (nil: by signature).
+func (s *Store) Verifier() domain.Verifier { return s.verifier }
 
 // JetStream exposes the client for subscribers built on it.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }
@@ -252,8 +260,22 @@ func (s *Store) Rotate(ctx context.Context, ring *domain.Keyring, next domain.Si
 // subject's trusted version. Messages that fail the checks are passed over,
 // as the projection does.
 func KeyHistory(ctx context.Context, stream jetstream.Stream, v domain.Verifier) (*domain.KeyChain, Version, error) {
+	chain, _, ver, err := keyTimeline(ctx, stream, v)
+	return chain, ver, err
+}
+
+// keyInForce is a key and the first stream sequence it signs.
+type keyInForce struct {
+	from uint64
+	key  domain.PublicKey
+}
+
+// keyTimeline folds the key subject and says from which sequence on each
+// key was in force.
+func keyTimeline(ctx context.Context, stream jetstream.Stream, v domain.Verifier) (*domain.KeyChain, []keyInForce, Version, error) {
 	chain := &domain.KeyChain{}
 	var ver Version
+	var timeline []keyInForce
 	err := ReadStream(ctx, stream, ReadOptions{Subject: KeysSubject}, func(r Record) error {
 		ver.Seq = r.Seq
 		e, err := domain.DecodeEvent(r.Data)
@@ -263,12 +285,82 @@ func KeyHistory(ctx context.Context, stream jetstream.Stream, v domain.Verifier)
 		switch err := chain.Authenticate(e, v); {
 		case err == nil:
 			ver.Head, ver.Time = e.Hash, e.Time
+			timeline = append(timeline, keyInForce{from: r.Seq + 1, key: chain.Keys[chain.Active]})
 		case errors.Is(err, domain.ErrKeyUnavailable):
 			return err
 		}
 		return nil
 	})
-	return chain, ver, err
+	return chain, timeline, ver, err
+}
+
+// ErrNotAuthentic marks a stored message that a projection would reject.
+var ErrNotAuthentic = errors.New("not authentic")
+
+// CheckedHistory reads one subject's messages in order and judges each as a
+// projection does: a message that does not decode, match its hash, link to
+// the subject's last authentic event, or carry the signature (or MAC, with
+// a keyring) of the key in force at its sequence has Err set, wrapping
+// ErrNotAuthentic with the reason. Audit replays fold only the others, so
+// a forged event can no more sway an explanation than a live verdict.
+func CheckedHistory(ctx context.Context, stream jetstream.Stream, subject string, v domain.Verifier) ([]StoredEvent, error) {
+	if v == nil {
+		v = domain.SignatureVerifier{}
+	}
+	if subject == KeysSubject {
+		chain := &domain.KeyChain{}
+		return checked(ctx, stream, subject, func(e domain.Event, _ uint64) error { return chain.Authenticate(e, v) })
+	}
+	_, timeline, _, err := keyTimeline(ctx, stream, v)
+	if err != nil {
+		return nil, err
+	}
+	return checked(ctx, stream, subject, func(e domain.Event, seq uint64) error {
+		var key *domain.PublicKey
+		for i := range timeline {
+			if timeline[i].from <= seq {
+				key = &timeline[i].key
+			}
+		}
+		switch {
+		case key == nil:
+			return fmt.Errorf("%w: no signing key was in force yet", domain.ErrNotAuthentic)
+		case e.KeyID != key.ID:
+			return fmt.Errorf("%w: signed by key %s, but key %s was in force", domain.ErrNotAuthentic, e.KeyID, key.ID)
+		}
+		return v.Verify(e, *key)
+	})
+}
+
+func checked(ctx context.Context, stream jetstream.Stream, subject string, authenticate func(domain.Event, uint64) error) ([]StoredEvent, error) {
+	var out []StoredEvent
+	head := ""
+	err := ReadStream(ctx, stream, ReadOptions{Subject: subject}, func(r Record) error {
+		se := Decode(r)
+		reject := func(reason string, err error) {
+			se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, reason, err)
+		}
+		switch {
+		case se.Err != nil:
+			reject("decode", se.Err)
+		case se.Event.CheckHash() != nil:
+			reject("hash", domain.ErrHashMismatch)
+		case se.Event.PrevHash != head:
+			reject("chain", errors.New("does not link to the subject's last authentic event"))
+		default:
+			if err := authenticate(se.Event, r.Seq); err != nil {
+				if !errors.Is(err, domain.ErrNotAuthentic) {
+					return err
+				}
+				reject("signature", err)
+			} else {
+				head = se.Event.Hash
+			}
+		}
+		out = append(out, se)
+		return nil
+	})
+	return out, err
 }
 
 // publish retries transient failures (a lost ack, a leader election) with

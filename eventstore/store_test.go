@@ -349,3 +349,59 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckedHistoryPassesOverForgeries: the audit's view of a subject
+// judges each message as a projection does, so a forged logout cannot make
+// an as-of replay call the session revoked, under either verifier.
+func TestCheckedHistoryPassesOverForgeries(t *testing.T) {
+	store, nc := startStore(t)
+	ctx := context.Background()
+	subj := eventstore.UserSubject("u7")
+	tokenSession := strings.Repeat("a", 32)
+	_, _, hash, _ := domain.NewToken(bytes.NewReader(bytes.Repeat([]byte{1}, 64)))
+	start := domain.NewUser("u7", "u7@example.com", "h", nil).StartSession(tokenSession, hash, "password", true, false, at, domain.DefaultPolicy())
+	start.ID = "start"
+	v, err := store.Append(ctx, subj, eventstore.Version{}, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger, _ := domain.NewSigningKey(bytes.Repeat([]byte{9}, 32))
+	forged := domain.Event{Type: domain.EventSessionLoggedOut, ID: "forged", UserID: "u7", SessionID: tokenSession,
+		Time: at.Add(time.Minute), SchemaVersion: domain.SchemaVersion, Payload: []byte(`{}`)}
+	if err := forged.Seal(v.Head, forger); err != nil {
+		t.Fatal(err)
+	}
+	forged.KeyID = testKey.ID()
+	forged.Hash, _ = forged.ComputeHash()
+	data, _ := forged.Encode()
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(ctx, subj, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.AppendFacts(ctx, []eventstore.Publication{{Subject: subj, Event: use("u7", tokenSession, 5)}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]domain.Verifier{"keyring": domain.NewKeyring(testKey), "public keys": nil} {
+		t.Run(name, func(t *testing.T) {
+			history, err := eventstore.CheckedHistory(ctx, store.Stream(), subj, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var events []domain.Event
+			for _, se := range history {
+				if se.Err == nil {
+					events = append(events, se.Event)
+				} else if se.Event.ID != "forged" || !errors.Is(se.Err, eventstore.ErrNotAuthentic) {
+					t.Fatalf("message %s judged %v", se.Event.ID, se.Err)
+				}
+			}
+			if len(history) != 3 || len(events) != 2 {
+				t.Fatalf("%d messages, %d authentic; want 3 and 2", len(history), len(events))
+			}
+			a, err := domain.SessionAsOf(events, tokenSession, at.Add(2*time.Minute))
+			if err != nil || !a.Verdict.Valid {
+				t.Fatalf("as-of after the forged logout: %+v %v, want valid", a.Verdict, err)
+			}
+		})
+	}
+}

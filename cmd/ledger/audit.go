@@ -54,6 +54,11 @@ func (f auditFlags) run(fn func(ctx context.Context, store *eventstore.Store) er
 	if err := ll.openStore(ctx, f.config(), false); err != nil {
 		return err
 	}
+	// Judge events with the ledger's keys if this machine has them (MACs),
+	// else with the public keys the log introduces (signatures).
+	if ring, err := keyfile.LoadRing(signingKeyPath(f.config())); err == nil {
+		ll.store.SetVerifier(ring)
+	}
 	return fn(ctx, ll.store)
 }
 
@@ -157,7 +162,7 @@ func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionI
 	var err error
 	switch {
 	case email != "":
-		if userID, err = eventstore.UserOfEmail(ctx, stream, email); err != nil {
+		if userID, err = store.UserOfEmail(ctx, email); err != nil {
 			return err
 		}
 		normalized, _ := domain.NormalizeEmail(email)
@@ -170,13 +175,11 @@ func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionI
 	subjects = append(subjects, eventstore.UserSubject(userID))
 	var all []eventstore.StoredEvent
 	for _, subj := range subjects {
-		err := eventstore.History(ctx, stream, subj, func(se eventstore.StoredEvent) error {
-			all = append(all, se)
-			return nil
-		})
+		history, err := eventstore.CheckedHistory(ctx, stream, subj, store.Verifier())
 		if err != nil {
 			return err
 		}
+		all = append(all, history...)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
 	shown := 0
@@ -196,7 +199,7 @@ func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionI
 			continue
 		}
 		if se.Err != nil {
-			fmt.Fprintf(out, "#%-6d unreadable message on %s: %v\n", se.Seq, se.Subject, se.Err)
+			fmt.Fprintf(out, "#%-6d REJECTED message on %s: %v\n", se.Seq, se.Subject, se.Err)
 			continue
 		}
 		fmt.Fprintf(out, "#%-6d %s\n", se.Seq, describe(se.Event))

@@ -281,6 +281,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	s.ll.store.RegisterMetrics(reg)
 	s.ll.store.SetTrust(s.proj, s.proj)
+	s.ll.store.SetVerifier(ring)
 	if err := introduce(ctx, s.ll.store, ring, generated, signingKeyPath(cfg.LogConfig)); err != nil {
 		return nil, err
 	}
