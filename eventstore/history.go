@@ -4,22 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
-// StoredEvent is an event as read back from the log, with where it sits.
-// Err is set (and Event possibly partial) for a message that is not a
-// readable event or, from CheckedHistory, not an authentic one.
-type StoredEvent struct {
-	Seq     uint64
-	Subject string
-	Stored  time.Time
-	Event   domain.Event
-	Err     error
-}
+// StoredEvent is an event as read back from the log (see ports.StoredEvent).
+type StoredEvent = ports.StoredEvent
 
 // Decode turns a record into a StoredEvent.
 func Decode(r Record) StoredEvent {
@@ -34,7 +26,7 @@ func History(ctx context.Context, stream jetstream.Stream, subject string, fn fu
 }
 
 // ErrNotInLog means the log has nothing about the user, session or email.
-var ErrNotInLog = errors.New("not found in the ledger")
+var ErrNotInLog = ports.ErrNotInLog
 
 // UserOfEmail finds the user an email was claimed for: the first authentic
 // claim on the email's subject.

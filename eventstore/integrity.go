@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // ErrStreamTampered means the stream is no longer the ledger's: something
 // removed, could remove, or replaced its messages, or froze it. The ledger
 // reports it and never repairs the stream by itself.
-var ErrStreamTampered = errors.New("the ledger stream was tampered with")
+var ErrStreamTampered = ports.ErrStreamTampered
 
 // StreamExpectations are what a projection knows about the stream it has
 // applied.

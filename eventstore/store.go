@@ -7,28 +7,27 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
-// ErrConflict means the subject moved on since the caller read it: another
-// writer appended first. The caller re-reads and decides again.
-var ErrConflict = errors.New("eventstore: subject changed since it was read")
-
-// ErrRejected means an event was appended but the instance's projection
-// did not accept it (see projections.Rejected): it happens to an honest
-// writer only when a key rotation landed just before its event, which was
-// then signed with the retired key. The writer decides again.
-var ErrRejected = errors.New("the appended event was rejected by the projection")
-
-// The stream is not in a state the ledger can write to. None of these is
-// repaired by the ledger: an operator has to look (see /readyz).
+// Errors, as the application knows them (see handlers/ports).
 var (
-	ErrStreamMissing = errors.New("the ledger stream does not exist")
-	ErrStreamSealed  = errors.New("the ledger stream is sealed")
-	ErrStreamFull    = errors.New("the ledger stream refuses new messages (a limit was set on it)")
+	// ErrConflict: the subject moved on since the caller read it.
+	ErrConflict = ports.ErrConflict
+	// ErrRejected: appended, but the instance's projection did not accept
+	// it (see projections.Rejected): an honest writer meets it only when a
+	// key rotation landed just before its event.
+	ErrRejected = ports.ErrRejected
+	// The stream is not in a state the ledger can write to. None of these
+	// is repaired by the ledger: an operator has to look (see /readyz).
+	ErrStreamMissing = ports.ErrStreamMissing
+	ErrStreamSealed  = ports.ErrStreamSealed
+	ErrStreamFull    = ports.ErrStreamFull
 )
 
 // JetStream error codes.
@@ -56,7 +55,14 @@ type Config struct {
 	// Versions gives a subject's trusted version. Required to append facts
 	// without a version, and after conflicts.
 	Versions VersionSource
+	// NewID gives events their ids (also their Nats-Msg-Id); default
+	// NewEventID.
+	NewID func() string
 }
+
+// NewEventID is a UUIDv7: unique, and ordered by time, which keeps ids of
+// one history close together in indexes.
+func NewEventID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // KeySource gives the signing key in force. It fails with
 // domain.ErrKeyUnavailable if this instance does not hold it.
@@ -114,6 +120,7 @@ type Store struct {
 	keys     KeySource
 	versions VersionSource
 	verifier domain.Verifier // for reads that judge events (nil: signatures)
+	newID    func() string
 }
 
 // Open opens the stream, creating it if it is missing and cfg.Create
@@ -140,7 +147,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if !info.DenyDelete || !info.DenyPurge {
 		return nil, fmt.Errorf("stream %s allows deletes or purges; the ledger must be append-only", sc.Name)
 	}
-	return &Store{js: js, stream: stream, name: sc.Name, created: created, appends: newAppendCounter(), keys: cfg.Keys, versions: cfg.Versions}, nil
+	newID := cfg.NewID
+	if newID == nil {
+		newID = NewEventID
+	}
+	return &Store{js: js, stream: stream, name: sc.Name, created: created, appends: newAppendCounter(), keys: cfg.Keys, versions: cfg.Versions, newID: newID}, nil
 }
 
 // Created reports whether Open created the stream.
@@ -165,22 +176,14 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // StreamName is the ledger stream's name.
 func (s *Store) StreamName() string { return s.name }
 
-// Version is where a subject stands: the stream sequence of its last
-// message (0 if empty), the hash of its last authentic event (the chain head
-// the next event links to) and that event's time (the next one's may not be
-// earlier). Appending "at a version" is the optimistic-concurrency
-// condition: it succeeds only if nobody appended since.
-type Version struct {
-	Seq  uint64
-	Head string
-	Time time.Time
-}
+// Version is where a subject stands (see ports.Version).
+type Version = ports.Version
 
 // sealAt links e after v, signs it, and gives it a time no earlier than v's.
 // It is the one place an event gets its hash and signature.
 func (s *Store) sealAt(e *domain.Event, v Version, key domain.SigningKey) ([]byte, error) {
 	if e.ID == "" {
-		return nil, fmt.Errorf("append %s: event without id", e.Type)
+		e.ID = s.newID()
 	}
 	e.Time = domain.NextEventTime(e.Time, v.Time)
 	if err := e.Seal(v.Head, key); err != nil {
@@ -196,8 +199,43 @@ func (s *Store) signingKey() (domain.SigningKey, error) {
 	return s.keys.SigningKey()
 }
 
-// Append writes events to one subject in order, each sealed into the
-// subject's hash chain and signed, and returns the subject's new version.
+// AppendUser appends decided events to a user's history (see Append).
+func (s *Store) AppendUser(ctx context.Context, userID string, v Version, events ...domain.Event) (Version, error) {
+	return s.Append(ctx, UserSubject(userID), v, events...)
+}
+
+// AppendEmailClaim appends a claim to an email's history (see Append).
+func (s *Store) AppendEmailClaim(ctx context.Context, emailHash string, v Version, e domain.Event) (Version, error) {
+	return s.Append(ctx, EmailSubject(emailHash), v, e)
+}
+
+// UserVersion is a user's history's trusted version now (see Head).
+func (s *Store) UserVersion(ctx context.Context, userID string) (Version, error) {
+	return s.Head(ctx, UserSubject(userID))
+}
+
+// EmailVersion is an email's history's trusted version now (see Head).
+func (s *Store) EmailVersion(ctx context.Context, emailHash string) (Version, error) {
+	return s.Head(ctx, EmailSubject(emailHash))
+}
+
+// RecordFacts appends facts, each to its user's subject, or for no known
+// user to AnonSubject (see AppendFacts).
+func (s *Store) RecordFacts(ctx context.Context, facts []ports.Fact) (int, error) {
+	pubs := make([]Publication, len(facts))
+	for i, f := range facts {
+		subject := AnonSubject
+		if f.Event.UserID != "" {
+			subject = UserSubject(f.Event.UserID)
+		}
+		pubs[i] = Publication{Subject: subject, Event: f.Event, MsgID: f.DedupKey, At: f.At}
+	}
+	return s.AppendFacts(ctx, pubs)
+}
+
+// Append writes events to one subject in order, each given an id (if it
+// has none), sealed into the subject's hash chain and signed, and returns
+// the subject's new version.
 // The first event must find the subject at v and each following one finds
 // its predecessor, so a conflicting writer makes the append fail with
 // ErrConflict. Each event's ID is its Nats-Msg-Id, so a publish retried
@@ -517,6 +555,9 @@ func (s *Store) AppendFacts(ctx context.Context, pubs []Publication) (stored int
 // appendFact returns the subject's version after the fact if this process
 // knows it (nil after a duplicate, whose stored copy it did not write).
 func (s *Store) appendFact(ctx context.Context, key domain.SigningKey, p Publication) (*Version, error) {
+	if p.Event.ID == "" {
+		p.Event.ID = s.newID()
+	}
 	msgID := p.MsgID
 	if msgID == "" {
 		msgID = p.Event.ID

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/alexedwards/argon2id"
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -218,7 +217,24 @@ func (l *ledgerLog) doClose() {
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
 
-func newID() string { return uuid.Must(uuid.NewV7()).String() }
+func newID() string { return eventstore.NewEventID() }
+
+// application wires the command and query handlers to the adapters: the
+// projection reads, the event store writes.
+func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, hasher *command.Argon2id, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
+	users, err := command.NewUsers(proj, store, cfg.Now)
+	if err != nil {
+		return command.Handlers{}, query.Handlers{}, err
+	}
+	commands, err := command.New(command.Deps{
+		Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
+	})
+	if err != nil {
+		return command.Handlers{}, query.Handlers{}, err
+	}
+	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now})
+	return commands, queries, err
+}
 
 // Service is a running ledger instance.
 type Service struct {
@@ -325,39 +341,30 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
-	s.uses = query.NewUseRecorder(query.UseRecorderConfig{
+	if s.uses, err = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
-		Log: s.ll.store, Versions: s.proj, NewID: newID, Logger: log, Registerer: reg,
-	})
+		Log: s.ll.store, Versions: s.proj, Logger: log, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
 	usesCtx, usesCancel := context.WithCancel(context.Background())
 	go s.uses.Run(usesCtx)
 	s.stopUses = usesCancel
 
-	deps := command.Deps{
-		Users:  command.NewUsers(s.proj, s.ll.store, newID, cfg.Now),
-		Log:    s.ll.store,
-		Hasher: hasher,
-		Creds:  s.proj,
-		Policy: cfg.Policy,
-		Now:    cfg.Now,
-		NewID:  newID,
+	commands, queries, err := application(s.proj, s.ll.store, s.uses, hasher, cfg)
+	if err != nil {
+		return nil, err
 	}
 	api := httpapi.New(httpapi.Config{
-		Signup:       command.SignupHandler{Deps: deps},
-		Login:        command.LoginHandler{Deps: deps},
-		Logout:       command.LogoutHandler{Deps: deps},
-		LogoutOthers: command.LogoutOthersHandler{Deps: deps},
-		Terminate:    command.TerminateHandler{Deps: deps},
-		Validate:     query.ValidateHandler{Sessions: s.proj, Uses: s.uses, Now: cfg.Now},
-		Sessions:     query.SessionsHandler{Sessions: s.proj, Now: cfg.Now},
-		Audit:        query.AuditHandler{Sessions: s.proj, Log: s.ll.store},
-		AdminKey:     &adminKey,
-		Digests:      s.digests,
-		Ready:        s.ready,
-		Freshness:    s.fresh,
-		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		Log:          log,
-		Registerer:   reg,
+		Commands:   commands,
+		Queries:    queries,
+		AdminKey:   &adminKey,
+		Digests:    s.digests,
+		Ready:      s.ready,
+		Freshness:  s.fresh,
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Log:        log,
+		Registerer: reg,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

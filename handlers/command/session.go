@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
-// Deps are what every command handler needs.
+// Deps are what every command handler needs. All are required except
+// Rand (crypto/rand when nil); New checks.
 type Deps struct {
 	Users  *Users
 	Log    eventLog
@@ -20,7 +21,7 @@ type Deps struct {
 	Creds  credentialReader
 	Policy domain.Policy
 	Now    func() time.Time
-	NewID  func() string // event and user ids
+	NewID  func() string // user ids
 	Rand   io.Reader     // token randomness; crypto/rand when nil
 }
 
@@ -28,6 +29,8 @@ type (
 	passwordHasher interface {
 		Hash(password string) (string, error)
 		Verify(password, hash string) (bool, error)
+		// Burn spends the work of a Verify and fails: what a login for
+		// an unknown email costs, so it cannot be told apart by time.
 		Burn(password string)
 	}
 	credentialReader interface {
@@ -37,6 +40,31 @@ type (
 		ClaimedUser(emailHash string) (string, error)
 	}
 )
+
+// Handlers are the write side's commands, wired once.
+type Handlers struct {
+	Signup       SignupHandler
+	Login        LoginHandler
+	Logout       LogoutHandler
+	LogoutOthers LogoutOthersHandler
+	Terminate    TerminateHandler
+}
+
+// New builds every command handler, refusing missing dependencies at start
+// rather than at the first request.
+func New(d Deps) (Handlers, error) {
+	switch {
+	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Now == nil, d.NewID == nil:
+		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Now and NewID are required")
+	}
+	if err := d.Policy.Validate(); err != nil {
+		return Handlers{}, fmt.Errorf("command.New: %w", err)
+	}
+	return Handlers{
+		Signup: SignupHandler{d}, Login: LoginHandler{d}, Logout: LogoutHandler{d},
+		LogoutOthers: LogoutOthersHandler{d}, Terminate: TerminateHandler{d},
+	}, nil
+}
 
 func (d Deps) rand() io.Reader {
 	if d.Rand != nil {
@@ -84,9 +112,6 @@ type LogoutHandler struct{ Deps }
 
 func (h LogoutHandler) Handle(ctx context.Context, caller SessionRef) (uint64, error) {
 	return h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-		if u == nil {
-			return nil, domain.ErrUserNotFound
-		}
 		e, err := u.Logout(caller.SessionID, at)
 		if err != nil {
 			return nil, err
@@ -101,9 +126,6 @@ type LogoutOthersHandler struct{ Deps }
 
 func (h LogoutOthersHandler) Handle(ctx context.Context, caller SessionRef) (revoked int, seq uint64, err error) {
 	seq, err = h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-		if u == nil {
-			return nil, domain.ErrUserNotFound
-		}
 		e, n, ok, err := u.RevokeOthers(caller.SessionID, at)
 		revoked = n
 		if err != nil || !ok {
@@ -122,9 +144,6 @@ func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target 
 		return 0, domain.ErrSessionNotFound
 	}
 	return h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-		if u == nil {
-			return nil, domain.ErrUserNotFound
-		}
 		e, ok, err := u.Terminate(caller.SessionID, target, at)
 		if err != nil || !ok {
 			return nil, err
@@ -134,18 +153,11 @@ func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target 
 }
 
 // recordFailedLogin appends a login_failed fact. It decides nothing, so it
-// goes in at whatever version the subject has.
+// goes in at whatever version the history has.
 func (d Deps) recordFailedLogin(ctx context.Context, userID, email, reason string) error {
 	e := domain.FailedLogin(userID, email, reason, d.Now())
-	e.ID = d.NewID()
-	subject := eventstore.AnonSubject
-	if userID != "" {
-		subject = eventstore.UserSubject(userID)
-	}
-	if _, err := d.Log.AppendFacts(ctx, []eventstore.Publication{{Subject: subject, Event: e}}); err != nil {
+	if _, err := d.Log.RecordFacts(ctx, []ports.Fact{{Event: e}}); err != nil {
 		return fmt.Errorf("record failed login: %w", err)
 	}
 	return nil
 }
-
-var errNoUser = errors.New("user vanished between lookup and update")

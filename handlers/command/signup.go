@@ -3,10 +3,11 @@ package command
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // SignupHandler registers an account and logs it in.
@@ -39,10 +40,7 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 		return Issued{}, err
 	}
 	var issued Issued
-	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-		if u != nil {
-			return nil, domain.ErrEmailTaken
-		}
+	seq, err := h.Users.Create(ctx, userID, func(at time.Time) ([]domain.Event, error) {
 		reg, err := domain.Register(userID, email, hash, at)
 		if err != nil {
 			return nil, err
@@ -51,6 +49,9 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 		issued = is
 		return []domain.Event{reg, started}, err
 	})
+	if errors.Is(err, errUserExists) {
+		return Issued{}, domain.ErrEmailTaken
+	}
 	if err != nil {
 		return Issued{}, err
 	}
@@ -65,20 +66,17 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 // conflict, and is then passed over.
 func (h SignupHandler) claim(ctx context.Context, email string) (string, error) {
 	emailHash := domain.EmailHash(email)
-	subject := eventstore.EmailSubject(emailHash)
 	userID := h.NewID()
-	var v eventstore.Version
+	var v ports.Version
 	for attempt := 1; ; attempt++ {
-		e := domain.ClaimEmail(userID, email, h.Now())
-		e.ID = h.NewID()
-		_, err := h.Log.Append(ctx, subject, v, e)
+		_, err := h.Log.AppendEmailClaim(ctx, emailHash, v, domain.ClaimEmail(userID, email, h.Now()))
 		if err == nil {
 			return userID, nil
 		}
-		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 {
+		if !errors.Is(err, ports.ErrConflict) || attempt == 5 {
 			return "", err
 		}
-		if v, err = h.Log.Head(ctx, subject); err != nil {
+		if v, err = h.Log.EmailVersion(ctx, emailHash); err != nil {
 			return "", err
 		}
 		claimed, err := h.Creds.ClaimedUser(emailHash)
@@ -122,13 +120,14 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 	}
 	var issued Issued
 	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-		if u == nil {
-			return nil, errNoUser
-		}
 		started, is, err := h.newSession(u, c.KeepLoggedIn, at)
 		issued = is
 		return []domain.Event{started}, err
 	})
+	if errors.Is(err, domain.ErrUserNotFound) {
+		// The credentials were found a moment ago: not the caller's fault.
+		return Issued{}, fmt.Errorf("login: user %s has credentials but no history", userID)
+	}
 	if err != nil {
 		return Issued{}, err
 	}

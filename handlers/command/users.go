@@ -8,57 +8,89 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
-// Read and write ports, defined here where they are used; the projection
-// and the event store satisfy them.
+// The ports the write side needs, declared here where they are used; the
+// projection (reads) and the event store (the log) satisfy them.
 type (
 	userReader interface {
-		LoadUser(userID string) (*domain.User, eventstore.Version, error)
+		// LoadUser is the user (nil if it has no history yet) and the
+		// version of its history, from one consistent read.
+		LoadUser(userID string) (*domain.User, ports.Version, error)
 		WaitFor(ctx context.Context, seq uint64) error
-		// Accepted waits for seq and reports eventstore.ErrRejected if the
-		// projection did not apply the event there.
+		// Accepted waits for seq and reports ports.ErrRejected if the
+		// event there was not accepted.
 		Accepted(ctx context.Context, seq uint64) error
 	}
+	// eventLog appends to the log. It gives every event its id, seals it
+	// into its history and signs it; the application only decides.
 	eventLog interface {
-		Append(ctx context.Context, subject string, v eventstore.Version, events ...domain.Event) (eventstore.Version, error)
-		AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
-		// Head is a subject's trusted version (see eventstore.VersionSource).
-		Head(ctx context.Context, subject string) (eventstore.Version, error)
+		AppendUser(ctx context.Context, userID string, v ports.Version, events ...domain.Event) (ports.Version, error)
+		AppendEmailClaim(ctx context.Context, emailHash string, v ports.Version, e domain.Event) (ports.Version, error)
+		RecordFacts(ctx context.Context, facts []ports.Fact) (int, error)
+		// UserVersion and EmailVersion are a history's version now,
+		// once the read side has checked everything in it.
+		UserVersion(ctx context.Context, userID string) (ports.Version, error)
+		EmailVersion(ctx context.Context, emailHash string) (ports.Version, error)
 	}
 )
 
 // Users is the user aggregate's repository: read state from the local
 // projection, decide, append at the version that state was read at, and on
-// a conflict wait for the projection to catch up with the subject and decide
-// again.
+// a conflict wait for the projection to catch up with the history and
+// decide again.
 type Users struct {
 	read     userReader
 	log      eventLog
-	newID    func() string
 	now      func() time.Time
 	attempts int
 }
 
-func NewUsers(read userReader, log eventLog, newID func() string, now func() time.Time) *Users {
-	return &Users{read: read, log: log, newID: newID, now: now, attempts: 50}
+// NewUsers builds the repository; every dependency is required.
+func NewUsers(read userReader, log eventLog, now func() time.Time) (*Users, error) {
+	if read == nil || log == nil || now == nil {
+		return nil, errors.New("command.NewUsers: a reader, a log and a clock are required")
+	}
+	return &Users{read: read, log: log, now: now, attempts: 50}, nil
 }
 
-// ErrTooMuchContention is returned when a user's subject kept moving under
+// ErrTooMuchContention is returned when a user's history kept moving under
 // every attempt; the caller may retry later.
 var ErrTooMuchContention = errors.New("too many concurrent writes to this user")
 
-// Update runs decide against the user's current state (nil for a user with
-// no events yet) and appends the events it returns. decide gets the instant
-// to decide at: now, or the time of the user's last event if this
-// instance's clock is behind it, so that times on a subject never go
-// backwards. decide may run several times and must not have side effects.
-// Update returns the stream sequence of the last appended event (or the
-// current version if there was nothing to append), after the local
-// projection has applied it.
+// errUserExists is what Create meets when the user already has a history.
+var errUserExists = errors.New("user already exists")
+
+// Update runs decide against an existing user's current state and appends
+// the events it returns; a user with no history is domain.ErrUserNotFound,
+// so decide never sees nil. decide gets the instant to decide at: now, or
+// the time of the user's last event if this instance's clock is behind it,
+// so that times in a history never go backwards. decide may run several
+// times and must not have side effects. Update returns the log position of
+// the last appended event (or the current one if there was nothing to
+// append), after the local projection has applied it.
 func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
-	subject := eventstore.UserSubject(userID)
+	return r.write(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+		if u == nil {
+			return nil, domain.ErrUserNotFound
+		}
+		return decide(u, at)
+	})
+}
+
+// Create appends the first events of a user that has no history yet; if it
+// has one, it fails with errUserExists.
+func (r *Users) Create(ctx context.Context, userID string, decide func(at time.Time) ([]domain.Event, error)) (uint64, error) {
+	return r.write(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+		if u != nil {
+			return nil, errUserExists
+		}
+		return decide(at)
+	})
+}
+
+func (r *Users) write(ctx context.Context, userID string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
 	for attempt := 1; ; attempt++ {
 		user, version, err := r.read.LoadUser(userID)
 		if err != nil {
@@ -71,18 +103,15 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain
 		if len(events) == 0 {
 			return version.Seq, nil
 		}
-		for i := range events {
-			events[i].ID = r.newID()
-		}
-		next, err := r.log.Append(ctx, subject, version, events...)
+		next, err := r.log.AppendUser(ctx, userID, version, events...)
 		if err == nil {
 			err = r.read.Accepted(ctx, next.Seq)
-			if err == nil || !errors.Is(err, eventstore.ErrRejected) || attempt == r.attempts {
+			if err == nil || !errors.Is(err, ports.ErrRejected) || attempt == r.attempts {
 				return next.Seq, err
 			}
 			continue // signed with a key retired just before: decide again
 		}
-		if !errors.Is(err, eventstore.ErrConflict) {
+		if !errors.Is(err, ports.ErrConflict) {
 			return 0, err
 		}
 		if attempt == r.attempts {
@@ -90,11 +119,7 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain
 		}
 		// Someone else wrote first. Wait until the projection holds what
 		// they wrote, then decide again on the new state.
-		latest, err := r.log.Head(ctx, subject)
-		if err != nil {
-			return 0, err
-		}
-		if err := r.read.WaitFor(ctx, latest.Seq); err != nil {
+		if _, err := r.log.UserVersion(ctx, userID); err != nil {
 			return 0, err
 		}
 		// Jitter keeps a crowd of writers to one user from colliding in step.

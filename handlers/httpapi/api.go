@@ -12,21 +12,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/handlers/command"
+	"github.com/sessionledger/ledger/handlers/ports"
 	"github.com/sessionledger/ledger/handlers/query"
 )
 
 // Config is everything the API serves from.
 type Config struct {
-	Signup       command.SignupHandler
-	Login        command.LoginHandler
-	Logout       command.LogoutHandler
-	LogoutOthers command.LogoutOthersHandler
-	Terminate    command.TerminateHandler
-	Validate     query.ValidateHandler
-	Sessions     query.SessionsHandler
-	Audit        query.AuditHandler
+	Commands command.Handlers
+	Queries  query.Handlers
 	// AdminKey guards /v1/audit/*; nil refuses every key.
 	AdminKey *AdminKey
 	Digests  Digests
@@ -198,7 +192,7 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	is, err := a.cfg.Signup.Handle(r.Context(), c)
+	is, err := a.cfg.Commands.Signup.Handle(r.Context(), c)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -211,7 +205,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	is, err := a.cfg.Login.Handle(r.Context(), c)
+	is, err := a.cfg.Commands.Login.Handle(r.Context(), c)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -227,7 +221,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		v, _ := queryParam(r, "touch")
 		touch = v != "false"
 	}
-	v, err := a.cfg.Validate.Handle(r.Context(), bearer(r), touch)
+	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), touch)
 	if err != nil {
 		a.verdicts.WithLabelValues("invalid").Inc()
 		a.writeDomainError(w, r, err)
@@ -298,7 +292,7 @@ func bearer(r *http.Request) string {
 // authenticate validates the bearer token without counting it as a use and
 // answers 401 itself when the token is not valid.
 func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (command.SessionRef, bool) {
-	v, err := a.cfg.Validate.Handle(r.Context(), bearer(r), false)
+	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), false)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return command.SessionRef{}, false
@@ -315,7 +309,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	seq, err := a.cfg.Logout.Handle(r.Context(), caller)
+	seq, err := a.cfg.Commands.Logout.Handle(r.Context(), caller)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -328,7 +322,7 @@ func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n, seq, err := a.cfg.LogoutOthers.Handle(r.Context(), caller)
+	n, seq, err := a.cfg.Commands.LogoutOthers.Handle(r.Context(), caller)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -341,7 +335,7 @@ func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	list, err := a.cfg.Sessions.Handle(r.Context(), caller.UserID, caller.SessionID)
+	list, err := a.cfg.Queries.Sessions.Handle(r.Context(), caller.UserID, caller.SessionID)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -369,7 +363,7 @@ func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	seq, err := a.cfg.Terminate.Handle(r.Context(), caller, r.PathValue("id"))
+	seq, err := a.cfg.Commands.Terminate.Handle(r.Context(), caller, r.PathValue("id"))
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -440,17 +434,17 @@ func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error
 		e = newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
 	case errors.Is(err, command.ErrTooMuchContention):
 		e = newError(http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry")
-	case errors.Is(err, eventstore.ErrStreamMissing):
+	case errors.Is(err, ports.ErrStreamMissing):
 		e = newError(http.StatusServiceUnavailable, "STREAM_MISSING", "the ledger stream does not exist; an operator must restore it")
-	case errors.Is(err, eventstore.ErrStreamSealed):
+	case errors.Is(err, ports.ErrStreamSealed):
 		e = newError(http.StatusServiceUnavailable, "STREAM_SEALED", "the ledger stream is sealed and takes no writes; an operator must look at it")
-	case errors.Is(err, eventstore.ErrStreamFull):
+	case errors.Is(err, ports.ErrStreamFull):
 		e = newError(http.StatusServiceUnavailable, "STREAM_FULL", "the ledger stream refuses new messages (a limit was set on it); an operator must look at it")
-	case errors.Is(err, eventstore.ErrStreamTampered):
+	case errors.Is(err, ports.ErrStreamTampered):
 		e = newError(http.StatusServiceUnavailable, "STREAM_TAMPERED", "the ledger stream lost messages; this instance will not write past them")
 	case errors.Is(err, domain.ErrKeyUnavailable):
 		e = newError(http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file")
-	case errors.Is(err, eventstore.ErrRejected):
+	case errors.Is(err, ports.ErrRejected):
 		e = newError(http.StatusServiceUnavailable, "BUSY", "the write was not accepted (the signing key was just rotated); retry")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		e = newError(http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry")

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 	"github.com/sessionledger/ledger/handlers/query"
 )
 
@@ -62,9 +62,9 @@ func (a *API) auditSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if at.IsZero() {
-		at = a.cfg.Validate.Now()
+		at = a.cfg.Queries.Validate.Now()
 	}
-	res, err := a.cfg.Audit.SessionAsOf(r.Context(), r.PathValue("session_id"), at)
+	res, err := a.cfg.Queries.Audit.SessionAsOf(r.Context(), r.PathValue("session_id"), at)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
@@ -107,7 +107,7 @@ func (a *API) auditUserEvents(w http.ResponseWriter, r *http.Request) {
 		var until time.Time
 		if until, e = parseTime(r, "until"); e == nil {
 			userID := r.PathValue("user_id")
-			events, err := a.cfg.Audit.UserEvents(r.Context(), userID, since, until)
+			events, err := a.cfg.Queries.Audit.UserEvents(r.Context(), userID, since, until)
 			if errors.Is(err, domain.ErrUserNotFound) {
 				writeError(w, newError(http.StatusNotFound, "USER_NOT_FOUND", "no such user"))
 				return
@@ -129,7 +129,7 @@ func (a *API) auditUserEvents(w http.ResponseWriter, r *http.Request) {
 
 // StoredEventJSON is the documented export shape of one log entry, shared
 // by the HTTP API and `ledger audit`: where it sits, and the event as stored.
-func StoredEventJSON(se eventstore.StoredEvent) map[string]any {
+func StoredEventJSON(se ports.StoredEvent) map[string]any {
 	m := map[string]any{"seq": se.Seq, "subject": se.Subject, "stored_at": se.Stored.UTC().Format(time.RFC3339Nano)}
 	if se.Err != nil {
 		m["error"] = se.Err.Error()

@@ -5,11 +5,11 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 type userHistory interface {
-	UserHistory(ctx context.Context, userID string) ([]eventstore.StoredEvent, error)
+	UserHistory(ctx context.Context, userID string) ([]ports.StoredEvent, error)
 }
 
 // AuditHandler answers auditors' questions from the log itself: the local
@@ -44,7 +44,7 @@ func (h AuditHandler) SessionAsOf(ctx context.Context, sessionID string, at time
 // AsOfFromHistory replays a user's stored events (unreadable ones are
 // skipped; verify reports them) into a session's verdict at `at`. The HTTP
 // API, the CLI and the differential test all replay through it.
-func AsOfFromHistory(history []eventstore.StoredEvent, sessionID string, at time.Time) (AsOf, error) {
+func AsOfFromHistory(history []ports.StoredEvent, sessionID string, at time.Time) (AsOf, error) {
 	events := make([]domain.Event, 0, len(history))
 	seqs := make(map[string]uint64, len(history))
 	for _, se := range history {
@@ -58,7 +58,7 @@ func AsOfFromHistory(history []eventstore.StoredEvent, sessionID string, at time
 }
 
 // UserEvents lists a user's events between since and until (zero: open).
-func (h AuditHandler) UserEvents(ctx context.Context, userID string, since, until time.Time) ([]eventstore.StoredEvent, error) {
+func (h AuditHandler) UserEvents(ctx context.Context, userID string, since, until time.Time) ([]ports.StoredEvent, error) {
 	history, err := h.Log.UserHistory(ctx, userID)
 	if err != nil {
 		return nil, err
@@ -77,7 +77,7 @@ func (h AuditHandler) UserEvents(ctx context.Context, userID string, since, unti
 
 // InWindow reports whether an event's time is in [since, until]; zero
 // bounds are open, and unreadable messages are always shown.
-func InWindow(se eventstore.StoredEvent, since, until time.Time) bool {
+func InWindow(se ports.StoredEvent, since, until time.Time) bool {
 	if se.Err != nil {
 		return true
 	}

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -10,15 +11,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 type (
-	batchAppender interface {
-		AppendFacts(ctx context.Context, pubs []eventstore.Publication) (int, error)
+	factLog interface {
+		RecordFacts(ctx context.Context, facts []ports.Fact) (int, error)
 	}
 	versionReader interface {
-		UserVersion(userID string) (eventstore.Version, error)
+		UserVersion(userID string) (ports.Version, error)
 	}
 )
 
@@ -30,9 +31,8 @@ type (
 // counts it rather than slowing validation down.
 type UseRecorder struct {
 	granularity time.Duration
-	log         batchAppender
+	log         factLog
 	versions    versionReader
-	newID       func() string
 	logger      *slog.Logger
 
 	queue   chan domain.Event
@@ -49,16 +49,18 @@ type UseRecorder struct {
 type UseRecorderConfig struct {
 	Granularity time.Duration
 	QueueSize   int
-	Log         batchAppender
-	// Versions, if set, supplies each user subject's head from the local
-	// projection, so appending a use needs no read from the stream.
+	Log         factLog
+	// Versions, if set, supplies each user history's version from the
+	// local projection, so appending a use needs no read from the log.
 	Versions   versionReader
-	NewID      func() string
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
 
-func NewUseRecorder(c UseRecorderConfig) *UseRecorder {
+func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
+	if c.Log == nil {
+		return nil, errors.New("query.NewUseRecorder: a log is required")
+	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 65536
 	}
@@ -73,14 +75,14 @@ func NewUseRecorder(c UseRecorderConfig) *UseRecorder {
 		return cnt
 	}
 	return &UseRecorder{
-		granularity: c.Granularity, log: c.Log, versions: c.Versions, newID: c.NewID, logger: c.Logger,
+		granularity: c.Granularity, log: c.Log, versions: c.Versions, logger: c.Logger,
 		queue:    make(chan domain.Event, c.QueueSize),
 		done:     make(chan struct{}),
 		queued:   counter("ledger_uses_queued_total", "Session uses queued for recording."),
 		dropped:  counter("ledger_uses_dropped_total", "Session uses dropped because the queue was full."),
 		appended: counter("ledger_uses_appended_total", "session_used events appended to the stream."),
 		failed:   counter("ledger_uses_failed_total", "session_used events whose append failed."),
-	}
+	}, nil
 }
 
 // Touch queues a use of s at `at` if the last recorded use is at least one
@@ -144,17 +146,16 @@ func (r *UseRecorder) Wait() { <-r.done }
 func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	pubs := make([]eventstore.Publication, len(events))
+	facts := make([]ports.Fact, len(events))
 	for i, e := range events {
-		e.ID = r.newID()
-		pubs[i] = eventstore.Publication{Subject: eventstore.UserSubject(e.UserID), Event: e, MsgID: r.msgID(e)}
+		facts[i] = ports.Fact{Event: e, DedupKey: r.dedupKey(e)}
 		if r.versions != nil {
 			if v, err := r.versions.UserVersion(e.UserID); err == nil && v.Seq > 0 {
-				pubs[i].At = &v
+				facts[i].At = &v
 			}
 		}
 	}
-	stored, err := r.log.AppendFacts(ctx, pubs)
+	stored, err := r.log.RecordFacts(ctx, facts)
 	r.appended.Add(float64(stored))
 	if err != nil {
 		r.failed.Add(float64(len(events) - stored))
@@ -180,11 +181,11 @@ func (r *UseRecorder) Flush(ctx context.Context) error {
 	return nil
 }
 
-// msgID is shared by every instance recording a use of the same session in
-// the same granularity bucket, so JetStream keeps only one of them.
-func (r *UseRecorder) msgID(e domain.Event) string {
+// dedupKey is shared by every instance recording a use of the same session
+// in the same granularity bucket, so the log keeps only one of them.
+func (r *UseRecorder) dedupKey(e domain.Event) string {
 	if r.granularity <= 0 {
-		return e.ID
+		return ""
 	}
 	return "use:" + e.SessionID + ":" + strconv.FormatInt(e.Time.UnixNano()/int64(r.granularity), 10)
 }

@@ -104,3 +104,34 @@ func (h SessionsHandler) Handle(_ context.Context, userID, currentSessionID stri
 	}
 	return out, nil
 }
+
+// Deps are what the query handlers need; Uses is optional (uses are then
+// not recorded), the rest required.
+type Deps struct {
+	Sessions interface {
+		sessionReader
+		userSessionReader
+	}
+	Uses *UseRecorder
+	Log  userHistory
+	Now  func() time.Time
+}
+
+// Handlers are the read side's queries, wired once.
+type Handlers struct {
+	Validate ValidateHandler
+	Sessions SessionsHandler
+	Audit    AuditHandler
+}
+
+// New builds every query handler, refusing missing dependencies at start.
+func New(d Deps) (Handlers, error) {
+	if d.Sessions == nil || d.Log == nil || d.Now == nil {
+		return Handlers{}, errors.New("query.New: Sessions, Log and Now are required")
+	}
+	return Handlers{
+		Validate: ValidateHandler{Sessions: d.Sessions, Uses: d.Uses, Now: d.Now},
+		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
+		Audit:    AuditHandler{Sessions: d.Sessions, Log: d.Log},
+	}, nil
+}

@@ -1,0 +1,384 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
+)
+
+// fakeLedger is an in-memory stand-in for both adapters the write side
+// uses: the log (appends at a version, facts) and the projection (users and
+// their versions, credentials, claims). It folds events with the domain's
+// own functions, as the projection does.
+type fakeLedger struct {
+	mu       sync.Mutex
+	seq      uint64
+	versions map[string]ports.Version // user id -> version
+	emails   map[string]string        // normalized email -> user id
+	hashes   map[string]string        // user id -> password hash
+	sessions map[string]map[string]*domain.Session
+	claims   map[string]string // email hash -> user id
+	facts    []ports.Fact
+	appended []domain.Event
+
+	// beforeAppend, if set, runs before each AppendUser and may return an
+	// error (ErrConflict) to inject what another instance would cause.
+	beforeAppend func(userID string) error
+	// rejectNext makes the next appends land but be rejected, as the
+	// projection rejects an event signed with a retired key: the history's
+	// sequence moves on, its state does not.
+	rejectNext int
+	rejected   map[uint64]bool
+}
+
+func newFakeLedger() *fakeLedger {
+	return &fakeLedger{versions: map[string]ports.Version{}, emails: map[string]string{}, hashes: map[string]string{},
+		sessions: map[string]map[string]*domain.Session{}, claims: map[string]string{}, rejected: map[uint64]bool{}}
+}
+
+func (f *fakeLedger) LoadUser(userID string) (*domain.User, ports.Version, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := f.versions[userID]
+	hash, ok := f.hashes[userID]
+	if !ok {
+		return nil, v, nil
+	}
+	var ss []*domain.Session
+	for _, s := range f.sessions[userID] {
+		ss = append(ss, domain.SessionFromSnapshot(s.Snapshot()))
+	}
+	email := ""
+	for e, u := range f.emails {
+		if u == userID {
+			email = e
+		}
+	}
+	return domain.NewUser(userID, email, hash, ss), v, nil
+}
+
+func (f *fakeLedger) WaitFor(context.Context, uint64) error { return nil }
+
+func (f *fakeLedger) Accepted(_ context.Context, seq uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rejected[seq] {
+		return ports.ErrRejected
+	}
+	return nil
+}
+
+func (f *fakeLedger) AppendUser(_ context.Context, userID string, v ports.Version, events ...domain.Event) (ports.Version, error) {
+	if f.beforeAppend != nil {
+		if err := f.beforeAppend(userID); err != nil {
+			return ports.Version{}, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.versions[userID].Seq != v.Seq {
+		return ports.Version{}, ports.ErrConflict
+	}
+	if f.rejectNext > 0 {
+		f.rejectNext--
+		f.seq++
+		f.rejected[f.seq] = true
+		v.Seq = f.seq
+		f.versions[userID] = v
+		return v, nil
+	}
+	for _, e := range events {
+		e.Time = domain.NextEventTime(e.Time, v.Time) // as the real log does
+		if err := f.fold(e); err != nil {
+			return ports.Version{}, err
+		}
+		f.seq++
+		v = ports.Version{Seq: f.seq, Time: e.Time}
+		f.appended = append(f.appended, e)
+	}
+	f.versions[userID] = v
+	return v, nil
+}
+
+// fold applies an event to the fake's read model (under mu).
+func (f *fakeLedger) fold(e domain.Event) error {
+	switch e.Type {
+	case domain.EventUserRegistered:
+		p, err := domain.DecodePayload[domain.UserRegistered](e)
+		if err != nil {
+			return err
+		}
+		f.emails[p.Email], f.hashes[e.UserID] = e.UserID, p.PasswordHash
+	case domain.EventSessionStarted:
+		s, err := domain.SessionFromEvent(e)
+		if err != nil {
+			return err
+		}
+		if f.sessions[e.UserID] == nil {
+			f.sessions[e.UserID] = map[string]*domain.Session{}
+		}
+		f.sessions[e.UserID][s.ID()] = s
+	default:
+		for _, s := range f.sessions[e.UserID] {
+			if err := s.Apply(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *fakeLedger) AppendEmailClaim(_ context.Context, emailHash string, v ports.Version, e domain.Event) (ports.Version, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, taken := f.claims[emailHash]; taken && v.Seq == 0 {
+		return ports.Version{}, ports.ErrConflict
+	}
+	f.claims[emailHash] = e.UserID
+	f.seq++
+	return ports.Version{Seq: f.seq}, nil
+}
+
+func (f *fakeLedger) RecordFacts(_ context.Context, facts []ports.Fact) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.facts = append(f.facts, facts...)
+	return len(facts), nil
+}
+
+func (f *fakeLedger) UserVersion(_ context.Context, userID string) (ports.Version, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.versions[userID], nil
+}
+
+func (f *fakeLedger) EmailVersion(_ context.Context, emailHash string) (ports.Version, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return ports.Version{Seq: f.seq}, nil
+}
+
+func (f *fakeLedger) Credentials(email string) (string, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	uid, ok := f.emails[email]
+	if !ok {
+		return "", "", domain.ErrUserNotFound
+	}
+	return uid, f.hashes[uid], nil
+}
+
+func (f *fakeLedger) ClaimedUser(emailHash string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if uid, ok := f.claims[emailHash]; ok {
+		return uid, nil
+	}
+	return "", domain.ErrUserNotFound
+}
+
+// fakeHasher hashes in the clear and counts what it is asked to do.
+type fakeHasher struct {
+	mu                      sync.Mutex
+	hashes, verifies, burns int
+}
+
+func (h *fakeHasher) Hash(pw string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hashes++
+	return "plain:" + pw, nil
+}
+
+func (h *fakeHasher) Verify(pw, hash string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.verifies++
+	return hash == "plain:"+pw, nil
+}
+
+func (h *fakeHasher) Burn(string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.burns++
+}
+
+var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+type fixture struct {
+	ledger *fakeLedger
+	hasher *fakeHasher
+	users  *Users
+	h      Handlers
+	now    time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	fx := &fixture{ledger: newFakeLedger(), hasher: &fakeHasher{}, now: t0}
+	now := func() time.Time { return fx.now }
+	var err error
+	if fx.users, err = NewUsers(fx.ledger, fx.ledger, now); err != nil {
+		t.Fatal(err)
+	}
+	ids := 0
+	fx.h, err = New(Deps{Users: fx.users, Log: fx.ledger, Hasher: fx.hasher, Creds: fx.ledger, Policy: domain.DefaultPolicy(),
+		Now: now, NewID: func() string { ids++; return fmt.Sprintf("id-%d", ids) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fx
+}
+
+func (fx *fixture) signup(t *testing.T, email string) Issued {
+	t.Helper()
+	is, err := fx.h.Signup.Handle(context.Background(), Credentials{Email: email, Password: "a good password", KeepLoggedIn: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is
+}
+
+func TestNewRefusesMissingDependencies(t *testing.T) {
+	if _, err := New(Deps{}); err == nil {
+		t.Fatal("New accepted no dependencies")
+	}
+	if _, err := NewUsers(nil, newFakeLedger(), time.Now); err == nil {
+		t.Fatal("NewUsers accepted a nil reader")
+	}
+}
+
+// TestUnknownEmailCostsADummyHash: a login for an unknown email spends one
+// argon2id run on the dummy hash (so it takes as long as a wrong
+// password), verifies nothing, records the failure without a user, and
+// answers exactly like a wrong password.
+func TestUnknownEmailCostsADummyHash(t *testing.T) {
+	fx := newFixture(t)
+	fx.signup(t, "known@example.com")
+	fx.hasher.verifies = 0
+	_, unknownErr := fx.h.Login.Handle(context.Background(), Credentials{Email: "nobody@example.com", Password: "whatever it is"})
+	if !errors.Is(unknownErr, domain.ErrInvalidCredentials) || fx.hasher.burns != 1 || fx.hasher.verifies != 0 {
+		t.Fatalf("unknown email: err %v, burns %d, verifies %d; want invalid credentials after one burn", unknownErr, fx.hasher.burns, fx.hasher.verifies)
+	}
+	_, wrongErr := fx.h.Login.Handle(context.Background(), Credentials{Email: "known@example.com", Password: "not the password"})
+	if !errors.Is(wrongErr, domain.ErrInvalidCredentials) || unknownErr.Error() != wrongErr.Error() || fx.hasher.verifies != 1 {
+		t.Fatalf("wrong password: %v (unknown email: %v), verifies %d", wrongErr, unknownErr, fx.hasher.verifies)
+	}
+	if len(fx.ledger.facts) != 2 {
+		t.Fatalf("%d facts recorded, want 2 login_failed", len(fx.ledger.facts))
+	}
+	for i, want := range []struct{ user, reason string }{{"", domain.LoginFailedUnknownEmail}, {"id-1", domain.LoginFailedWrongPassword}} {
+		e := fx.ledger.facts[i].Event
+		p, _ := domain.DecodePayload[domain.LoginFailed](e)
+		if e.Type != domain.EventLoginFailed || e.UserID != want.user || p.Reason != want.reason || strings.Contains(string(e.Payload), "not the password") {
+			t.Errorf("fact %d: %s user %q payload %s; want user %q reason %s", i, e.Type, e.UserID, e.Payload, want.user, want.reason)
+		}
+	}
+}
+
+// TestConflictDecidesAgainOnFreshState: another instance starts a session
+// between this instance's read and its append; the append conflicts, and
+// the retry decides on the new state, so logout-others revokes that session
+// too.
+func TestConflictDecidesAgainOnFreshState(t *testing.T) {
+	fx := newFixture(t)
+	caller := fx.signup(t, "race@example.com")
+	other, err := fx.h.Login.Handle(context.Background(), Credentials{Email: "race@example.com", Password: "a good password"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	interloped := false
+	fx.ledger.beforeAppend = func(userID string) error {
+		if interloped {
+			return nil
+		}
+		interloped = true
+		// "Another instance" logs in: the user's version moves on.
+		fx.ledger.beforeAppend = nil
+		if _, err := fx.h.Login.Handle(context.Background(), Credentials{Email: "race@example.com", Password: "a good password"}); err != nil {
+			return err
+		}
+		fx.ledger.beforeAppend = func(string) error { return nil }
+		return nil
+	}
+	n, _, err := fx.h.LogoutOthers.Handle(context.Background(), SessionRef{UserID: caller.UserID, SessionID: caller.SessionID})
+	if err != nil || n != 2 {
+		t.Fatalf("logout-others across a conflict: revoked %d, err %v; want 2 (the session started meanwhile included)", n, err)
+	}
+	u, _, _ := fx.ledger.LoadUser(caller.UserID)
+	if s, _ := u.Session(other.SessionID); s.Current(fx.now).Valid {
+		t.Fatal("the other session survived logout-others")
+	}
+}
+
+func TestEndlessContentionGivesUp(t *testing.T) {
+	fx := newFixture(t)
+	caller := fx.signup(t, "busy@example.com")
+	fx.users.attempts = 3
+	appends := 0
+	fx.ledger.beforeAppend = func(string) error { appends++; return ports.ErrConflict }
+	_, err := fx.h.Logout.Handle(context.Background(), SessionRef{UserID: caller.UserID, SessionID: caller.SessionID})
+	if !errors.Is(err, ErrTooMuchContention) || appends != 3 {
+		t.Fatalf("err %v after %d appends, want ErrTooMuchContention after 3", err, appends)
+	}
+}
+
+// TestRejectedWriteIsDecidedAgain: an event the projection rejected (signed
+// with a key rotated out a moment before) is not reported as done.
+func TestRejectedWriteIsDecidedAgain(t *testing.T) {
+	fx := newFixture(t)
+	caller := fx.signup(t, "rotate@example.com")
+	fx.ledger.rejectNext = 1
+	before := len(fx.ledger.appended)
+	if _, err := fx.h.Logout.Handle(context.Background(), SessionRef{UserID: caller.UserID, SessionID: caller.SessionID}); err != nil {
+		t.Fatal(err)
+	}
+	// The first logout landed but was rejected; the second decision, on
+	// the same state, appended it again, and that one counts.
+	if got := len(fx.ledger.appended) - before; got != 1 || len(fx.ledger.rejected) != 1 {
+		t.Fatalf("%d accepted appends, %d rejected; want 1 and 1", got, len(fx.ledger.rejected))
+	}
+	u, _, _ := fx.ledger.LoadUser(caller.UserID)
+	if s, _ := u.Session(caller.SessionID); s.Current(fx.now).Reason != domain.ReasonRevokedLogout {
+		t.Fatalf("session after the retried logout: %+v", s.Current(fx.now))
+	}
+}
+
+func TestUpdateOfAnUnknownUserNeverDecides(t *testing.T) {
+	fx := newFixture(t)
+	called := false
+	_, err := fx.users.Update(context.Background(), "ghost", func(*domain.User, time.Time) ([]domain.Event, error) {
+		called = true
+		return nil, nil
+	})
+	if !errors.Is(err, domain.ErrUserNotFound) || called {
+		t.Fatalf("Update of an unknown user: err %v, decide called %v", err, called)
+	}
+	fx.signup(t, "twice@example.com")
+	_, err = fx.h.Signup.Handle(context.Background(), Credentials{Email: "TWICE@example.com", Password: "another password"})
+	if !errors.Is(err, domain.ErrEmailTaken) {
+		t.Fatalf("second signup: %v, want ErrEmailTaken", err)
+	}
+}
+
+// TestDecisionsNeverPredateTheHistory: on an instance whose clock is behind
+// the user's last event, new events take that event's time.
+func TestDecisionsNeverPredateTheHistory(t *testing.T) {
+	fx := newFixture(t)
+	caller := fx.signup(t, "slow@example.com")
+	fx.now = t0.Add(-time.Minute) // this instance's clock is behind
+	if _, err := fx.h.Logout.Handle(context.Background(), SessionRef{UserID: caller.UserID, SessionID: caller.SessionID}); err != nil {
+		t.Fatal(err)
+	}
+	last := fx.ledger.appended[len(fx.ledger.appended)-1]
+	if last.Type != domain.EventSessionLoggedOut || last.Time.Before(t0) {
+		t.Fatalf("logout decided at %s, before the history's last event at %s", last.Time, t0)
+	}
+}

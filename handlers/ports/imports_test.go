@@ -1,0 +1,68 @@
+package ports_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sessionledger/ledger/"
+
+// adapters are the only packages (besides the binaries and tools) that may
+// reach NATS or Pebble.
+var adapters = []string{module + "eventstore", module + "projections", module + "cmd/", module + "scripts/"}
+
+func isAdapter(pkg string) bool {
+	for _, a := range adapters {
+		if pkg == a || strings.HasPrefix(pkg, a+"/") || (strings.HasSuffix(a, "/") && strings.HasPrefix(pkg, a)) {
+			return true
+		}
+	}
+	return false
+}
+
+func infrastructure(dep string) bool {
+	return strings.HasPrefix(dep, "github.com/nats-io/") || strings.HasPrefix(dep, "github.com/cockroachdb/pebble") ||
+		strings.HasPrefix(dep, "github.com/ThreeDotsLabs/")
+}
+
+// TestImportRule: the domain is pure and the application (handlers/...)
+// sees ports, not adapters; only the adapters and the binaries import NATS,
+// Pebble or watermill. It reads the real dependency graph with go list.
+func TestImportRule(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, module+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		deps[f[0]] = f[1:]
+	}
+	// Positive control: the graph is read right if the event store is seen
+	// to depend on NATS.
+	if !hasDep(deps[module+"eventstore"], "github.com/nats-io/nats.go") {
+		t.Fatalf("the event store does not seem to depend on nats.go; the dependency graph was misread:\n%s", out)
+	}
+	for pkg, ds := range deps {
+		for _, d := range ds {
+			switch {
+			case strings.HasPrefix(pkg, module+"domain") && strings.Contains(strings.Split(d, "/")[0], ".") && !strings.HasPrefix(d, "golang.org/x/crypto"):
+				t.Errorf("%s (the domain) depends on %s: it must stay the standard library (and x/crypto)", pkg, d)
+			case strings.HasPrefix(pkg, module+"handlers") && (strings.HasPrefix(d, module+"eventstore") || strings.HasPrefix(d, module+"projections")):
+				t.Errorf("%s (the application) depends on the adapter %s: declare a port instead", pkg, d)
+			case infrastructure(d) && !isAdapter(pkg):
+				t.Errorf("%s depends on %s: only eventstore, projections and the binaries may", pkg, d)
+			}
+		}
+	}
+}
+
+func hasDep(ds []string, want string) bool {
+	for _, d := range ds {
+		if d == want {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,200 @@
+package query
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
+)
+
+var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeFacts is an in-memory log of facts; fail makes appends fail.
+type fakeFacts struct {
+	mu    sync.Mutex
+	facts []ports.Fact
+	fail  error
+}
+
+func (f *fakeFacts) RecordFacts(_ context.Context, facts []ports.Fact) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return 0, f.fail
+	}
+	f.facts = append(f.facts, facts...)
+	return len(facts), nil
+}
+
+func (f *fakeFacts) recorded() []ports.Fact {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ports.Fact(nil), f.facts...)
+}
+
+// session starts a live 12-month session with a fresh token.
+func session(t *testing.T, userID string, at time.Time) (*domain.Session, string) {
+	t.Helper()
+	raw, sid, hash, err := domain.NewToken(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := domain.NewUser(userID, "u@example.com", "h", nil).StartSession(sid, hash, "password", true, false, at, domain.DefaultPolicy())
+	s, err := domain.SessionFromEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, raw
+}
+
+func recorder(t *testing.T, log factLog, queue int) (*UseRecorder, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	r, err := NewUseRecorder(UseRecorderConfig{Granularity: time.Hour, QueueSize: queue, Log: log, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, reg
+}
+
+// TestFullQueueDropsUsesAndCountsThem: recording never slows validation;
+// when the queue is full a use is dropped and counted, and a session with a
+// use on its way is not queued twice.
+func TestFullQueueDropsUsesAndCountsThem(t *testing.T) {
+	log := &fakeFacts{}
+	r, _ := recorder(t, log, 1)
+	s1, _ := session(t, "u1", t0)
+	s2, _ := session(t, "u2", t0)
+	at := t0.Add(2 * time.Hour)
+	if !r.Touch(s1, at) {
+		t.Fatal("first use not queued")
+	}
+	if r.Touch(s1, at.Add(time.Minute)) {
+		t.Fatal("a second use of a session with one on its way was queued")
+	}
+	if r.Touch(s2, at) {
+		t.Fatal("a use was queued into a full queue")
+	}
+	if got := testutil.ToFloat64(r.dropped); got != 1 {
+		t.Fatalf("dropped counter %v, want 1", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go r.Run(ctx)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	r.Wait()
+	facts := log.recorded()
+	if len(facts) != 1 || facts[0].Event.SessionID != s1.ID() || facts[0].Event.Type != domain.EventSessionUsed {
+		t.Fatalf("recorded %+v, want the one queued use of s1", facts)
+	}
+	if k := facts[0].DedupKey; !strings.HasPrefix(k, "use:"+s1.ID()+":") {
+		t.Fatalf("dedup key %q: instances recording the same use in one bucket must share it", k)
+	}
+	// With its use recorded, s2 can be queued again.
+	if !r.Touch(s2, at) {
+		t.Fatal("s2 not queued once the queue had room")
+	}
+}
+
+func TestUseWithinGranularityIsNotRecorded(t *testing.T) {
+	r, _ := recorder(t, &fakeFacts{}, 8)
+	s, _ := session(t, "u1", t0)
+	if r.Touch(s, t0.Add(59*time.Minute)) {
+		t.Fatal("a use within the granularity of the last one was queued")
+	}
+	if !r.Touch(s, t0.Add(time.Hour)) {
+		t.Fatal("a use one granularity after the last was not queued")
+	}
+}
+
+func TestFailedAppendsAreCounted(t *testing.T) {
+	log := &fakeFacts{fail: errors.New("log down")}
+	r, _ := recorder(t, log, 8)
+	s, _ := session(t, "u1", t0)
+	r.Touch(s, t0.Add(2*time.Hour))
+	ctx, cancel := context.WithCancel(context.Background())
+	go r.Run(ctx)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	r.Wait()
+	if got := testutil.ToFloat64(r.failed); got != 1 {
+		t.Fatalf("failed counter %v, want 1", got)
+	}
+}
+
+type fakeSessions map[string]*domain.Session
+
+func (f fakeSessions) Session(id string) (*domain.Session, error) {
+	if s, ok := f[id]; ok {
+		return domain.SessionFromSnapshot(s.Snapshot()), nil
+	}
+	return nil, domain.ErrSessionNotFound
+}
+
+func (f fakeSessions) UserSessions(userID string) ([]*domain.Session, error) {
+	var out []*domain.Session
+	for _, s := range f {
+		if s.UserID() == userID {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+type noHistory struct{}
+
+func (noHistory) UserHistory(context.Context, string) ([]ports.StoredEvent, error) { return nil, nil }
+
+func TestValidate(t *testing.T) {
+	live, liveTok := session(t, "u1", t0)
+	revoked, revokedTok := session(t, "u1", t0)
+	out, _ := domain.NewUser("u1", "u@example.com", "h", []*domain.Session{revoked}).Logout(revoked.ID(), t0.Add(time.Minute))
+	if err := revoked.Apply(out); err != nil {
+		t.Fatal(err)
+	}
+	log := &fakeFacts{}
+	uses, _ := recorder(t, log, 8)
+	now := t0.Add(2 * time.Hour)
+	q, err := New(Deps{Sessions: fakeSessions{live.ID(): live, revoked.ID(): revoked}, Uses: uses, Log: noHistory{}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, err := q.Validate.Handle(ctx, liveTok, true)
+	if err != nil || !v.Verdict.Valid || !v.Verdict.IdleExpiresAt.Equal(now.Add(30*domain.Day)) {
+		t.Fatalf("live token: %+v %v; want valid with the idle deadline the queued use gives", v.Verdict, err)
+	}
+	if v, err := q.Validate.Handle(ctx, revokedTok, false); err != nil || v.Verdict.Reason != domain.ReasonRevokedLogout {
+		t.Fatalf("revoked token: %+v %v", v.Verdict, err)
+	}
+	wrongSecret := liveTok[:len(liveTok)-4] + "AAAA"
+	for name, tok := range map[string]string{"wrong secret": wrongSecret, "malformed": "slt_x", "empty": "", "unknown": strings.Replace(liveTok, live.ID(), strings.Repeat("0", 32), 1)} {
+		if _, err := q.Validate.Handle(ctx, tok, false); !errors.Is(err, ErrTokenInvalid) {
+			t.Errorf("%s token: %v, want ErrTokenInvalid", name, err)
+		}
+	}
+	list, err := q.Sessions.Handle(ctx, "u1", live.ID())
+	if err != nil || len(list) != 2 {
+		t.Fatalf("sessions: %+v %v", list, err)
+	}
+	for _, s := range list {
+		if want := map[bool]string{true: "active", false: "revoked"}[s.SessionID == live.ID()]; s.Status != want || s.Current != (s.SessionID == live.ID()) {
+			t.Errorf("session %s: %+v, want %s", s.SessionID, s, want)
+		}
+	}
+	if _, err := New(Deps{}); err == nil {
+		t.Fatal("New accepted no dependencies")
+	}
+}
