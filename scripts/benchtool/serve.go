@@ -38,7 +38,7 @@ func (r *runner) serveSmall(ctx context.Context, ds *dataset) (validateResult, e
 	if err := r.loginBench(ctx, srv, ds); err != nil {
 		return res, fmt.Errorf("login: %w", err)
 	}
-	return res, nil
+	return res, srv.checkNoRejections()
 }
 
 // serveLarge serves the large data set, whose projection `ledger rebuild`
@@ -79,6 +79,9 @@ func (r *runner) serveLarge(ctx context.Context, ds *dataset) (validateResult, e
 	}
 	hwm, rss, err := procStatus(srv.pid())
 	if err != nil {
+		return res, err
+	}
+	if err := srv.checkNoRejections(); err != nil {
 		return res, err
 	}
 	if r.prof != "" {

@@ -124,6 +124,31 @@ func (s *server) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
+// checkNoRejections fails if the server's projection rejected any message
+// of its stream (seeded, or appended during the runs): the figures would
+// not be those of a ledger the server accepts. /readyz reports rejections
+// once there are any.
+func (s *server) checkNoRejections() error {
+	resp, err := http.Get(s.url + "/readyz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Rejected float64 `json:"rejected_events"`
+		Detail   struct {
+			Rejected float64 `json:"rejected_events"`
+		} `json:"detail"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return fmt.Errorf("/readyz: %w", err)
+	}
+	if n := max(body.Rejected, body.Detail.Rejected); n > 0 {
+		return fmt.Errorf("the server rejected %.0f messages of its stream; log: %s", n, s.log)
+	}
+	return nil
+}
+
 // stop sends SIGTERM and waits for a graceful exit (SIGKILL after a minute).
 func (s *server) stop() *os.ProcessState {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
