@@ -9,6 +9,7 @@ import (
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // Key layout. One byte of prefix per kind keeps kinds in separate ranges.
@@ -79,14 +80,9 @@ func rejectedKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixRejected}, seq)
 }
 
-// Rejected is a stored message the projection did not apply, and why.
-type Rejected struct {
-	Seq     uint64 `json:"seq"`
-	Subject string `json:"subject"`
-	EventID string `json:"event_id,omitempty"`
-	Reason  string `json:"reason"` // one of the Reject* reasons
-	Detail  string `json:"detail"`
-}
+// Rejected is a stored message the projection did not apply, and why (its
+// Reason is one of the Reject* reasons).
+type Rejected = ports.Rejected
 
 // prefixEnd is the exclusive upper bound of all keys starting with p.
 func prefixEnd(p []byte) []byte {

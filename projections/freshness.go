@@ -212,19 +212,22 @@ func (f *Freshness) FreshAsOf() time.Time {
 	return f.started.Add(time.Duration(as - 1)).Round(0)
 }
 
-// Status describes the tracker for /readyz.
-func (f *Freshness) Status() map[string]any {
-	out := map[string]any{
-		"applied_seq":     f.p.Applied(),
-		"stream_last_seq": f.lastSeq.Load(),
-		"lag_events":      f.lagEvents(),
-		"lag_seconds":     f.staleness().Seconds(),
-		"max_lag_seconds": f.cfg.MaxLag.Seconds(),
+// FreshnessStatus describes the tracker for /readyz.
+type FreshnessStatus struct {
+	AppliedSeq    uint64
+	StreamLastSeq uint64 // as of the last poll
+	LagEvents     uint64
+	Lag           time.Duration // since the instance last confirmed it was caught up
+	MaxLag        time.Duration
+	FreshAsOf     time.Time // zero if never confirmed
+}
+
+// Status describes the tracker now.
+func (f *Freshness) Status() FreshnessStatus {
+	return FreshnessStatus{
+		AppliedSeq: f.p.Applied(), StreamLastSeq: f.lastSeq.Load(), LagEvents: f.lagEvents(),
+		Lag: f.staleness(), MaxLag: f.cfg.MaxLag, FreshAsOf: f.FreshAsOf(),
 	}
-	if t := f.FreshAsOf(); !t.IsZero() {
-		out["fresh_as_of"] = t.UTC().Format(time.RFC3339Nano)
-	}
-	return out
 }
 
 // Probe polls the stream's last sequence once and records it; if the

@@ -81,7 +81,7 @@ func TestFreshnessFailsClosed(t *testing.T) {
 	if err := f.Check(); !errors.Is(err, ErrProjectionBehind) {
 		t.Fatalf("behind the stream: %v", err)
 	}
-	if got := f.Status()["lag_events"]; got != uint64(3) {
+	if got := f.Status().LagEvents; got != 3 {
 		t.Errorf("lag_events = %v, want 3", got)
 	}
 	if err := f.WaitApplied(ctx, 3); !errors.Is(err, ErrProjectionBehind) || !errors.As(err, &be) || be.Want != 3 {

@@ -435,9 +435,9 @@ func auditDigest(dataDir string, asJSON bool, out io.Writer) error {
 	if asJSON {
 		return json.NewEncoder(out).Encode(d)
 	}
-	fmt.Fprintf(out, "applied seq    %v\nstate digest   %v\nstream digest  %v\n", d["applied_seq"], d["state_digest"], d["stream_digest"])
-	if n, _ := d["rejected_events"].(uint64); n > 0 {
-		fmt.Fprintf(out, "rejected       %d messages (see --json)\n", n)
+	fmt.Fprintf(out, "applied seq    %d\nstate digest   %s\nstream digest  %s\n", d.AppliedSeq, d.StateDigest, d.StreamDigest)
+	if d.RejectedEvents > 0 {
+		fmt.Fprintf(out, "rejected       %d messages (see --json)\n", d.RejectedEvents)
 	}
 	return nil
 }

@@ -391,17 +391,22 @@ func (s *Service) URL() string { return "http://" + s.addr }
 // ServeErr reports the HTTP server stopping on its own.
 func (s *Service) ServeErr() <-chan error { return s.serveErr }
 
-func (s *Service) ready(ctx context.Context) (map[string]any, error) {
-	detail := s.fresh.Status() // lag, fresh_as_of; overwritten below where newer
+func (s *Service) ready(ctx context.Context) (httpapi.Readiness, error) {
+	st := s.fresh.Status()
+	detail := httpapi.Readiness{
+		AppliedSeq: st.AppliedSeq, StreamLastSeq: st.StreamLastSeq, LagEvents: st.LagEvents,
+		LagSeconds: st.Lag.Seconds(), MaxLagSeconds: st.MaxLag.Seconds(),
+	}
+	if !st.FreshAsOf.IsZero() {
+		detail.FreshAsOf = st.FreshAsOf.UTC().Format(time.RFC3339Nano)
+	}
 	if rejected, total, err := s.proj.Rejected(10); err == nil && total > 0 {
 		// A rejected message cannot be repaired (the log is immutable) and
 		// is an attack or a bug: the instance stays ready, but says so.
-		detail["rejected_events"] = total
-		detail["rejected"] = rejected
-		detail["degraded"] = true
+		detail.RejectedEvents, detail.Rejected, detail.Degraded = total, rejected, true
 	}
 	if findings, _ := s.integ.Findings(); len(findings) > 0 {
-		detail["stream_findings"] = findings
+		detail.StreamFindings = findings
 		return detail, &httpapi.NotReady{Reason: "STREAM_TAMPERED", Err: fmt.Errorf("the ledger stream is no longer append-only and complete: %s", strings.Join(findings, "; "))}
 	}
 	if err := s.proj.Blocked(); err != nil {
@@ -418,15 +423,16 @@ func (s *Service) ready(ctx context.Context) (map[string]any, error) {
 	if err != nil {
 		return detail, fmt.Errorf("jetstream unreachable: %w", err)
 	}
-	detail["stream_last_seq"] = last
+	detail.StreamLastSeq = last
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := s.proj.WaitFor(wctx, last); err != nil {
-		detail["lag"] = last - s.proj.Applied()
+	err = s.proj.WaitFor(wctx, last)
+	detail.AppliedSeq = s.proj.Applied()
+	lag := last - min(last, detail.AppliedSeq)
+	detail.Lag = &lag
+	if err != nil {
 		return detail, errors.New("projection is behind the stream")
 	}
-	detail["applied_seq"] = s.proj.Applied()
-	detail["lag"] = 0
 	return detail, nil
 }
 
@@ -439,35 +445,30 @@ func integrityEvery(maxLag time.Duration) time.Duration {
 	return max(maxLag/5, 100*time.Millisecond)
 }
 
-func (s *Service) digests() (map[string]any, error) {
+func (s *Service) digests() (httpapi.Digests, error) {
 	return projectionDigests(s.proj)
 }
 
 // projectionDigests is what `ledger audit digest` and GET /v1/audit/digest
-// report: the state digest (equal for equal applied sequences, live or
-// rebuilt) and the stream digest checkpoints to pin.
-func projectionDigests(p *projections.Projection) (map[string]any, error) {
+// report.
+func projectionDigests(p *projections.Projection) (httpapi.Digests, error) {
 	state, applied, err := p.DigestAt()
 	if err != nil {
-		return nil, err
+		return httpapi.Digests{}, err
 	}
 	stream, _ := p.StreamDigest()
 	cps, err := p.DigestCheckpoints()
 	if err != nil {
-		return nil, err
+		return httpapi.Digests{}, err
 	}
-	checkpoints := make([]map[string]any, 0, len(cps))
+	d := httpapi.Digests{AppliedSeq: applied, StateDigest: state, StreamDigest: stream.String(), Checkpoints: make([]httpapi.DigestCheckpoint, 0, len(cps))}
 	for _, c := range cps {
-		checkpoints = append(checkpoints, map[string]any{"seq": c.Seq, "stream_digest": c.Digest.String()})
+		d.Checkpoints = append(d.Checkpoints, httpapi.DigestCheckpoint{Seq: c.Seq, StreamDigest: c.Digest.String()})
 	}
-	rejected, total, err := p.Rejected(0)
-	if err != nil {
-		return nil, err
+	if d.Rejected, d.RejectedEvents, err = p.Rejected(0); err != nil {
+		return httpapi.Digests{}, err
 	}
-	return map[string]any{
-		"applied_seq": applied, "state_digest": state, "stream_digest": stream.String(),
-		"checkpoints": checkpoints, "rejected_events": total, "rejected": rejected,
-	}, nil
+	return d, nil
 }
 
 // Close shuts down gracefully: stop taking requests and finish in-flight

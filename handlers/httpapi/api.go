@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/handlers/command"
-	"github.com/sessionledger/ledger/handlers/ports"
 	"github.com/sessionledger/ledger/handlers/query"
 )
 
@@ -23,11 +21,12 @@ type Config struct {
 	Queries  query.Handlers
 	// AdminKey guards /v1/audit/*; nil refuses every key.
 	AdminKey *AdminKey
-	Digests  Digests
+	Digests  func() (Digests, error)
 
-	// Ready reports whether this instance can answer correctly: JetStream
-	// reachable and the projection caught up. Details go into the body.
-	Ready   func(ctx context.Context) (map[string]any, error)
+	// Ready reports whether this instance can answer correctly: the log
+	// reachable and intact, the projection caught up. An error may be a
+	// *NotReady naming its reason.
+	Ready   func(ctx context.Context) (Readiness, error)
 	Metrics http.Handler
 	Log     *slog.Logger
 	// Registerer receives the HTTP metrics.
@@ -178,15 +177,6 @@ func (a *API) readCredentials(w http.ResponseWriter, r *http.Request) (command.C
 	return c, true
 }
 
-func issuedBody(is command.Issued) map[string]any {
-	return map[string]any{
-		"token":      is.Token,
-		"user_id":    is.UserID,
-		"session_id": is.SessionID,
-		"expires":    int64(math.Round(is.ExpiresIn.Seconds())),
-	}
-}
-
 func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 	c, ok := a.readCredentials(w, r)
 	if !ok {
@@ -251,19 +241,6 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// validResponse is the 200 body of validate: a struct, because encoding a
-// map costs a visible share of the hot path's CPU.
-type validResponse struct {
-	ExpiresAt     string `json:"expires_at"`
-	IdleExpiresAt string `json:"idle_expires_at"`
-	KeepLoggedIn  bool   `json:"keep_logged_in"`
-	MaxExpiresAt  string `json:"max_expires_at"`
-	MFA           bool   `json:"mfa"`
-	SessionID     string `json:"session_id"`
-	UserID        string `json:"user_id"`
-	Valid         bool   `json:"valid"`
-}
-
 func verdictError(v domain.Verdict) *apiError {
 	switch v.Reason.Kind() {
 	case "expired":
@@ -314,7 +291,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	successAt(w, http.StatusOK, map[string]any{}, seq)
+	successAt(w, http.StatusOK, seqResponse{Seq: seq}, seq)
 }
 
 func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
@@ -327,7 +304,7 @@ func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	successAt(w, http.StatusOK, map[string]any{"revoked": n}, seq)
+	successAt(w, http.StatusOK, revokedResponse{Revoked: n, Seq: seq}, seq)
 }
 
 func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
@@ -340,22 +317,7 @@ func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	out := make([]map[string]any, 0, len(list))
-	for _, s := range list {
-		item := map[string]any{
-			"session_id":   s.SessionID,
-			"created_at":   s.CreatedAt.Format(rfc3339),
-			"last_used_at": s.LastUsedAt.Format(rfc3339),
-			"expires_at":   s.ExpiresAt.Format(rfc3339),
-			"status":       s.Status,
-			"current":      s.Current,
-		}
-		if s.Reason != domain.ReasonNone {
-			item["reason"] = string(s.Reason)
-		}
-		out = append(out, item)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, sessionsOf(list))
 }
 
 func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
@@ -368,16 +330,16 @@ func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	successAt(w, http.StatusOK, map[string]any{}, seq)
+	successAt(w, http.StatusOK, seqResponse{Seq: seq}, seq)
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
 }
 
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Ready == nil {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+		writeJSON(w, http.StatusOK, statusBody{Status: "ready"})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -389,14 +351,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &nr) {
 			reason = nr.Reason
 		}
-		e := newError(http.StatusServiceUnavailable, reason, err.Error())
-		writeJSON(w, e.StatusCode, map[string]any{"statusCode": e.StatusCode, "reason": e.Reason, "message": e.Message, "detail": detail})
+		writeJSON(w, http.StatusServiceUnavailable, notReadyBody{StatusCode: http.StatusServiceUnavailable, Reason: reason, Message: err.Error(), Detail: detail})
 		return
 	}
-	if detail == nil {
-		detail = map[string]any{}
-	}
-	detail["status"] = "ready"
+	detail.Status = "ready"
 	writeJSON(w, http.StatusOK, detail)
 }
 
@@ -410,47 +368,13 @@ type NotReady struct {
 func (e *NotReady) Error() string { return e.Err.Error() }
 func (e *NotReady) Unwrap() error { return e.Err }
 
-// writeDomainError maps errors from commands and queries to the contract.
-// Unexpected errors are logged and answered with a generic 500 so internals
-// never leak to callers.
+// writeDomainError answers an error from a command or query with its row
+// of the error table (errors.go). Unexpected errors are logged and answered
+// with a generic 500 so internals never leak to callers.
 func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *apiError
-	switch {
-	case errors.Is(err, query.ErrTokenInvalid), errors.Is(err, domain.ErrSessionNotActive):
-		e = newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
-	case errors.Is(err, domain.ErrInvalidCredentials):
-		e = newError(http.StatusBadRequest, "INVALID_LOGIN_CREDENTIALS", "email or password is incorrect")
-	case errors.Is(err, domain.ErrInvalidEmail):
-		e = newError(http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid")
-	case errors.Is(err, domain.ErrWeakPassword):
-		e = newError(http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long")
-	case errors.Is(err, domain.ErrEmailTaken):
-		e = newError(http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists")
-	case errors.Is(err, domain.ErrSessionNotFound):
-		e = newError(http.StatusNotFound, "SESSION_NOT_FOUND", "no such session")
-	case errors.Is(err, domain.ErrUserNotFound):
-		// The token's user is gone from this instance's view: treat the
-		// token like any unknown one.
-		e = newError(http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid")
-	case errors.Is(err, command.ErrTooMuchContention):
-		e = newError(http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry")
-	case errors.Is(err, ports.ErrStreamMissing):
-		e = newError(http.StatusServiceUnavailable, "STREAM_MISSING", "the ledger stream does not exist; an operator must restore it")
-	case errors.Is(err, ports.ErrStreamSealed):
-		e = newError(http.StatusServiceUnavailable, "STREAM_SEALED", "the ledger stream is sealed and takes no writes; an operator must look at it")
-	case errors.Is(err, ports.ErrStreamFull):
-		e = newError(http.StatusServiceUnavailable, "STREAM_FULL", "the ledger stream refuses new messages (a limit was set on it); an operator must look at it")
-	case errors.Is(err, ports.ErrStreamTampered):
-		e = newError(http.StatusServiceUnavailable, "STREAM_TAMPERED", "the ledger stream lost messages; this instance will not write past them")
-	case errors.Is(err, domain.ErrKeyUnavailable):
-		e = newError(http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file")
-	case errors.Is(err, ports.ErrRejected):
-		e = newError(http.StatusServiceUnavailable, "BUSY", "the write was not accepted (the signing key was just rotated); retry")
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		e = newError(http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry")
-	default:
+	e := errorFor(err)
+	if e == errInternal {
 		a.log.Error("request failed", "route", r.Pattern, "err", err)
-		e = errInternal
 	}
 	writeError(w, e)
 }

@@ -90,10 +90,9 @@ func (a *API) failClosed(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// successAt is success for a write: the response object and the
-// X-Ledger-Seq header carry the stream sequence the write reached.
-func successAt(w http.ResponseWriter, status int, response map[string]any, seq uint64) {
+// successAt is success for a write: the X-Ledger-Seq header carries the
+// stream sequence the write reached, as does the response's "seq".
+func successAt(w http.ResponseWriter, status int, response any, seq uint64) {
 	w.Header().Set(HeaderSeq, strconv.FormatUint(seq, 10))
-	response["seq"] = seq
 	success(w, status, response)
 }

@@ -56,7 +56,7 @@ func writeError(w http.ResponseWriter, e *apiError) {
 
 // success wraps a body in Bubble's {"status":"success","response":{...}}.
 func success(w http.ResponseWriter, status int, response any) {
-	writeJSON(w, status, map[string]any{"status": "success", "response": response})
+	writeJSON(w, status, successBody{Response: response, Status: "success"})
 }
 
 // decodeBody reads one JSON object into dst from a body of at most

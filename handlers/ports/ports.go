@@ -68,3 +68,12 @@ var (
 	// ErrNotInLog: the log has nothing about the user, session or email.
 	ErrNotInLog = errors.New("not found in the ledger")
 )
+
+// Rejected is a stored message the read side did not apply, and why.
+type Rejected struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	EventID string `json:"event_id,omitempty"`
+	Reason  string `json:"reason"` // decode, hash, chain, signature, invalid
+	Detail  string `json:"detail"`
+}

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
@@ -57,6 +58,9 @@ func AsOfFromHistory(history []ports.StoredEvent, sessionID string, at time.Time
 	return AsOf{AsOf: a, Seqs: seqs}, err
 }
 
+// ErrUnknownUser: the log has no history for the user asked about.
+var ErrUnknownUser = errors.New("no such user in the ledger")
+
 // UserEvents lists a user's events between since and until (zero: open).
 func (h AuditHandler) UserEvents(ctx context.Context, userID string, since, until time.Time) ([]ports.StoredEvent, error) {
 	history, err := h.Log.UserHistory(ctx, userID)
@@ -64,7 +68,7 @@ func (h AuditHandler) UserEvents(ctx context.Context, userID string, since, unti
 		return nil, err
 	}
 	if len(history) == 0 {
-		return nil, domain.ErrUserNotFound
+		return nil, ErrUnknownUser
 	}
 	out := history[:0]
 	for _, se := range history {

@@ -1,0 +1,54 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/command"
+	"github.com/sessionledger/ledger/handlers/ports"
+	"github.com/sessionledger/ledger/handlers/query"
+)
+
+// errorTable is the one place where an error of the application becomes an
+// HTTP status and a reason. The first row whose error matches (errors.Is)
+// wins; anything else is a 500 INTERNAL_ERROR. README's error table lists
+// the same rows.
+var errorTable = []struct {
+	err     error
+	status  int
+	reason  string
+	message string
+}{
+	{query.ErrTokenInvalid, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid"},
+	{domain.ErrSessionNotActive, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid"},
+	{domain.ErrInvalidCredentials, http.StatusBadRequest, "INVALID_LOGIN_CREDENTIALS", "email or password is incorrect"},
+	{domain.ErrInvalidEmail, http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid"},
+	{domain.ErrWeakPassword, http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long"},
+	{domain.ErrEmailTaken, http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists"},
+	{domain.ErrSessionNotFound, http.StatusNotFound, "SESSION_NOT_FOUND", "no such session"},
+	{query.ErrUnknownUser, http.StatusNotFound, "USER_NOT_FOUND", "no such user"},
+	// The token's user is gone from this instance's view: treat the token
+	// like any unknown one.
+	{domain.ErrUserNotFound, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid"},
+	{command.ErrTooMuchContention, http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry"},
+	{ports.ErrRejected, http.StatusServiceUnavailable, "BUSY", "the write was not accepted (the signing key was just rotated); retry"},
+	{ports.ErrStreamMissing, http.StatusServiceUnavailable, "STREAM_MISSING", "the ledger stream does not exist; an operator must restore it"},
+	{ports.ErrStreamSealed, http.StatusServiceUnavailable, "STREAM_SEALED", "the ledger stream is sealed and takes no writes; an operator must look at it"},
+	{ports.ErrStreamFull, http.StatusServiceUnavailable, "STREAM_FULL", "the ledger stream refuses new messages (a limit was set on it); an operator must look at it"},
+	{ports.ErrStreamTampered, http.StatusServiceUnavailable, "STREAM_TAMPERED", "the ledger stream lost messages; this instance will not write past them"},
+	{domain.ErrKeyUnavailable, http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file"},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry"},
+	{context.Canceled, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry"},
+}
+
+// errorFor is the error table's answer for err (errInternal if no row).
+func errorFor(err error) *apiError {
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return newError(row.status, row.reason, row.message)
+		}
+	}
+	return errInternal
+}

@@ -1,0 +1,45 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
+)
+
+func TestErrorTable(t *testing.T) {
+	wrapped := fmt.Errorf("append to user x: %w", ports.ErrStreamSealed)
+	if e := errorFor(wrapped); e.StatusCode != http.StatusServiceUnavailable || e.Reason != "STREAM_SEALED" {
+		t.Fatalf("a wrapped sealed-stream error maps to %+v", e)
+	}
+	if e := errorFor(fmt.Errorf("x: %w", domain.ErrEmailTaken)); e.StatusCode != http.StatusConflict {
+		t.Fatalf("EMAIL_TAKEN maps to %+v", e)
+	}
+	if e := errorFor(errors.New("pebble: something broke")); e != errInternal {
+		t.Fatalf("an unexpected error maps to %+v, want the generic 500", e)
+	}
+}
+
+// TestEveryReasonIsDocumented: README's error table names every reason the
+// API can answer with.
+func TestEveryReasonIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := []string{errNotFound.Reason, errMethodNotAllowed.Reason, errBodyTooLarge.Reason, errInternal.Reason,
+		"ADMIN_KEY_REQUIRED", "ADMIN_KEY_INVALID", "INVALID_REQUEST", "TOKEN_EXPIRED", "TOKEN_REVOKED", "PROJECTION_BEHIND", "NOT_READY"}
+	for _, row := range errorTable {
+		reasons = append(reasons, row.reason)
+	}
+	for _, r := range reasons {
+		if !strings.Contains(string(readme), "`"+r+"`") {
+			t.Errorf("reason %s is not in README.md", r)
+		}
+	}
+}
