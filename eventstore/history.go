@@ -30,7 +30,7 @@ var ErrNotInLog = ports.ErrNotInLog
 
 // UserOfEmail finds the user an email was claimed for: the first authentic
 // claim on the email's subject.
-func (s *Store) UserOfEmail(ctx context.Context, email string) (string, error) {
+func (s *Reader) UserOfEmail(ctx context.Context, email string) (string, error) {
 	normalized, err := domain.NormalizeEmail(email)
 	if err != nil {
 		return "", err
@@ -71,6 +71,6 @@ func UserOfSession(ctx context.Context, stream jetstream.Stream, sessionID strin
 
 // UserHistory is every message on a user's subject, each judged as a
 // projection judges it (see CheckedHistory).
-func (s *Store) UserHistory(ctx context.Context, userID string) ([]StoredEvent, error) {
+func (s *Reader) UserHistory(ctx context.Context, userID string) ([]StoredEvent, error) {
 	return CheckedHistory(ctx, s.stream, UserSubject(userID), s.verifier)
 }

@@ -51,9 +51,8 @@ func MirrorStreamConfig(cfg MirrorConfig) jetstream.StreamConfig {
 }
 
 // OpenMirror opens the mirror stream for reading, creating it if it does
-// not exist. The returned Store reads (LastSeq, ReadFrom, consumers) from
-// the mirror; it must not be used to append, which goes to the origin.
-func OpenMirror(ctx context.Context, nc *nats.Conn, cfg MirrorConfig) (*Store, error) {
+// not exist. Appends go to the origin, through a Store.
+func OpenMirror(ctx context.Context, nc *nats.Conn, cfg MirrorConfig) (*Reader, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("mirror stream needs a name")
 	}
@@ -76,5 +75,5 @@ func OpenMirror(ctx context.Context, nc *nats.Conn, cfg MirrorConfig) (*Store, e
 	if !info.DenyDelete || !info.DenyPurge {
 		return nil, fmt.Errorf("stream %s allows deletes or purges; the ledger must be append-only", sc.Name)
 	}
-	return &Store{js: js, stream: stream, name: sc.Name, appends: newAppendCounter()}, nil
+	return &Reader{js: js, stream: stream, name: sc.Name}, nil
 }

@@ -110,16 +110,22 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 	}
 }
 
-// Store appends to and reads from the ledger stream.
-type Store struct {
+// Reader reads a ledger stream: the ledger's own, or a read-only mirror of
+// it. It cannot append; only a Store can.
+type Reader struct {
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	name     string
+	verifier domain.Verifier // for reads that judge events (nil: signatures)
+}
+
+// Store appends to the ledger stream (and reads it, as a Reader).
+type Store struct {
+	*Reader
 	created  bool
 	appends  *prometheus.CounterVec
 	keys     KeySource
 	versions VersionSource
-	verifier domain.Verifier // for reads that judge events (nil: signatures)
 	newID    func() string
 }
 
@@ -151,7 +157,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if newID == nil {
 		newID = NewEventID
 	}
-	return &Store{js: js, stream: stream, name: sc.Name, created: created, appends: newAppendCounter(), keys: cfg.Keys, versions: cfg.Versions, newID: newID}, nil
+	return &Store{Reader: &Reader{js: js, stream: stream, name: sc.Name}, created: created, appends: newAppendCounter(),
+		keys: cfg.Keys, versions: cfg.Versions, newID: newID}, nil
 }
 
 // Created reports whether Open created the stream.
@@ -165,16 +172,16 @@ func (s *Store) SetTrust(keys KeySource, versions VersionSource) {
 
 // SetVerifier sets how reads judge events: a keyring (MACs) on an instance,
 // public keys (signatures, the default) for an auditor.
-func (s *Store) SetVerifier(v domain.Verifier) { s.verifier = v }
+func (s *Reader) SetVerifier(v domain.Verifier) { s.verifier = v }
 
 // Verifier is how reads judge events (nil: by signature).
-func (s *Store) Verifier() domain.Verifier { return s.verifier }
+func (s *Reader) Verifier() domain.Verifier { return s.verifier }
 
 // JetStream exposes the client for subscribers built on it.
-func (s *Store) JetStream() jetstream.JetStream { return s.js }
+func (s *Reader) JetStream() jetstream.JetStream { return s.js }
 
 // StreamName is the ledger stream's name.
-func (s *Store) StreamName() string { return s.name }
+func (s *Reader) StreamName() string { return s.name }
 
 // Version is where a subject stands (see ports.Version).
 type Version = ports.Version
@@ -611,7 +618,7 @@ func (s *Store) Head(ctx context.Context, subject string) (Version, error) {
 }
 
 // LastSeq is the sequence of the newest message in the stream.
-func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+func (s *Reader) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", err)
@@ -630,17 +637,17 @@ type Record struct {
 // ReadFrom calls fn for every message from sequence `from` up to the end of
 // the stream as it was when the read began, in order. It is the bulk path
 // (catch-up, rebuild, audit).
-func (s *Store) ReadFrom(ctx context.Context, from uint64, fn func(Record) error) error {
+func (s *Reader) ReadFrom(ctx context.Context, from uint64, fn func(Record) error) error {
 	return ReadStream(ctx, s.stream, ReadOptions{From: from}, fn)
 }
 
 // ReadSubject calls fn for every message of one subject, in order.
-func (s *Store) ReadSubject(ctx context.Context, subject string, fn func(Record) error) error {
+func (s *Reader) ReadSubject(ctx context.Context, subject string, fn func(Record) error) error {
 	return ReadStream(ctx, s.stream, ReadOptions{Subject: subject}, fn)
 }
 
 // Stream is the underlying JetStream stream.
-func (s *Store) Stream() jetstream.Stream { return s.stream }
+func (s *Reader) Stream() jetstream.Stream { return s.stream }
 
 // ReadOptions narrows a read.
 type ReadOptions struct {

@@ -34,7 +34,7 @@ type trust struct {
 func (tr *trust) SigningKey() (domain.SigningKey, error) { return tr.proj.SigningKey() }
 
 func (tr *trust) SubjectVersion(ctx context.Context, subject string, seq uint64) (eventstore.Version, error) {
-	if err := tr.proj.CatchUp(ctx, tr.store, nil); err != nil {
+	if err := tr.proj.CatchUp(ctx, tr.store.Reader, nil); err != nil {
 		return eventstore.Version{}, err
 	}
 	return tr.proj.SubjectVersion(ctx, subject, seq)
@@ -69,7 +69,7 @@ func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 	if _, err := store.Introduce(ctx, testKey, "intro", at); err != nil {
 		t.Fatal(err)
 	}
-	if err := proj.CatchUp(ctx, store, nil); err != nil {
+	if err := proj.CatchUp(ctx, store.Reader, nil); err != nil {
 		t.Fatal(err)
 	}
 	return store, nc

@@ -56,7 +56,7 @@ func recordOf(m *message.Message) (eventstore.Record, error) {
 
 // LiveConfig wires the live subscription.
 type LiveConfig struct {
-	Store *eventstore.Store
+	Store *eventstore.Reader
 	// Dial opens the subscriber's own NATS connection: the watermill
 	// subscriber drains its connection when it closes.
 	Dial func() (*nats.Conn, error)
@@ -215,7 +215,7 @@ func (p *Projection) runRouter(ctx context.Context, cfg LiveConfig, log *slog.Lo
 // CatchUp applies everything the stream holds beyond the checkpoint, in
 // large batches through an ordered consumer. progress, if set, is called
 // after each batch with the applied and target sequences.
-func (p *Projection) CatchUp(ctx context.Context, store *eventstore.Store, progress func(applied, target uint64)) error {
+func (p *Projection) CatchUp(ctx context.Context, store *eventstore.Reader, progress func(applied, target uint64)) error {
 	target, err := store.LastSeq(ctx)
 	if err != nil {
 		return err

@@ -10,10 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
-	"github.com/sessionledger/ledger/handlers/command"
 )
 
 // devClusterCmd runs a whole replicated deployment in one process, on
@@ -29,7 +27,7 @@ type devClusterCmd struct {
 	RoutePort  int           `name:"route-port" default:"6222" help:"Cluster (route) port of the first NATS node; the others use the next ports."`
 	HTTPPort   int           `name:"http-port" default:"8081" help:"HTTP port of the first ledger instance; the others use the next ports."`
 	ReadStream string        `name:"read-stream" placeholder:"NAME" help:"Let the last instance read from a mirror with this name, as a reader in another region would."`
-	MaxLag     time.Duration `name:"max-lag" default:"5s" help:"--max-lag of every instance."`
+	MaxLag     time.Duration `name:"max-lag" default:"${default_max_lag}" help:"--max-lag of every instance."`
 }
 
 func (c *devClusterCmd) Run() error {
@@ -86,15 +84,11 @@ func (c *devClusterCmd) Run() error {
 		if c.ReadStream != "" && i == c.Instances-1 {
 			lc.ReadStream = c.ReadStream
 		}
-		svc, err := StartService(ctx, ServiceConfig{
-			LogConfig:      lc,
-			HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", c.HTTPPort+i),
-			Policy:         domain.DefaultPolicy(),
-			UseGranularity: time.Hour,
-			UseQueueSize:   65536,
-			PasswordParams: command.OWASPParams,
-			Logger:         log.With("instance", fmt.Sprintf("ledger-%d", i+1)),
-			MaxLag:         c.MaxLag,
+		svc, err := StartService(ctx, ServiceConfig{ // the rest: the defaults
+			LogConfig: lc,
+			HTTPAddr:  fmt.Sprintf("127.0.0.1:%d", c.HTTPPort+i),
+			Logger:    log.With("instance", fmt.Sprintf("ledger-%d", i+1)),
+			MaxLag:    c.MaxLag,
 		})
 		if err != nil {
 			return fmt.Errorf("instance %d: %w", i+1, err)

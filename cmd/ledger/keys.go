@@ -70,7 +70,7 @@ type keysCmd struct {
 }
 
 type keysPublicCmd struct {
-	DataDir        string `name:"data-dir" default:"./data" env:"LEDGER_DATA_DIR" help:"Data dir whose signing.key to read (unless --signing-key)."`
+	DataDir        string `name:"data-dir" default:"${default_data_dir}" env:"LEDGER_DATA_DIR" help:"Data dir whose signing.key to read (unless --signing-key)."`
 	SigningKeyFile string `name:"signing-key" env:"LEDGER_SIGNING_KEY_FILE" placeholder:"FILE" help:"Signing key file (PEM)."`
 }
 

@@ -19,11 +19,11 @@ import (
 )
 
 type logFlags struct {
-	DataDir        string `name:"data-dir" default:"./data" env:"LEDGER_DATA_DIR" help:"Directory for the embedded JetStream store (nats/) and the Pebble projection (projection/)."`
+	DataDir        string `name:"data-dir" default:"${default_data_dir}" env:"LEDGER_DATA_DIR" help:"Directory for the embedded JetStream store (nats/) and the Pebble projection (projection/)."`
 	NATSURL        string `name:"nats-url" env:"LEDGER_NATS_URL" help:"Use an external NATS/JetStream (comma-separated URLs) instead of the embedded server. The cluster must run with sync_interval: always."`
 	NATSListen     string `name:"nats-listen" env:"LEDGER_NATS_LISTEN" placeholder:"HOST:PORT" help:"Let other processes (replicas, the nats CLI) connect to the embedded NATS server at this address. Off by default."`
 	NATSNoSync     bool   `name:"nats-no-sync" env:"LEDGER_NATS_NO_SYNC" help:"Embedded server only: do not fsync every write before acknowledging it. Faster, but a power cut can lose acknowledged events (e.g. a logout)."`
-	Stream         string `name:"stream" default:"LEDGER" env:"LEDGER_STREAM" help:"JetStream stream name."`
+	Stream         string `name:"stream" default:"${default_stream}" env:"LEDGER_STREAM" help:"JetStream stream name."`
 	StreamReplicas int    `name:"stream-replicas" default:"0" env:"LEDGER_STREAM_REPLICAS" help:"Replicas when the stream is created. 0 (default) picks: 1 for the embedded server or a standalone nats-server, 3 when --nats-url reaches a cluster."`
 	SigningKeyFile string `name:"signing-key" env:"LEDGER_SIGNING_KEY_FILE" placeholder:"FILE" help:"The ledger's signing key ring (PEM, mode 0600). Every instance writing to one ledger needs the same file. Default: <data-dir>/signing.key, created at a new ledger's first start."`
 	readFlags
@@ -63,16 +63,16 @@ func (f outputFlags) logger() *slog.Logger {
 type serveCmd struct {
 	logFlags
 	outputFlags
-	HTTP               string        `name:"http" default:"127.0.0.1:8080" env:"LEDGER_HTTP" help:"HTTP listen address."`
+	HTTP               string        `name:"http" default:"${default_http}" env:"LEDGER_HTTP" help:"HTTP listen address."`
 	AdminKey           string        `name:"admin-key" env:"LEDGER_ADMIN_KEY" help:"Key for the audit API (X-API-Key). Unset: one is generated at first start, printed once, and only its hash kept in the data dir."`
-	UseGranularity     time.Duration `name:"use-granularity" default:"1h" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
-	UseQueue           int           `name:"use-queue" default:"65536" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
-	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"8760h" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
-	MaxSession         time.Duration `name:"max-session" default:"24h" env:"LEDGER_MAX_SESSION" help:"Max session lifetime without keep_logged_in."`
-	MaxMFAKeepLoggedIn time.Duration `name:"max-mfa-keep-logged-in" default:"720h" env:"LEDGER_MAX_MFA_KEEP_LOGGED_IN" help:"Max lifetime of a 2FA session with keep_logged_in (30 days)."`
-	MaxMFASession      time.Duration `name:"max-mfa-session" default:"24h" env:"LEDGER_MAX_MFA_SESSION" help:"Max lifetime of a 2FA session without keep_logged_in."`
-	IdleWindow         time.Duration `name:"idle-window" default:"720h" env:"LEDGER_IDLE_WINDOW" help:"A session unused this long expires (30 days)."`
-	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"15s" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
+	UseGranularity     time.Duration `name:"use-granularity" default:"${default_use_granularity}" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
+	UseQueue           int           `name:"use-queue" default:"${default_use_queue}" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
+	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"${default_max_keep_logged_in}" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
+	MaxSession         time.Duration `name:"max-session" default:"${default_max_session}" env:"LEDGER_MAX_SESSION" help:"Max session lifetime without keep_logged_in."`
+	MaxMFAKeepLoggedIn time.Duration `name:"max-mfa-keep-logged-in" default:"${default_max_mfa_keep_logged_in}" env:"LEDGER_MAX_MFA_KEEP_LOGGED_IN" help:"Max lifetime of a 2FA session with keep_logged_in (30 days)."`
+	MaxMFASession      time.Duration `name:"max-mfa-session" default:"${default_max_mfa_session}" env:"LEDGER_MAX_MFA_SESSION" help:"Max lifetime of a 2FA session without keep_logged_in."`
+	IdleWindow         time.Duration `name:"idle-window" default:"${default_idle_window}" env:"LEDGER_IDLE_WINDOW" help:"A session unused this long expires (30 days)."`
+	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"${default_shutdown_timeout}" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
 	freshnessFlags
 }
 
@@ -122,6 +122,8 @@ func (c *rebuildCmd) Run() error {
 }
 
 type cli struct {
+	Config configFlag `name:"config" placeholder:"FILE" type:"path" help:"YAML file of flag values, one section per command (serve: {http: …, max-lag: …}). Flags win over LEDGER_* variables, which win over the file."`
+
 	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
 	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
 	Audit   auditCmd   `cmd:"" help:"Auditor's tools: as-of verdicts, history, export, chain verification, digests."`
@@ -136,6 +138,7 @@ func main() {
 		kong.Name("ledger"),
 		kong.Description("Session ledger: an event-sourced session authority on NATS JetStream and Pebble."),
 		kong.UsageOnError(),
+		flagDefaults(),
 	)
 	if err := k.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "ledger:", err)

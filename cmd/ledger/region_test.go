@@ -67,12 +67,12 @@ func TestRegionMirror(t *testing.T) {
 		const perSide = 12
 		var tokens []string
 		for range 2 * perSide {
-			t2, _ := east.login(email, pw, true)
+			t2, _ := east.login(t, email, pw, true)
 			tokens = append(tokens, t2)
 		}
-		lastLogin := east.lastSeq()
+		lastLogin := east.lastSeq(t)
 		var wg sync.WaitGroup
-		errs := make(chan string, len(tokens))
+		errs := make(chan error, len(tokens))
 		for i, tk := range tokens {
 			l := east
 			if i%2 == 1 {
@@ -81,9 +81,9 @@ func TestRegionMirror(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				r := doURL(t, l.URL(), "POST", "/v1/auth/logout", tk, minSeq(lastLogin), nil)
-				if r.Status != 200 {
-					errs <- fmt.Sprintf("logout %d: %d %s", i, r.Status, r.Raw)
+				r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/logout", tk, minSeq(lastLogin), nil)
+				if err != nil || r.Status != 200 {
+					errs <- fmt.Errorf("logout %d: %d %s %v", i, r.Status, r.Raw, err)
 				}
 			}()
 		}
@@ -102,7 +102,7 @@ func TestRegionMirror(t *testing.T) {
 	}
 
 	counts := map[domain.EventType]int{}
-	for _, e := range east.events(eventstore.UserSubject(uid)) {
+	for _, e := range east.events(t, eventstore.UserSubject(uid)) {
 		counts[e.Type]++
 	}
 	if counts[domain.EventSessionStarted] != counts[domain.EventSessionLoggedOut]+1 {
@@ -121,7 +121,7 @@ func mirrorMatchesOrigin(t *testing.T, origin, regional *testLedger) {
 		subject string
 		data    string
 	}
-	read := func(s *eventstore.Store) map[uint64]msg {
+	read := func(s *eventstore.Reader) map[uint64]msg {
 		out := map[uint64]msg{}
 		err := s.ReadFrom(context.Background(), 1, func(r eventstore.Record) error {
 			out[r.Seq] = msg{r.Subject, string(r.Data)}
@@ -132,7 +132,7 @@ func mirrorMatchesOrigin(t *testing.T, origin, regional *testLedger) {
 		}
 		return out
 	}
-	want, got := read(origin.ll.store), read(regional.ll.read)
+	want, got := read(origin.ll.store.Reader), read(regional.ll.read)
 	if len(want) != len(got) {
 		t.Fatalf("origin has %d messages, mirror %d", len(want), len(got))
 	}
@@ -171,7 +171,7 @@ func TestLiveSubscriptionHeals(t *testing.T) {
 	a := startLedger(t, t.TempDir(), clock, listening, withMaxLag(time.Second))
 	b := startLedger(t, t.TempDir(), clock, joining(a), withMaxLag(time.Second))
 	const email, pw = "heal@example.com", "healing password"
-	a.signup(email, pw, true)
+	a.signup(t, email, pw, true)
 
 	ctx := context.Background()
 	stream, err := a.ll.store.JetStream().Stream(ctx, "LEDGER")
@@ -194,7 +194,7 @@ func TestLiveSubscriptionHeals(t *testing.T) {
 	writes := func(what string) {
 		t.Helper()
 		for i := range 3 {
-			r := b.do("POST", "/v1/auth/login", "", creds{email, pw, true}) // waits for B's own projection
+			r := b.do(t, "POST", "/v1/auth/login", "", creds{email, pw, true}) // waits for B's own projection
 			if r.Status != 200 {
 				t.Fatalf("%s: login %d on B: %d %s", what, i, r.Status, r.Raw)
 			}
@@ -203,7 +203,12 @@ func TestLiveSubscriptionHeals(t *testing.T) {
 			if r.Status != 200 {
 				t.Fatalf("%s: logout %d on A: %d %s", what, i, r.Status, r.Raw)
 			}
-			eventually(t, 30*time.Second, what+": B to see A's logout", func() bool { return b.verdict(tok).Reason == "TOKEN_REVOKED" })
+			checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+				if v := b.verdict(t, tok); v.Reason != "TOKEN_REVOKED" {
+					return fmt.Errorf("%s: B's verdict after logout %d on A: %+v, want TOKEN_REVOKED", what, i, v)
+				}
+				return nil
+			})
 		}
 		converge(t, 30*time.Second, a, b)
 	}

@@ -11,12 +11,6 @@ import (
 	"github.com/sessionledger/ledger/projections"
 )
 
-// Defaults of the replica settings (see `ledger serve --help`).
-const (
-	defaultMaxLag     = 5 * time.Second
-	defaultMinSeqWait = 2 * time.Second
-)
-
 // streamReplicas resolves --stream-replicas. 0 means automatic: 1 for the
 // embedded server or a standalone nats-server, 3 when --nats-url reaches a
 // clustered one. It only matters when the stream is created.
@@ -35,7 +29,7 @@ func streamReplicas(cfg LogConfig, nc *nats.Conn) int {
 // typically one kept in this instance's region.
 func (l *ledgerLog) openReadStream(ctx context.Context, cfg LogConfig, replicas int, log *slog.Logger) error {
 	if cfg.ReadStream == "" || cfg.ReadStream == l.store.StreamName() {
-		l.read = l.store
+		l.read = l.store.Reader
 		return nil
 	}
 	r, err := eventstore.OpenMirror(ctx, l.nc, eventstore.MirrorConfig{
@@ -98,6 +92,6 @@ type readFlags struct {
 
 // freshnessFlags bound how stale an answer may be.
 type freshnessFlags struct {
-	MaxLag     time.Duration `name:"max-lag" default:"5s" env:"LEDGER_MAX_LAG" help:"Fail closed past this: if the instance cannot confirm it has applied everything in the stream within this long (NATS unreachable, subscription stalled, lag too large), validate answers 503 PROJECTION_BEHIND and /readyz fails."`
-	MinSeqWait time.Duration `name:"min-seq-wait" default:"2s" env:"LEDGER_MIN_SEQ_WAIT" help:"How long a request carrying X-Ledger-Min-Seq (or ?min_seq=) waits for this instance to apply that sequence before answering 503 PROJECTION_BEHIND."`
+	MaxLag     time.Duration `name:"max-lag" default:"${default_max_lag}" env:"LEDGER_MAX_LAG" help:"Fail closed past this: if the instance cannot confirm it has applied everything in the stream within this long (NATS unreachable, subscription stalled, lag too large), validate answers 503 PROJECTION_BEHIND and /readyz fails."`
+	MinSeqWait time.Duration `name:"min-seq-wait" default:"${default_min_seq_wait}" env:"LEDGER_MIN_SEQ_WAIT" help:"How long a request carrying X-Ledger-Min-Seq (or ?min_seq=) waits for this instance to apply that sequence before answering 503 PROJECTION_BEHIND."`
 }

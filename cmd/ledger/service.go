@@ -76,7 +76,7 @@ type ledgerLog struct {
 	emb    *eventstore.Embedded
 	nc     *nats.Conn
 	store  *eventstore.Store
-	read   *eventstore.Store // the projection's source: store, or a mirror of it
+	read   *eventstore.Reader // the projection's source: store, or a mirror of it
 	dial   func() (*nats.Conn, error)
 	unlock func()
 	closed sync.Once
@@ -260,10 +260,8 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if err := cfg.Policy.Validate(); err != nil {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -439,9 +437,6 @@ func (s *Service) ready(ctx context.Context) (httpapi.Readiness, error) {
 // integrityEvery checks the stream often enough that tampering shows
 // within the freshness bound.
 func integrityEvery(maxLag time.Duration) time.Duration {
-	if maxLag <= 0 {
-		maxLag = defaultMaxLag
-	}
 	return max(maxLag/5, 100*time.Millisecond)
 }
 
