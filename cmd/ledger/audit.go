@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -282,7 +283,7 @@ func auditExport(ctx context.Context, store *eventstore.Store, since, until time
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish())
 	}
-	w := newBufferedWriter(out)
+	w := bufio.NewWriterSize(out, 64<<10)
 	enc := json.NewEncoder(w)
 	start := time.Now()
 	var n uint64
@@ -448,28 +449,4 @@ func keyIDList(keys []domain.PublicKey) []string {
 		out[i] = k.ID
 	}
 	return out
-}
-
-type bufferedWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-func newBufferedWriter(w io.Writer) *bufferedWriter { return &bufferedWriter{w: w} }
-
-func (b *bufferedWriter) Write(p []byte) (int, error) {
-	b.buf = append(b.buf, p...)
-	if len(b.buf) >= 1<<16 {
-		return len(p), b.Flush()
-	}
-	return len(p), nil
-}
-
-func (b *bufferedWriter) Flush() error {
-	if len(b.buf) == 0 {
-		return nil
-	}
-	_, err := b.w.Write(b.buf)
-	b.buf = b.buf[:0]
-	return err
 }

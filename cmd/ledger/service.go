@@ -10,18 +10,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/alexedwards/argon2id"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
-	"github.com/sessionledger/ledger/eventstore/keyfile"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/httpapi"
@@ -69,150 +66,6 @@ type ServiceConfig struct {
 	MaxLag time.Duration
 	// MinSeqWait bounds the wait for a validate's min_seq. Default 2s.
 	MinSeqWait time.Duration
-}
-
-// ledgerLog is an open connection to the stream, embedded or external.
-type ledgerLog struct {
-	emb    *eventstore.Embedded
-	nc     *nats.Conn
-	store  *eventstore.Store
-	read   *eventstore.Reader // the projection's source: store, or a mirror of it
-	dial   func() (*nats.Conn, error)
-	unlock func()
-	closed sync.Once
-}
-
-// openLog connects to NATS. The data dir is locked for as long as the log
-// is open when the embedded server keeps its files there, or when the
-// caller says it will use the projection there too. The embedded server
-// accepts only the identities it keeps in <data-dir>/nats (writer.nk,
-// reader.nk); the ledger itself connects as the writer.
-func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir bool) (*ledgerLog, error) {
-	l := &ledgerLog{}
-	if cfg.NATSURL == "" || usesDataDir {
-		unlock, err := lockDataDir(cfg.DataDir)
-		if err != nil {
-			return nil, err
-		}
-		l.unlock = unlock
-	}
-	if cfg.NATSURL == "" {
-		natsDir := filepath.Join(cfg.DataDir, "nats")
-		ids, err := natsauth.LoadOrCreate(natsDir)
-		if err != nil {
-			l.close()
-			return nil, err
-		}
-		emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
-			Dir:        natsDir,
-			Listen:     cfg.NATSListen,
-			SyncAlways: !cfg.NoSync,
-			Users:      ids.ServerUsers(streamName(cfg)),
-			Identity:   ids.Writer,
-		})
-		if err != nil {
-			l.close()
-			return nil, err
-		}
-		l.emb = emb
-		l.dial = func() (*nats.Conn, error) { return emb.Connect("ledger") }
-		if cfg.NATSListen != "" {
-			log.Info("embedded NATS accepts connections (nkey authentication only)", "url", emb.ClientURL(),
-				"writer", ids.WriterFile, "reader", ids.ReaderFile)
-		}
-	} else {
-		if err := cfg.NATS.Validate(); err != nil {
-			l.close()
-			return nil, err
-		}
-		auth, err := cfg.NATS.Options()
-		if err != nil {
-			l.close()
-			return nil, err
-		}
-		urls := cfg.NATSURL
-		opts := append([]nats.Option{nats.Name("ledger"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-			nats.ErrorHandler(asyncErrors(log))}, auth...)
-		if usesDataDir {
-			// An instance's replies name its consumers; keep them off
-			// _INBOX.>, which the read-only identity may subscribe to.
-			// (Audit commands, which may run as the reader, keep the
-			// default: the reader may subscribe only there.)
-			opts = append(opts, nats.CustomInboxPrefix(natsauth.WriterInboxPrefix))
-		}
-		l.dial = func() (*nats.Conn, error) {
-			nc, err := nats.Connect(urls, opts...)
-			if err != nil {
-				return nil, natsauth.Explain(urls, err)
-			}
-			return nc, nil
-		}
-	}
-	nc, err := l.dial()
-	if err != nil {
-		l.close()
-		return nil, err
-	}
-	l.nc = nc
-	return l, nil
-}
-
-// asyncErrors logs what NATS reports outside any call. A read-only identity
-// may not delete the short-lived consumers reads leave behind (they expire
-// by themselves), so those refusals are not worth a warning.
-func asyncErrors(log *slog.Logger) nats.ErrHandler {
-	return func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "CONSUMER.DELETE") {
-			log.Debug("nats: consumer cleanup not permitted for this identity", "err", err)
-			return
-		}
-		log.Warn("nats", "err", err)
-	}
-}
-
-func streamName(cfg LogConfig) string {
-	if cfg.Stream == "" {
-		return eventstore.DefaultStream
-	}
-	return cfg.Stream
-}
-
-// openStore opens the ledger stream (creating it only if create) and the
-// stream the projection follows.
-func (l *ledgerLog) openStore(ctx context.Context, cfg LogConfig, create bool) error {
-	replicas := streamReplicas(cfg, l.nc)
-	var err error
-	l.store, err = eventstore.Open(ctx, l.nc, eventstore.Config{Stream: cfg.Stream, Replicas: replicas, Create: create})
-	if err != nil {
-		return err
-	}
-	return l.openReadStream(ctx, cfg, replicas, slog.New(slog.DiscardHandler))
-}
-
-// errLedgerLost is what a start or a rebuild says when the stream no longer
-// holds what this data dir's projection applied.
-func errLedgerLost(stream string, applied uint64, why error) error {
-	return fmt.Errorf("%w: the stream %s no longer holds the ledger this data dir applied (up to sequence %d): %v. "+
-		"The ledger will not start over it or create a new, empty stream: restore the stream from a backup "+
-		"(or, to start a new ledger, use an empty data dir)", eventstore.ErrStreamTampered, stream, applied, why)
-}
-
-func (l *ledgerLog) close() { l.closed.Do(l.doClose) }
-
-func (l *ledgerLog) doClose() {
-	if l.nc != nil {
-		_ = l.nc.Drain()
-		for i := 0; i < 100 && !l.nc.IsClosed(); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
-		l.nc.Close()
-	}
-	if l.emb != nil {
-		l.emb.Shutdown()
-	}
-	if l.unlock != nil {
-		l.unlock()
-	}
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -389,83 +242,6 @@ func (s *Service) URL() string { return "http://" + s.addr }
 // ServeErr reports the HTTP server stopping on its own.
 func (s *Service) ServeErr() <-chan error { return s.serveErr }
 
-func (s *Service) ready(ctx context.Context) (httpapi.Readiness, error) {
-	st := s.fresh.Status()
-	detail := httpapi.Readiness{
-		AppliedSeq: st.AppliedSeq, StreamLastSeq: st.StreamLastSeq, LagEvents: st.LagEvents,
-		LagSeconds: st.Lag.Seconds(), MaxLagSeconds: st.MaxLag.Seconds(),
-	}
-	if !st.FreshAsOf.IsZero() {
-		detail.FreshAsOf = st.FreshAsOf.UTC().Format(time.RFC3339Nano)
-	}
-	if rejected, total, err := s.proj.Rejected(10); err == nil && total > 0 {
-		// A rejected message cannot be repaired (the log is immutable) and
-		// is an attack or a bug: the instance stays ready, but says so.
-		detail.RejectedEvents, detail.Rejected, detail.Degraded = total, rejected, true
-	}
-	if findings, _ := s.integ.Findings(); len(findings) > 0 {
-		detail.StreamFindings = findings
-		return detail, &httpapi.NotReady{Reason: "STREAM_TAMPERED", Err: fmt.Errorf("the ledger stream is no longer append-only and complete: %s", strings.Join(findings, "; "))}
-	}
-	if err := s.proj.Blocked(); err != nil {
-		reason := "PROJECTION_BLOCKED"
-		if errors.Is(err, domain.ErrKeyUnavailable) {
-			reason = "SIGNING_KEY_UNAVAILABLE"
-		}
-		return detail, &httpapi.NotReady{Reason: reason, Err: err}
-	}
-	if err := s.fresh.Check(); err != nil {
-		return detail, err
-	}
-	last, err := s.ll.store.LastSeq(ctx)
-	if err != nil {
-		return detail, fmt.Errorf("jetstream unreachable: %w", err)
-	}
-	detail.StreamLastSeq = last
-	wctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	err = s.proj.WaitFor(wctx, last)
-	detail.AppliedSeq = s.proj.Applied()
-	lag := last - min(last, detail.AppliedSeq)
-	detail.Lag = &lag
-	if err != nil {
-		return detail, errors.New("projection is behind the stream")
-	}
-	return detail, nil
-}
-
-// integrityEvery checks the stream often enough that tampering shows
-// within the freshness bound.
-func integrityEvery(maxLag time.Duration) time.Duration {
-	return max(maxLag/5, 100*time.Millisecond)
-}
-
-func (s *Service) digests() (httpapi.Digests, error) {
-	return projectionDigests(s.proj)
-}
-
-// projectionDigests is what `ledger audit digest` and GET /v1/audit/digest
-// report.
-func projectionDigests(p *projections.Projection) (httpapi.Digests, error) {
-	state, applied, err := p.DigestAt()
-	if err != nil {
-		return httpapi.Digests{}, err
-	}
-	stream, _ := p.StreamDigest()
-	cps, err := p.DigestCheckpoints()
-	if err != nil {
-		return httpapi.Digests{}, err
-	}
-	d := httpapi.Digests{AppliedSeq: applied, StateDigest: state, StreamDigest: stream.String(), Checkpoints: make([]httpapi.DigestCheckpoint, 0, len(cps))}
-	for _, c := range cps {
-		d.Checkpoints = append(d.Checkpoints, httpapi.DigestCheckpoint{Seq: c.Seq, StreamDigest: c.Digest.String()})
-	}
-	if d.Rejected, d.RejectedEvents, err = p.Rejected(0); err != nil {
-		return httpapi.Digests{}, err
-	}
-	return d, nil
-}
-
 // Close shuts down gracefully: stop taking requests and finish in-flight
 // ones, flush queued uses to the stream, let the projection apply them,
 // close Pebble, and stop NATS cleanly.
@@ -507,74 +283,4 @@ func (s *Service) shutdownBackground() error {
 		s.ll.close()
 	}
 	return err
-}
-
-// rebuild drops the projection and replays the whole stream into a fresh
-// one, printing progress to out. Every event is checked as live, so the key
-// ring is needed; a stream that lost events is refused.
-func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger) error {
-	ll, err := openLog(ctx, cfg, log, true)
-	if err != nil {
-		return err
-	}
-	defer ll.close()
-	ring, err := keyfile.LoadRing(signingKeyPath(cfg))
-	if err != nil {
-		return err
-	}
-	if err := ll.openStore(ctx, cfg, false); err != nil {
-		if errors.Is(err, eventstore.ErrStreamMissing) {
-			return errLedgerLost(streamName(cfg), 0, err)
-		}
-		return err
-	}
-	findings, _, err := eventstore.CheckStream(ctx, ll.read.Stream(), eventstore.StreamExpectations{})
-	if err != nil {
-		return err
-	}
-	if len(findings) > 0 {
-		return errLedgerLost(streamName(cfg), 0, errors.New(strings.Join(findings, "; ")))
-	}
-	dir := projectionDir(cfg.DataDir)
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("drop projection: %w", err)
-	}
-	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(256<<20))
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	lastPrint := time.Time{}
-	err = proj.CatchUp(ctx, ll.read, func(applied, target uint64) {
-		if time.Since(lastPrint) < 500*time.Millisecond && applied < target {
-			return
-		}
-		lastPrint = time.Now()
-		pct := 100.0
-		if target > 0 {
-			pct = 100 * float64(applied) / float64(target)
-		}
-		fmt.Fprintf(out, "rebuild: %d/%d events (%.1f%%)\n", applied, target, pct)
-	})
-	if err != nil {
-		proj.Close()
-		if errors.Is(err, eventstore.ErrStreamTampered) {
-			return errLedgerLost(streamName(cfg), proj.Applied(), err)
-		}
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	elapsed := time.Since(start)
-	applied := proj.Applied()
-	digest, derr := proj.Digest()
-	_, rejected, rerr := proj.Rejected(1)
-	if err := errors.Join(derr, rerr, proj.Close()); err != nil {
-		return err
-	}
-	rate := float64(applied) / max(elapsed.Seconds(), 1e-9)
-	fmt.Fprintf(out, "rebuild: done, %d events in %s (%.0f events/s), every one checked (hash, chain, MAC)\n", applied, elapsed.Round(time.Millisecond), rate)
-	if rejected > 0 {
-		fmt.Fprintf(out, "rebuild: %d messages rejected (see ledger audit verify)\n", rejected)
-	}
-	fmt.Fprintf(out, "rebuild: state digest %s at seq %d\n", digest, applied)
-	return nil
 }
