@@ -147,6 +147,15 @@ func (s *Session) Current(now time.Time) Verdict {
 	return s.Verdict(now)
 }
 
+// WithUse is the session as it will be once a use at `at` is folded: what
+// validate answers with when it has just queued that use, so that its
+// answer and every later one agree.
+func (s *Session) WithUse(at time.Time) *Session {
+	c := *s
+	_ = c.Apply(SessionUse(s.userID, s.id, at)) // a use's payload is empty: no error
+	return &c
+}
+
 // live reports whether a revocation or a use at `at` still concerns the
 // session: it is neither revoked nor expired. A session whose start carries
 // a later time than `at` (a skewed clock) but precedes it in the log is live.

@@ -306,3 +306,18 @@ func TestNextEventTimeNeverGoesBack(t *testing.T) {
 		t.Fatalf("NextEventTime(ahead) = %s, want now", got)
 	}
 }
+
+func TestWithUseIsTheFoldedUse(t *testing.T) {
+	s := start(t, domain.DefaultPolicy(), "u1", "s1", true, false, t0)
+	at := t0.Add(10 * domain.Day)
+	folded := start(t, domain.DefaultPolicy(), "u1", "s1", true, false, t0)
+	if err := folded.Apply(roundTrip(t, domain.SessionUse("u1", "s1", at))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.WithUse(at).Current(at), folded.Current(at); got != want || !got.IdleExpiresAt.Equal(at.Add(30*domain.Day)) {
+		t.Fatalf("WithUse = %+v, folding the use gives %+v", got, want)
+	}
+	if !s.LastUseAt().Equal(t0) {
+		t.Fatal("WithUse changed the session itself")
+	}
+}

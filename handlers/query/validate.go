@@ -51,16 +51,9 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 	if v.Valid && touch && h.Uses != nil && h.Uses.Touch(s, now) {
 		// The use is on its way into the log; answer with the deadline it
 		// will give, as every later validate will.
-		v.IdleExpiresAt = min64(now.Add(s.IdleWindow()), v.MaxExpiresAt)
+		v = s.WithUse(now).Current(now)
 	}
 	return Validation{Session: s, Verdict: v}, nil
-}
-
-func min64(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
 
 // SessionView is one line of the caller's session list.
