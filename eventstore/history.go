@@ -28,29 +28,31 @@ func History(ctx context.Context, stream jetstream.Stream, subject string, fn fu
 // ErrNotInLog means the log has nothing about the user, session or email.
 var ErrNotInLog = ports.ErrNotInLog
 
-// UserOfEmail finds the user an email was claimed for: the first authentic
-// claim on the email's subject.
-func (s *Reader) UserOfEmail(ctx context.Context, email string) (string, error) {
+// EmailHistory is an email's claims, each judged as a projection judges it
+// (see CheckedHistory), and the user of the first authentic one.
+func (s *Reader) EmailHistory(ctx context.Context, email string) (string, []StoredEvent, error) {
 	normalized, err := domain.NormalizeEmail(email)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	history, err := CheckedHistory(ctx, s.stream, EmailSubject(domain.EmailHash(normalized)), s.verifier)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	for _, se := range history {
 		if se.Err == nil && se.Event.Type == domain.EventEmailClaimed {
-			return se.Event.UserID, nil
+			return se.Event.UserID, history, nil
 		}
 	}
-	return "", fmt.Errorf("email %s: %w", normalized, ErrNotInLog)
+	return "", nil, fmt.Errorf("email %s: %w", normalized, ErrNotInLog)
 }
 
 // UserOfSession finds the user a session belongs to by scanning the log for
 // its session_started event. Audit tools use it where no projection is at
-// hand; it reads the whole stream.
-func UserOfSession(ctx context.Context, stream jetstream.Stream, sessionID string) (string, error) {
+// hand; it reads the whole stream. (A forged start may name another user;
+// the as-of replay of that user's checked history then finds no session.)
+func (s *Reader) UserOfSession(ctx context.Context, sessionID string) (string, error) {
+	stream := s.stream
 	errFound := errors.New("found")
 	var userID string
 	err := History(ctx, stream, "", func(se StoredEvent) error {

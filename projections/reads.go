@@ -25,6 +25,15 @@ func (p *Projection) Session(id string) (*domain.Session, error) {
 	return s, err
 }
 
+// UserOfSession is the user a session belongs to.
+func (p *Projection) UserOfSession(_ context.Context, sessionID string) (string, error) {
+	s, err := p.Session(sessionID)
+	if err != nil {
+		return "", err
+	}
+	return s.UserID(), nil
+}
+
 // Credentials returns the user id and password hash registered for a
 // normalized email, or domain.ErrUserNotFound.
 func (p *Projection) Credentials(email string) (userID, passwordHash string, err error) {

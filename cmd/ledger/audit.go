@@ -97,16 +97,14 @@ func (c *auditVerdictCmd) Run() error {
 	})
 }
 
+// auditOf is the audit queries over the log alone: sessions are mapped to
+// their users by reading the stream, with no projection at hand.
+func auditOf(store *eventstore.Store) query.AuditHandler {
+	return query.AuditHandler{Owners: store.Reader, Log: store.Reader}
+}
+
 func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string, at time.Time, asJSON bool, out io.Writer) error {
-	userID, err := eventstore.UserOfSession(ctx, store.Stream(), sessionID)
-	if err != nil {
-		return err
-	}
-	history, err := store.UserHistory(ctx, userID)
-	if err != nil {
-		return err
-	}
-	res, err := query.AsOfFromHistory(history, sessionID, at)
+	res, err := auditOf(store).SessionAsOf(ctx, sessionID, at)
 	if err != nil {
 		return err
 	}
@@ -158,41 +156,22 @@ func (c *auditHistoryCmd) Run() error {
 }
 
 func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
-	stream := store.Stream()
-	var subjects []string
+	audit := auditOf(store)
+	var events []eventstore.StoredEvent
 	var err error
 	switch {
 	case email != "":
-		if userID, err = store.UserOfEmail(ctx, email); err != nil {
-			return err
-		}
-		normalized, _ := domain.NormalizeEmail(email)
-		subjects = append(subjects, eventstore.EmailSubject(domain.EmailHash(normalized)))
+		events, err = audit.EmailEvents(ctx, email, since, until)
 	case sessionID != "":
-		if userID, err = eventstore.UserOfSession(ctx, stream, sessionID); err != nil {
-			return err
-		}
+		events, err = audit.SessionEvents(ctx, sessionID, since, until)
+	default:
+		events, err = audit.UserEvents(ctx, userID, since, until)
 	}
-	subjects = append(subjects, eventstore.UserSubject(userID))
-	var all []eventstore.StoredEvent
-	for _, subj := range subjects {
-		history, err := eventstore.CheckedHistory(ctx, stream, subj, store.Verifier())
-		if err != nil {
-			return err
-		}
-		all = append(all, history...)
+	if err != nil {
+		return err
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
-	shown := 0
 	enc := json.NewEncoder(out)
-	for _, se := range all {
-		if !query.InWindow(se, since, until) {
-			continue
-		}
-		if sessionID != "" && se.Err == nil && !concerns(se.Event, sessionID) {
-			continue
-		}
-		shown++
+	for _, se := range events {
 		if asJSON {
 			if err := enc.Encode(httpapi.StoredEventJSON(se)); err != nil {
 				return err
@@ -205,20 +184,7 @@ func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionI
 		}
 		fmt.Fprintf(out, "#%-6d %s\n", se.Seq, describe(se.Event))
 	}
-	if shown == 0 && len(all) == 0 {
-		return fmt.Errorf("user %s: %w", userID, eventstore.ErrNotInLog)
-	}
 	return nil
-}
-
-// concerns reports whether an event of the session's user affects the session.
-func concerns(e domain.Event, sessionID string) bool {
-	switch e.Type {
-	case domain.EventOtherSessionsRevoked, domain.EventUserRegistered:
-		return true
-	default:
-		return e.SessionID == sessionID
-	}
 }
 
 // describe is one human-readable line for an event.

@@ -3,21 +3,34 @@ package query
 import (
 	"context"
 	"errors"
+	"sort"
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/handlers/ports"
 )
 
-type userHistory interface {
-	UserHistory(ctx context.Context, userID string) ([]ports.StoredEvent, error)
-}
+type (
+	// userHistory reads histories from the log, each message judged as
+	// the projection judges it (Err set on the ones it would reject).
+	userHistory interface {
+		UserHistory(ctx context.Context, userID string) ([]ports.StoredEvent, error)
+		// EmailHistory is an email's claims, and the user of the first
+		// authentic one (ports.ErrNotInLog if none).
+		EmailHistory(ctx context.Context, email string) (userID string, claims []ports.StoredEvent, err error)
+	}
+	// sessionOwners maps a session to its user: the projection does it
+	// with one lookup, the log (for the CLI) by reading it.
+	sessionOwners interface {
+		UserOfSession(ctx context.Context, sessionID string) (string, error)
+	}
+)
 
-// AuditHandler answers auditors' questions from the log itself: the local
-// projection only maps a session to its user.
+// AuditHandler answers auditors' questions from the log itself; the HTTP
+// API and the `ledger audit` commands both go through it.
 type AuditHandler struct {
-	Sessions sessionReader
-	Log      userHistory
+	Owners sessionOwners
+	Log    userHistory
 }
 
 // AsOf is an as-of verdict with the stream position of each event cited.
@@ -31,11 +44,11 @@ func (h AuditHandler) SessionAsOf(ctx context.Context, sessionID string, at time
 	if !domain.IsSessionID(sessionID) {
 		return AsOf{}, domain.ErrSessionNotFound
 	}
-	s, err := h.Sessions.Session(sessionID)
+	userID, err := h.Owners.UserOfSession(ctx, sessionID)
 	if err != nil {
 		return AsOf{}, err
 	}
-	history, err := h.Log.UserHistory(ctx, s.UserID())
+	history, err := h.Log.UserHistory(ctx, userID)
 	if err != nil {
 		return AsOf{}, err
 	}
@@ -77,6 +90,56 @@ func (h AuditHandler) UserEvents(ctx context.Context, userID string, since, unti
 		}
 	}
 	return out, nil
+}
+
+// SessionEvents lists the events of a session's user that concern the
+// session, between since and until.
+func (h AuditHandler) SessionEvents(ctx context.Context, sessionID string, since, until time.Time) ([]ports.StoredEvent, error) {
+	if !domain.IsSessionID(sessionID) {
+		return nil, domain.ErrSessionNotFound
+	}
+	userID, err := h.Owners.UserOfSession(ctx, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	events, err := h.UserEvents(ctx, userID, since, until)
+	out := events[:0]
+	for _, se := range events {
+		if se.Err != nil || concerns(se.Event, sessionID) {
+			out = append(out, se)
+		}
+	}
+	return out, err
+}
+
+// EmailEvents lists an email's claims and its user's events, in log order,
+// between since and until.
+func (h AuditHandler) EmailEvents(ctx context.Context, email string, since, until time.Time) ([]ports.StoredEvent, error) {
+	userID, claims, err := h.Log.EmailHistory(ctx, email)
+	if err != nil {
+		return nil, err
+	}
+	events, err := h.UserEvents(ctx, userID, since, until)
+	if err != nil {
+		return nil, err
+	}
+	for _, se := range claims {
+		if InWindow(se, since, until) {
+			events = append(events, se)
+		}
+	}
+	sort.Slice(events, func(i, j int) bool { return events[i].Seq < events[j].Seq })
+	return events, nil
+}
+
+// concerns reports whether an event of the session's user affects the session.
+func concerns(e domain.Event, sessionID string) bool {
+	switch e.Type {
+	case domain.EventOtherSessionsRevoked, domain.EventUserRegistered:
+		return true
+	default:
+		return e.SessionID == sessionID
+	}
 }
 
 // InWindow reports whether an event's time is in [since, until]; zero

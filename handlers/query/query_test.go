@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -153,9 +154,20 @@ func (f fakeSessions) UserSessions(userID string) ([]*domain.Session, error) {
 	return out, nil
 }
 
+func (f fakeSessions) UserOfSession(_ context.Context, id string) (string, error) {
+	s, err := f.Session(id)
+	if err != nil {
+		return "", err
+	}
+	return s.UserID(), nil
+}
+
 type noHistory struct{}
 
 func (noHistory) UserHistory(context.Context, string) ([]ports.StoredEvent, error) { return nil, nil }
+func (noHistory) EmailHistory(context.Context, string) (string, []ports.StoredEvent, error) {
+	return "", nil, ports.ErrNotInLog
+}
 
 func TestValidate(t *testing.T) {
 	live, liveTok := session(t, "u1", t0)
@@ -196,5 +208,57 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := New(Deps{}); err == nil {
 		t.Fatal("New accepted no dependencies")
+	}
+}
+
+// fakeAuditLog holds one user's history and one email's claims.
+type fakeAuditLog struct {
+	user   string
+	events []ports.StoredEvent
+	claims []ports.StoredEvent
+}
+
+func (f fakeAuditLog) UserHistory(_ context.Context, userID string) ([]ports.StoredEvent, error) {
+	if userID != f.user {
+		return nil, nil
+	}
+	return append([]ports.StoredEvent(nil), f.events...), nil
+}
+
+func (f fakeAuditLog) EmailHistory(context.Context, string) (string, []ports.StoredEvent, error) {
+	return f.user, f.claims, nil
+}
+
+func TestAuditQueries(t *testing.T) {
+	s1, _ := session(t, "u1", t0)
+	s2, _ := session(t, "u1", t0.Add(time.Hour))
+	ev := func(seq uint64, e domain.Event) ports.StoredEvent { return ports.StoredEvent{Seq: seq, Event: e} }
+	started := func(s *domain.Session) domain.Event {
+		return domain.Event{Type: domain.EventSessionStarted, UserID: "u1", SessionID: s.ID(), Time: s.StartedAt()}
+	}
+	log := fakeAuditLog{user: "u1",
+		events: []ports.StoredEvent{ev(2, started(s1)), ev(4, domain.SessionUse("u1", s1.ID(), t0.Add(3*time.Hour))), ev(5, started(s2)),
+			{Seq: 6, Err: errors.New("not authentic")}},
+		claims: []ports.StoredEvent{ev(1, domain.ClaimEmail("u1", "u@example.com", t0))},
+	}
+	h := AuditHandler{Owners: fakeSessions{s1.ID(): s1, s2.ID(): s2}, Log: log}
+	ctx := context.Background()
+	seqs := func(es []ports.StoredEvent) (out []uint64) {
+		for _, e := range es {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	if got, err := h.EmailEvents(ctx, "u@example.com", time.Time{}, time.Time{}); err != nil || fmt.Sprint(seqs(got)) != "[1 2 4 5 6]" {
+		t.Fatalf("email events %v %v, want the claim and the user's events in log order", seqs(got), err)
+	}
+	if got, err := h.SessionEvents(ctx, s1.ID(), time.Time{}, time.Time{}); err != nil || fmt.Sprint(seqs(got)) != "[2 4 6]" {
+		t.Fatalf("session events %v %v, want s1's (and the unjudgeable message)", seqs(got), err)
+	}
+	if got, err := h.UserEvents(ctx, "u1", t0.Add(2*time.Hour), time.Time{}); err != nil || fmt.Sprint(seqs(got)) != "[4 6]" {
+		t.Fatalf("user events since +2h: %v %v", seqs(got), err)
+	}
+	if _, err := h.UserEvents(ctx, "nobody", time.Time{}, time.Time{}); !errors.Is(err, ErrUnknownUser) {
+		t.Fatalf("unknown user: %v", err)
 	}
 }

@@ -104,6 +104,7 @@ type Deps struct {
 	Sessions interface {
 		sessionReader
 		userSessionReader
+		sessionOwners
 	}
 	Uses *UseRecorder
 	Log  userHistory
@@ -125,6 +126,6 @@ func New(d Deps) (Handlers, error) {
 	return Handlers{
 		Validate: ValidateHandler{Sessions: d.Sessions, Uses: d.Uses, Now: d.Now},
 		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
-		Audit:    AuditHandler{Sessions: d.Sessions, Log: d.Log},
+		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log},
 	}, nil
 }
