@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +18,7 @@ import (
 
 func TestAuditNeedsTheAdminKey(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
-	_, _, sid := l.signup("key@example.com", "key password", true)
+	_, _, sid := l.signup(t, "key@example.com", "key password", true)
 	path := "/v1/audit/sessions/" + sid
 	for name, c := range map[string]struct {
 		key    string
@@ -30,24 +29,18 @@ func TestAuditNeedsTheAdminKey(t *testing.T) {
 		"wrong key": {"not-the-key", 401, "ADMIN_KEY_INVALID"},
 		"right key": {testAdminKey, 200, ""},
 	} {
-		req, _ := http.NewRequest("GET", l.URL()+path, nil)
+		var header map[string]string
 		if c.key != "" {
-			req.Header.Set("X-API-Key", c.key)
+			header = map[string]string{"X-API-Key": c.key}
 		}
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body map[string]any
-		_ = json.NewDecoder(res.Body).Decode(&body)
-		res.Body.Close()
-		if res.StatusCode != c.status || (c.reason != "" && body["reason"] != c.reason) {
-			t.Errorf("%s: %d %v, want %d %s", name, res.StatusCode, body, c.status, c.reason)
+		r := doURL(t, l.URL(), "GET", path, "", header, nil)
+		if r.Status != c.status || (c.reason != "" && r.str("reason") != c.reason) {
+			t.Errorf("%s: %d %s, want %d %s", name, r.Status, r.Raw, c.status, c.reason)
 		}
 	}
 	// A user's bearer token is no admin key.
-	tok, _, _ := l.signup("key2@example.com", "key password", true)
-	if r := l.do("GET", path, tok, nil); r.Status != 401 {
+	tok, _, _ := l.signup(t, "key2@example.com", "key password", true)
+	if r := l.do(t, "GET", path, tok, nil); r.Status != 401 {
 		t.Errorf("bearer token on audit endpoint: %d", r.Status)
 	}
 }
@@ -63,14 +56,10 @@ func TestGeneratedAdminKeyIsShownOnceAndOnlyItsHashKept(t *testing.T) {
 		t.Fatalf("no generated key printed: %q", printed)
 	}
 	key := strings.Fields(printed[i:])[0]
-	_, _, sid := l.signup("gen@example.com", "gen password", true)
-	req, _ := http.NewRequest("GET", l.URL()+"/v1/audit/sessions/"+sid, nil)
-	req.Header.Set("X-API-Key", key)
-	res, err := client.Do(req)
-	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("generated key rejected: %v %v", res.StatusCode, err)
+	_, _, sid := l.signup(t, "gen@example.com", "gen password", true)
+	if r := doURL(t, l.URL(), "GET", "/v1/audit/sessions/"+sid, "", map[string]string{"X-API-Key": key}, nil); r.Status != 200 {
+		t.Fatalf("generated key rejected: %d %s", r.Status, r.Raw)
 	}
-	res.Body.Close()
 	l.stop()
 	stored, _ := os.ReadFile(filepath.Join(dir, adminKeyFile))
 	if bytes.Contains(stored, []byte(key)) || len(bytes.TrimSpace(stored)) != 64 {
@@ -89,12 +78,12 @@ func TestAsOfBoundaries(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	t0 := l.clock.Now()
 	const pw = "boundary password"
-	_, uid, keepSID := l.signup("edge@example.com", pw, true) // idle deadline t0+30d
-	plainTok, plainSID := l.login("edge@example.com", pw, false)
+	_, uid, keepSID := l.signup(t, "edge@example.com", pw, true) // idle deadline t0+30d
+	plainTok, plainSID := l.login(t, "edge@example.com", pw, false)
 	_ = plainTok
-	outTok, outSID := l.login("edge@example.com", pw, true)
+	outTok, outSID := l.login(t, "edge@example.com", pw, true)
 	l.clock.Advance(time.Hour)
-	if r := l.do("POST", "/v1/auth/logout", outTok, nil); r.Status != 200 {
+	if r := l.do(t, "POST", "/v1/auth/logout", outTok, nil); r.Status != 200 {
 		t.Fatal(r.Raw)
 	}
 	logoutAt := t0.Add(time.Hour)
@@ -118,7 +107,7 @@ func TestAsOfBoundaries(t *testing.T) {
 		{"at the logout", outSID, logoutAt, false, "revoked:logout"},
 	}
 	for _, c := range cases {
-		r := l.admin("/v1/audit/sessions/" + c.sid + "?at=" + c.at.Format(time.RFC3339))
+		r := l.admin(t, "/v1/audit/sessions/"+c.sid+"?at="+c.at.Format(time.RFC3339))
 		if r.Status != 200 || r.get("valid") != c.valid || r.str("reason") != c.reason {
 			t.Errorf("%s: %d %s, want valid=%v reason=%q", c.name, r.Status, r.Raw, c.valid, c.reason)
 			continue
@@ -128,12 +117,12 @@ func TestAsOfBoundaries(t *testing.T) {
 			t.Errorf("%s: no explanation: %s", c.name, r.Raw)
 		}
 	}
-	r := l.admin("/v1/audit/sessions/" + outSID + "?at=" + logoutAt.Format(time.RFC3339))
+	r := l.admin(t, "/v1/audit/sessions/"+outSID+"?at="+logoutAt.Format(time.RFC3339))
 	exp, _ := r.get("explanation").([]any)
 	if len(exp) != 2 || exp[1].(map[string]any)["role"] != "revoked" || !strings.Contains(r.str("summary"), "revoked: logout") {
 		t.Errorf("logout explanation: %s", r.Raw)
 	}
-	r = l.admin("/v1/audit/sessions/" + keepSID + "?at=" + t0.Add(31*domain.Day).Format(time.RFC3339))
+	r = l.admin(t, "/v1/audit/sessions/"+keepSID+"?at="+t0.Add(31*domain.Day).Format(time.RFC3339))
 	if !strings.Contains(r.str("summary"), "idle window 30d") {
 		t.Errorf("idle explanation: %s", r.str("summary"))
 	}
@@ -148,16 +137,16 @@ func TestAsOfBoundaries(t *testing.T) {
 		"unknown user":    {"/v1/audit/users/nobody/events", 404, "USER_NOT_FOUND"},
 		"malformed since": {"/v1/audit/users/" + uid + "/events?since=3", 400, "INVALID_REQUEST"},
 	} {
-		if r := l.admin(c.path); r.Status != c.status || r.str("reason") != c.reason {
+		if r := l.admin(t, c.path); r.Status != c.status || r.str("reason") != c.reason {
 			t.Errorf("%s: %d %s", name, r.Status, r.Raw)
 		}
 	}
-	r = l.admin("/v1/audit/users/" + uid + "/events")
+	r = l.admin(t, "/v1/audit/users/"+uid+"/events")
 	events, _ := r.get("events").([]any)
 	if r.Status != 200 || len(events) != 5 { // registered, 3 started, logged out
 		t.Fatalf("user events: %d %s", r.Status, r.Raw)
 	}
-	r = l.admin("/v1/audit/users/" + uid + "/events?since=" + logoutAt.Format(time.RFC3339))
+	r = l.admin(t, "/v1/audit/users/"+uid+"/events?since="+logoutAt.Format(time.RFC3339))
 	if events, _ := r.get("events").([]any); len(events) != 1 {
 		t.Errorf("events since the logout: %s", r.Raw)
 	}
@@ -168,14 +157,14 @@ func TestAsOfBoundaries(t *testing.T) {
 func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	dir := t.TempDir()
 	l := startLedger(t, dir, newClock())
-	tok, uid, sid := l.signup("cli@example.com", "cli password", true)
-	l.login("cli@example.com", "cli password", false)
+	tok, uid, sid := l.signup(t, "cli@example.com", "cli password", true)
+	l.login(t, "cli@example.com", "cli password", false)
 	l.clock.Advance(time.Minute)
-	l.do("POST", "/v1/auth/logout", tok, nil)
+	l.do(t, "POST", "/v1/auth/logout", tok, nil)
 	at := l.clock.Now().Add(time.Second)
-	live := l.admin("/v1/audit/sessions/" + sid + "?at=" + at.Format(time.RFC3339))
-	liveDigest := l.admin("/v1/audit/digest")
-	total := l.lastSeq()
+	live := l.admin(t, "/v1/audit/sessions/"+sid+"?at="+at.Format(time.RFC3339))
+	liveDigest := l.admin(t, "/v1/audit/digest")
+	total := l.lastSeq(t)
 	cfg := l.cfg.LogConfig
 	l.stop()
 
@@ -237,16 +226,16 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 // verify.
 func TestCorruptEventIsRejected(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
-	_, uid, _ := l.signup("corrupt@example.com", "corrupt password", true)
+	_, uid, _ := l.signup(t, "corrupt@example.com", "corrupt password", true)
 	ack, err := l.ll.store.JetStream().Publish(context.Background(), eventstore.UserSubject(uid), []byte(`{"type":"session_used","oops`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := l.login("corrupt@example.com", "corrupt password", true) // the user's subject goes on
-	if v := l.verdict(tok); v.Status != 200 {
+	tok, _ := l.login(t, "corrupt@example.com", "corrupt password", true) // the user's subject goes on
+	if v := l.verdict(t, tok); v.Status != 200 {
 		t.Fatalf("login after the corrupt message: %+v", v)
 	}
-	r := l.do("GET", "/readyz", "", nil)
+	r := l.do(t, "GET", "/readyz", "", nil)
 	if r.Status != 200 || r.get("degraded") != true || r.get("rejected_events") != 1.0 || !strings.Contains(r.Raw, `"seq":`+jsonSeq(ack.Sequence)+`,`) {
 		t.Fatalf("readyz: %d %s", r.Status, r.Raw)
 	}
@@ -269,7 +258,7 @@ func jsonSeq(seq uint64) string {
 // a NATS URL while the server runs, without its data dir or HTTP.
 func TestAuditCLIAgainstARunningServersNATS(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock(), func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" })
-	_, _, sid := l.signup("url@example.com", "url password", true)
+	_, _, sid := l.signup(t, "url@example.com", "url password", true)
 	ctx := context.Background()
 	// The read-only identity, from a data dir it does not lock: the CLI
 	// reads the stream only.

@@ -2,12 +2,9 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,52 +93,27 @@ func readingMirror(name string) option {
 	return func(cfg *ServiceConfig) { cfg.ReadStream = name }
 }
 
-// doURL is testLedger.do for any base URL, with extra headers.
-func doURL(t *testing.T, base, method, path, token string, header map[string]string, body any) response {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		j, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(j)
+// seqFrom is the stream sequence a write answered with; the header and
+// the body must agree.
+func seqFrom(r response) (uint64, error) {
+	h, err := strconv.ParseUint(r.Header.Get("X-Ledger-Seq"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("write response without X-Ledger-Seq: %d %s", r.Status, r.Raw)
 	}
-	req, err := http.NewRequest(method, base+path, rd)
+	if b, _ := r.get("response", "seq").(float64); uint64(b) != h {
+		return 0, fmt.Errorf("X-Ledger-Seq %d but response.seq %v: %s", h, r.get("response", "seq"), r.Raw)
+	}
+	return h, nil
+}
+
+// seqOf is seqFrom for the test goroutine.
+func seqOf(t *testing.T, r response) uint64 {
+	t.Helper()
+	seq, err := seqFrom(r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		return response{Status: -1, Raw: err.Error()}
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	out := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
-	if len(raw) > 0 {
-		_ = json.Unmarshal(raw, &out.Body)
-	}
-	return out
-}
-
-// seqOf is the stream sequence a write answered with; it checks that the
-// header and the body agree.
-func seqOf(t *testing.T, r response) uint64 {
-	t.Helper()
-	h, err := strconv.ParseUint(r.Header.Get("X-Ledger-Seq"), 10, 64)
-	if err != nil {
-		t.Fatalf("write response without X-Ledger-Seq: %d %s", r.Status, r.Raw)
-	}
-	if b, _ := r.get("response", "seq").(float64); uint64(b) != h {
-		t.Fatalf("X-Ledger-Seq %d but response.seq %v: %s", h, r.get("response", "seq"), r.Raw)
-	}
-	return h
+	return seq
 }
 
 func minSeq(seq uint64) map[string]string {
@@ -153,18 +125,18 @@ func minSeq(seq uint64) map[string]string {
 func converge(t *testing.T, within time.Duration, ls ...*testLedger) string {
 	t.Helper()
 	var last uint64
-	eventually(t, within, "every instance to apply the whole stream", func() bool {
+	checkFor(t, within, 5*time.Millisecond, func() error {
 		seq, err := ls[0].ll.store.LastSeq(context.Background())
 		if err != nil {
-			return false
+			return fmt.Errorf("stream last seq: %w", err)
 		}
 		last = seq
-		for _, l := range ls {
-			if l.proj.Applied() != seq {
-				return false
+		for i, l := range ls {
+			if got := l.proj.Applied(); got != seq {
+				return fmt.Errorf("instance %d applied_seq %d, want the stream's last seq %d", i, got, seq)
 			}
 		}
-		return true
+		return nil
 	})
 	var want string
 	for i, l := range ls {
@@ -238,7 +210,6 @@ func buildLedger(t *testing.T) string {
 
 // ledgerProc is `ledger serve` running as a child process.
 type ledgerProc struct {
-	t    *testing.T
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	url  string
@@ -260,11 +231,13 @@ func startProc(t *testing.T, args ...string) *ledgerProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ledgerProc{t: t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &ledgerProc{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start ledger: %v", err)
 	}
-	served := make(chan string, 1)
+	// The process is a child: its only channel for the address it bound is
+	// the "http" attribute of its structured "ledger serving" record.
+	served := make(chan any, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -277,8 +250,10 @@ func startProc(t *testing.T, args ...string) *ledgerProc {
 				p.lines = append(p.lines, rec)
 				p.mu.Unlock()
 				if rec["msg"] == "ledger serving" {
-					addr, _ := rec["http"].(string)
-					served <- addr
+					select {
+					case served <- rec["http"]:
+					default: // never block the reader: it drains the child's stderr
+					}
 				}
 			}
 		}
@@ -289,7 +264,12 @@ func startProc(t *testing.T, args ...string) *ledgerProc {
 	}()
 	t.Cleanup(func() { p.kill() })
 	select {
-	case addr := <-served:
+	case v := <-served:
+		addr, _ := v.(string)
+		if addr == "" {
+			p.kill()
+			t.Fatalf("the ledger serving record has no http address (%v):\n%s", v, p.logs.String())
+		}
 		p.url = "http://" + addr
 	case <-p.done:
 		t.Fatalf("ledger exited before serving:\n%s", p.logs.String())
@@ -312,17 +292,17 @@ func (p *ledgerProc) kill() {
 }
 
 // stop shuts the process down gracefully (SIGTERM) and waits.
-func (p *ledgerProc) stop() {
-	p.t.Helper()
+func (p *ledgerProc) stop(t *testing.T) {
+	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
 		p.kill()
-		p.t.Fatalf("ledger did not stop on SIGTERM:\n%s", p.logs.String())
+		t.Fatalf("ledger did not stop on SIGTERM:\n%s", p.logs.String())
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		p.t.Errorf("ledger exited with %d:\n%s", code, p.logs.String())
+		t.Errorf("ledger exited with %d:\n%s", code, p.logs.String())
 	}
 }
 
@@ -338,9 +318,9 @@ func (p *ledgerProc) logRecord(msg string) map[string]any {
 	return nil
 }
 
-func (p *ledgerProc) do(method, path, token string, header map[string]string, body any) response {
-	p.t.Helper()
-	return doURL(p.t, p.url, method, path, token, header, body)
+func (p *ledgerProc) do(t *testing.T, method, path, token string, header map[string]string, body any) response {
+	t.Helper()
+	return doURL(t, p.url, method, path, token, header, body)
 }
 
 // offlineDigest opens a stopped instance's projection and digests it.

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"io"
-	"net/http"
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +12,15 @@ import (
 )
 
 // TestHTTPContract walks the whole documented API, including every error.
+// The subtests share one ledger and nothing else: each signs up the users
+// it needs, under emails of its own, and only ever moves the clock forward
+// from wherever it finds it, so each passes alone.
 func TestHTTPContract(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	const pw = "correct horse battery"
 
 	t.Run("signup", func(t *testing.T) {
-		r := l.do("POST", "/v1/auth/signup", "", creds{"Ann@Example.com", pw, true})
+		r := l.do(t, "POST", "/v1/auth/signup", "", creds{"Ann@Example.com", pw, true})
 		if r.Status != 201 || r.str("status") != "success" {
 			t.Fatalf("signup: %d %s", r.Status, r.Raw)
 		}
@@ -29,19 +32,20 @@ func TestHTTPContract(t *testing.T) {
 		if got := r.get("response", "expires"); got != float64(31536000) {
 			t.Errorf("keep_logged_in expires = %v, want 31536000", got)
 		}
-		r = l.do("POST", "/v1/auth/signup", "", creds{"short@example.com", pw, false})
+		r = l.do(t, "POST", "/v1/auth/signup", "", creds{"short@example.com", pw, false})
 		if got := r.get("response", "expires"); r.Status != 201 || got != float64(86400) {
 			t.Errorf("plain signup: %d expires %v, want 201 and 86400", r.Status, got)
 		}
-		r = l.do("POST", "/v1/auth/signup", "", map[string]any{"email": "nokeep@example.com", "password": pw})
+		r = l.do(t, "POST", "/v1/auth/signup", "", map[string]any{"email": "nokeep@example.com", "password": pw})
 		if r.Status != 201 {
 			t.Errorf("signup without keep_logged_in: %d %s", r.Status, r.Raw)
 		}
 	})
 
 	t.Run("login", func(t *testing.T) {
+		l.signup(t, "Lin@Example.com", pw, false)
 		for _, path := range []string{"/v1/auth/login", "/api/1.1/wf/generate-api-token"} {
-			r := l.do("POST", path, "", creds{"ann@EXAMPLE.com", pw, true})
+			r := l.do(t, "POST", path, "", creds{"lin@EXAMPLE.com", pw, true})
 			if r.Status != 200 || r.str("status") != "success" || r.str("response", "token") == "" || r.get("response", "expires") != float64(31536000) {
 				t.Errorf("%s: %d %s", path, r.Status, r.Raw)
 			}
@@ -49,8 +53,8 @@ func TestHTTPContract(t *testing.T) {
 	})
 
 	t.Run("validate", func(t *testing.T) {
-		tok, uid, sid := l.signup("val@example.com", pw, true)
-		r := l.do("GET", "/v1/validate", tok, nil)
+		tok, uid, sid := l.signup(t, "val@example.com", pw, true)
+		r := l.do(t, "GET", "/v1/validate", tok, nil)
 		if r.Status != 200 || r.get("valid") != true || r.str("user_id") != uid || r.str("session_id") != sid ||
 			r.get("keep_logged_in") != true || r.get("mfa") != false {
 			t.Fatalf("validate: %d %s", r.Status, r.Raw)
@@ -72,7 +76,7 @@ func TestHTTPContract(t *testing.T) {
 	})
 
 	t.Run("validate rejects bad tokens as TOKEN_INVALID", func(t *testing.T) {
-		tok, _, _ := l.signup("bad@example.com", pw, false)
+		tok, _, _ := l.signup(t, "bad@example.com", pw, false)
 		wrongSecret := tok[:len(tok)-2] + "AA"
 		if wrongSecret == tok {
 			wrongSecret = tok[:len(tok)-2] + "BA"
@@ -81,7 +85,7 @@ func TestHTTPContract(t *testing.T) {
 		for name, token := range map[string]string{
 			"no header": "", "malformed": "hello", "unknown session": unknown, "wrong secret": wrongSecret,
 		} {
-			r := l.do("GET", "/v1/validate", token, nil)
+			r := l.do(t, "GET", "/v1/validate", token, nil)
 			if r.Status != 401 || r.str("reason") != "TOKEN_INVALID" || r.get("statusCode") != float64(401) || r.str("message") == "" {
 				t.Errorf("%s: %d %s", name, r.Status, r.Raw)
 			}
@@ -92,7 +96,8 @@ func TestHTTPContract(t *testing.T) {
 	})
 
 	t.Run("bad input", func(t *testing.T) {
-		before := l.lastSeq()
+		l.signup(t, "Taken@Example.com", pw, false)
+		before := l.lastSeq(t)
 		big := `{"email":"x@example.com","password":"` + strings.Repeat("a", 1<<20) + `"}`
 		cases := []struct {
 			name, method, path, body string
@@ -108,7 +113,7 @@ func TestHTTPContract(t *testing.T) {
 			{"wrong type", "POST", "/v1/auth/signup", `{"email":"w@example.com","password":"12345678","keep_logged_in":"yes"}`, 400, "INVALID_REQUEST"},
 			{"invalid email", "POST", "/v1/auth/signup", `{"email":"not-an-email","password":"12345678"}`, 400, "INVALID_EMAIL"},
 			{"weak password", "POST", "/v1/auth/signup", `{"email":"weak@example.com","password":"1234567"}`, 400, "WEAK_PASSWORD"},
-			{"email taken, other case", "POST", "/v1/auth/signup", `{"email":"ANN@example.COM","password":"another password"}`, 409, "EMAIL_TAKEN"},
+			{"email taken, other case", "POST", "/v1/auth/signup", `{"email":"TAKEN@example.COM","password":"another password"}`, 409, "EMAIL_TAKEN"},
 			{"body over 1 MiB", "POST", "/v1/auth/signup", big, 413, "BODY_TOO_LARGE"},
 			{"wrong method on login", "GET", "/v1/auth/login", ``, 405, "METHOD_NOT_ALLOWED"},
 			{"wrong method on validate", "POST", "/v1/validate", ``, 405, "METHOD_NOT_ALLOWED"},
@@ -116,20 +121,21 @@ func TestHTTPContract(t *testing.T) {
 			{"unknown path", "GET", "/v2/nothing", ``, 404, "NOT_FOUND"},
 		}
 		for _, c := range cases {
-			r := l.do(c.method, c.path, "", c.body)
+			r := l.do(t, c.method, c.path, "", c.body)
 			if r.Status != c.status || r.str("reason") != c.reason || r.get("statusCode") != float64(c.status) || r.str("message") == "" {
 				t.Errorf("%s: got %d %s, want %d %s", c.name, r.Status, r.Raw, c.status, c.reason)
 			}
 		}
-		if after := l.lastSeq(); after != before {
+		if after := l.lastSeq(t); after != before {
 			t.Errorf("rejected requests appended %d events", after-before)
 		}
 	})
 
 	t.Run("failed logins look alike and are recorded", func(t *testing.T) {
-		before := l.lastSeq()
-		wrong := l.do("POST", "/v1/auth/login", "", creds{"ann@example.com", "wrong password", false})
-		unknown := l.do("POST", "/v1/auth/login", "", creds{"nobody@example.com", pw, false})
+		l.signup(t, "Fay@Example.com", pw, false)
+		before := l.lastSeq(t)
+		wrong := l.do(t, "POST", "/v1/auth/login", "", creds{"fay@example.com", "wrong password", false})
+		unknown := l.do(t, "POST", "/v1/auth/login", "", creds{"nobody@example.com", pw, false})
 		for name, r := range map[string]response{"wrong password": wrong, "unknown email": unknown} {
 			if r.Status != 400 || r.str("reason") != "INVALID_LOGIN_CREDENTIALS" {
 				t.Errorf("%s: %d %s", name, r.Status, r.Raw)
@@ -138,10 +144,10 @@ func TestHTTPContract(t *testing.T) {
 		if wrong.str("message") != unknown.str("message") {
 			t.Errorf("messages differ: %q vs %q", wrong.str("message"), unknown.str("message"))
 		}
-		if got := l.lastSeq() - before; got != 2 {
+		if got := l.lastSeq(t) - before; got != 2 {
 			t.Fatalf("failed logins appended %d events, want 2 login_failed", got)
 		}
-		anon := l.events(eventstore.AnonSubject)
+		anon := l.events(t, eventstore.AnonSubject)
 		last := anon[len(anon)-1]
 		p, err := domain.DecodePayload[domain.LoginFailed](last)
 		if err != nil || last.Type != domain.EventLoginFailed || p.Reason != domain.LoginFailedUnknownEmail || p.EmailHash != domain.EmailHash("nobody@example.com") {
@@ -150,48 +156,48 @@ func TestHTTPContract(t *testing.T) {
 	})
 
 	t.Run("logout", func(t *testing.T) {
-		tok, _, _ := l.signup("out@example.com", pw, true)
-		r := l.do("POST", "/v1/auth/logout", tok, nil)
+		tok, _, _ := l.signup(t, "out@example.com", pw, true)
+		r := l.do(t, "POST", "/v1/auth/logout", tok, nil)
 		if r.Status != 200 || r.str("status") != "success" {
 			t.Fatalf("logout: %d %s", r.Status, r.Raw)
 		}
-		r = l.do("GET", "/v1/validate", tok, nil)
+		r = l.do(t, "GET", "/v1/validate", tok, nil)
 		if r.Status != 401 || r.str("reason") != "TOKEN_REVOKED" || r.str("revoked_by") != "logout" {
 			t.Fatalf("validate after logout: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("POST", "/v1/auth/logout", tok, nil); r.Status != 401 || r.str("reason") != "TOKEN_REVOKED" {
+		if r := l.do(t, "POST", "/v1/auth/logout", tok, nil); r.Status != 401 || r.str("reason") != "TOKEN_REVOKED" {
 			t.Errorf("second logout: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("POST", "/v1/auth/logout", "", nil); r.Status != 401 || r.str("reason") != "TOKEN_INVALID" {
+		if r := l.do(t, "POST", "/v1/auth/logout", "", nil); r.Status != 401 || r.str("reason") != "TOKEN_INVALID" {
 			t.Errorf("logout without token: %d %s", r.Status, r.Raw)
 		}
 	})
 
 	t.Run("logout others keeps the caller", func(t *testing.T) {
-		keep, _, keepSID := l.signup("multi@example.com", pw, true)
-		other1, _ := l.login("multi@example.com", pw, false)
-		other2, _ := l.login("multi@example.com", pw, true)
-		stranger, _, _ := l.signup("stranger@example.com", pw, true)
-		r := l.do("POST", "/v1/auth/logout-others", keep, nil)
+		keep, _, keepSID := l.signup(t, "multi@example.com", pw, true)
+		other1, _ := l.login(t, "multi@example.com", pw, false)
+		other2, _ := l.login(t, "multi@example.com", pw, true)
+		stranger, _, _ := l.signup(t, "stranger@example.com", pw, true)
+		r := l.do(t, "POST", "/v1/auth/logout-others", keep, nil)
 		if r.Status != 200 || r.get("response", "revoked") != float64(2) {
 			t.Fatalf("logout-others: %d %s", r.Status, r.Raw)
 		}
 		for _, tok := range []string{other1, other2} {
-			if v := l.verdict(tok); v.Status != 401 || v.Reason != "TOKEN_REVOKED" || v.Detail != "revoke_others" {
+			if v := l.verdict(t, tok); v.Status != 401 || v.Reason != "TOKEN_REVOKED" || v.Detail != "revoke_others" {
 				t.Errorf("other session: %+v", v)
 			}
 		}
-		if v := l.verdict(keep); v.Status != 200 {
+		if v := l.verdict(t, keep); v.Status != 200 {
 			t.Errorf("caller's session: %+v", v)
 		}
-		if v := l.verdict(stranger); v.Status != 200 {
+		if v := l.verdict(t, stranger); v.Status != 200 {
 			t.Errorf("another user's session: %+v", v)
 		}
-		r = l.do("POST", "/v1/auth/logout-others", keep, nil)
+		r = l.do(t, "POST", "/v1/auth/logout-others", keep, nil)
 		if r.Status != 200 || r.get("response", "revoked") != float64(0) {
 			t.Errorf("second logout-others: %d %s", r.Status, r.Raw)
 		}
-		r = l.do("GET", "/v1/sessions", keep, nil)
+		r = l.do(t, "GET", "/v1/sessions", keep, nil)
 		list, _ := r.get("sessions").([]any)
 		if r.Status != 200 || len(list) != 3 {
 			t.Fatalf("sessions: %d %s", r.Status, r.Raw)
@@ -219,82 +225,139 @@ func TestHTTPContract(t *testing.T) {
 	})
 
 	t.Run("terminate a session by id", func(t *testing.T) {
-		a, _, _ := l.signup("term@example.com", pw, true)
-		b, bSID := l.login("term@example.com", pw, true)
-		_, _, strangerSID := l.signup("term-stranger@example.com", pw, true)
-		if r := l.do("DELETE", "/v1/sessions/"+strangerSID, a, nil); r.Status != 404 || r.str("reason") != "SESSION_NOT_FOUND" {
+		a, _, _ := l.signup(t, "term@example.com", pw, true)
+		b, bSID := l.login(t, "term@example.com", pw, true)
+		_, _, strangerSID := l.signup(t, "term-stranger@example.com", pw, true)
+		if r := l.do(t, "DELETE", "/v1/sessions/"+strangerSID, a, nil); r.Status != 404 || r.str("reason") != "SESSION_NOT_FOUND" {
 			t.Errorf("terminate another user's session: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("DELETE", "/v1/sessions/"+strings.Repeat("a", 32), a, nil); r.Status != 404 {
+		if r := l.do(t, "DELETE", "/v1/sessions/"+strings.Repeat("a", 32), a, nil); r.Status != 404 {
 			t.Errorf("terminate unknown session: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("DELETE", "/v1/sessions/not-an-id", a, nil); r.Status != 404 {
+		if r := l.do(t, "DELETE", "/v1/sessions/not-an-id", a, nil); r.Status != 404 {
 			t.Errorf("terminate malformed id: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("DELETE", "/v1/sessions/"+bSID, a, nil); r.Status != 200 {
+		if r := l.do(t, "DELETE", "/v1/sessions/"+bSID, a, nil); r.Status != 200 {
 			t.Fatalf("terminate own session: %d %s", r.Status, r.Raw)
 		}
-		if v := l.verdict(b); v.Reason != "TOKEN_REVOKED" || v.Detail != "terminated" {
+		if v := l.verdict(t, b); v.Reason != "TOKEN_REVOKED" || v.Detail != "terminated" {
 			t.Errorf("terminated session: %+v", v)
 		}
-		if v := l.verdict(a); v.Status != 200 {
+		if v := l.verdict(t, a); v.Status != 200 {
 			t.Errorf("caller after terminate: %+v", v)
 		}
 	})
 
 	t.Run("expiry and uses follow the clock", func(t *testing.T) {
-		plain, _, _ := l.signup("clock-plain@example.com", pw, false)
-		keep, _, _ := l.signup("clock-keep@example.com", pw, true)
-		idle, _, _ := l.signup("clock-idle@example.com", pw, true)
+		plain, _, _ := l.signup(t, "clock-plain@example.com", pw, false)
+		keep, _, _ := l.signup(t, "clock-keep@example.com", pw, true)
+		idle, _, _ := l.signup(t, "clock-idle@example.com", pw, true)
 
 		l.clock.Advance(24 * time.Hour)
-		if v := l.verdict(plain); v.Reason != "TOKEN_EXPIRED" || v.Detail != "max" {
+		if v := l.verdict(t, plain); v.Reason != "TOKEN_EXPIRED" || v.Detail != "max" {
 			t.Errorf("24h session after 24h: %+v", v)
 		}
 		// A touching validate 20 days in records a use; the idle deadline
 		// slides to use + 30 days.
 		l.clock.Advance(19 * domain.Day)
-		r := l.do("GET", "/v1/validate", keep, nil)
+		r := l.do(t, "GET", "/v1/validate", keep, nil)
 		want := l.clock.Now().Add(30 * domain.Day).Format(time.RFC3339)
 		if r.Status != 200 || r.str("idle_expires_at") != want {
 			t.Fatalf("touching validate: %d %s, want idle %s", r.Status, r.Raw, want)
 		}
-		eventually(t, 10*time.Second, "the use to reach the projection", func() bool { return l.verdict(keep).Idle == want })
+		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if v := l.verdict(t, keep); v.Idle != want {
+				return fmt.Errorf("after the touching validate the projection says %+v, want idle_expires_at %s", v, want)
+			}
+			return nil
+		})
 
 		l.clock.Advance(11 * domain.Day) // 31 days after signup
-		if v := l.verdict(idle); v.Reason != "TOKEN_EXPIRED" || v.Detail != "idle" {
+		if v := l.verdict(t, idle); v.Reason != "TOKEN_EXPIRED" || v.Detail != "idle" {
 			t.Errorf("unused session after 31 days: %+v", v)
 		}
-		if v := l.verdict(keep); v.Status != 200 {
+		if v := l.verdict(t, keep); v.Status != 200 {
 			t.Errorf("used session 11 days after its use: %+v", v)
 		}
 		// A touching validate of an expired token records nothing.
-		before := l.lastSeq()
-		if r := l.do("GET", "/v1/validate", idle, nil); r.Status != 401 || r.str("expired") != "idle" {
+		before := l.lastSeq(t)
+		if r := l.do(t, "GET", "/v1/validate", idle, nil); r.Status != 401 || r.str("expired") != "idle" {
 			t.Errorf("expired validate: %d %s", r.Status, r.Raw)
 		}
-		if l.lastSeq() != before {
+		if l.lastSeq(t) != before {
 			t.Error("validating an expired token appended an event")
 		}
 	})
 
+	// keep_logged_in is "12 months": the signup answers expires 31536000
+	// (365 days in seconds), the session's max deadline is exactly 365 days
+	// after its start, a session kept in use is still valid one second
+	// before that deadline and expires for its age (max, not idle) at it.
+	t.Run("keep_logged_in lasts 365 days to the second", func(t *testing.T) {
+		start := l.clock.Now()
+		r := l.do(t, "POST", "/v1/auth/signup", "", creds{"year@example.com", pw, true})
+		if r.Status != 201 {
+			t.Fatalf("signup: %d %s", r.Status, r.Raw)
+		}
+		tok := r.str("response", "token")
+		expires, _ := r.get("response", "expires").(float64)
+		if expires != 31536000 {
+			t.Errorf("signup with keep_logged_in answered expires %v, want 31536000", r.get("response", "expires"))
+		}
+		v := l.verdict(t, tok)
+		maxAt, err := time.Parse(time.RFC3339, v.Max)
+		if err != nil || v.Status != 200 {
+			t.Fatalf("validate after signup: %+v (%v)", v, err)
+		}
+		if want := start.AddDate(0, 0, 365); !maxAt.Equal(want) {
+			t.Errorf("max_expires_at %s, want start + 365 days = %s", v.Max, want.Format(time.RFC3339))
+		}
+		if lifetime := maxAt.Sub(start); lifetime != time.Duration(expires)*time.Second {
+			t.Errorf("max_expires_at is %s after the start but the signup said expires %v s", lifetime, expires)
+		}
+		// Use the session every 25 days so that idleness never ends it.
+		settle := func() {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := l.uses.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.proj.WaitFor(ctx, l.lastSeq(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for day := 25; day <= 350; day += 25 {
+			l.clock.Advance(25 * domain.Day)
+			if r := l.do(t, "GET", "/v1/validate", tok, nil); r.Status != 200 {
+				t.Fatalf("touching validate on day %d: %d %s", day, r.Status, r.Raw)
+			}
+			settle()
+		}
+		l.clock.Advance(maxAt.Add(-time.Second).Sub(l.clock.Now()))
+		if v := l.verdict(t, tok); v.Status != 200 || v.Max != maxAt.Format(time.RFC3339) || v.Idle != v.Max {
+			t.Errorf("one second before max_expires_at: %+v, want valid with idle capped at max %s", v, maxAt.Format(time.RFC3339))
+		}
+		l.clock.Advance(time.Second)
+		if v := l.verdict(t, tok); v.Status != 401 || v.Reason != "TOKEN_EXPIRED" || v.Detail != "max" {
+			t.Errorf("at max_expires_at: %+v, want 401 TOKEN_EXPIRED max", v)
+		}
+	})
+
 	t.Run("health, readiness and metrics", func(t *testing.T) {
-		if r := l.do("GET", "/healthz", "", nil); r.Status != 200 {
+		if r := l.do(t, "GET", "/healthz", "", nil); r.Status != 200 {
 			t.Errorf("healthz: %d", r.Status)
 		}
-		r := l.do("GET", "/readyz", "", nil)
+		r := l.do(t, "GET", "/readyz", "", nil)
 		if r.Status != 200 || r.get("applied_seq") != r.get("stream_last_seq") {
 			t.Errorf("readyz: %d %s", r.Status, r.Raw)
 		}
-		res, err := http.Get(l.URL() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+		metrics := l.do(t, "GET", "/metrics", "", nil)
+		if metrics.Status != 200 {
+			t.Errorf("metrics: %d", metrics.Status)
 		}
-		defer res.Body.Close()
-		buf := new(strings.Builder)
-		_, _ = io.Copy(buf, res.Body)
 		for _, m := range []string{"ledger_http_requests_total", "ledger_validate_verdicts_total", "ledger_appends_total", "ledger_projection_applied_seq", "ledger_uses_dropped_total"} {
-			if !strings.Contains(buf.String(), m) {
+			if !strings.Contains(metrics.Raw, m) {
 				t.Errorf("metrics lack %s", m)
 			}
 		}

@@ -14,7 +14,32 @@ import (
 	"github.com/sessionledger/ledger/handlers/query"
 )
 
-var longDifferential = flag.Bool("ledger.long", false, "run the long differential check (thousands of users over simulated years)")
+var (
+	longDifferential = flag.Bool("ledger.long", false, "run the long differential check (thousands of users over simulated years)")
+	differentialSeed = flag.Int64("ledger.seed", 0, "seed of the differential workload; 0 picks one from the clock (every run prints the seed it used)")
+)
+
+// workloadSeed is the seed of a random workload: -ledger.seed, or one from
+// the clock. It logs it, and if the test fails, logs how to replay it, after
+// every other clean-up (a failure while stopping the ledger included).
+func workloadSeed(t *testing.T) int64 {
+	t.Helper()
+	seed := *differentialSeed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	replay := fmt.Sprintf("-ledger.seed=%d", seed)
+	if *longDifferential {
+		replay += " -ledger.long"
+	}
+	t.Logf("seed %d (replay with %s)", seed, replay)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("FAILED with seed %d: replay with go test ./cmd/ledger -run '^%s$' %s", seed, t.Name(), replay)
+		}
+	})
+	return seed
+}
 
 // TestDifferentialLiveVersusReplay drives a random workload over simulated
 // months with an injected clock, records every verdict the live service
@@ -25,9 +50,9 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if *longDifferential {
 		users, ops = 2000, 40000
 	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %d users, %d operations", seed, users, ops)
-	rnd := rand.New(rand.NewPCG(seed, 42))
+	seed := workloadSeed(t)
+	t.Logf("%d users, %d operations", users, ops)
+	rnd := rand.New(rand.NewPCG(uint64(seed), 42))
 
 	cheap := func(c *ServiceConfig) {
 		// Verdicts, not hashing, are under test here.
@@ -61,10 +86,10 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := l.uses.Flush(wctx); err != nil {
-			t.Fatal(err)
+			t.Fatalf("seed %d: flush uses: %v", seed, err)
 		}
-		if err := l.proj.WaitFor(wctx, l.lastSeq()); err != nil {
-			t.Fatal(err)
+		if err := l.proj.WaitFor(wctx, l.lastSeq(t)); err != nil {
+			t.Fatalf("seed %d: wait for the projection: %v", seed, err)
 		}
 	}
 	// Gaps shrink with the number of operations so that any run covers a
@@ -87,32 +112,32 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		switch a := rnd.IntN(100); {
 		case a < 10 && len(emailList) < users || len(emailList) == 0:
 			email := fmt.Sprintf("user%d@example.com", len(emailList))
-			tok, uid, sid := l.signup(email, pw, keep)
+			tok, uid, sid := l.signup(t, email, pw, keep)
 			emails[email] = uid
 			emailList = append(emailList, email)
 			sessions = append(sessions, session{tok, sid, uid, email})
 		case a < 25:
 			email := emailList[rnd.IntN(len(emailList))]
-			tok, sid := l.login(email, pw, keep)
+			tok, sid := l.login(t, email, pw, keep)
 			sessions = append(sessions, session{tok, sid, emails[email], email})
 		case a < 60:
 			if s, ok := pick(); ok {
-				l.do("GET", "/v1/validate", s.token, nil) // touching: may record a use
+				l.do(t, "GET", "/v1/validate", s.token, nil) // touching: may record a use
 			}
 		case a < 68:
 			if s, ok := pick(); ok {
-				l.do("POST", "/v1/auth/logout", s.token, nil)
+				l.do(t, "POST", "/v1/auth/logout", s.token, nil)
 			}
 		case a < 72:
 			if s, ok := pick(); ok {
-				l.do("POST", "/v1/auth/logout-others", s.token, nil)
+				l.do(t, "POST", "/v1/auth/logout-others", s.token, nil)
 			}
 		case a < 76:
 			if s, ok := pick(); ok {
 				// Terminate another session of the same user, if any.
 				for _, o := range sessions {
 					if o.uid == s.uid && o.sid != s.sid {
-						l.do("DELETE", "/v1/sessions/"+o.sid, s.token, nil)
+						l.do(t, "DELETE", "/v1/sessions/"+o.sid, s.token, nil)
 						break
 					}
 				}
@@ -121,7 +146,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		settle()
 		for range 3 {
 			if s, ok := pick(); ok {
-				observed = append(observed, observation{s, l.clock.Now(), l.verdict(s.token)})
+				observed = append(observed, observation{s, l.clock.Now(), l.verdict(t, s.token)})
 			}
 		}
 	}
@@ -135,20 +160,20 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		if !ok {
 			var err error
 			if stored, err = l.ll.store.UserHistory(ctx, o.s.uid); err != nil {
-				t.Fatal(err)
+				t.Fatalf("seed %d: user history: %v", seed, err)
 			}
 			history[o.s.uid] = stored
 		}
 		res, err := query.AsOfFromHistory(stored, o.s.sid, o.at)
 		if err != nil {
-			t.Fatalf("replay %s: %v", o.s.sid, err)
+			t.Fatalf("seed %d: replay %s: %v", seed, o.s.sid, err)
 		}
 		replayed := verdictOf(res.Verdict)
 		kinds[replayed.Reason+replayed.Detail]++
 		if replayed != o.verdict {
 			mismatches++
 			if mismatches <= 10 {
-				t.Errorf("session %s at %s: live %+v, replayed %+v (%s)", o.s.sid, o.at.Format(time.RFC3339), o.verdict, replayed, res.Summary)
+				t.Errorf("seed %d: session %s at %s: live %+v, replayed %+v (%s)", seed, o.s.sid, o.at.Format(time.RFC3339), o.verdict, replayed, res.Summary)
 			}
 		}
 	}
@@ -163,14 +188,14 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	t.Logf("%d verdicts compared over %s simulated, %d mismatches; verdict mix %v; %d uses recorded",
 		len(observed), l.clock.Now().Sub(start).Round(time.Hour), mismatches, kinds, uses)
 	if uses == 0 {
-		t.Error("no session_used event was recorded; the idle rule is not exercised")
+		t.Errorf("seed %d: no session_used event was recorded; the idle rule is not exercised", seed)
 	}
 	if mismatches > 0 {
-		t.Fatalf("%d of %d verdicts differ between live validation and log replay", mismatches, len(observed))
+		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
 	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout"} {
 		if kinds[k] == 0 {
-			t.Errorf("the workload never produced verdict %q; it is not exercising the rules", k)
+			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}
 	}
 }

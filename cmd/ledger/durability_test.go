@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -21,24 +22,24 @@ import (
 func scenario(t *testing.T, l *testLedger, pw string) []string {
 	t.Helper()
 	var tokens []string
-	keep, _, _ := l.signup("restart@example.com", pw, true)
-	plain, _ := l.login("restart@example.com", pw, false)
-	out, _ := l.login("restart@example.com", pw, true)
-	other, _ := l.login("restart@example.com", pw, true)
-	term, termSID := l.login("restart@example.com", pw, true)
-	if r := l.do("POST", "/v1/auth/logout", out, nil); r.Status != 200 {
+	keep, _, _ := l.signup(t, "restart@example.com", pw, true)
+	plain, _ := l.login(t, "restart@example.com", pw, false)
+	out, _ := l.login(t, "restart@example.com", pw, true)
+	other, _ := l.login(t, "restart@example.com", pw, true)
+	term, termSID := l.login(t, "restart@example.com", pw, true)
+	if r := l.do(t, "POST", "/v1/auth/logout", out, nil); r.Status != 200 {
 		t.Fatalf("logout: %s", r.Raw)
 	}
-	if r := l.do("DELETE", "/v1/sessions/"+termSID, keep, nil); r.Status != 200 {
+	if r := l.do(t, "DELETE", "/v1/sessions/"+termSID, keep, nil); r.Status != 200 {
 		t.Fatalf("terminate: %s", r.Raw)
 	}
-	if r := l.do("POST", "/v1/auth/logout-others", keep, nil); r.Status != 200 || r.get("response", "revoked") != float64(2) {
+	if r := l.do(t, "POST", "/v1/auth/logout-others", keep, nil); r.Status != 200 || r.get("response", "revoked") != float64(2) {
 		t.Fatalf("logout-others: %s", r.Raw)
 	}
-	idle, _, _ := l.signup("idle@example.com", pw, true)
+	idle, _, _ := l.signup(t, "idle@example.com", pw, true)
 	l.clock.Advance(2 * domain.Day)
-	used, _, _ := l.signup("used@example.com", pw, true)
-	if r := l.do("GET", "/v1/validate", used, nil); r.Status != 200 {
+	used, _, _ := l.signup(t, "used@example.com", pw, true)
+	if r := l.do(t, "GET", "/v1/validate", used, nil); r.Status != 200 {
 		t.Fatalf("validate: %s", r.Raw)
 	}
 	tokens = append(tokens, keep, plain, out, other, term, idle, used)
@@ -46,25 +47,31 @@ func scenario(t *testing.T, l *testLedger, pw string) []string {
 	if err := l.uses.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "projection to catch up", func() bool { return l.proj.Applied() == l.lastSeq() })
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if applied, last := l.proj.Applied(), l.lastSeq(t); applied != last {
+			return fmt.Errorf("applied_seq %d, want the stream's last seq %d", applied, last)
+		}
+		return nil
+	})
 	return tokens
 }
 
-func verdicts(l *testLedger, tokens []string, at []time.Duration) map[string]verdict {
+func verdicts(t *testing.T, l *testLedger, tokens []string, at []time.Duration) map[string]verdict {
 	out := map[string]verdict{}
 	for _, d := range at {
 		for i, tok := range tokens {
-			out[fmt.Sprintf("%d@%s", i, d)] = l.verdictAt(tok, d)
+			out[fmt.Sprintf("%d@%s", i, d)] = l.verdictAt(t, tok, d)
 		}
 	}
 	return out
 }
 
 // verdictAt validates as if `d` later than the clock, then puts the clock back.
-func (l *testLedger) verdictAt(token string, d time.Duration) verdict {
+func (l *testLedger) verdictAt(t *testing.T, token string, d time.Duration) verdict {
+	t.Helper()
 	l.clock.Advance(d)
 	defer l.clock.Advance(-d)
-	return l.verdict(token)
+	return l.verdict(t, token)
 }
 
 // TestRestartAndRebuildKeepVerdicts: every verdict survives a restart on the
@@ -77,7 +84,7 @@ func TestRestartAndRebuildKeepVerdicts(t *testing.T) {
 	l := startLedger(t, dir, clock)
 	tokens := scenario(t, l, pw)
 	probes := []time.Duration{0, 23 * time.Hour, 29 * domain.Day, 31 * domain.Day, 400 * domain.Day}
-	want := verdicts(l, tokens, probes)
+	want := verdicts(t, l, tokens, probes)
 	kinds := map[string]bool{}
 	for _, v := range want {
 		kinds[v.Reason+v.Detail] = true
@@ -88,14 +95,14 @@ func TestRestartAndRebuildKeepVerdicts(t *testing.T) {
 		}
 	}
 	applied := l.proj.Applied()
-	liveDigest := l.admin("/v1/audit/digest").str("state_digest")
+	liveDigest := l.admin(t, "/v1/audit/digest").str("state_digest")
 	l.stop()
 
 	l = startLedger(t, dir, clock)
 	if got := l.proj.Applied(); got != applied {
 		t.Errorf("after restart the checkpoint is %d, want %d", got, applied)
 	}
-	compareVerdicts(t, "after restart", want, verdicts(l, tokens, probes))
+	compareVerdicts(t, "after restart", want, verdicts(t, l, tokens, probes))
 	l.stop()
 
 	var progress bytes.Buffer
@@ -109,7 +116,7 @@ func TestRestartAndRebuildKeepVerdicts(t *testing.T) {
 		t.Errorf("rebuilt state digest differs from the live one %q: %q", liveDigest, progress.String())
 	}
 	l = startLedger(t, dir, clock)
-	compareVerdicts(t, "after rebuild", want, verdicts(l, tokens, probes))
+	compareVerdicts(t, "after rebuild", want, verdicts(t, l, tokens, probes))
 }
 
 func compareVerdicts(t *testing.T, when string, want, got map[string]verdict) {
@@ -127,6 +134,7 @@ func TestParallelSignupsOneEmail(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	const n = 50
 	codes := make([]int, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
@@ -136,10 +144,14 @@ func TestParallelSignupsOneEmail(t *testing.T) {
 			if i%2 == 1 {
 				email = "RACE@Example.com"
 			}
-			codes[i] = l.do("POST", "/v1/auth/signup", "", creds{email, fmt.Sprintf("password %d", i), true}).Status
+			r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/signup", "", nil, creds{email, fmt.Sprintf("password %d", i), true})
+			codes[i], errs[i] = r.Status, err
 		}()
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 	count := map[int]int{}
 	for _, c := range codes {
 		count[c]++
@@ -148,7 +160,7 @@ func TestParallelSignupsOneEmail(t *testing.T) {
 		t.Fatalf("status counts %v, want one 201 and %d 409", count, n-1)
 	}
 	registered := 0
-	for _, e := range l.events("") {
+	for _, e := range l.events(t, "") {
 		if e.Type == domain.EventUserRegistered {
 			registered++
 		}
@@ -163,7 +175,7 @@ func TestParallelSignupsOneEmail(t *testing.T) {
 func TestParallelLoginsAndLogoutsLoseNoEvent(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	const pw = "parallel password"
-	_, uid, _ := l.signup("parallel@example.com", pw, true)
+	_, uid, _ := l.signup(t, "parallel@example.com", pw, true)
 	const n = 16
 	tokens := make([]string, n)
 	errs := make(chan error, n)
@@ -172,14 +184,14 @@ func TestParallelLoginsAndLogoutsLoseNoEvent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := l.do("POST", "/v1/auth/login", "", creds{"parallel@example.com", pw, i%2 == 0})
-			if r.Status != 200 {
-				errs <- fmt.Errorf("login %d: %d %s", i, r.Status, r.Raw)
+			r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/login", "", nil, creds{"parallel@example.com", pw, i%2 == 0})
+			if err != nil || r.Status != 200 {
+				errs <- fmt.Errorf("login %d: %d %s %v", i, r.Status, r.Raw, err)
 				return
 			}
 			tokens[i] = r.str("response", "token")
-			if r := l.do("POST", "/v1/auth/logout", tokens[i], nil); r.Status != 200 {
-				errs <- fmt.Errorf("logout %d: %d %s", i, r.Status, r.Raw)
+			if r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/logout", tokens[i], nil, nil); err != nil || r.Status != 200 {
+				errs <- fmt.Errorf("logout %d: %d %s %v", i, r.Status, r.Raw, err)
 			}
 		}()
 	}
@@ -190,7 +202,7 @@ func TestParallelLoginsAndLogoutsLoseNoEvent(t *testing.T) {
 	}
 	count := map[domain.EventType]int{}
 	ids := map[string]bool{}
-	for _, e := range l.events(eventstore.UserSubject(uid)) {
+	for _, e := range l.events(t, eventstore.UserSubject(uid)) {
 		count[e.Type]++
 		if ids[e.ID] {
 			t.Errorf("event %s stored twice", e.ID)
@@ -201,7 +213,7 @@ func TestParallelLoginsAndLogoutsLoseNoEvent(t *testing.T) {
 		t.Fatalf("user history counts %v, want %d started, %d logged out", count, n+1, n)
 	}
 	for i, tok := range tokens {
-		if v := l.verdict(tok); v.Reason != "TOKEN_REVOKED" || v.Detail != "logout" {
+		if v := l.verdict(t, tok); v.Reason != "TOKEN_REVOKED" || v.Detail != "logout" {
 			t.Errorf("token %d after logout: %+v", i, v)
 		}
 	}
@@ -216,6 +228,7 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 	b := startLedger(t, t.TempDir(), clock, joining(a))
 	const n = 20
 	codes := make([]int, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
@@ -225,10 +238,14 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 			if i%2 == 1 {
 				l = b
 			}
-			codes[i] = l.do("POST", "/v1/auth/signup", "", creds{"shared@example.com", "shared password", true}).Status
+			r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/signup", "", nil, creds{"shared@example.com", "shared password", true})
+			codes[i], errs[i] = r.Status, err
 		}()
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 	created := 0
 	for _, c := range codes {
 		if c == http.StatusCreated {
@@ -240,15 +257,25 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 	if created != 1 {
 		t.Fatalf("%d signups succeeded across two instances, want 1 (%v)", created, codes)
 	}
-	tok, _ := a.login("shared@example.com", "shared password", true)
-	eventually(t, 10*time.Second, "instance B to apply A's login", func() bool { return b.proj.Applied() >= a.lastSeq() })
-	if v := b.verdict(tok); v.Status != 200 {
+	tok, _ := a.login(t, "shared@example.com", "shared password", true)
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if got, want := b.proj.Applied(), a.lastSeq(t); got < want {
+			return fmt.Errorf("B applied_seq %d, want at least %d (A's login)", got, want)
+		}
+		return nil
+	})
+	if v := b.verdict(t, tok); v.Status != 200 {
 		t.Fatalf("B's verdict on A's token: %+v", v)
 	}
-	if r := b.do("POST", "/v1/auth/logout", tok, nil); r.Status != 200 {
+	if r := b.do(t, "POST", "/v1/auth/logout", tok, nil); r.Status != 200 {
 		t.Fatalf("logout on B: %s", r.Raw)
 	}
-	eventually(t, 10*time.Second, "A to see the logout from B", func() bool { return a.verdict(tok).Reason == "TOKEN_REVOKED" })
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if v := a.verdict(t, tok); v.Reason != "TOKEN_REVOKED" {
+			return fmt.Errorf("A's verdict after the logout on B: %+v, want TOKEN_REVOKED", v)
+		}
+		return nil
+	})
 }
 
 // TestNoSecretsAtRest: after a workload, neither the data dir nor the logs
@@ -258,19 +285,19 @@ func TestNoSecretsAtRest(t *testing.T) {
 	l := startLedger(t, dir, newClock())
 	passwords := []string{"first secret password", "second secret password", "wrong guess password"}
 	var tokens []string
-	tok, _, _ := l.signup("secrets@example.com", passwords[0], true)
+	tok, _, _ := l.signup(t, "secrets@example.com", passwords[0], true)
 	tokens = append(tokens, tok)
-	tok2, _, _ := l.signup("secrets2@example.com", passwords[1], false)
+	tok2, _, _ := l.signup(t, "secrets2@example.com", passwords[1], false)
 	tokens = append(tokens, tok2)
-	l.do("POST", "/v1/auth/login", "", creds{"secrets@example.com", passwords[2], true})
-	l.do("POST", "/v1/auth/login", "", creds{"nobody@example.com", passwords[2], true})
-	t3, _ := l.login("secrets@example.com", passwords[0], true)
+	l.do(t, "POST", "/v1/auth/login", "", creds{"secrets@example.com", passwords[2], true})
+	l.do(t, "POST", "/v1/auth/login", "", creds{"nobody@example.com", passwords[2], true})
+	t3, _ := l.login(t, "secrets@example.com", passwords[0], true)
 	tokens = append(tokens, t3)
 	l.clock.Advance(2 * time.Hour)
 	for _, tk := range tokens {
-		l.do("GET", "/v1/validate", tk, nil)
+		l.do(t, "GET", "/v1/validate", tk, nil)
 	}
-	l.do("POST", "/v1/auth/logout", t3, nil)
+	l.do(t, "POST", "/v1/auth/logout", t3, nil)
 	logs := l.logs.String()
 	l.stop()
 

@@ -1,7 +1,9 @@
 package main
 
 import (
-	"net/http"
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,9 +14,10 @@ import (
 )
 
 // writeLoad runs login→logout cycles against instances and records every
-// write that was acknowledged.
+// write that was acknowledged. Its workers never touch a testing.T: an
+// answer that breaks the API contract is recorded and stops the worker, and
+// the test goroutine reports it (finish, errors).
 type writeLoad struct {
-	t     *testing.T
 	email string
 	pw    string
 
@@ -22,7 +25,8 @@ type writeLoad struct {
 	logins  map[string]uint64 // session id -> acked seq
 	logouts map[string]uint64 // session id -> acked seq
 	tokens  map[string]string // session id -> token, for logged-out sessions
-	failed  int               // non-2xx answers (expected while NATS fails over)
+	failed  int               // non-2xx answers or none (expected while NATS fails over)
+	errs    []error           // broken answers: reported by the test goroutine
 	// acked holds when each acknowledged login was sent and answered.
 	acked [][2]time.Time
 
@@ -31,8 +35,8 @@ type writeLoad struct {
 	wg     sync.WaitGroup
 }
 
-func newWriteLoad(t *testing.T, email, pw string) *writeLoad {
-	return &writeLoad{t: t, email: email, pw: pw, logins: map[string]uint64{}, logouts: map[string]uint64{},
+func newWriteLoad(email, pw string) *writeLoad {
+	return &writeLoad{email: email, pw: pw, logins: map[string]uint64{}, logouts: map[string]uint64{},
 		tokens: map[string]string{}, stop: make(chan struct{})}
 }
 
@@ -47,7 +51,12 @@ func (w *writeLoad) start(baseURL string, workers int) {
 					return
 				default:
 				}
-				w.cycle(baseURL)
+				if err := w.cycle(baseURL); err != nil {
+					w.mu.Lock()
+					w.errs = append(w.errs, err)
+					w.mu.Unlock()
+					return
+				}
 			}
 		}()
 	}
@@ -60,43 +69,102 @@ func (w *writeLoad) fail() {
 	time.Sleep(20 * time.Millisecond)
 }
 
-func (w *writeLoad) cycle(base string) {
-	sent := time.Now()
-	r := doURL(w.t, base, "POST", "/v1/auth/login", "", nil, creds{w.email, w.pw, true})
-	if r.Status != 200 {
-		w.fail()
-		return
+// err is every broken answer so far, or nil.
+func (w *writeLoad) err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return errors.Join(w.errs...)
+}
+
+// waitCycles waits until n more cycles than from have completed.
+func (w *writeLoad) waitCycles(t *testing.T, within time.Duration, what string, from, n int64) {
+	t.Helper()
+	checkFor(t, within, 5*time.Millisecond, func() error {
+		if got := w.cycles.Load() - from; got < n {
+			return fmt.Errorf("%s: %d cycles completed, want %d (%d failed requests; broken answers: %v)", what, got, n, w.failedCount(), w.err())
+		}
+		return nil
+	})
+}
+
+func (w *writeLoad) failedCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
+}
+
+// answered is a request's outcome under load: an answer, or none (ok is
+// false), which is expected while an instance or NATS is going away. An
+// answer that is not JSON is an error.
+func answered(r response, err error) (response, bool, error) {
+	switch {
+	case errors.Is(err, errNoAnswer):
+		return r, false, nil
+	case err != nil:
+		return r, false, err
 	}
-	tok, sid, seq := r.str("response", "token"), r.str("response", "session_id"), seqOf(w.t, r)
+	return r, true, nil
+}
+
+// cycle logs in and out once; it returns an error only for an answer that
+// breaks the API contract.
+func (w *writeLoad) cycle(base string) error {
+	ctx := context.Background()
+	sent := time.Now()
+	r, ok, err := answered(request(ctx, base, "POST", "/v1/auth/login", "", nil, creds{w.email, w.pw, true}))
+	if err != nil {
+		return err
+	}
+	if !ok || r.Status != 200 {
+		w.fail()
+		return nil
+	}
+	seq, err := seqFrom(r)
+	if err != nil {
+		return fmt.Errorf("login: %w", err)
+	}
+	tok, sid := r.str("response", "token"), r.str("response", "session_id")
 	w.mu.Lock()
 	w.logins[sid] = seq
 	w.acked = append(w.acked, [2]time.Time{sent, time.Now()})
 	w.mu.Unlock()
 	for {
-		r := doURL(w.t, base, "POST", "/v1/auth/logout", tok, minSeq(seq), nil)
+		r, ok, err := answered(request(ctx, base, "POST", "/v1/auth/logout", tok, minSeq(seq), nil))
+		if err != nil {
+			return err
+		}
 		switch {
-		case r.Status == 200:
+		case ok && r.Status == 200:
+			out, err := seqFrom(r)
+			if err != nil {
+				return fmt.Errorf("logout: %w", err)
+			}
 			w.mu.Lock()
-			w.logouts[sid] = seqOf(w.t, r)
+			w.logouts[sid] = out
 			w.tokens[sid] = tok
 			w.mu.Unlock()
 			w.cycles.Add(1)
-			return
-		case r.str("reason") == "TOKEN_REVOKED":
-			return // an earlier, unacknowledged attempt landed
+			return nil
+		case ok && r.str("reason") == "TOKEN_REVOKED":
+			return nil // an earlier, unacknowledged attempt landed
 		}
 		w.fail()
 		select {
 		case <-w.stop:
-			return
+			return nil
 		default:
 		}
 	}
 }
 
-func (w *writeLoad) finish() {
+// finish stops the workers and reports every broken answer they got.
+func (w *writeLoad) finish(t *testing.T) {
+	t.Helper()
 	close(w.stop)
 	w.wg.Wait()
+	for _, err := range w.errs {
+		t.Errorf("write load: %v", err)
+	}
 }
 
 // firstAckedAfter is how long after t the first login sent at or after t
@@ -115,11 +183,10 @@ func (w *writeLoad) firstAckedAfter(t time.Time) (time.Duration, bool) {
 }
 
 // checkInLog verifies that every acknowledged write is in the stream.
-func (w *writeLoad) checkInLog(l *testLedger) {
-	t := w.t
+func (w *writeLoad) checkInLog(t *testing.T, l *testLedger) {
 	t.Helper()
 	started, loggedOut, ids := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, e := range l.events("") {
+	for _, e := range l.events(t, "") {
 		if ids[e.ID] {
 			t.Errorf("event %s stored twice", e.ID)
 		}
@@ -153,13 +220,18 @@ func TestReplicasSurviveNATSNodeLoss(t *testing.T) {
 	a := startLedger(t, t.TempDir(), clock, onCluster(c), withMaxLag(2*time.Second))
 	b := startLedger(t, t.TempDir(), clock, onCluster(c), withMaxLag(2*time.Second))
 	const email, pw = "nodeloss@example.com", "node loss password"
-	a.signup(email, pw, true)
-	eventually(t, 10*time.Second, "B to know the user", func() bool { return b.proj.Applied() >= a.lastSeq() })
+	a.signup(t, email, pw, true)
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if got, want := b.proj.Applied(), a.lastSeq(t); got < want {
+			return fmt.Errorf("B applied_seq %d, want at least %d (the signup)", got, want)
+		}
+		return nil
+	})
 
-	w := newWriteLoad(t, email, pw)
+	w := newWriteLoad(email, pw)
 	w.start(a.URL(), 2)
 	w.start(b.URL(), 2)
-	eventually(t, 60*time.Second, "writes before the fault", func() bool { return w.cycles.Load() >= 20 })
+	w.waitCycles(t, 60*time.Second, "writes before the fault", 0, 20)
 
 	leader := c.StreamLeader("LEDGER")
 	if leader < 0 {
@@ -169,7 +241,7 @@ func TestReplicasSurviveNATSNodeLoss(t *testing.T) {
 	stoppedAt := time.Now()
 	c.Stop(leader)
 	down := time.Since(stoppedAt)
-	eventually(t, 60*time.Second, "writes to resume on the two remaining nodes", func() bool { return w.cycles.Load() >= before+12 })
+	w.waitCycles(t, 60*time.Second, "writes to resume on the two remaining nodes", before, 12)
 	resumed, _ := w.firstAckedAfter(stoppedAt)
 	newLeader := c.StreamLeader("LEDGER")
 
@@ -180,16 +252,16 @@ func TestReplicasSurviveNATSNodeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	rejoined := w.cycles.Load()
-	eventually(t, 60*time.Second, "writes after the node rejoined", func() bool { return w.cycles.Load() >= rejoined+8 })
-	w.finish()
+	w.waitCycles(t, 60*time.Second, "writes after the node rejoined", rejoined, 8)
+	w.finish(t)
 
 	report(t, "stream leader %s stopped (shutdown took %s), new leader node %d: first login sent after the stop acked %s after it; %d acked logins, %d acked logouts, %d failed requests",
 		c.NodeName(leader), down.Round(time.Millisecond), newLeader+1, resumed.Round(time.Millisecond), len(w.logins), len(w.logouts), w.failed)
-	w.checkInLog(a)
+	w.checkInLog(t, a)
 	converge(t, 60*time.Second, a, b)
 	for sid, tok := range w.tokens {
 		for name, l := range map[string]*testLedger{"A": a, "B": b} {
-			if v := l.verdict(tok); v.Reason != "TOKEN_REVOKED" {
+			if v := l.verdict(t, tok); v.Reason != "TOKEN_REVOKED" {
 				t.Fatalf("%s: session %s logged out but verdict %+v", name, sid, v)
 			}
 		}
@@ -207,13 +279,13 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 	a := startLedger(t, t.TempDir(), clock, onCluster(c), withMaxLag(maxLag))
 	b := startLedger(t, t.TempDir(), clock, onCluster(c), withMaxLag(maxLag))
 	const email, pw = "down@example.com", "nats down password"
-	valid, _, _ := a.signup(email, pw, true)
-	revoked, _ := a.login(email, pw, true)
-	victim, _ := a.login(email, pw, true)
-	if r := a.do("POST", "/v1/auth/logout", revoked, nil); r.Status != 200 {
+	valid, _, _ := a.signup(t, email, pw, true)
+	revoked, _ := a.login(t, email, pw, true)
+	victim, _ := a.login(t, email, pw, true)
+	if r := a.do(t, "POST", "/v1/auth/logout", revoked, nil); r.Status != 200 {
 		t.Fatalf("logout: %s", r.Raw)
 	}
-	if v := a.verdict(valid); v.Status != 200 {
+	if v := a.verdict(t, valid); v.Status != 200 {
 		t.Fatalf("before the outage: %+v", v)
 	}
 
@@ -224,6 +296,7 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 		status  int
 		reason  string
 		message string
+		err     error // no answer, or not JSON
 	}
 	var (
 		obsMu sync.Mutex
@@ -231,6 +304,9 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 	)
 	stopPoll := make(chan struct{})
 	polled := make(chan struct{})
+	// Stopped below, or here if the test ends early: never left polling.
+	stopPolling := sync.OnceFunc(func() { close(stopPoll); <-polled })
+	defer stopPolling()
 	go func() {
 		defer close(polled)
 		for {
@@ -241,9 +317,9 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 			}
 			for _, tok := range []string{valid, revoked} {
 				start := time.Now()
-				r := doURL(t, a.URL(), "GET", "/v1/validate?touch=false", tok, nil, nil)
+				r, err := request(context.Background(), a.URL(), "GET", "/v1/validate?touch=false", tok, nil, nil)
 				obsMu.Lock()
-				obs = append(obs, observation{start, tok, r.Status, r.str("reason"), r.str("message")})
+				obs = append(obs, observation{start, tok, r.Status, r.str("reason"), r.str("message"), err})
 				obsMu.Unlock()
 			}
 			time.Sleep(2 * time.Millisecond)
@@ -253,11 +329,13 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 	c.Shutdown()
 	allDown := time.Now()
 	for name, l := range map[string]*testLedger{"A": a, "B": b} {
-		eventually(t, 30*time.Second, name+" to fail closed", func() bool {
-			v := l.verdict(valid)
-			return v.Status == 503 && v.Reason == "PROJECTION_BEHIND"
+		checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+			if v := l.verdict(t, valid); v.Status != 503 || v.Reason != "PROJECTION_BEHIND" {
+				return fmt.Errorf("%s with NATS down: verdict %+v, want 503 PROJECTION_BEHIND", name, v)
+			}
+			return nil
 		})
-		if r := l.do("GET", "/readyz", "", nil); r.Status != 503 {
+		if r := l.do(t, "GET", "/readyz", "", nil); r.Status != 503 {
 			t.Errorf("%s /readyz with NATS down: %d %s", name, r.Status, r.Raw)
 		}
 	}
@@ -265,14 +343,15 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 	// A write cannot be acknowledged now. The ledger keeps retrying the
 	// append for a while (it may still land once NATS is back), so give up
 	// waiting early, and use a session whose fate does not matter.
-	quick := &http.Client{Timeout: 2 * time.Second}
-	req, _ := http.NewRequest("POST", a.URL()+"/v1/auth/logout", nil)
-	req.Header.Set("Authorization", "Bearer "+victim)
-	if res, err := quick.Do(req); err == nil {
-		res.Body.Close()
-		if res.StatusCode < 500 {
-			t.Errorf("a write with NATS down answered %d", res.StatusCode)
-		}
+	quick, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	r, err := request(quick, a.URL(), "POST", "/v1/auth/logout", victim, nil, nil)
+	cancel()
+	switch {
+	case errors.Is(err, errNoAnswer): // gave up waiting
+	case err != nil:
+		t.Errorf("a write with NATS down: %v", err)
+	case r.Status < 500:
+		t.Errorf("a write with NATS down answered %d %s", r.Status, r.Raw)
 	}
 
 	recovering := time.Now()
@@ -286,12 +365,21 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 	}
 	clusterBack := time.Since(recovering)
 	for name, l := range map[string]*testLedger{"A": a, "B": b} {
-		eventually(t, 60*time.Second, name+" to serve again", func() bool { return l.verdict(valid).Status == 200 })
-		eventually(t, 30*time.Second, name+" to be ready again", func() bool { return l.do("GET", "/readyz", "", nil).Status == 200 })
+		checkFor(t, 60*time.Second, 5*time.Millisecond, func() error {
+			if v := l.verdict(t, valid); v.Status != 200 {
+				return fmt.Errorf("%s after NATS came back: verdict %+v, want 200", name, v)
+			}
+			return nil
+		})
+		checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+			if r := l.do(t, "GET", "/readyz", "", nil); r.Status != 200 {
+				return fmt.Errorf("%s after NATS came back: /readyz %d %s", name, r.Status, r.Raw)
+			}
+			return nil
+		})
 	}
 	servedAgain := time.Since(recovering)
-	close(stopPoll)
-	<-polled
+	stopPolling()
 
 	// Every 200 must have been decided while the instance could still
 	// vouch for its state: no later than max-lag after the last moment a
@@ -299,6 +387,8 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 	var closed int
 	for _, o := range obs {
 		switch {
+		case o.err != nil:
+			t.Errorf("validate at %s: %v", o.start.Format(time.RFC3339Nano), o.err)
 		case o.token == revoked && o.status == 200:
 			t.Errorf("revoked token validated at %s", o.start.Format(time.RFC3339Nano))
 		case o.status == 200 && !o.start.Before(allDown.Add(maxLag)) && o.start.Before(recovering):
@@ -321,7 +411,7 @@ func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
 		strings.Count(a.logs.String(), "restarting from checkpoint"), strings.Count(a.logs.String(), "projection stalled"), len(obs), closed)
 
 	// Writes work again and reach the other instance.
-	r := doURL(t, b.URL(), "POST", "/v1/auth/logout", valid, nil, nil)
+	r = doURL(t, b.URL(), "POST", "/v1/auth/logout", valid, nil, nil)
 	if r.Status != 200 {
 		t.Fatalf("logout on B after recovery: %d %s", r.Status, r.Raw)
 	}

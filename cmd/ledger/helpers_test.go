@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -62,7 +64,7 @@ func (s *syncBuffer) String() string {
 
 type testLedger struct {
 	*Service
-	t     *testing.T
+	t     *testing.T // the test that started it, for its clean-up only
 	clock *fakeClock
 	logs  *syncBuffer
 	cfg   ServiceConfig
@@ -155,8 +157,17 @@ func (r response) get(path ...string) any {
 
 var client = &http.Client{Timeout: 30 * time.Second}
 
-func (l *testLedger) do(method, path, token string, body any) response {
-	l.t.Helper()
+// errNoAnswer marks a request that got no complete answer: the connection
+// failed or was cut, or the context ended.
+var errNoAnswer = errors.New("no answer")
+
+// request is the suite's one way to make an HTTP request: method on
+// base+path, with a bearer token (if any), extra headers, and a body that is
+// sent as is (string, []byte) or as JSON (anything else). A non-empty answer
+// must be a JSON object, except a text/plain one (/metrics), which is kept
+// only in Raw. It never touches a testing.T, so any goroutine may call it; a
+// failure to get an answer wraps errNoAnswer.
+func request(ctx context.Context, base, method, path, token string, header map[string]string, body any) (response, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -167,13 +178,13 @@ func (l *testLedger) do(method, path, token string, body any) response {
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			l.t.Fatal(err)
+			return response{}, fmt.Errorf("%s %s: encode the body: %w", method, path, err)
 		}
 		rd = bytes.NewReader(j)
 	}
-	req, err := http.NewRequest(method, l.URL()+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
-		l.t.Fatal(err)
+		return response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -181,19 +192,41 @@ func (l *testLedger) do(method, path, token string, body any) response {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	res, err := client.Do(req)
 	if err != nil {
-		l.t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: %w: %w", method, path, errNoAnswer, err)
 	}
 	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("%s %s: reading the %d answer: %w: %w", method, path, res.StatusCode, errNoAnswer, err)
+	}
 	out := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
-	if len(raw) > 0 {
+	if len(raw) > 0 && !strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain") {
 		if err := json.Unmarshal(raw, &out.Body); err != nil {
-			l.t.Fatalf("%s %s: body is not a JSON object: %q", method, path, raw)
+			return out, fmt.Errorf("%s %s: the %d answer is not a JSON object: %q", method, path, res.StatusCode, raw)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// doURL is request for the test goroutine: any error fails the test.
+func doURL(t *testing.T, base, method, path, token string, header map[string]string, body any) response {
+	t.Helper()
+	r, err := request(context.Background(), base, method, path, token, header, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// do is a request to the instance, from the test goroutine.
+func (l *testLedger) do(t *testing.T, method, path, token string, body any) response {
+	t.Helper()
+	return doURL(t, l.URL(), method, path, token, nil, body)
 }
 
 type creds struct {
@@ -203,20 +236,20 @@ type creds struct {
 }
 
 // signup registers an account and returns the token and ids.
-func (l *testLedger) signup(email, password string, keep bool) (token, userID, sessionID string) {
-	l.t.Helper()
-	r := l.do("POST", "/v1/auth/signup", "", creds{email, password, keep})
+func (l *testLedger) signup(t *testing.T, email, password string, keep bool) (token, userID, sessionID string) {
+	t.Helper()
+	r := l.do(t, "POST", "/v1/auth/signup", "", creds{email, password, keep})
 	if r.Status != http.StatusCreated {
-		l.t.Fatalf("signup %s: %d %s", email, r.Status, r.Raw)
+		t.Fatalf("signup %s: %d %s", email, r.Status, r.Raw)
 	}
 	return r.str("response", "token"), r.str("response", "user_id"), r.str("response", "session_id")
 }
 
-func (l *testLedger) login(email, password string, keep bool) (token, sessionID string) {
-	l.t.Helper()
-	r := l.do("POST", "/v1/auth/login", "", creds{email, password, keep})
+func (l *testLedger) login(t *testing.T, email, password string, keep bool) (token, sessionID string) {
+	t.Helper()
+	r := l.do(t, "POST", "/v1/auth/login", "", creds{email, password, keep})
 	if r.Status != http.StatusOK {
-		l.t.Fatalf("login %s: %d %s", email, r.Status, r.Raw)
+		t.Fatalf("login %s: %d %s", email, r.Status, r.Raw)
 	}
 	return r.str("response", "token"), r.str("response", "session_id")
 }
@@ -230,26 +263,26 @@ type verdict struct {
 	Max    string
 }
 
-func (l *testLedger) verdict(token string) verdict {
-	l.t.Helper()
-	r := l.do("GET", "/v1/validate?touch=false", token, nil)
+func (l *testLedger) verdict(t *testing.T, token string) verdict {
+	t.Helper()
+	r := l.do(t, "GET", "/v1/validate?touch=false", token, nil)
 	return verdict{Status: r.Status, Reason: r.str("reason"), Detail: r.str("expired") + r.str("revoked_by"),
 		Idle: r.str("idle_expires_at"), Max: r.str("max_expires_at")}
 }
 
 // lastSeq is the stream's last sequence.
-func (l *testLedger) lastSeq() uint64 {
-	l.t.Helper()
+func (l *testLedger) lastSeq(t *testing.T) uint64 {
+	t.Helper()
 	seq, err := l.ll.store.LastSeq(context.Background())
 	if err != nil {
-		l.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return seq
 }
 
 // events reads every event on the stream, optionally only one subject.
-func (l *testLedger) events(subject string) []domain.Event {
-	l.t.Helper()
+func (l *testLedger) events(t *testing.T, subject string) []domain.Event {
+	t.Helper()
 	var out []domain.Event
 	err := l.ll.store.ReadFrom(context.Background(), 1, func(r eventstore.Record) error {
 		if subject != "" && r.Subject != subject {
@@ -263,21 +296,26 @@ func (l *testLedger) events(subject string) []domain.Event {
 		return nil
 	})
 	if err != nil {
-		l.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }
 
-// eventually polls cond until it holds or the deadline passes; it never
-// sleeps longer than needed.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+// checkFor calls f every sleep until it returns nil, and fails the test
+// with f's last error if that has not happened after total, as nats-server's
+// tests do: the error says what was last observed.
+func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after %s: %v", total, err)
+		}
+		time.Sleep(sleep)
 	}
 }
 
@@ -286,22 +324,11 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 const testAdminKey = "test-admin-key"
 
 // admin performs an audit request with the admin key.
-func (l *testLedger) admin(path string) response {
-	l.t.Helper()
-	req, err := http.NewRequest("GET", l.URL()+path, nil)
-	if err != nil {
-		l.t.Fatal(err)
+func (l *testLedger) admin(t *testing.T, path string) response {
+	t.Helper()
+	r := doURL(t, l.URL(), "GET", path, "", map[string]string{"X-API-Key": testAdminKey}, nil)
+	if r.Body == nil {
+		t.Fatalf("GET %s: %d answer without a JSON body: %q", path, r.Status, r.Raw)
 	}
-	req.Header.Set("X-API-Key", testAdminKey)
-	res, err := client.Do(req)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	out := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
-	if err := json.Unmarshal(raw, &out.Body); err != nil {
-		l.t.Fatalf("GET %s: %q", path, raw)
-	}
-	return out
+	return r
 }

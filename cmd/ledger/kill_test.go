@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"testing"
+	"time"
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
-	"testing"
-	"time"
 )
 
 // TestReplicasKill9ResumesFromCheckpoint: a `ledger serve` process on the
@@ -29,13 +30,13 @@ func TestReplicasKill9ResumesFromCheckpoint(t *testing.T) {
 	p := startProc(t, args...)
 
 	const email, pw = "kill@example.com", "kill nine password"
-	r := p.do("POST", "/v1/auth/signup", "", nil, creds{email, pw, true})
+	r := p.do(t, "POST", "/v1/auth/signup", "", nil, creds{email, pw, true})
 	if r.Status != 201 {
 		t.Fatalf("signup on the process: %d %s", r.Status, r.Raw)
 	}
 	var revoked []string
 	for i := range 4 {
-		r := p.do("POST", "/v1/auth/login", "", nil, creds{email, pw, true})
+		r := p.do(t, "POST", "/v1/auth/login", "", nil, creds{email, pw, true})
 		if r.Status != 200 {
 			t.Fatalf("login: %d %s", r.Status, r.Raw)
 		}
@@ -57,17 +58,20 @@ func TestReplicasKill9ResumesFromCheckpoint(t *testing.T) {
 	// only once it has written more than that: give it some history.
 	live := r.str("response", "session_id")
 	appendUses(t, a, r.str("response", "user_id"), live, time.Now(), 3000)
-	last := a.lastSeq()
-	eventually(t, 30*time.Second, "the process to apply the history", func() bool {
-		got, _ := p.do("GET", "/readyz", "", nil, nil).get("applied_seq").(float64)
-		return uint64(got) >= last
+	last := a.lastSeq(t)
+	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		r := p.do(t, "GET", "/readyz", "", nil, nil)
+		if got, _ := r.get("applied_seq").(float64); uint64(got) < last {
+			return fmt.Errorf("the process's applied_seq is %v, want at least %d: %d %s", r.get("applied_seq"), last, r.Status, r.Raw)
+		}
+		return nil
 	})
 
-	w := newWriteLoad(t, email, pw)
+	w := newWriteLoad(email, pw)
 	w.start(p.url, 2)
-	eventually(t, 60*time.Second, "writes on the process", func() bool { return w.cycles.Load() >= 4 })
+	w.waitCycles(t, 60*time.Second, "writes on the process", 0, 4)
 	p.kill()
-	w.finish()
+	w.finish(t)
 	for _, tok := range w.tokens {
 		revoked = append(revoked, tok)
 	}
@@ -79,7 +83,7 @@ func TestReplicasKill9ResumesFromCheckpoint(t *testing.T) {
 	p = startProc(t, args...)
 	// The first answers after the restart already know every revocation.
 	for i, tok := range revoked {
-		if r := p.do("GET", "/v1/validate?touch=false", tok, nil, nil); r.Status == 200 || r.str("reason") != "TOKEN_REVOKED" {
+		if r := p.do(t, "GET", "/v1/validate?touch=false", tok, nil, nil); r.Status == 200 || r.str("reason") != "TOKEN_REVOKED" {
 			t.Errorf("token %d revoked before the kill: after restart %d %s", i, r.Status, r.Raw)
 		}
 	}
@@ -90,18 +94,25 @@ func TestReplicasKill9ResumesFromCheckpoint(t *testing.T) {
 	if got, _ := rec["applied"].(float64); uint64(got) != checkpoint {
 		t.Errorf("restart caught up from %v, want the checkpoint %d", rec["applied"], checkpoint)
 	}
-	w.checkInLog(a)
+	w.checkInLog(t, a)
 
-	last = a.lastSeq()
-	eventually(t, 30*time.Second, "the restarted process to apply the whole stream", func() bool {
-		r := p.do("GET", "/readyz", "", nil, nil)
-		got, _ := r.get("applied_seq").(float64)
-		return r.Status == 200 && uint64(got) == last
+	last = a.lastSeq(t)
+	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		r := p.do(t, "GET", "/readyz", "", nil, nil)
+		if got, _ := r.get("applied_seq").(float64); r.Status != 200 || uint64(got) != last {
+			return fmt.Errorf("the restarted process's /readyz: %d, applied_seq %v, want 200 and %d: %s", r.Status, r.get("applied_seq"), last, r.Raw)
+		}
+		return nil
 	})
 	report(t, "kill -9 during writes: checkpoint %d of %d survived; restart resumed from it and caught up; %d acked cycles before the kill, %d revoked tokens rechecked",
 		checkpoint, last, len(w.logouts), len(revoked))
-	p.stop()
-	eventually(t, 30*time.Second, "A to apply the whole stream", func() bool { return a.proj.Applied() == a.lastSeq() })
+	p.stop(t)
+	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if got, want := a.proj.Applied(), a.lastSeq(t); got != want {
+			return fmt.Errorf("A applied_seq %d, want the stream's last seq %d", got, want)
+		}
+		return nil
+	})
 	want, at, err := a.proj.DigestAt()
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func TestOnlyTheLedgerWritesItsLog(t *testing.T) {
 	a := startLedger(t, t.TempDir(), clock, listening)
 	b := startLedger(t, t.TempDir(), clock, joining(a))
 	const email, pw = "victim@example.com", "victim password"
-	tok, uid, sid := a.signup(email, pw, true)
+	tok, uid, sid := a.signup(t, email, pw, true)
 	ctx := context.Background()
 
 	if _, err := connectAs(t, a, ""); err == nil || !strings.Contains(natsauth.Explain(a.ll.emb.ClientURL(), err).Error(), "authorization") {
@@ -144,28 +145,32 @@ func TestOnlyTheLedgerWritesItsLog(t *testing.T) {
 	forgedLogout := publish(data)
 
 	for _, l := range []*testLedger{a, b} {
-		eventually(t, 5*time.Second, "both forgeries rejected on every instance", func() bool {
-			return metricValue(t, l, `ledger_events_rejected_total{reason="signature"}`) == 1 &&
-				metricValue(t, l, `ledger_events_rejected_total{reason="hash"}`) == 1
+		checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			sig := metricValue(t, l, `ledger_events_rejected_total{reason="signature"}`)
+			hash := metricValue(t, l, `ledger_events_rejected_total{reason="hash"}`)
+			if sig != 1 || hash != 1 {
+				return fmt.Errorf("%s rejected %v events for their signature and %v for their hash, want 1 and 1", l.URL(), sig, hash)
+			}
+			return nil
 		})
-		if v := l.verdict(raw); v.Status != http.StatusUnauthorized || v.Reason != "TOKEN_INVALID" {
+		if v := l.verdict(t, raw); v.Status != http.StatusUnauthorized || v.Reason != "TOKEN_INVALID" {
 			t.Errorf("forged token on %s: %+v, want 401 TOKEN_INVALID", l.URL(), v)
 		}
-		if v := l.verdict(tok); v.Status != http.StatusOK {
+		if v := l.verdict(t, tok); v.Status != http.StatusOK {
 			t.Errorf("real token after a forged logout on %s: %+v, want still valid", l.URL(), v)
 		}
-		r := l.do("GET", "/readyz", "", nil)
+		r := l.do(t, "GET", "/readyz", "", nil)
 		if r.Status != 200 || r.get("degraded") != true || r.get("rejected_events") != 2.0 {
 			t.Errorf("readyz on %s: %d %s", l.URL(), r.Status, r.Raw)
 		}
 	}
 	// The forged session cannot be used against the real ones either, and
 	// the user's own writes go on after the forgeries.
-	if r := a.do("POST", "/v1/auth/logout-others", raw, nil); r.Status != http.StatusUnauthorized {
+	if r := a.do(t, "POST", "/v1/auth/logout-others", raw, nil); r.Status != http.StatusUnauthorized {
 		t.Fatalf("logout-others with the forged token: %d %s", r.Status, r.Raw)
 	}
-	tok2, _ := b.login(email, pw, false)
-	r := b.do("POST", "/v1/auth/logout-others", tok2, nil)
+	tok2, _ := b.login(t, email, pw, false)
+	r := b.do(t, "POST", "/v1/auth/logout-others", tok2, nil)
 	if r.Status != 200 || r.get("response", "revoked") != 1.0 {
 		t.Fatalf("the user's logout-others after the forgeries: %d %s", r.Status, r.Raw)
 	}
@@ -201,9 +206,10 @@ func mustSession(t *testing.T, l *testLedger, id string) *domain.Session {
 // is refused rather than starting an empty ledger.
 func TestStreamTamperingIsDetected(t *testing.T) {
 	start := func(t *testing.T) (*testLedger, string, jetstream.JetStream) {
+		t.Helper()
 		l := startLedger(t, t.TempDir(), newClock(), listening, withMaxLag(time.Second))
-		tok, _, _ := l.signup("tamper@example.com", "tamper password", true)
-		l.login("tamper@example.com", "tamper password", false)
+		tok, _, _ := l.signup(t, "tamper@example.com", "tamper password", true)
+		l.login(t, "tamper@example.com", "tamper password", false)
 		nc, err := connectAs(t, l, "writer") // every NATS right, as an operator has
 		if err != nil {
 			t.Fatal(err)
@@ -226,9 +232,11 @@ func TestStreamTamperingIsDetected(t *testing.T) {
 	tampered := func(t *testing.T, l *testLedger, finding string) {
 		t.Helper()
 		var r response
-		eventually(t, 5*time.Second, "readyz to report the tampering", func() bool {
-			r = l.do("GET", "/readyz", "", nil)
-			return r.Status == 503 && r.str("reason") == "STREAM_TAMPERED"
+		checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if r = l.do(t, "GET", "/readyz", "", nil); r.Status != 503 || r.str("reason") != "STREAM_TAMPERED" {
+				return fmt.Errorf("/readyz %d %s, want 503 STREAM_TAMPERED", r.Status, r.Raw)
+			}
+			return nil
 		})
 		if !strings.Contains(r.Raw, finding) {
 			t.Fatalf("readyz does not say %q: %s", finding, r.Raw)
@@ -254,10 +262,10 @@ func TestStreamTamperingIsDetected(t *testing.T) {
 		l, tok, js := start(t)
 		update(t, js, func(c *jetstream.StreamConfig) { c.Sealed = true })
 		tampered(t, l, "sealed")
-		if r := l.do("POST", "/v1/auth/login", "", creds{"tamper@example.com", "tamper password", false}); r.Status != 503 || r.str("reason") != "STREAM_SEALED" {
+		if r := l.do(t, "POST", "/v1/auth/login", "", creds{"tamper@example.com", "tamper password", false}); r.Status != 503 || r.str("reason") != "STREAM_SEALED" {
 			t.Fatalf("login on a sealed stream: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("POST", "/v1/auth/logout", tok, nil); r.Status != 503 || r.str("reason") != "STREAM_SEALED" {
+		if r := l.do(t, "POST", "/v1/auth/logout", tok, nil); r.Status != 503 || r.str("reason") != "STREAM_SEALED" {
 			t.Fatalf("logout on a sealed stream: %d %s", r.Status, r.Raw)
 		}
 	})
@@ -267,10 +275,10 @@ func TestStreamTamperingIsDetected(t *testing.T) {
 			t.Fatal(err)
 		}
 		tampered(t, l, "does not exist")
-		if r := l.do("POST", "/v1/auth/logout", tok, nil); r.Status != 503 || r.str("reason") != "STREAM_MISSING" {
+		if r := l.do(t, "POST", "/v1/auth/logout", tok, nil); r.Status != 503 || r.str("reason") != "STREAM_MISSING" {
 			t.Fatalf("logout with the stream gone: %d %s", r.Status, r.Raw)
 		}
-		if r := l.do("POST", "/v1/auth/signup", "", creds{"new@example.com", "new password", false}); r.Status != 503 {
+		if r := l.do(t, "POST", "/v1/auth/signup", "", creds{"new@example.com", "new password", false}); r.Status != 503 {
 			t.Fatalf("signup with the stream gone: %d %s", r.Status, r.Raw)
 		}
 		cfg := l.cfg
@@ -302,7 +310,7 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 	behind := startLedger(t, t.TempDir(), clock, joining(ahead), func(c *ServiceConfig) { c.Now = offsetClock(clock, -5*time.Second) })
 	both := []*testLedger{ahead, behind}
 	const email, pw = "skew@example.com", "skewed password"
-	ahead.signup(email, pw, true)
+	ahead.signup(t, email, pw, true)
 
 	// Read-your-writes by sequence, so each check is "at once".
 	check := func(what, token string, seq uint64, wantStatus int, wantReason string) {
@@ -315,7 +323,7 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 		}
 	}
 	login := func(l *testLedger) (string, uint64) {
-		r := l.do("POST", "/v1/auth/login", "", creds{email, pw, true})
+		r := l.do(t, "POST", "/v1/auth/login", "", creds{email, pw, true})
 		if r.Status != 200 {
 			t.Fatalf("login: %d %s", r.Status, r.Raw)
 		}
@@ -326,7 +334,7 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 	fast, seq := login(ahead)
 	check("a session started 5 s ahead", fast, seq, 200, "")
 	// Logged out on the slow clock: revoked everywhere at once.
-	r := behind.do("POST", "/v1/auth/logout", fast, nil)
+	r := behind.do(t, "POST", "/v1/auth/logout", fast, nil)
 	if r.Status != 200 {
 		t.Fatalf("logout on the slow instance: %d %s", r.Status, r.Raw)
 	}
@@ -334,14 +342,14 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 
 	// A logout decided on the fast clock is final on the slow one.
 	slow, _ := login(behind)
-	r = ahead.do("POST", "/v1/auth/logout", slow, nil)
+	r = ahead.do(t, "POST", "/v1/auth/logout", slow, nil)
 	check("a logout decided 5 s ahead", slow, seqOf(t, r), 401, "TOKEN_REVOKED")
 
 	// logout-others decided on the slow clock revokes a session started on
 	// the fast one (and the signup's), and it stays revoked an hour later.
 	other, _ := login(ahead)
 	keeper, _ := login(behind)
-	r = behind.do("POST", "/v1/auth/logout-others", keeper, nil)
+	r = behind.do(t, "POST", "/v1/auth/logout-others", keeper, nil)
 	if r.Status != 200 || r.get("response", "revoked") != 2.0 {
 		t.Fatalf("logout-others on the slow instance: %d %s, want 2 revoked", r.Status, r.Raw)
 	}
@@ -354,7 +362,7 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 	// decided.
 	var last time.Time
 	_, uid := userOfToken(t, ahead, keeper)
-	for _, e := range ahead.events(eventstore.UserSubject(uid)) {
+	for _, e := range ahead.events(t, eventstore.UserSubject(uid)) {
 		if e.Time.Before(last) {
 			t.Fatalf("event %s (%s) at %s is before its predecessor at %s", e.ID, e.Type, e.Time, last)
 		}
@@ -364,6 +372,6 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 
 func userOfToken(t *testing.T, l *testLedger, token string) (sessionID, userID string) {
 	t.Helper()
-	r := l.do("GET", "/v1/validate?touch=false", token, nil)
+	r := l.do(t, "GET", "/v1/validate?touch=false", token, nil)
 	return r.str("session_id"), r.str("user_id")
 }
