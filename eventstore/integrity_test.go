@@ -8,13 +8,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 )
 
 // TestCheckStreamFindsTampering changes the stream the ways JetStream
 // allows despite deny_delete/deny_purge, and checks each is named.
 func TestCheckStreamFindsTampering(t *testing.T) {
 	dir := t.TempDir()
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: dir})
+	emb, err := embedded.Start(embedded.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestCheckStreamFindsTampering(t *testing.T) {
 	// really means a new stream.
 	nc.Close()
 	emb.Shutdown()
-	if emb, err = eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: dir}); err != nil {
+	if emb, err = embedded.Start(embedded.Config{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(emb.Shutdown)
@@ -99,7 +100,7 @@ func TestCheckStreamFindsTampering(t *testing.T) {
 // TestDigestWindowDetectsRewrittenHistory: a stream re-created with
 // different content under the same sequences fails the recorded digest.
 func TestDigestWindowDetectsRewrittenHistory(t *testing.T) {
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: t.TempDir()})
+	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

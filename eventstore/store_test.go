@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/projections"
 )
 
@@ -44,7 +45,7 @@ func (tr *trust) SubjectVersion(ctx context.Context, subject string, seq uint64)
 // introduces testKey.
 func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 	t.Helper()
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: t.TempDir(), SyncAlways: true})
+	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir(), SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 }
 
 func TestOpenNeverCreatesUnlessAllowed(t *testing.T) {
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: t.TempDir()})
+	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/eventstore/keyfile"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/projections"
@@ -39,7 +40,7 @@ func TestMain(m *testing.M) {
 // identities, and the one signing key every ledger on it shares, as in
 // production.
 type testCluster struct {
-	*eventstore.LocalCluster
+	*embedded.Cluster
 	ids     *natsauth.Identities
 	keyFile string
 }
@@ -56,13 +57,13 @@ func startNATSCluster(t *testing.T) *testCluster {
 	if _, err := keyfile.Create(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	c, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{Name: "test", Dir: dir, Nodes: 3,
+	c, err := embedded.StartCluster(embedded.ClusterConfig{Name: "test", Dir: dir, Nodes: 3,
 		Users: ids.ServerUsers(eventstore.DefaultStream)})
 	if err != nil {
 		t.Fatalf("start NATS cluster: %v", err)
 	}
 	t.Cleanup(c.Shutdown)
-	return &testCluster{LocalCluster: c, ids: ids, keyFile: keyFile}
+	return &testCluster{Cluster: c, ids: ids, keyFile: keyFile}
 }
 
 // onCluster points an instance at the cluster with automatic replicas, as

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
@@ -45,7 +46,7 @@ func (c *devClusterCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	cluster, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{
+	cluster, err := embedded.StartCluster(embedded.ClusterConfig{
 		Name:        "ledger-dev",
 		Dir:         filepath.Join(c.Dir, "nats"),
 		Nodes:       nodes,

@@ -12,12 +12,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
 // ledgerLog is an open connection to the stream, embedded or external.
 type ledgerLog struct {
-	emb    *eventstore.Embedded
+	emb    *embedded.Server
 	nc     *nats.Conn
 	store  *eventstore.Store
 	read   *eventstore.Reader // the projection's source: store, or a mirror of it
@@ -47,7 +48,7 @@ func openLog(ctx context.Context, cfg LogConfig, log *slog.Logger, usesDataDir b
 			l.close()
 			return nil, err
 		}
-		emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+		emb, err := embedded.Start(embedded.Config{
 			Dir:        natsDir,
 			Listen:     cfg.NATSListen,
 			SyncAlways: !cfg.NoSync,

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
@@ -25,7 +25,7 @@ func TestLocalClusterWithUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := eventstore.StartLocalCluster(eventstore.LocalClusterConfig{
+	c, err := embedded.StartCluster(embedded.ClusterConfig{
 		Name: "authtest", Dir: filepath.Join(dir, "cluster"), Nodes: 3, Users: ids.ServerUsers("LEDGER"),
 	})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
-	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
@@ -81,7 +81,7 @@ func TestEmbeddedAccessControl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+	emb, err := embedded.Start(embedded.Config{
 		Dir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0",
 		Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
 	})
@@ -247,7 +247,7 @@ func TestReaderDoesNotSeeLedgerReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+	emb, err := embedded.Start(embedded.Config{
 		Dir: filepath.Join(dir, "js"), Listen: "127.0.0.1:0",
 		Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
 	})
@@ -311,7 +311,7 @@ func TestEmbeddedInProcessNeedsIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+	emb, err := embedded.Start(embedded.Config{
 		Dir: filepath.Join(dir, "js"), Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
 	})
 	if err != nil {
@@ -355,20 +355,20 @@ func TestEmbeddedIdentityChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string]eventstore.EmbeddedConfig{
+	for name, cfg := range map[string]embedded.Config{
 		"users without identity":  {Users: ids.ServerUsers("LEDGER")},
 		"identity without users":  {Identity: ids.Writer},
 		"identity not among them": {Users: ids.ServerUsers("LEDGER"), Identity: stranger},
 	} {
 		cfg.Dir = t.TempDir()
-		if emb, err := eventstore.StartEmbedded(cfg); err == nil {
+		if emb, err := embedded.Start(cfg); err == nil {
 			emb.Shutdown()
 			t.Errorf("%s: started", name)
 		}
 	}
 
 	// Without users the server is as before: open to in-process clients.
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{Dir: t.TempDir()})
+	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestReaderPushConsumerCannotReachTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+	emb, err := embedded.Start(embedded.Config{
 		Dir: filepath.Join(dir, "js"), Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
 	})
 	if err != nil {

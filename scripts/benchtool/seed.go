@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/embedded"
 	"github.com/sessionledger/ledger/eventstore/keyfile"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
@@ -46,12 +47,12 @@ func (s staticKey) SigningKey() (domain.SigningKey, error) { return s.k, nil }
 // natsDir (writer.nk, reader.nk, created if missing), and connects to it as
 // the writer. The identities a seeding process creates are the ones the
 // server finds later.
-func startNATS(natsDir, name string, syncAlways bool) (*eventstore.Embedded, *nats.Conn, error) {
+func startNATS(natsDir, name string, syncAlways bool) (*embedded.Server, *nats.Conn, error) {
 	ids, err := natsauth.LoadOrCreate(natsDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	emb, err := eventstore.StartEmbedded(eventstore.EmbeddedConfig{
+	emb, err := embedded.Start(embedded.Config{
 		Dir: natsDir, SyncAlways: syncAlways, ServerName: name,
 		Users: ids.ServerUsers(eventstore.DefaultStream), Identity: ids.Writer,
 	})

@@ -1,4 +1,4 @@
-package eventstore
+package embedded
 
 import (
 	"errors"
@@ -16,8 +16,8 @@ import (
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 )
 
-// EmbeddedConfig configures the in-process nats-server.
-type EmbeddedConfig struct {
+// Config configures the in-process nats-server.
+type Config struct {
 	// Dir is where JetStream keeps its files (the stream is the ledger).
 	Dir string
 	// Listen, if set ("host:port"), lets other processes connect; otherwise
@@ -41,15 +41,15 @@ type EmbeddedConfig struct {
 	Identity nkeys.KeyPair
 }
 
-// Embedded is a running in-process nats-server with JetStream.
-type Embedded struct {
+// Server is a running in-process nats-server with JetStream.
+type Server struct {
 	srv      *server.Server
 	identity nkeys.KeyPair // nil when the server has no users
 }
 
-// StartEmbedded starts nats-server with file-backed JetStream under cfg.Dir
+// Start starts nats-server with file-backed JetStream under cfg.Dir
 // and waits until it accepts connections.
-func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+func Start(cfg Config) (*Server, error) {
 	opts := &server.Options{
 		ServerName:         cfg.ServerName,
 		JetStream:          true,
@@ -98,13 +98,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready after 30s (is the data dir in use by another process?)")
 	}
-	return &Embedded{srv: srv, identity: cfg.Identity}, nil
+	return &Server{srv: srv, identity: cfg.Identity}, nil
 }
 
 // checkIdentity refuses a configuration whose own connections would be
 // turned away, so the mistake shows at start rather than as an
 // authorization error on the first Connect.
-func checkIdentity(cfg EmbeddedConfig) error {
+func checkIdentity(cfg Config) error {
 	if len(cfg.Users) == 0 {
 		if cfg.Identity != nil {
 			return errors.New("embedded nats: Identity is set but Users is not; the server would not check it")
@@ -128,7 +128,7 @@ func checkIdentity(cfg EmbeddedConfig) error {
 // the configured Identity when the server has users. That connection
 // receives replies under natsauth.WriterInboxPrefix, out of sight of
 // readers subscribed to _INBOX.>.
-func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+func (e *Server) Connect(name string) (*nats.Conn, error) {
 	if e.identity == nil {
 		return e.connect(name)
 	}
@@ -141,14 +141,14 @@ func (e *Embedded) Connect(name string) (*nats.Conn, error) {
 // write deadline (10s), with a closed-pipe error rather than the
 // authorization error TCP gives: client and server can both be writing
 // (PING, -ERR) on the synchronous pipe.
-func (e *Embedded) ConnectAs(name string, kp nkeys.KeyPair) (*nats.Conn, error) {
+func (e *Server) ConnectAs(name string, kp nkeys.KeyPair) (*nats.Conn, error) {
 	if kp == nil {
 		return e.connect(name)
 	}
 	return e.connect(name, identityOption(kp))
 }
 
-func (e *Embedded) connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+func (e *Server) connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
@@ -168,10 +168,10 @@ func identityOption(kp nkeys.KeyPair) nats.Option {
 }
 
 // ClientURL is the address other processes use when Listen was set.
-func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+func (e *Server) ClientURL() string { return e.srv.ClientURL() }
 
 // Shutdown stops the server and waits for JetStream to close its files.
-func (e *Embedded) Shutdown() {
+func (e *Server) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }

@@ -1,4 +1,4 @@
-package eventstore
+package embedded
 
 import (
 	"crypto/rand"
@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// LocalClusterConfig describes a JetStream cluster of in-process
+// ClusterConfig describes a JetStream cluster of in-process
 // nats-servers on one machine: for `ledger dev-cluster`, for trying replicas
 // out, and for fault tests. Production clusters run nats-server itself.
-type LocalClusterConfig struct {
+type ClusterConfig struct {
 	// Name is the NATS cluster name (default "ledger").
 	Name string
 	// Dir holds one store directory per node (node-1, node-2, ...).
@@ -45,17 +45,17 @@ type LocalClusterConfig struct {
 	Users []*server.NkeyUser
 }
 
-// LocalCluster is a running in-process JetStream cluster.
-type LocalCluster struct {
-	cfg   LocalClusterConfig
+// Cluster is a running in-process JetStream cluster.
+type Cluster struct {
+	cfg   ClusterConfig
 	mu    sync.Mutex
 	nodes []*server.Server
 	opts  []*server.Options
 }
 
-// StartLocalCluster starts every node and waits until JetStream has a meta
+// StartCluster starts every node and waits until JetStream has a meta
 // leader that sees all of them.
-func StartLocalCluster(cfg LocalClusterConfig) (*LocalCluster, error) {
+func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.Name == "" {
 		cfg.Name = "ledger"
 	}
@@ -86,7 +86,7 @@ func StartLocalCluster(cfg LocalClusterConfig) (*LocalCluster, error) {
 		u := url.URL{Scheme: "nats-route", User: routeUser, Host: net.JoinHostPort(cfg.Host, strconv.Itoa(p))}
 		routes[i] = u.String()
 	}
-	c := &LocalCluster{cfg: cfg, nodes: make([]*server.Server, cfg.Nodes), opts: make([]*server.Options, cfg.Nodes)}
+	c := &Cluster{cfg: cfg, nodes: make([]*server.Server, cfg.Nodes), opts: make([]*server.Options, cfg.Nodes)}
 	for i := range cfg.Nodes {
 		c.opts[i] = &server.Options{
 			ServerName:         fmt.Sprintf("%s-%d", cfg.Name, i+1),
@@ -141,7 +141,7 @@ func pickPorts(host string, fixed []int, n int) ([]int, error) {
 	return out, nil
 }
 
-func (c *LocalCluster) start(i int) error {
+func (c *Cluster) start(i int) error {
 	o := *c.opts[i] // NewServer keeps and mutates its options
 	o.Routes = append(o.Routes[:0:0], c.opts[i].Routes...)
 	srv, err := server.NewServer(&o)
@@ -164,7 +164,7 @@ func (c *LocalCluster) start(i int) error {
 
 // WaitReady waits until a meta leader sees every running node and all of
 // them are current, i.e. streams can be created and placed.
-func (c *LocalCluster) WaitReady(within time.Duration) error {
+func (c *Cluster) WaitReady(within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
 		running := c.running()
@@ -189,7 +189,7 @@ func (c *LocalCluster) WaitReady(within time.Duration) error {
 	}
 }
 
-func (c *LocalCluster) running() []*server.Server {
+func (c *Cluster) running() []*server.Server {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*server.Server
@@ -202,11 +202,11 @@ func (c *LocalCluster) running() []*server.Server {
 }
 
 // Size is the number of nodes, running or not.
-func (c *LocalCluster) Size() int { return len(c.opts) }
+func (c *Cluster) Size() int { return len(c.opts) }
 
 // URLs is the comma-separated client URL list of every node, as given to
 // --nats-url.
-func (c *LocalCluster) URLs() string {
+func (c *Cluster) URLs() string {
 	urls := make([]string, len(c.opts))
 	for i := range c.opts {
 		urls[i] = c.ClientURL(i)
@@ -215,16 +215,16 @@ func (c *LocalCluster) URLs() string {
 }
 
 // ClientURL is node i's client URL (0-based).
-func (c *LocalCluster) ClientURL(i int) string {
+func (c *Cluster) ClientURL(i int) string {
 	o := c.opts[i]
 	return "nats://" + net.JoinHostPort(o.Host, strconv.Itoa(o.Port))
 }
 
 // NodeName is node i's server name.
-func (c *LocalCluster) NodeName(i int) string { return c.opts[i].ServerName }
+func (c *Cluster) NodeName(i int) string { return c.opts[i].ServerName }
 
 // StreamLeader is the index of the node leading stream, or -1.
-func (c *LocalCluster) StreamLeader(stream string) int {
+func (c *Cluster) StreamLeader(stream string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, s := range c.nodes {
@@ -236,7 +236,7 @@ func (c *LocalCluster) StreamLeader(stream string) int {
 }
 
 // Stop shuts node i down and waits until it has closed its files.
-func (c *LocalCluster) Stop(i int) {
+func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
 	s := c.nodes[i]
 	c.nodes[i] = nil
@@ -248,7 +248,7 @@ func (c *LocalCluster) Stop(i int) {
 }
 
 // Restart starts a stopped node i again on its store directory and ports.
-func (c *LocalCluster) Restart(i int) error {
+func (c *Cluster) Restart(i int) error {
 	c.mu.Lock()
 	running := c.nodes[i] != nil
 	c.mu.Unlock()
@@ -259,7 +259,7 @@ func (c *LocalCluster) Restart(i int) error {
 }
 
 // Shutdown stops every node.
-func (c *LocalCluster) Shutdown() {
+func (c *Cluster) Shutdown() {
 	var wg sync.WaitGroup
 	for i := range c.opts {
 		wg.Add(1)
