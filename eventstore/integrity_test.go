@@ -100,16 +100,7 @@ func TestCheckStreamFindsTampering(t *testing.T) {
 // TestDigestWindowDetectsRewrittenHistory: a stream re-created with
 // different content under the same sequences fails the recorded digest.
 func TestDigestWindowDetectsRewrittenHistory(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := startNATS(t, t.TempDir())
 	ctx := context.Background()
 	js, _ := jetstream.New(nc)
 	fill := func(body string) jetstream.Stream {

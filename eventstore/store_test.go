@@ -41,11 +41,10 @@ func (tr *trust) SubjectVersion(ctx context.Context, subject string, seq uint64)
 	return tr.proj.SubjectVersion(ctx, subject, seq)
 }
 
-// startStore opens a new ledger: a fresh stream whose first event
-// introduces testKey.
-func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
+// startNATS runs an embedded server on dir for the test and connects to it.
+func startNATS(t *testing.T, dir string) *nats.Conn {
 	t.Helper()
-	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir(), SyncAlways: true})
+	emb, err := embedded.Start(embedded.Config{Dir: dir, SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +54,14 @@ func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	return nc
+}
+
+// startStore opens a new ledger: a fresh stream whose first event
+// introduces testKey.
+func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
+	t.Helper()
+	nc := startNATS(t, t.TempDir())
 	ctx := context.Background()
 	store, err := eventstore.Open(ctx, nc, eventstore.Config{Create: true})
 	if err != nil {
@@ -77,16 +84,7 @@ func startStore(t *testing.T) (*eventstore.Store, *nats.Conn) {
 }
 
 func TestOpenNeverCreatesUnlessAllowed(t *testing.T) {
-	emb, err := embedded.Start(embedded.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := startNATS(t, t.TempDir())
 	if _, err := eventstore.Open(context.Background(), nc, eventstore.Config{}); !errors.Is(err, eventstore.ErrStreamMissing) {
 		t.Fatalf("Open without Create on no stream: %v, want ErrStreamMissing", err)
 	}
