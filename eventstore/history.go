@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/handlers/ports"
 )
@@ -19,10 +18,10 @@ func Decode(r Record) StoredEvent {
 	return StoredEvent{Seq: r.Seq, Subject: r.Subject, Stored: r.Stored, Event: e, Err: err}
 }
 
-// History reads one subject's events in order (all of the stream's if
-// subject is empty).
-func History(ctx context.Context, stream jetstream.Stream, subject string, fn func(StoredEvent) error) error {
-	return ReadStream(ctx, stream, ReadOptions{Subject: subject}, func(r Record) error { return fn(Decode(r)) })
+// History reads one subject's messages in order (all of the stream's if
+// subject is empty), decoded but not judged (see CheckedHistory).
+func (s *Reader) History(ctx context.Context, subject string, fn func(StoredEvent) error) error {
+	return s.Read(ctx, ReadOptions{Subject: subject}, func(r Record) error { return fn(Decode(r)) })
 }
 
 // ErrNotInLog means the log has nothing about the user, session or email.
@@ -35,7 +34,7 @@ func (s *Reader) EmailHistory(ctx context.Context, email string) (string, []Stor
 	if err != nil {
 		return "", nil, err
 	}
-	history, err := CheckedHistory(ctx, s.stream, EmailSubject(domain.EmailHash(normalized)), s.verifier)
+	history, err := s.CheckedHistory(ctx, EmailSubject(domain.EmailHash(normalized)))
 	if err != nil {
 		return "", nil, err
 	}
@@ -52,10 +51,9 @@ func (s *Reader) EmailHistory(ctx context.Context, email string) (string, []Stor
 // hand; it reads the whole stream. (A forged start may name another user;
 // the as-of replay of that user's checked history then finds no session.)
 func (s *Reader) UserOfSession(ctx context.Context, sessionID string) (string, error) {
-	stream := s.stream
 	errFound := errors.New("found")
 	var userID string
-	err := History(ctx, stream, "", func(se StoredEvent) error {
+	err := s.History(ctx, "", func(se StoredEvent) error {
 		if se.Err == nil && se.Event.Type == domain.EventSessionStarted && se.Event.SessionID == sessionID {
 			userID = se.Event.UserID
 			return errFound
@@ -74,5 +72,5 @@ func (s *Reader) UserOfSession(ctx context.Context, sessionID string) (string, e
 // UserHistory is every message on a user's subject, each judged as a
 // projection judges it (see CheckedHistory).
 func (s *Reader) UserHistory(ctx context.Context, userID string) ([]StoredEvent, error) {
-	return CheckedHistory(ctx, s.stream, UserSubject(userID), s.verifier)
+	return s.CheckedHistory(ctx, UserSubject(userID))
 }

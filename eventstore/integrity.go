@@ -31,8 +31,8 @@ type StreamExpectations struct {
 // sequence not 1, deleted sequences inside), fewer messages than were
 // applied, or re-created. An empty list means it is intact as far as its
 // metadata shows; CheckDigestWindow checks content.
-func CheckStream(ctx context.Context, stream jetstream.Stream, exp StreamExpectations) (findings []string, info *jetstream.StreamInfo, err error) {
-	info, err = stream.Info(ctx)
+func (s *Reader) CheckStream(ctx context.Context, exp StreamExpectations) (findings []string, info *jetstream.StreamInfo, err error) {
+	info, err = s.stream.Info(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return []string{"the stream does not exist"}, nil, nil
 	}
@@ -87,14 +87,14 @@ func Findings(info *jetstream.StreamInfo, exp StreamExpectations) []string {
 // CheckDigestWindow re-reads the messages after checkpoint from up to
 // checkpoint to and checks that they still fold into to's digest: the
 // content the projection once applied is still there, unaltered.
-func CheckDigestWindow(ctx context.Context, stream jetstream.Stream, from, to Checkpoint) error {
+func (s *Reader) CheckDigestWindow(ctx context.Context, from, to Checkpoint) error {
 	if to.Seq <= from.Seq {
 		return nil
 	}
 	d := from.Digest
 	errDone := errors.New("window read")
 	next := from.Seq + 1
-	err := ReadStream(ctx, stream, ReadOptions{From: next}, func(r Record) error {
+	err := s.Read(ctx, ReadOptions{From: next}, func(r Record) error {
 		if r.Seq != next {
 			return fmt.Errorf("%w: sequence %d is missing", ErrStreamTampered, next)
 		}

@@ -41,7 +41,7 @@ func TestCheckStreamFindsTampering(t *testing.T) {
 	created := info.Created
 	expect := func(t *testing.T, applied uint64, want ...string) {
 		t.Helper()
-		findings, _, err := eventstore.CheckStream(ctx, stream, eventstore.StreamExpectations{Applied: applied, Created: created})
+		findings, _, err := eventstore.NewReader(stream).CheckStream(ctx, eventstore.StreamExpectations{Applied: applied, Created: created})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,18 +117,18 @@ func TestDigestWindowDetectsRewrittenHistory(t *testing.T) {
 	}
 	s := fill("original")
 	var d eventstore.StreamDigest
-	if err := eventstore.ReadStream(ctx, s, eventstore.ReadOptions{}, func(r eventstore.Record) error { d = d.Next(r); return nil }); err != nil {
+	if err := eventstore.NewReader(s).Read(ctx, eventstore.ReadOptions{}, func(r eventstore.Record) error { d = d.Next(r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	cp := eventstore.Checkpoint{Seq: 5, Digest: d}
-	if err := eventstore.CheckDigestWindow(ctx, s, eventstore.Checkpoint{}, cp); err != nil {
+	if err := eventstore.NewReader(s).CheckDigestWindow(ctx, eventstore.Checkpoint{}, cp); err != nil {
 		t.Fatalf("intact window: %v", err)
 	}
 	if err := js.DeleteStream(ctx, eventstore.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
 	s = fill("rewritten")
-	if err := eventstore.CheckDigestWindow(ctx, s, eventstore.Checkpoint{}, cp); !errors.Is(err, eventstore.ErrStreamTampered) {
+	if err := eventstore.NewReader(s).CheckDigestWindow(ctx, eventstore.Checkpoint{}, cp); !errors.Is(err, eventstore.ErrStreamTampered) {
 		t.Fatalf("rewritten window: %v, want ErrStreamTampered", err)
 	}
 }

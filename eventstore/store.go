@@ -119,6 +119,15 @@ type Reader struct {
 	verifier domain.Verifier // for reads that judge events (nil: signatures)
 }
 
+// NewReader reads any stream: a copy of the ledger under test, say.
+func NewReader(stream jetstream.Stream) *Reader {
+	r := &Reader{stream: stream}
+	if info := stream.CachedInfo(); info != nil {
+		r.name = info.Config.Name
+	}
+	return r
+}
+
 // Store appends to the ledger stream (and reads it, as a Reader).
 type Store struct {
 	*Reader
@@ -283,7 +292,7 @@ func (s *Store) Introduce(ctx context.Context, key domain.SigningKey, id string,
 // in force, which ring must hold. It reads the key history from the stream
 // itself (checked with ring), so it needs no projection.
 func (s *Store) Rotate(ctx context.Context, ring *domain.Keyring, next domain.SigningKey, id string, at time.Time) (Version, error) {
-	chain, v, err := KeyHistory(ctx, s.stream, ring)
+	chain, v, err := s.KeyHistory(ctx, ring)
 	if err != nil {
 		return Version{}, err
 	}
@@ -304,8 +313,8 @@ func (s *Store) Rotate(ctx context.Context, ring *domain.Keyring, next domain.Si
 // KeyHistory folds the stream's key subject: the key chain, and the
 // subject's trusted version. Messages that fail the checks are passed over,
 // as the projection does.
-func KeyHistory(ctx context.Context, stream jetstream.Stream, v domain.Verifier) (*domain.KeyChain, Version, error) {
-	chain, _, ver, err := keyTimeline(ctx, stream, v)
+func (s *Reader) KeyHistory(ctx context.Context, v domain.Verifier) (*domain.KeyChain, Version, error) {
+	chain, _, ver, err := keyTimeline(ctx, s.stream, v)
 	return chain, ver, err
 }
 
@@ -321,7 +330,7 @@ func keyTimeline(ctx context.Context, stream jetstream.Stream, v domain.Verifier
 	chain := &domain.KeyChain{}
 	var ver Version
 	var timeline []keyInForce
-	err := ReadStream(ctx, stream, ReadOptions{Subject: KeysSubject}, func(r Record) error {
+	err := readStream(ctx, stream, ReadOptions{Subject: KeysSubject}, func(r Record) error {
 		ver.Seq = r.Seq
 		e, err := domain.DecodeEvent(r.Data)
 		if err != nil || e.CheckHash() != nil || e.PrevHash != ver.Head {
@@ -348,7 +357,8 @@ var ErrNotAuthentic = errors.New("not authentic")
 // a keyring) of the key in force at its sequence has Err set, wrapping
 // ErrNotAuthentic with the reason. Audit replays fold only the others, so
 // a forged event can no more sway an explanation than a live verdict.
-func CheckedHistory(ctx context.Context, stream jetstream.Stream, subject string, v domain.Verifier) ([]StoredEvent, error) {
+func (s *Reader) CheckedHistory(ctx context.Context, subject string) ([]StoredEvent, error) {
+	stream, v := s.stream, s.verifier
 	if v == nil {
 		v = domain.SignatureVerifier{}
 	}
@@ -380,7 +390,7 @@ func CheckedHistory(ctx context.Context, stream jetstream.Stream, subject string
 func checked(ctx context.Context, stream jetstream.Stream, subject string, authenticate func(domain.Event, uint64) error) ([]StoredEvent, error) {
 	var out []StoredEvent
 	head := ""
-	err := ReadStream(ctx, stream, ReadOptions{Subject: subject}, func(r Record) error {
+	err := readStream(ctx, stream, ReadOptions{Subject: subject}, func(r Record) error {
 		se := Decode(r)
 		reject := func(reason string, err error) {
 			se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, reason, err)
@@ -638,12 +648,12 @@ type Record struct {
 // the stream as it was when the read began, in order. It is the bulk path
 // (catch-up, rebuild, audit).
 func (s *Reader) ReadFrom(ctx context.Context, from uint64, fn func(Record) error) error {
-	return ReadStream(ctx, s.stream, ReadOptions{From: from}, fn)
+	return readStream(ctx, s.stream, ReadOptions{From: from}, fn)
 }
 
 // ReadSubject calls fn for every message of one subject, in order.
 func (s *Reader) ReadSubject(ctx context.Context, subject string, fn func(Record) error) error {
-	return ReadStream(ctx, s.stream, ReadOptions{Subject: subject}, fn)
+	return readStream(ctx, s.stream, ReadOptions{Subject: subject}, fn)
 }
 
 // Stream is the underlying JetStream stream.
@@ -655,10 +665,14 @@ type ReadOptions struct {
 	Subject string // one exact subject; empty for the whole stream
 }
 
-// ReadStream reads any stream (the ledger, a mirror, or a copy under test)
-// through an ordered consumer with large pull batches, from the start
-// position to the stream's end as it was when the read began.
-func ReadStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn func(Record) error) error {
+// Read reads the stream through an ordered consumer with large pull
+// batches, from the start position to the stream's end as it was when the
+// read began.
+func (s *Reader) Read(ctx context.Context, o ReadOptions, fn func(Record) error) error {
+	return readStream(ctx, s.stream, o, fn)
+}
+
+func readStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn func(Record) error) error {
 	if o.From < 1 {
 		o.From = 1
 	}

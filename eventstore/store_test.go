@@ -161,7 +161,7 @@ func TestAppendFactsLinkToTheHead(t *testing.T) {
 	if count != 4 {
 		t.Fatalf("subject holds %d events, want 4 (the duplicate message id stored once)", count)
 	}
-	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Trusted: []domain.PublicKey{testKey.Public()}})
+	rep, err := store.Verify(ctx, eventstore.VerifyOptions{Trusted: []domain.PublicKey{testKey.Public()}})
 	if err != nil || !rep.OK() || !rep.Anchored {
 		t.Fatalf("verify after facts: %+v anchored %v %v", rep.Problems, rep.Anchored, err)
 	}
@@ -240,7 +240,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	trusted := []domain.PublicKey{testKey.Public()}
-	clean, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Trusted: trusted})
+	clean, err := store.Verify(ctx, eventstore.VerifyOptions{Trusted: trusted})
 	if err != nil || !clean.OK() || !clean.Anchored || clean.Messages != 11 || clean.Subjects != 3 {
 		t.Fatalf("clean ledger: %+v %v", clean, err)
 	}
@@ -318,7 +318,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := copyStream(t, c.mutate)
-			rep, err := eventstore.Verify(ctx, s, eventstore.VerifyOptions{Pins: c.pins, Trusted: c.trusted})
+			rep, err := eventstore.NewReader(s).Verify(ctx, eventstore.VerifyOptions{Pins: c.pins, Trusted: c.trusted})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -382,7 +382,9 @@ func TestCheckedHistoryPassesOverForgeries(t *testing.T) {
 	}
 	for name, v := range map[string]domain.Verifier{"keyring": domain.NewKeyring(testKey), "public keys": nil} {
 		t.Run(name, func(t *testing.T) {
-			history, err := eventstore.CheckedHistory(ctx, store.Stream(), subj, v)
+			r := eventstore.NewReader(store.Stream())
+			r.SetVerifier(v)
+			history, err := r.CheckedHistory(ctx, subj)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -90,7 +90,7 @@ type VerifyOptions struct {
 // against what the ledger really wrote. Verify also checks that stream
 // sequences are contiguous and that pinned stream digests still match.
 // Problems are listed in stream order.
-func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (VerifyReport, error) {
+func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
 	heads := map[string]string{}     // subject -> hash of its last authentic event
 	seen := map[string]bool{}        // every authentic event hash so far
@@ -160,7 +160,7 @@ func Verify(ctx context.Context, stream jetstream.Stream, o VerifyOptions) (Veri
 		seen[e.Hash] = true
 		heads[r.Subject] = e.Hash
 	}
-	err := verifyPipeline(ctx, stream, o.Workers, check)
+	err := verifyPipeline(ctx, s.stream, o.Workers, check)
 	if err != nil {
 		return rep, err
 	}
@@ -249,7 +249,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, j
 		defer close(ordered)
 		defer close(work)
 		known := map[string]ed25519.PublicKey{}
-		readErr <- ReadStream(ctx, stream, ReadOptions{}, func(r Record) error {
+		readErr <- readStream(ctx, stream, ReadOptions{}, func(r Record) error {
 			it := &verifyItem{rec: r, done: make(chan struct{})}
 			it.event, it.decodeErr = domain.DecodeEvent(r.Data)
 			if it.decodeErr == nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/eventstore"
 )
@@ -18,7 +17,7 @@ import (
 type IntegrityConfig struct {
 	// Read is the stream the projection follows; Origin the one writes go
 	// to (the same stream unless the instance reads a mirror).
-	Read, Origin jetstream.Stream
+	Read, Origin *eventstore.Reader
 	// Every is how often the stream's configuration and state are checked
 	// (default 1s); content is re-checked one digest window every
 	// DigestWindowEvery checks (default 10).
@@ -84,7 +83,7 @@ func (i *Integrity) Check(ctx context.Context) []string {
 		i.log.Warn("integrity: read recorded stream creation time", "err", err)
 	}
 	applied := i.p.Applied()
-	findings, info, err := eventstore.CheckStream(ctx, i.cfg.Read, eventstore.StreamExpectations{Applied: applied, Created: created})
+	findings, info, err := i.cfg.Read.CheckStream(ctx, eventstore.StreamExpectations{Applied: applied, Created: created})
 	if err != nil {
 		i.mu.Lock()
 		defer i.mu.Unlock()
@@ -96,7 +95,7 @@ func (i *Integrity) Check(ctx context.Context) []string {
 		}
 	}
 	if i.cfg.Origin != i.cfg.Read {
-		more, _, err := eventstore.CheckStream(ctx, i.cfg.Origin, eventstore.StreamExpectations{Applied: applied})
+		more, _, err := i.cfg.Origin.CheckStream(ctx, eventstore.StreamExpectations{Applied: applied})
 		if err == nil {
 			for _, f := range more {
 				findings = append(findings, "origin stream: "+f)
@@ -133,7 +132,7 @@ func (i *Integrity) checkWindow(ctx context.Context) string {
 	if idx > 0 {
 		from = cps[idx-1]
 	}
-	err = eventstore.CheckDigestWindow(ctx, i.cfg.Read, from, cps[idx])
+	err = i.cfg.Read.CheckDigestWindow(ctx, from, cps[idx])
 	if errors.Is(err, eventstore.ErrStreamTampered) {
 		return err.Error()
 	}

@@ -253,7 +253,7 @@ func auditExport(ctx context.Context, store *eventstore.Store, since, until time
 	enc := json.NewEncoder(w)
 	start := time.Now()
 	var n uint64
-	err = eventstore.History(ctx, store.Stream(), "", func(se eventstore.StoredEvent) error {
+	err = store.History(ctx, "", func(se eventstore.StoredEvent) error {
 		if bar != nil {
 			_ = bar.Set64(int64(se.Seq))
 		}
@@ -332,7 +332,7 @@ func parsePins(raw []string) (map[uint64]eventstore.StreamDigest, error) {
 }
 
 func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]eventstore.StreamDigest, trusted []domain.PublicKey, asJSON, checkpoints bool, out io.Writer) error {
-	rep, err := eventstore.Verify(ctx, store.Stream(), eventstore.VerifyOptions{Pins: pins, Trusted: trusted})
+	rep, err := store.Verify(ctx, eventstore.VerifyOptions{Pins: pins, Trusted: trusted})
 	if err != nil {
 		return err
 	}

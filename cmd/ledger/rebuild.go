@@ -34,7 +34,7 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 		}
 		return err
 	}
-	findings, _, err := eventstore.CheckStream(ctx, ll.read.Stream(), eventstore.StreamExpectations{})
+	findings, _, err := ll.read.CheckStream(ctx, eventstore.StreamExpectations{})
 	if err != nil {
 		return err
 	}

@@ -165,7 +165,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.integ = projections.NewIntegrity(s.proj, projections.IntegrityConfig{
-		Read: s.ll.read.Stream(), Origin: s.ll.store.Stream(), Every: integrityEvery(cfg.MaxLag), Registerer: reg, Log: log,
+		Read: s.ll.read, Origin: s.ll.store.Reader, Every: integrityEvery(cfg.MaxLag), Registerer: reg, Log: log,
 	})
 	s.integ.Check(ctx)
 	s.bg.Add(1)

@@ -113,7 +113,7 @@ func TestOnlyTheLedgerWritesItsLog(t *testing.T) {
 		t.Fatal("the reader changed the stream")
 	}
 	var read int
-	if err := eventstore.ReadStream(ctx, rstream, eventstore.ReadOptions{}, func(eventstore.Record) error { read++; return nil }); err != nil || read == 0 {
+	if err := eventstore.NewReader(rstream).Read(ctx, eventstore.ReadOptions{}, func(eventstore.Record) error { read++; return nil }); err != nil || read == 0 {
 		t.Fatalf("reader read %d messages: %v", read, err)
 	}
 

@@ -346,7 +346,7 @@ func (r *runner) verifyBench(ctx context.Context, ds *dataset) error {
 	workers := runtime.NumCPU()
 	logf("audit verify (eventstore.Verify, %d workers) on %s", workers, filepath.Base(ds.dir))
 	start := time.Now()
-	rep, err := eventstore.Verify(ctx, stream, eventstore.VerifyOptions{Trusted: pubs, Workers: workers})
+	rep, err := eventstore.NewReader(stream).Verify(ctx, eventstore.VerifyOptions{Trusted: pubs, Workers: workers})
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
