@@ -115,6 +115,11 @@ func TestHTTPContract(t *testing.T) {
 			{"weak password", "POST", "/v1/auth/signup", `{"email":"weak@example.com","password":"1234567"}`, 400, "WEAK_PASSWORD"},
 			{"email taken, other case", "POST", "/v1/auth/signup", `{"email":"TAKEN@example.COM","password":"another password"}`, 409, "EMAIL_TAKEN"},
 			{"body over 1 MiB", "POST", "/v1/auth/signup", big, 413, "BODY_TOO_LARGE"},
+			{"non-JSON body over 1 MiB", "POST", "/v1/auth/signup", strings.Repeat("x", 1<<20+1), 413, "BODY_TOO_LARGE"},
+			{"field name in another case", "POST", "/v1/auth/login", `{"EMAIL":"taken@example.com","PassWord":"` + pw + `"}`, 400, "INVALID_REQUEST"},
+			{"unknown field", "POST", "/v1/auth/signup", `{"email":"u@example.com","password":"12345678","role":"admin"}`, 400, "INVALID_REQUEST"},
+			{"duplicate field", "POST", "/v1/auth/login", `{"email":"taken@example.com","password":"x","password":"` + pw + `"}`, 400, "INVALID_REQUEST"},
+			{"invalid UTF-8", "POST", "/v1/auth/signup", "{\"email\":\"utf@example.com\",\"password\":\"12345678\xff\"}", 400, "INVALID_REQUEST"},
 			{"wrong method on login", "GET", "/v1/auth/login", ``, 405, "METHOD_NOT_ALLOWED"},
 			{"wrong method on validate", "POST", "/v1/validate", ``, 405, "METHOD_NOT_ALLOWED"},
 			{"wrong method on sessions", "PUT", "/v1/sessions/abc", ``, 405, "METHOD_NOT_ALLOWED"},
@@ -125,6 +130,12 @@ func TestHTTPContract(t *testing.T) {
 			if r.Status != c.status || r.str("reason") != c.reason || r.get("statusCode") != float64(c.status) || r.str("message") == "" {
 				t.Errorf("%s: got %d %s, want %d %s", c.name, r.Status, r.Raw, c.status, c.reason)
 			}
+		}
+		// The media type: what a form post or a bare curl -d sends.
+		r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/login", "",
+			map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, `{"email":"taken@example.com","password":"`+pw+`"}`)
+		if err != nil || r.Status != 415 || r.str("reason") != "UNSUPPORTED_MEDIA_TYPE" {
+			t.Errorf("a JSON body sent as a form: %v %d %s, want 415 UNSUPPORTED_MEDIA_TYPE", err, r.Status, r.Raw)
 		}
 		if after := l.lastSeq(t); after != before {
 			t.Errorf("rejected requests appended %d events", after-before)

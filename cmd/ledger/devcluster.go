@@ -109,7 +109,7 @@ func (c *devClusterCmd) Run() error {
 	a, b := services[0].URL(), services[len(services)-1].URL()
 	fmt.Fprintf(out, `
 Try it (jq helps):
-  curl -si -XPOST %[1]s/v1/auth/signup -d '{"email":"me@example.com","password":"a long password"}'
+  curl -si -XPOST %[1]s/v1/auth/signup -H 'Content-Type: application/json' -d '{"email":"me@example.com","password":"a long password"}'
       # note "token" and the X-Ledger-Seq header (also "seq" in the response)
   curl -s %[2]s/v1/validate -H "Authorization: Bearer $TOKEN" -H "X-Ledger-Min-Seq: $SEQ"
   curl -si -XPOST %[1]s/v1/auth/logout -H "Authorization: Bearer $TOKEN"

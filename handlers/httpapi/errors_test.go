@@ -32,7 +32,7 @@ func TestEveryReasonIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reasons := []string{errNotFound.Reason, errMethodNotAllowed.Reason, errBodyTooLarge.Reason, errInternal.Reason,
+	reasons := []string{errNotFound.Reason, errMethodNotAllowed.Reason, errBodyTooLarge.Reason, errInternal.Reason, errUnsupportedMedia.Reason,
 		"ADMIN_KEY_REQUIRED", "ADMIN_KEY_INVALID", "INVALID_REQUEST", "TOKEN_EXPIRED", "TOKEN_REVOKED", "PROJECTION_BEHIND", "NOT_READY"}
 	for _, row := range errorTable {
 		reasons = append(reasons, row.reason)

@@ -1,12 +1,19 @@
 package httpapi
 
 import (
+	"bytes"
+	"mime"
+	"strconv"
+
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -32,6 +39,7 @@ var (
 	errNotFound         = newError(http.StatusNotFound, "NOT_FOUND", "no such endpoint")
 	errMethodNotAllowed = newError(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "method not allowed on this endpoint")
 	errBodyTooLarge     = newError(http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", "request body exceeds 1 MiB")
+	errUnsupportedMedia = newError(http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON, sent with Content-Type: application/json")
 	errInternal         = newError(http.StatusInternalServerError, "INTERNAL_ERROR", "internal error; the request may be retried")
 )
 
@@ -60,29 +68,48 @@ func success(w http.ResponseWriter, status int, response any) {
 }
 
 // decodeBody reads one JSON object into dst from a body of at most
-// MaxBodyBytes; anything else is a 400 or a 413.
+// MaxBodyBytes, strictly: Content-Type application/json (415 otherwise), a
+// body over the limit 413 whatever it holds, and exact member names, no
+// unknown or duplicate members, valid UTF-8 and nothing after the object
+// (400 otherwise). Two different byte strings must never read as the same
+// request, and a client's typo must not pass as a default. Error messages
+// never echo the body: it may hold a password.
 func decodeBody(w http.ResponseWriter, r *http.Request, dst any) *apiError {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
-	err := dec.Decode(dst)
-	if err == nil {
-		if _, extra := dec.Token(); extra != io.EOF {
-			err = errors.New("trailing data after the JSON object")
-		}
+	if mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" ||
+		(params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+		return errUnsupportedMedia
 	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &tooLarge):
 		return errBodyTooLarge
-	case errors.Is(err, io.EOF):
+	case err != nil:
+		return invalidRequest("the request body could not be read")
+	case len(bytes.TrimSpace(body)) == 0:
 		return invalidRequest("request body is empty; expected a JSON object")
+	}
+	err = jsonv2.Unmarshal(body, dst, jsonv2.RejectUnknownMembers(true))
+	if err == nil {
+		return nil
+	}
+	var semantic *jsonv2.SemanticError
+	field := ""
+	if errors.As(err, &semantic) {
+		field = strings.TrimPrefix(string(semantic.JSONPointer), "/")
+	}
+	switch {
+	case errors.Is(err, jsonv2.ErrUnknownName):
+		return invalidRequest("unknown field " + strconv.Quote(field) + " (field names are exact, e.g. \"email\")")
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return invalidRequest("a field appears twice in the JSON object")
+	case strings.Contains(err.Error(), "invalid UTF-8"):
+		return invalidRequest("request body is not valid UTF-8")
+	case semantic != nil && field != "":
+		return invalidRequest("field " + strconv.Quote(field) + " has the wrong type")
+	case semantic != nil:
+		return invalidRequest("request body must be a JSON object")
 	default:
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return invalidRequest("field " + typeErr.Field + " has the wrong type")
-		}
 		return invalidRequest("request body is not valid JSON")
 	}
 }
