@@ -83,8 +83,12 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// instead of two keeps the suite quick on two cores.
 		PasswordParams: argon2id.Params{Memory: command.OWASPParams.Memory, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32},
 		AdminKey:       testAdminKey,
-		Now:            clock.Now,
-		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Tests of concurrency send bursts of logins on purpose; load
+		// shedding has its own test (TestPasswordChecksAreBounded).
+		HashQueue: 1024,
+		HashWait:  time.Minute,
+		Now:       clock.Now,
+		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 

@@ -72,6 +72,9 @@ type serveCmd struct {
 	MaxMFAKeepLoggedIn time.Duration `name:"max-mfa-keep-logged-in" default:"${default_max_mfa_keep_logged_in}" env:"LEDGER_MAX_MFA_KEEP_LOGGED_IN" help:"Max lifetime of a 2FA session with keep_logged_in (30 days)."`
 	MaxMFASession      time.Duration `name:"max-mfa-session" default:"${default_max_mfa_session}" env:"LEDGER_MAX_MFA_SESSION" help:"Max lifetime of a 2FA session without keep_logged_in."`
 	IdleWindow         time.Duration `name:"idle-window" default:"${default_idle_window}" env:"LEDGER_IDLE_WINDOW" help:"A session unused this long expires (30 days)."`
+	HashConcurrency    int           `name:"hash-concurrency" default:"${default_hash_concurrency}" env:"LEDGER_HASH_CONCURRENCY" help:"At most this many argon2id password hashes at once (19 MiB each); default: the number of cores."`
+	HashQueue          int           `name:"hash-queue" default:"${default_hash_queue}" env:"LEDGER_HASH_QUEUE" help:"At most this many password checks wait for a slot, each at most --hash-wait; beyond, 503 BUSY with Retry-After."`
+	HashWait           time.Duration `name:"hash-wait" default:"${default_hash_wait}" env:"LEDGER_HASH_WAIT" help:"How long a password check waits for a slot before 503 BUSY."`
 	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"${default_shutdown_timeout}" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
 	freshnessFlags
 }
@@ -88,13 +91,16 @@ func (c *serveCmd) Run() error {
 			MaxMFAKeepLoggedIn: c.MaxMFAKeepLoggedIn, MaxMFASession: c.MaxMFASession,
 			IdleWindow: c.IdleWindow,
 		},
-		UseGranularity: c.UseGranularity,
-		UseQueueSize:   c.UseQueue,
-		PasswordParams: command.OWASPParams,
-		Logger:         log,
-		AdminKey:       c.AdminKey,
-		MaxLag:         c.MaxLag,
-		MinSeqWait:     c.MinSeqWait,
+		UseGranularity:  c.UseGranularity,
+		UseQueueSize:    c.UseQueue,
+		PasswordParams:  command.OWASPParams,
+		Logger:          log,
+		AdminKey:        c.AdminKey,
+		MaxLag:          c.MaxLag,
+		MinSeqWait:      c.MinSeqWait,
+		HashConcurrency: c.HashConcurrency,
+		HashQueue:       c.HashQueue,
+		HashWait:        c.HashWait,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -29,7 +30,17 @@ const (
 	defaultMaxLag          = 5 * time.Second
 	defaultMinSeqWait      = 2 * time.Second
 	defaultShutdownTimeout = 15 * time.Second
+	// Password checks wait at most this long for a free slot.
+	defaultHashWait = 2 * time.Second
 )
+
+// defaultHashConcurrency is one argon2id run per core: more only queue in
+// the scheduler and multiply the 19 MiB each holds.
+func defaultHashConcurrency() int { return runtime.NumCPU() }
+
+// defaultHashQueue is a short queue: a burst is absorbed, a flood is
+// refused at once instead of piling up memory and latency.
+func defaultHashQueue() int { return 4 * runtime.NumCPU() }
 
 // flagDefaults are the defaults as kong variables, for `default:"${…}"`.
 func flagDefaults() kong.Vars {
@@ -48,6 +59,9 @@ func flagDefaults() kong.Vars {
 		"default_max_mfa_keep_logged_in": p.MaxMFAKeepLoggedIn.String(),
 		"default_max_mfa_session":        p.MaxMFASession.String(),
 		"default_idle_window":            p.IdleWindow.String(),
+		"default_hash_concurrency":       strconv.Itoa(defaultHashConcurrency()),
+		"default_hash_queue":             strconv.Itoa(defaultHashQueue()),
+		"default_hash_wait":              defaultHashWait.String(),
 	}
 }
 
@@ -83,6 +97,15 @@ func (c *ServiceConfig) EnsureDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.HashConcurrency == 0 {
+		c.HashConcurrency = defaultHashConcurrency()
+	}
+	if c.HashQueue == 0 {
+		c.HashQueue = defaultHashQueue()
+	}
+	if c.HashWait == 0 {
+		c.HashWait = defaultHashWait
+	}
 }
 
 // Validate refuses a configuration the service cannot run with, naming
@@ -97,6 +120,9 @@ func (c ServiceConfig) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("--%s must be positive, got %s", name, d))
 		}
+	}
+	if c.HashConcurrency < 1 || c.HashQueue < 0 || c.HashWait < 0 {
+		errs = append(errs, fmt.Errorf("--hash-concurrency must be at least 1 and --hash-queue, --hash-wait not negative (got %d, %d, %s)", c.HashConcurrency, c.HashQueue, c.HashWait))
 	}
 	if c.UseQueueSize <= 0 {
 		errs = append(errs, fmt.Errorf("--use-queue must be positive, got %d", c.UseQueueSize))

@@ -66,6 +66,11 @@ type ServiceConfig struct {
 	MaxLag time.Duration
 	// MinSeqWait bounds the wait for a validate's min_seq. Default 2s.
 	MinSeqWait time.Duration
+	// At most HashConcurrency argon2id runs at once, HashQueue callers
+	// waiting at most HashWait; beyond, 503 BUSY.
+	HashConcurrency int
+	HashQueue       int
+	HashWait        time.Duration
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -74,7 +79,7 @@ func newID() string { return eventstore.NewEventID() }
 
 // application wires the command and query handlers to the adapters: the
 // projection reads, the event store writes.
-func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, hasher *command.Argon2id, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
+func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
 	users, err := command.NewUsers(proj, store, cfg.Now)
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
@@ -181,10 +186,17 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}()
 	s.awaitFresh(ctx)
 
-	hasher, err := command.NewArgon2id(cfg.PasswordParams)
+	argon, err := command.NewArgon2id(cfg.PasswordParams)
 	if err != nil {
 		return nil, err
 	}
+	hasher, err := command.NewBoundedHasher(argon, cfg.HashConcurrency, cfg.HashQueue, cfg.HashWait)
+	if err != nil {
+		return nil, err
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ledger_password_checks_refused_total", Help: "Password hashes and checks refused (503 BUSY) because --hash-concurrency and --hash-queue were full."},
+		func() float64 { return float64(hasher.Refused()) }))
 	if cfg.AdminKeyOut == nil {
 		cfg.AdminKeyOut = os.Stderr
 	}

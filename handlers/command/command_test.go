@@ -204,10 +204,11 @@ func (h *fakeHasher) Verify(pw, hash string) (bool, error) {
 	return hash == "plain:"+pw, nil
 }
 
-func (h *fakeHasher) Burn(string) {
+func (h *fakeHasher) Burn(string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.burns++
+	return nil
 }
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)

@@ -30,8 +30,9 @@ type (
 		Hash(password string) (string, error)
 		Verify(password, hash string) (bool, error)
 		// Burn spends the work of a Verify and fails: what a login for
-		// an unknown email costs, so it cannot be told apart by time.
-		Burn(password string)
+		// an unknown email costs, so it cannot be told apart by time. It
+		// returns an error only when Verify would (ErrBusy).
+		Burn(password string) error
 	}
 	credentialReader interface {
 		Credentials(normalizedEmail string) (userID, passwordHash string, err error)

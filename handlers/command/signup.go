@@ -99,7 +99,9 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 	}
 	userID, hash, err := h.Creds.Credentials(email)
 	if emailErr != nil || errors.Is(err, domain.ErrUserNotFound) {
-		h.Hasher.Burn(c.Password)
+		if err := h.Hasher.Burn(c.Password); err != nil {
+			return Issued{}, err
+		}
 		if err := h.recordFailedLogin(ctx, "", email, domain.LoginFailedUnknownEmail); err != nil {
 			return Issued{}, err
 		}

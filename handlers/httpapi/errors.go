@@ -16,38 +16,42 @@ import (
 // wins; anything else is a 500 INTERNAL_ERROR. README's error table lists
 // the same rows.
 var errorTable = []struct {
-	err     error
-	status  int
-	reason  string
-	message string
+	err        error
+	status     int
+	reason     string
+	message    string
+	retryAfter int // seconds, for a Retry-After header; 0: none
 }{
-	{query.ErrTokenInvalid, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid"},
-	{domain.ErrSessionNotActive, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid"},
-	{domain.ErrInvalidCredentials, http.StatusBadRequest, "INVALID_LOGIN_CREDENTIALS", "email or password is incorrect"},
-	{domain.ErrInvalidEmail, http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid"},
-	{domain.ErrWeakPassword, http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long"},
-	{domain.ErrEmailTaken, http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists"},
-	{domain.ErrSessionNotFound, http.StatusNotFound, "SESSION_NOT_FOUND", "no such session"},
-	{query.ErrUnknownUser, http.StatusNotFound, "USER_NOT_FOUND", "no such user"},
+	{query.ErrTokenInvalid, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid", 0},
+	{domain.ErrSessionNotActive, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid", 0},
+	{domain.ErrInvalidCredentials, http.StatusBadRequest, "INVALID_LOGIN_CREDENTIALS", "email or password is incorrect", 0},
+	{domain.ErrInvalidEmail, http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid", 0},
+	{domain.ErrWeakPassword, http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long", 0},
+	{domain.ErrEmailTaken, http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists", 0},
+	{domain.ErrSessionNotFound, http.StatusNotFound, "SESSION_NOT_FOUND", "no such session", 0},
+	{query.ErrUnknownUser, http.StatusNotFound, "USER_NOT_FOUND", "no such user", 0},
 	// The token's user is gone from this instance's view: treat the token
 	// like any unknown one.
-	{domain.ErrUserNotFound, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid"},
-	{command.ErrTooMuchContention, http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry"},
-	{ports.ErrRejected, http.StatusServiceUnavailable, "BUSY", "the write was not accepted (the signing key was just rotated); retry"},
-	{ports.ErrStreamMissing, http.StatusServiceUnavailable, "STREAM_MISSING", "the ledger stream does not exist; an operator must restore it"},
-	{ports.ErrStreamSealed, http.StatusServiceUnavailable, "STREAM_SEALED", "the ledger stream is sealed and takes no writes; an operator must look at it"},
-	{ports.ErrStreamFull, http.StatusServiceUnavailable, "STREAM_FULL", "the ledger stream refuses new messages (a limit was set on it); an operator must look at it"},
-	{ports.ErrStreamTampered, http.StatusServiceUnavailable, "STREAM_TAMPERED", "the ledger stream lost messages; this instance will not write past them"},
-	{domain.ErrKeyUnavailable, http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file"},
-	{context.DeadlineExceeded, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry"},
-	{context.Canceled, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry"},
+	{domain.ErrUserNotFound, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid", 0},
+	{command.ErrTooMuchContention, http.StatusServiceUnavailable, "BUSY", "too many concurrent changes to this account; retry", 1},
+	{command.ErrBusy, http.StatusServiceUnavailable, "BUSY", "too many password checks at once; retry shortly", 1},
+	{ports.ErrRejected, http.StatusServiceUnavailable, "BUSY", "the write was not accepted (the signing key was just rotated); retry", 1},
+	{ports.ErrStreamMissing, http.StatusServiceUnavailable, "STREAM_MISSING", "the ledger stream does not exist; an operator must restore it", 0},
+	{ports.ErrStreamSealed, http.StatusServiceUnavailable, "STREAM_SEALED", "the ledger stream is sealed and takes no writes; an operator must look at it", 0},
+	{ports.ErrStreamFull, http.StatusServiceUnavailable, "STREAM_FULL", "the ledger stream refuses new messages (a limit was set on it); an operator must look at it", 0},
+	{ports.ErrStreamTampered, http.StatusServiceUnavailable, "STREAM_TAMPERED", "the ledger stream lost messages; this instance will not write past them", 0},
+	{domain.ErrKeyUnavailable, http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file", 0},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry", 0},
+	{context.Canceled, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry", 0},
 }
 
 // errorFor is the error table's answer for err (errInternal if no row).
 func errorFor(err error) *apiError {
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
-			return newError(row.status, row.reason, row.message)
+			e := newError(row.status, row.reason, row.message)
+			e.retryAfter = row.retryAfter
+			return e
 		}
 	}
 	return errInternal

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/ports"
 )
 
@@ -41,5 +43,18 @@ func TestEveryReasonIsDocumented(t *testing.T) {
 		if !strings.Contains(string(readme), "`"+r+"`") {
 			t.Errorf("reason %s is not in README.md", r)
 		}
+	}
+}
+
+func TestBusyTellsWhenToRetry(t *testing.T) {
+	w := httptest.NewRecorder()
+	writeError(w, errorFor(fmt.Errorf("login: %w", command.ErrBusy)))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), `"reason":"BUSY"`) {
+		t.Fatalf("busy: %d, Retry-After %q, %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	w = httptest.NewRecorder()
+	writeError(w, errorFor(domain.ErrEmailTaken))
+	if w.Header().Get("Retry-After") != "" {
+		t.Fatal("Retry-After on an error that retrying does not fix")
 	}
 }

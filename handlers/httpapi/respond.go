@@ -27,6 +27,8 @@ type apiError struct {
 	// Optional details, for token verdicts.
 	Expired   string `json:"expired,omitempty"`
 	RevokedBy string `json:"revoked_by,omitempty"`
+
+	retryAfter int // seconds; sent as Retry-After
 }
 
 func (e *apiError) Error() string { return e.Reason + ": " + e.Message }
@@ -58,6 +60,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, e *apiError) {
 	if e.StatusCode == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
 	writeJSON(w, e.StatusCode, e)
 }
