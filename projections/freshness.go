@@ -194,6 +194,29 @@ func (f *Freshness) WaitApplied(ctx context.Context, seq uint64) error {
 	return nil
 }
 
+// ErrBeyondLog is what a wait for a sequence the stream has not reached gets:
+// no write ever answered with it, so waiting would only hold the request.
+var ErrBeyondLog = errors.New("the sequence is beyond the end of the ledger")
+
+// InLog reports whether the stream has reached seq: at once if the last
+// poll saw it, otherwise by asking the stream now (a write on another
+// instance may be newer than the last poll).
+func (f *Freshness) InLog(ctx context.Context, seq uint64) error {
+	if seq <= f.lastSeq.Load() {
+		return nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, max(f.cfg.Every, time.Second))
+	defer cancel()
+	last, err := f.cfg.LastSeq(qctx)
+	if err != nil {
+		return nil // cannot tell: let the bounded wait decide
+	}
+	if seq > last {
+		return fmt.Errorf("%w (%d > %d)", ErrBeyondLog, seq, last)
+	}
+	return nil
+}
+
 // Await is WaitApplied(minSeq) followed by Check.
 func (f *Freshness) Await(ctx context.Context, minSeq uint64) error {
 	if err := f.WaitApplied(ctx, minSeq); err != nil {

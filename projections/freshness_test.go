@@ -104,3 +104,35 @@ func TestFreshnessFailsClosed(t *testing.T) {
 		t.Fatalf("freshness is measured from the probe: %v", err)
 	}
 }
+
+// TestInLog: a sequence the last poll saw needs no request; one beyond it
+// is checked against the stream now; only one beyond the stream's end is
+// refused, and an unreachable stream refuses nothing (the wait decides).
+func TestInLog(t *testing.T) {
+	p, err := Open(t.TempDir(), domain.NewKeyring(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	stream := &fakeStream{}
+	f := NewFreshness(p, FreshnessConfig{LastSeq: stream.LastSeq})
+	ctx := context.Background()
+	stream.set(10, nil)
+	if err := f.Probe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stream.set(12, nil) // a write on another instance since the poll
+	if err := f.InLog(ctx, 12); err != nil {
+		t.Fatalf("seq written after the last poll: %v", err)
+	}
+	if err := f.InLog(ctx, 13); !errors.Is(err, ErrBeyondLog) {
+		t.Fatalf("seq beyond the stream: %v, want ErrBeyondLog", err)
+	}
+	stream.set(0, errors.New("nats down"))
+	if err := f.InLog(ctx, 10); err != nil {
+		t.Fatalf("seq the last poll saw, stream down: %v", err)
+	}
+	if err := f.InLog(ctx, 99); err != nil {
+		t.Fatalf("stream down: %v, want no refusal", err)
+	}
+}

@@ -11,9 +11,19 @@ import (
 // lockDataDir takes an exclusive lock on the data dir, so two ledger
 // processes never run an embedded NATS server or a projection on the same
 // files. The lock is released when the process exits, however it exits.
+//
+// The data dir holds password hashes, emails, the signing key and the NATS
+// identities: a dir others may read or enter is refused, not used as is.
 func lockDataDir(dir string) (release func(), err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("data dir %s is open to other users (mode %#o): it holds password hashes and keys; chmod 700 %s", dir, perm, dir)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -73,6 +74,7 @@ type testLedger struct {
 type option func(*ServiceConfig)
 
 func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
+	privateDir(dir)
 	return ServiceConfig{
 		LogConfig:      LogConfig{DataDir: dir, Stream: "LEDGER", StreamReplicas: 1},
 		HTTPAddr:       "127.0.0.1:0",
@@ -90,6 +92,12 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		Now:       clock.Now,
 		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
+}
+
+// privateDir makes a test's data dir what the ledger demands: t.TempDir
+// creates it 0755, and the ledger refuses a data dir open to others.
+func privateDir(dir string) {
+	_ = os.Chmod(dir, 0o700)
 }
 
 // startLedger runs a full service (embedded JetStream + Pebble) on dir.

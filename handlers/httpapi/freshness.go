@@ -24,6 +24,9 @@ type Freshness interface {
 	// WaitApplied waits, bounded, until the projection has applied seq; its
 	// error means it did not.
 	WaitApplied(ctx context.Context, seq uint64) error
+	// InLog fails if the log has not reached seq: no write answered with
+	// it, so there is nothing to wait for.
+	InLog(ctx context.Context, seq uint64) error
 	// Check fails when the instance cannot confirm, within the configured
 	// lag bound, that it holds everything in the stream.
 	Check() error
@@ -66,6 +69,12 @@ func (a *API) readYourWrites(next http.Handler) http.Handler {
 			return
 		}
 		if seq > 0 && a.cfg.Freshness != nil {
+			// A made-up sequence must not hold the request for the whole
+			// wait (through a gateway, every request of that client).
+			if err := a.cfg.Freshness.InLog(r.Context(), seq); err != nil {
+				writeError(w, invalidRequest(HeaderMinSeq+" / min_seq is beyond the end of the ledger: send back a sequence a write answered with"))
+				return
+			}
 			if err := a.cfg.Freshness.WaitApplied(r.Context(), seq); err != nil {
 				writeError(w, projectionBehind(err))
 				return

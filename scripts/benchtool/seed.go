@@ -114,7 +114,7 @@ func seedDataset(ctx context.Context, dir string, sessions, perUser, pool, touch
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // the ledger refuses a data dir open to others
 		return nil, err
 	}
 	// The key is written first and read back as the server will read it.
