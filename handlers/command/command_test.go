@@ -363,9 +363,13 @@ func TestUpdateOfAnUnknownUserNeverDecides(t *testing.T) {
 		t.Fatalf("Update of an unknown user: err %v, decide called %v", err, called)
 	}
 	fx.signup(t, "twice@example.com")
+	hashes := fx.hasher.hashes
 	_, err = fx.h.Signup.Handle(context.Background(), Credentials{Email: "TWICE@example.com", Password: "another password"})
 	if !errors.Is(err, domain.ErrEmailTaken) {
 		t.Fatalf("second signup: %v, want ErrEmailTaken", err)
+	}
+	if fx.hasher.hashes != hashes+1 {
+		t.Fatalf("a signup of a taken email ran %d hashes, want 1 like a new one: its timing would tell", fx.hasher.hashes-hashes)
 	}
 }
 

@@ -28,12 +28,16 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 	if err := domain.ValidatePassword(c.Password); err != nil {
 		return Issued{}, err
 	}
-	if _, _, err := h.Creds.Credentials(email); err == nil {
-		return Issued{}, domain.ErrEmailTaken
-	}
+	// Hash first, taken or not: a taken email must cost what a new one
+	// does, or the answer's timing tells which emails are registered
+	// before the 409 does (the 409 itself is inherent to signup; see
+	// README, Enumeration).
 	hash, err := h.Hasher.Hash(c.Password)
 	if err != nil {
 		return Issued{}, err
+	}
+	if _, _, err := h.Creds.Credentials(email); err == nil {
+		return Issued{}, domain.ErrEmailTaken
 	}
 	userID, err := h.claim(ctx, email)
 	if err != nil {
