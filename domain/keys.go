@@ -258,10 +258,11 @@ func RotateKey(previousKID string, next SigningKey, at time.Time) Event {
 // because the key before it (or, for the first, the verifier's own key
 // material) says so.
 type KeyChain struct {
-	Active string               `json:"active"` // "" before the introduction
-	Keys   map[string]PublicKey `json:"-"`      // every key the log put in force
-	// Order lists the keys in the order they came into force.
-	Order []PublicKey `json:"-"`
+	Active string               // "" before the introduction
+	Keys   map[string]PublicKey // every key the log put in force
+	// Order lists the keys in the order they came into force. State and
+	// KeyChainFromState store and restore the chain.
+	Order []PublicKey
 }
 
 // Authenticate decides whether e is authentic at this point of the log and,
