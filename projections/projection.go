@@ -222,7 +222,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	defer p.applyMu.Unlock()
 	last := p.Applied()
 	digest := p.digest
-	chain := p.chainCopy()
+	keys := keyChainTx{chain: p.chain}
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
 	applied := make(map[domain.EventType]int)
@@ -237,7 +237,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 			blocked = fmt.Errorf("%w: sequence %d follows %d: %w", ErrBlocked, r.Seq, last, eventstore.ErrStreamTampered)
 			break
 		}
-		e, err := p.apply(b, chain, r)
+		e, err := p.apply(b, &keys, r)
 		var rej *rejection
 		switch {
 		case err == nil:
@@ -274,7 +274,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 		}
 	}
 	if last > p.Applied() {
-		if err := p.commit(b, last, digest, chain); err != nil {
+		if err := p.commit(b, last, digest, keys); err != nil {
 			return err
 		}
 		for t, n := range applied {
@@ -294,15 +294,17 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	return nil
 }
 
-func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.StreamDigest, chain *domain.KeyChain) error {
+func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.StreamDigest, keys keyChainTx) error {
 	if err := b.Set(keyApplied, encodeUint64(last), nil); err != nil {
 		return err
 	}
 	if err := b.Set(keyDigest, digest[:], nil); err != nil {
 		return err
 	}
-	if err := b.Set(keyKeyChain, mustJSON(chain.State()), nil); err != nil {
-		return err
+	if keys.changed {
+		if err := b.Set(keyKeyChain, mustJSON(keys.chain.State()), nil); err != nil {
+			return err
+		}
 	}
 	// NoSync: the stream is the durable copy. A crash loses at most a tail
 	// of the projection together with its checkpoint, and that tail is read
@@ -311,9 +313,11 @@ func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.Stre
 		return fmt.Errorf("commit projection batch: %w", err)
 	}
 	p.digest = digest
-	p.keyMu.Lock()
-	p.chain = chain
-	p.keyMu.Unlock()
+	if keys.changed {
+		p.keyMu.Lock()
+		p.chain = keys.chain
+		p.keyMu.Unlock()
+	}
 	p.cache.invalidate(p.written)
 	p.setApplied(last)
 	return nil
@@ -328,11 +332,21 @@ func (p *Projection) Blocked() error {
 	return nil
 }
 
-func (p *Projection) chainCopy() *domain.KeyChain {
-	p.keyMu.RLock()
-	defer p.keyMu.RUnlock()
-	c, _ := domain.KeyChainFromState(p.chain.State()) // keys it saved itself: well-formed
-	return c
+// keyChainTx is a batch's view of the key chain: the committed chain until
+// a key event (the only kind Authenticate folds) needs to change it, then a
+// private copy, committed with the batch. Batches without key events, which
+// is nearly all of them, neither copy nor rewrite it.
+type keyChainTx struct {
+	chain   *domain.KeyChain // only the applier, under applyMu, reads p.chain unlocked
+	changed bool
+}
+
+func (t *keyChainTx) forEvent(e domain.Event) *domain.KeyChain {
+	if !t.changed && (e.Type == domain.EventSigningKeyIntroduced || e.Type == domain.EventSigningKeyRotated) {
+		t.chain, _ = domain.KeyChainFromState(t.chain.State()) // keys it holds are well-formed
+		t.changed = true
+	}
+	return t.chain
 }
 
 // SigningKey is the key to sign new events with: the one the log has put in
@@ -364,7 +378,7 @@ func (p *Projection) KeyChain() []domain.PublicKey {
 // apply checks one message and folds it into the batch. It returns a
 // *rejection for a message it will not apply, domain.ErrKeyUnavailable if it
 // cannot tell, and any other error for a failure to read or write state.
-func (p *Projection) apply(b *pebble.Batch, chain *domain.KeyChain, r eventstore.Record) (domain.Event, error) {
+func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Record) (domain.Event, error) {
 	v, err := getVersion(b, r.Subject)
 	if err != nil {
 		return domain.Event{}, err
@@ -385,7 +399,7 @@ func (p *Projection) apply(b *pebble.Batch, chain *domain.KeyChain, r eventstore
 	if e.PrevHash != v.Head {
 		return e, reject(RejectChain, fmt.Errorf("links to %q, but the subject's last authentic event is %q", e.PrevHash, v.Head))
 	}
-	if err := chain.Authenticate(e, p.keys); err != nil {
+	if err := keys.forEvent(e).Authenticate(e, p.keys); err != nil {
 		if errors.Is(err, domain.ErrNotAuthentic) {
 			return e, reject(RejectSignature, err)
 		}
