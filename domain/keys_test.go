@@ -153,3 +153,31 @@ func mustMarshal(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+func TestJudge(t *testing.T) {
+	k := key(t, 1)
+	e := sealed(t, domain.SessionUse("u", "s", t0), "e1", "head", k)
+	ok := func(domain.Event) error { return nil }
+	altered := e
+	altered.Time = altered.Time.Add(time.Second)
+	cases := []struct {
+		name   string
+		e      domain.Event
+		head   string
+		auth   func(domain.Event) error
+		reason string
+		unsure bool
+	}{
+		{"authentic", e, "head", ok, "", false},
+		{"altered", altered, "head", ok, domain.RejectHash, false},
+		{"unlinked", e, "other", ok, domain.RejectChain, false},
+		{"forged", e, "head", func(domain.Event) error { return domain.ErrNotAuthentic }, domain.RejectSignature, false},
+		{"key not held", e, "head", func(domain.Event) error { return domain.ErrKeyUnavailable }, "", true},
+	}
+	for _, c := range cases {
+		reason, err := domain.Judge(c.e, c.head, c.auth)
+		if reason != c.reason || (err != nil) != (c.reason != "" || c.unsure) {
+			t.Errorf("%s: reason %q, err %v; want %q", c.name, reason, err, c.reason)
+		}
+	}
+}

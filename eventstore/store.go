@@ -333,15 +333,16 @@ func keyTimeline(ctx context.Context, stream jetstream.Stream, v domain.Verifier
 	err := readStream(ctx, stream, ReadOptions{Subject: KeysSubject}, func(r Record) error {
 		ver.Seq = r.Seq
 		e, err := domain.DecodeEvent(r.Data)
-		if err != nil || e.CheckHash() != nil || e.PrevHash != ver.Head {
+		if err != nil {
 			return nil
 		}
-		switch err := chain.Authenticate(e, v); {
-		case err == nil:
+		switch reason, err := domain.Judge(e, ver.Head, func(e domain.Event) error { return chain.Authenticate(e, v) }); {
+		case reason != "":
+		case err != nil:
+			return err // the key in force is not held here
+		default:
 			ver.Head, ver.Time = e.Hash, e.Time
 			timeline = append(timeline, keyInForce{from: r.Seq + 1, key: chain.Keys[chain.Active]})
-		case errors.Is(err, domain.ErrKeyUnavailable):
-			return err
 		}
 		return nil
 	})
@@ -392,23 +393,16 @@ func checked(ctx context.Context, stream jetstream.Stream, subject string, authe
 	head := ""
 	err := readStream(ctx, stream, ReadOptions{Subject: subject}, func(r Record) error {
 		se := Decode(r)
-		reject := func(reason string, err error) {
-			se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, reason, err)
-		}
-		switch {
-		case se.Err != nil:
-			reject("decode", se.Err)
-		case se.Event.CheckHash() != nil:
-			reject("hash", domain.ErrHashMismatch)
-		case se.Event.PrevHash != head:
-			reject("chain", errors.New("does not link to the subject's last authentic event"))
-		default:
-			if err := authenticate(se.Event, r.Seq); err != nil {
-				if !errors.Is(err, domain.ErrNotAuthentic) {
-					return err
-				}
-				reject("signature", err)
-			} else {
+		if se.Err != nil {
+			se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, domain.RejectDecode, se.Err)
+		} else {
+			reason, err := domain.Judge(se.Event, head, func(e domain.Event) error { return authenticate(e, r.Seq) })
+			switch {
+			case reason != "":
+				se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, reason, err)
+			case err != nil:
+				return err
+			default:
 				head = se.Event.Hash
 			}
 		}

@@ -101,6 +101,9 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 	problem := func(r Record, e domain.Event, kind, detail string) {
 		rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Kind: kind, Detail: detail})
 	}
+	// The order is domain.Judge's (hash, link, then signature), spelt out
+	// here because the hashes were checked ahead of time on several cores
+	// and a broken link is told apart as missing or reordered.
 	check := func(it *verifyItem) {
 		r, e := it.rec, it.event
 		rep.Messages++

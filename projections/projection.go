@@ -180,11 +180,11 @@ func (p *Projection) setApplied(seq uint64) {
 
 // Rejection reasons: why a stored message was not applied.
 const (
-	RejectDecode    = "decode"    // not a readable event
-	RejectHash      = "hash"      // content does not match its hash
-	RejectSignature = "signature" // not authenticated by the signing key in force
-	RejectChain     = "chain"     // does not link to its subject's last authentic event
-	RejectInvalid   = "invalid"   // authentic, but the rules refuse it
+	RejectDecode    = domain.RejectDecode
+	RejectHash      = domain.RejectHash
+	RejectSignature = domain.RejectSignature
+	RejectChain     = domain.RejectChain
+	RejectInvalid   = domain.RejectInvalid
 )
 
 // rejection is a verdict on a message, as opposed to a failure to reach a
@@ -393,17 +393,11 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 	if err != nil {
 		return e, reject(RejectDecode, err)
 	}
-	if err := e.CheckHash(); err != nil {
-		return e, reject(RejectHash, err)
-	}
-	if e.PrevHash != v.Head {
-		return e, reject(RejectChain, fmt.Errorf("links to %q, but the subject's last authentic event is %q", e.PrevHash, v.Head))
-	}
-	if err := keys.forEvent(e).Authenticate(e, p.keys); err != nil {
-		if errors.Is(err, domain.ErrNotAuthentic) {
-			return e, reject(RejectSignature, err)
-		}
-		return e, err
+	switch reason, err := domain.Judge(e, v.Head, func(e domain.Event) error { return keys.forEvent(e).Authenticate(e, p.keys) }); {
+	case reason != "":
+		return e, reject(reason, err)
+	case err != nil:
+		return e, err // the key in force is not held here: wait, do not judge
 	}
 	// From here the event is the ledger's own: it is the subject's head
 	// even if the rules below refuse it.
