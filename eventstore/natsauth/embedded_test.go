@@ -73,26 +73,34 @@ func newJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 	return js
 }
 
-func TestEmbeddedAccessControl(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dir := t.TempDir()
-	ids, err := natsauth.LoadOrCreate(filepath.Join(dir, "nats"))
+// startAuthServer runs an embedded server that admits only a fresh set of
+// identities (kept in dir), listening on a loopback port if listen.
+func startAuthServer(t *testing.T, dir string, listen bool) (*embedded.Server, *natsauth.Identities) {
+	t.Helper()
+	ids, err := natsauth.LoadOrCreate(filepath.Join(dir, "ids"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := embedded.Start(embedded.Config{
-		Dir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0",
-		Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
-	})
+	cfg := embedded.Config{Dir: filepath.Join(dir, "js"), Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer}
+	if listen {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	emb, err := embedded.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(emb.Shutdown)
+	return emb, ids
+}
+
+func TestEmbeddedAccessControl(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	emb, ids := startAuthServer(t, t.TempDir(), true)
 	url := emb.ClientURL()
 
 	// Nobody gets in without a known key, over TCP or in process.
-	_, err = nats.Connect(url, nats.MaxReconnects(0), nats.Timeout(5*time.Second))
+	_, err := nats.Connect(url, nats.MaxReconnects(0), nats.Timeout(5*time.Second))
 	if err == nil {
 		t.Fatal("anonymous TCP client connected")
 	}
@@ -242,19 +250,7 @@ func TestEmbeddedAccessControl(t *testing.T) {
 func TestReaderDoesNotSeeLedgerReplies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	ids, err := natsauth.LoadOrCreate(filepath.Join(dir, "ids"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	emb, err := embedded.Start(embedded.Config{
-		Dir: filepath.Join(dir, "js"), Listen: "127.0.0.1:0",
-		Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
+	emb, ids := startAuthServer(t, t.TempDir(), true)
 
 	reader := connect(t, emb.ClientURL(), natsauth.ClientConfig{NkeyFile: ids.ReaderFile})
 	var seen atomic.Int64
@@ -306,18 +302,7 @@ func TestReaderDoesNotSeeLedgerReplies(t *testing.T) {
 // parallel with the other slow tests.
 func TestEmbeddedInProcessNeedsIdentity(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ids, err := natsauth.LoadOrCreate(filepath.Join(dir, "ids"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	emb, err := embedded.Start(embedded.Config{
-		Dir: filepath.Join(dir, "js"), Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
+	emb, ids := startAuthServer(t, t.TempDir(), false)
 	stranger, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)
@@ -389,18 +374,7 @@ func TestEmbeddedIdentityChecks(t *testing.T) {
 func TestReaderPushConsumerCannotReachTheAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	ids, err := natsauth.LoadOrCreate(filepath.Join(dir, "ids"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	emb, err := embedded.Start(embedded.Config{
-		Dir: filepath.Join(dir, "js"), Users: ids.ServerUsers("LEDGER"), Identity: ids.Writer,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
+	emb, ids := startAuthServer(t, t.TempDir(), false)
 	ledger, err := emb.Connect("ledger")
 	if err != nil {
 		t.Fatal(err)

@@ -66,6 +66,19 @@ func recorder(t *testing.T, log factLog, queue int) (*UseRecorder, *prometheus.R
 	return r, reg
 }
 
+// drain runs the recorder until everything queued is recorded (or has
+// failed), then stops it.
+func drain(t *testing.T, r *UseRecorder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	go r.Run(ctx)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	r.Wait()
+}
+
 // TestFullQueueDropsUsesAndCountsThem: recording never slows validation;
 // when the queue is full a use is dropped and counted, and a session with a
 // use on its way is not queued twice.
@@ -87,13 +100,7 @@ func TestFullQueueDropsUsesAndCountsThem(t *testing.T) {
 	if got := testutil.ToFloat64(r.dropped); got != 1 {
 		t.Fatalf("dropped counter %v, want 1", got)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go r.Run(ctx)
-	if err := r.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	r.Wait()
+	drain(t, r)
 	facts := log.recorded()
 	if len(facts) != 1 || facts[0].Event.SessionID != s1.ID() || facts[0].Event.Type != domain.EventSessionUsed {
 		t.Fatalf("recorded %+v, want the one queued use of s1", facts)
@@ -123,13 +130,7 @@ func TestFailedAppendsAreCounted(t *testing.T) {
 	r, _ := recorder(t, log, 8)
 	s, _ := session(t, "u1", t0)
 	r.Touch(s, t0.Add(2*time.Hour))
-	ctx, cancel := context.WithCancel(context.Background())
-	go r.Run(ctx)
-	if err := r.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	r.Wait()
+	drain(t, r)
 	if got := testutil.ToFloat64(r.failed); got != 1 {
 		t.Fatalf("failed counter %v, want 1", got)
 	}
