@@ -55,9 +55,10 @@ func (h AuditHandler) SessionAsOf(ctx context.Context, sessionID string, at time
 	return AsOfFromHistory(history, sessionID, at)
 }
 
-// AsOfFromHistory replays a user's stored events (unreadable ones are
-// skipped; verify reports them) into a session's verdict at `at`. The HTTP
-// API, the CLI and the differential test all replay through it.
+// AsOfFromHistory replays a user's stored events into a session's verdict at
+// `at`, passing over those with Err set (unreadable or not authentic, as the
+// log adapter judged them; verify reports them). The HTTP API, the CLI and
+// the differential test all replay through it.
 func AsOfFromHistory(history []ports.StoredEvent, sessionID string, at time.Time) (AsOf, error) {
 	events := make([]domain.Event, 0, len(history))
 	seqs := make(map[string]uint64, len(history))
