@@ -22,6 +22,8 @@ const (
 	EventOtherSessionsRevoked EventType = "other_sessions_revoked"
 	EventSessionTerminated    EventType = "session_terminated"
 	EventLoginFailed          EventType = "login_failed"
+	EventLoginThrottled       EventType = "login_throttled"
+	EventLoginFailuresTallied EventType = "login_failures_tallied"
 	// Key events live on the ledger's key subject; see keys.go.
 	EventSigningKeyIntroduced EventType = "signing_key_introduced"
 	EventSigningKeyRotated    EventType = "signing_key_rotated"
@@ -37,6 +39,7 @@ func (t EventType) known() bool {
 	switch t {
 	case EventEmailClaimed, EventUserRegistered, EventSessionStarted, EventSessionUsed,
 		EventSessionLoggedOut, EventOtherSessionsRevoked, EventSessionTerminated, EventLoginFailed,
+		EventLoginThrottled, EventLoginFailuresTallied,
 		EventSigningKeyIntroduced, EventSigningKeyRotated:
 		return true
 	}
@@ -159,6 +162,25 @@ type (
 	LoginFailed struct {
 		Reason    string `json:"reason"`
 		EmailHash string `json:"email_hash"`
+		// InARow counts this failure and those before it since the last
+		// success (see LoginThrottle); absent in events from before it
+		// was counted.
+		InARow int `json:"in_a_row,omitempty"`
+	}
+	LoginThrottled struct {
+		Until  time.Time `json:"until"`
+		Level  int       `json:"level"`
+		InARow int       `json:"in_a_row"`
+	}
+	// LoginFailuresTallied sums up, per instance and interval, the failed
+	// logins for emails no account has: one event instead of one per
+	// attempt, so a flood of made-up emails cannot grow the log.
+	LoginFailuresTallied struct {
+		From      time.Time `json:"from"`
+		To        time.Time `json:"to"`
+		Failures  int       `json:"failures"`
+		Emails    int       `json:"emails"`    // distinct emails tried (as far as one instance can count)
+		Throttled int       `json:"throttled"` // attempts refused by the throttle
 	}
 )
 
@@ -189,10 +211,11 @@ func SessionUse(userID, sessionID string, at time.Time) Event {
 	return newEvent(EventSessionUsed, userID, sessionID, at, SessionUsed{})
 }
 
-// FailedLogin records a rejected login. userID is empty when the email is
-// unknown; the password is never part of it.
-func FailedLogin(userID, normalizedEmail, reason string, at time.Time) Event {
-	return newEvent(EventLoginFailed, userID, "", at, LoginFailed{Reason: reason, EmailHash: EmailHash(normalizedEmail)})
+// TallyUnknownEmailLogins records the failed logins for unknown emails one
+// instance saw in [from, to).
+func TallyUnknownEmailLogins(t LoginFailuresTallied) Event {
+	t.From, t.To = t.From.UTC(), t.To.UTC()
+	return newEvent(EventLoginFailuresTallied, "", "", t.To, t)
 }
 
 // Encode is the JSON stored in the log.

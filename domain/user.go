@@ -12,6 +12,7 @@ type User struct {
 	email        string
 	passwordHash string
 	sessions     map[string]*Session
+	failures     LoginFailures
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).

@@ -21,6 +21,8 @@ import (
 //	                         time of its last authentic event (12), its hash
 //	e<normalized email>      email -> user id and password hash (JSON)
 //	c<email hash>            user id of the email's first authentic claim
+//	f<user id>               the user's recent failed logins (JSON
+//	                         domain.LoginFailures); absent after a success
 //	mapplied                 last applied stream sequence (8 bytes)
 //	mdigest                  stream digest at the applied sequence (32 bytes)
 //	mkeys                    the log's key chain (JSON public keys)
@@ -37,6 +39,7 @@ const (
 	prefixRejected  = 'x'
 	prefixDigest    = 'd'
 	prefixClaim     = 'c'
+	prefixFailures  = 'f'
 )
 
 var (
@@ -67,6 +70,7 @@ func userKey(id string) []byte         { return append([]byte{prefixUser}, id...
 func versionKey(subject string) []byte { return append([]byte{prefixVersion}, subject...) }
 func emailKey(e string) []byte         { return append([]byte{prefixEmail}, e...) }
 func claimKey(emailHash string) []byte { return append([]byte{prefixClaim}, emailHash...) }
+func failuresKey(userID string) []byte { return append([]byte{prefixFailures}, userID...) }
 
 func userIndexPrefix(userID string) []byte {
 	return append(append([]byte{prefixUserIndex}, userID...), 0)

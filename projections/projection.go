@@ -439,6 +439,9 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
 		if err := p.putSession(b, s); err != nil {
 			return err
 		}
+		if err := foldFailures(b, e); err != nil {
+			return err
+		}
 		return b.Set(userIndexKey(e.UserID, e.SessionID), nil, nil)
 	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated:
 		s, err := getSession(b, e.SessionID)
@@ -469,9 +472,45 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
 			}
 		}
 		return nil
-	default: // login_failed: a fact for the audit trail; key events: folded by the chain
+	case domain.EventLoginFailed, domain.EventLoginThrottled:
+		if e.UserID == "" {
+			return nil // an unknown email: for the audit trail only
+		}
+		return foldFailures(b, e)
+	default: // tallies: for the audit trail; key events: folded by the chain
 		return nil
 	}
+}
+
+// foldFailures keeps an account's recent failed logins, which the login
+// throttle decides from; a session start clears them.
+func foldFailures(b *pebble.Batch, e domain.Event) error {
+	f, err := getFailures(b, e.UserID)
+	if err != nil {
+		return err
+	}
+	if f.IsZero() && e.Type == domain.EventSessionStarted {
+		return nil // nothing to clear: no write on the usual login
+	}
+	if f, err = f.Apply(e); err != nil {
+		return reject(RejectInvalid, err)
+	}
+	if f.IsZero() {
+		return b.Delete(failuresKey(e.UserID), nil)
+	}
+	return b.Set(failuresKey(e.UserID), mustJSON(f), nil)
+}
+
+func getFailures(r reader, userID string) (domain.LoginFailures, error) {
+	var f domain.LoginFailures
+	err := getJSON(r, failuresKey(userID), &f)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return domain.LoginFailures{}, nil
+	}
+	if err != nil {
+		return f, fmt.Errorf("failed logins of %s: %w", userID, err)
+	}
+	return f, nil
 }
 
 func applyUserRegistered(b *pebble.Batch, e domain.Event) error {

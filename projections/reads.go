@@ -71,7 +71,17 @@ func (p *Projection) LoadUser(userID string) (*domain.User, eventstore.Version, 
 	if err != nil {
 		return nil, version, fmt.Errorf("load user sessions: %w", err)
 	}
-	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions), version, nil
+	failures, err := getFailures(snap, userID)
+	if err != nil {
+		return nil, version, err
+	}
+	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures), version, nil
+}
+
+// LoginFailures is a user's recent failed logins, which decide whether the
+// next login is throttled.
+func (p *Projection) LoginFailures(userID string) (domain.LoginFailures, error) {
+	return getFailures(p.db, userID)
 }
 
 // UserSessions lists a user's sessions, newest first.

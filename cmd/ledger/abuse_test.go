@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
 	"io"
 	"os"
 	"strings"
@@ -19,6 +22,7 @@ import (
 func TestPasswordChecksAreBounded(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock(), func(c *ServiceConfig) {
 		c.HashConcurrency, c.HashQueue, c.HashWait = 1, 1, 1 // a waiter gives up at once
+		c.LoginThrottle = noThrottle                         // this test is about load, not guessing
 	})
 	l.signup(t, "bounded@example.com", "bounded password", false)
 	busy := map[string]int{}
@@ -56,6 +60,88 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	}
 	if metricValue(t, l, "ledger_password_checks_refused_total") == 0 {
 		t.Fatal("refusals not counted")
+	}
+}
+
+// noThrottle lets a test send many wrong passwords without being throttled.
+var noThrottle = domain.LoginThrottle{After: 1 << 20, Window: time.Hour, Base: time.Second, Max: time.Second}
+
+func withThrottle(r domain.LoginThrottle) option {
+	return func(c *ServiceConfig) { c.LoginThrottle = r }
+}
+
+// TestLoginThrottleIsDecidedFromTheLog: three wrong passwords throttle the
+// account; the throttle holds with the right password, on this instance
+// after a restart and on another instance of the same ledger, and the
+// account's session keeps working. An unknown email is throttled and
+// answered identically. When it lifts, the right password works; the
+// audit shows the failures and the throttle, and the unknown email's
+// failures are in the log as one tally.
+func TestLoginThrottleIsDecidedFromTheLog(t *testing.T) {
+	rule := domain.LoginThrottle{After: 3, Window: time.Hour, Base: 30 * time.Second, Max: 2 * time.Minute}
+	dir, clock := t.TempDir(), newClock()
+	a := startLedger(t, dir, clock, withThrottle(rule))
+	token, userID, _ := a.signup(t, "victim@example.com", "the right password", true)
+	answer := func(l *testLedger, email, password string) response {
+		return l.do(t, "POST", "/v1/auth/login", "", creds{email, password, false})
+	}
+	for i := 1; i <= 3; i++ {
+		for _, email := range []string{"victim@example.com", "ghost@example.com"} {
+			if r := answer(a, email, "a wrong password"); r.Status != 400 || r.str("reason") != "INVALID_LOGIN_CREDENTIALS" {
+				t.Fatalf("%s, wrong password %d: %d %s", email, i, r.Status, r.Raw)
+			}
+		}
+	}
+	throttled := func(l *testLedger, where string) {
+		t.Helper()
+		known, unknown := answer(l, "victim@example.com", "the right password"), answer(l, "ghost@example.com", "the right password")
+		if known.Status != 429 || known.str("reason") != "TOO_MANY_ATTEMPTS" || known.Header.Get("Retry-After") != "30" {
+			t.Fatalf("%s: right password while throttled: %d %s (Retry-After %q), want 429 TOO_MANY_ATTEMPTS after 30 s", where, known.Status, known.Raw, known.Header.Get("Retry-After"))
+		}
+		if unknown.Status != known.Status || string(unknown.Raw) != string(known.Raw) || unknown.Header.Get("Retry-After") != known.Header.Get("Retry-After") {
+			t.Fatalf("%s: unknown email answered %d %s, the account %d %s", where, unknown.Status, unknown.Raw, known.Status, known.Raw)
+		}
+	}
+	throttled(a, "same instance")
+	if v := a.verdict(t, token); v.Status != 200 {
+		t.Fatalf("the account's session after the throttle: %+v", v)
+	}
+	var types []string
+	for _, e := range a.admin(t, "/v1/audit/users/"+userID+"/events").get("events").([]any) {
+		types = append(types, e.(map[string]any)["event"].(map[string]any)["type"].(string))
+	}
+	if got := strings.Join(types, ","); !strings.HasSuffix(got, "login_failed,login_failed,login_failed,login_throttled") {
+		t.Fatalf("audit history %s, want three login_failed and a login_throttled", got)
+	}
+
+	// The account's throttle is in the log: it survives a restart, and
+	// another instance reading the same log applies it. (The unknown
+	// email's is per instance, and is not checked there.)
+	a.stop()
+	a = startLedger(t, dir, clock, withThrottle(rule), listening)
+	if r := answer(a, "victim@example.com", "the right password"); r.Status != 429 {
+		t.Fatalf("after a restart: %d %s, want 429", r.Status, r.Raw)
+	}
+	b := startLedger(t, t.TempDir(), clock, joining(a), withThrottle(rule))
+	if r := answer(b, "victim@example.com", "the right password"); r.Status != 429 || r.Header.Get("Retry-After") != "30" {
+		t.Fatalf("another instance: %d %s, want 429 with Retry-After 30", r.Status, r.Raw)
+	}
+	tallies := 0
+	for _, e := range a.events(t, eventstore.AnonSubject) {
+		if p, _ := domain.DecodePayload[domain.LoginFailuresTallied](e); e.Type == domain.EventLoginFailuresTallied && p.Failures == 3 && p.Throttled == 1 && p.Emails == 1 {
+			tallies++
+		}
+	}
+	if tallies != 1 {
+		t.Fatalf("%d tallies of 3 failures and 1 throttled attempt for one unknown email on %s, want the one written at shutdown", tallies, eventstore.AnonSubject)
+	}
+
+	clock.Advance(30 * time.Second)
+	if r := answer(b, "victim@example.com", "the right password"); r.Status != 200 {
+		t.Fatalf("right password once the throttle lifted: %d %s", r.Status, r.Raw)
+	}
+	if r := answer(b, "victim@example.com", "a wrong password"); r.Status != 400 {
+		t.Fatalf("a wrong password after the success: %d %s, want 400 (the count started over)", r.Status, r.Raw)
 	}
 }
 

@@ -75,6 +75,10 @@ type serveCmd struct {
 	HashConcurrency    int           `name:"hash-concurrency" default:"${default_hash_concurrency}" env:"LEDGER_HASH_CONCURRENCY" help:"At most this many argon2id password hashes at once (19 MiB each); default: the number of cores."`
 	HashQueue          int           `name:"hash-queue" default:"${default_hash_queue}" env:"LEDGER_HASH_QUEUE" help:"At most this many password checks wait for a slot, each at most --hash-wait; beyond, 503 BUSY with Retry-After."`
 	HashWait           time.Duration `name:"hash-wait" default:"${default_hash_wait}" env:"LEDGER_HASH_WAIT" help:"How long a password check waits for a slot before 503 BUSY."`
+	ThrottleAfter      int           `name:"login-throttle-after" default:"${default_throttle_after}" env:"LEDGER_LOGIN_THROTTLE_AFTER" help:"Failed logins in a row (each within --login-throttle-window of the last) before an account refuses logins (429 TOO_MANY_ATTEMPTS)."`
+	ThrottleWindow     time.Duration `name:"login-throttle-window" default:"${default_throttle_window}" env:"LEDGER_LOGIN_THROTTLE_WINDOW" help:"A failed login this long after the previous one starts the count over."`
+	ThrottleBase       time.Duration `name:"login-throttle-base" default:"${default_throttle_base}" env:"LEDGER_LOGIN_THROTTLE_BASE" help:"First throttle; each further failed login doubles it."`
+	ThrottleMax        time.Duration `name:"login-throttle-max" default:"${default_throttle_max}" env:"LEDGER_LOGIN_THROTTLE_MAX" help:"Longest throttle."`
 	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"${default_shutdown_timeout}" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
 	freshnessFlags
 }
@@ -101,6 +105,9 @@ func (c *serveCmd) Run() error {
 		HashConcurrency: c.HashConcurrency,
 		HashQueue:       c.HashQueue,
 		HashWait:        c.HashWait,
+		LoginThrottle: domain.LoginThrottle{
+			After: c.ThrottleAfter, Window: c.ThrottleWindow, Base: c.ThrottleBase, Max: c.ThrottleMax,
+		},
 	})
 	if err != nil {
 		return err

@@ -32,6 +32,9 @@ const (
 	defaultShutdownTimeout = 15 * time.Second
 	// Password checks wait at most this long for a free slot.
 	defaultHashWait = 2 * time.Second
+	// Failed logins for unknown emails are written as one tally per
+	// instance this often.
+	defaultTallyEvery = time.Minute
 )
 
 // defaultHashConcurrency is one argon2id run per core: more only queue in
@@ -45,7 +48,12 @@ func defaultHashQueue() int { return 4 * runtime.NumCPU() }
 // flagDefaults are the defaults as kong variables, for `default:"${…}"`.
 func flagDefaults() kong.Vars {
 	p := domain.DefaultPolicy()
+	t := domain.DefaultLoginThrottle()
 	return kong.Vars{
+		"default_throttle_after":         strconv.Itoa(t.After),
+		"default_throttle_window":        t.Window.String(),
+		"default_throttle_base":          t.Base.String(),
+		"default_throttle_max":           t.Max.String(),
 		"default_data_dir":               defaultDataDir,
 		"default_stream":                 defaultStream,
 		"default_http":                   defaultHTTP,
@@ -78,6 +86,12 @@ func (c *ServiceConfig) EnsureDefaults() {
 	}
 	if c.Policy == (domain.Policy{}) {
 		c.Policy = domain.DefaultPolicy()
+	}
+	if c.LoginThrottle == (domain.LoginThrottle{}) {
+		c.LoginThrottle = domain.DefaultLoginThrottle()
+	}
+	if c.TallyEvery == 0 {
+		c.TallyEvery = defaultTallyEvery
 	}
 	if c.UseGranularity == 0 {
 		c.UseGranularity = defaultUseGranularity
@@ -115,7 +129,10 @@ func (c ServiceConfig) Validate() error {
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	positive := map[string]time.Duration{"use-granularity": c.UseGranularity, "max-lag": c.MaxLag, "min-seq-wait": c.MinSeqWait}
+	if err := c.LoginThrottle.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	positive := map[string]time.Duration{"use-granularity": c.UseGranularity, "max-lag": c.MaxLag, "min-seq-wait": c.MinSeqWait, "tally-every": c.TallyEvery}
 	for name, d := range positive {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("--%s must be positive, got %s", name, d))

@@ -71,6 +71,11 @@ type ServiceConfig struct {
 	HashConcurrency int
 	HashQueue       int
 	HashWait        time.Duration
+	// LoginThrottle slows password guessing per account (and per
+	// unknown email); TallyEvery is how often the failed logins for
+	// unknown emails are written, as one event. Default 1 min.
+	LoginThrottle domain.LoginThrottle
+	TallyEvery    time.Duration
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -79,13 +84,14 @@ func newID() string { return eventstore.NewEventID() }
 
 // application wires the command and query handlers to the adapters: the
 // projection reads, the event store writes.
-func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
+func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, unknown *command.UnknownEmails, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
 	users, err := command.NewUsers(proj, store, cfg.Now)
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
 	}
 	commands, err := command.New(command.Deps{
 		Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
+		Throttle: cfg.LoginThrottle, Unknown: unknown,
 	})
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
@@ -103,12 +109,16 @@ type Service struct {
 	integ    *projections.Integrity
 	uses     *query.UseRecorder
 	stopUses context.CancelFunc
-	srv      *http.Server
-	addr     string
-	cancel   context.CancelFunc
-	bg       sync.WaitGroup
-	serveErr chan error
-	closed   sync.Once
+	// unknown tallies failed logins for unknown emails; stopUnknown
+	// writes the last tally, while the log is still open.
+	unknown     *command.UnknownEmails
+	stopUnknown func()
+	srv         *http.Server
+	addr        string
+	cancel      context.CancelFunc
+	bg          sync.WaitGroup
+	serveErr    chan error
+	closed      sync.Once
 }
 
 // StartService opens the stream and the projection, catches up, and serves
@@ -214,7 +224,12 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	go s.uses.Run(usesCtx)
 	s.stopUses = usesCancel
 
-	commands, queries, err := application(s.proj, s.ll.store, s.uses, hasher, cfg)
+	if s.unknown, err = command.NewUnknownEmails(cfg.LoginThrottle, command.DefaultUnknownEmails, s.ll.store, cfg.Now); err != nil {
+		return nil, err
+	}
+	s.stopUnknown = s.runTally(cfg.TallyEvery)
+
+	commands, queries, err := application(s.proj, s.ll.store, s.uses, s.unknown, hasher, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -248,6 +263,27 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	return s, nil
 }
 
+// runTally writes the unknown-email tally every interval; the function it
+// returns stops that and writes the last tally.
+func (s *Service) runTally(every time.Duration) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	onError := func(err error) { s.log.Error("failed logins for unknown emails not written", "err", err) }
+	go func() {
+		defer close(done)
+		s.unknown.Run(ctx, every, onError)
+	}()
+	return func() {
+		cancel()
+		<-done
+		fctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		if err := s.unknown.Flush(fctx); err != nil {
+			onError(err)
+		}
+	}
+}
+
 // URL is the base URL of the API.
 func (s *Service) URL() string { return "http://" + s.addr }
 
@@ -268,6 +304,9 @@ func (s *Service) Close(ctx context.Context) error {
 		if s.stopUses != nil {
 			s.stopUses()
 			s.uses.Wait()
+		}
+		if s.stopUnknown != nil {
+			s.stopUnknown()
 		}
 		if s.ll != nil && s.proj != nil {
 			if last, e := s.ll.store.LastSeq(ctx); e == nil {

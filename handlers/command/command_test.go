@@ -25,6 +25,7 @@ type fakeLedger struct {
 	hashes   map[string]string        // user id -> password hash
 	sessions map[string]map[string]*domain.Session
 	claims   map[string]string // email hash -> user id
+	failures map[string]domain.LoginFailures
 	facts    []ports.Fact
 	appended []domain.Event
 
@@ -40,7 +41,8 @@ type fakeLedger struct {
 
 func newFakeLedger() *fakeLedger {
 	return &fakeLedger{versions: map[string]ports.Version{}, emails: map[string]string{}, hashes: map[string]string{},
-		sessions: map[string]map[string]*domain.Session{}, claims: map[string]string{}, rejected: map[uint64]bool{}}
+		sessions: map[string]map[string]*domain.Session{}, claims: map[string]string{}, rejected: map[uint64]bool{},
+		failures: map[string]domain.LoginFailures{}}
 }
 
 func (f *fakeLedger) LoadUser(userID string) (*domain.User, ports.Version, error) {
@@ -61,7 +63,13 @@ func (f *fakeLedger) LoadUser(userID string) (*domain.User, ports.Version, error
 			email = e
 		}
 	}
-	return domain.NewUser(userID, email, hash, ss), v, nil
+	return domain.NewUser(userID, email, hash, ss).WithFailures(f.failures[userID]), v, nil
+}
+
+func (f *fakeLedger) LoginFailures(userID string) (domain.LoginFailures, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failures[userID], nil
 }
 
 func (f *fakeLedger) WaitFor(context.Context, uint64) error { return nil }
@@ -109,6 +117,11 @@ func (f *fakeLedger) AppendUser(_ context.Context, userID string, v ports.Versio
 
 // fold applies an event to the fake's read model (under mu).
 func (f *fakeLedger) fold(e domain.Event) error {
+	failures, err := f.failures[e.UserID].Apply(e)
+	if err != nil {
+		return err
+	}
+	f.failures[e.UserID] = failures
 	switch e.Type {
 	case domain.EventUserRegistered:
 		p, err := domain.DecodePayload[domain.UserRegistered](e)
@@ -213,12 +226,16 @@ func (h *fakeHasher) Burn(string) error {
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
+// testThrottle throttles after three failures: 10 s, 20 s, 40 s, 60 s.
+var testThrottle = domain.LoginThrottle{After: 3, Window: time.Hour, Base: 10 * time.Second, Max: time.Minute}
+
 type fixture struct {
-	ledger *fakeLedger
-	hasher *fakeHasher
-	users  *Users
-	h      Handlers
-	now    time.Time
+	unknown *UnknownEmails
+	ledger  *fakeLedger
+	hasher  *fakeHasher
+	users   *Users
+	h       Handlers
+	now     time.Time
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -230,7 +247,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	ids := 0
+	if fx.unknown, err = NewUnknownEmails(testThrottle, 2, fx.ledger, now); err != nil {
+		t.Fatal(err)
+	}
 	fx.h, err = New(Deps{Users: fx.users, Log: fx.ledger, Hasher: fx.hasher, Creds: fx.ledger, Policy: domain.DefaultPolicy(),
+		Throttle: testThrottle, Unknown: fx.unknown,
 		Now: now, NewID: func() string { ids++; return fmt.Sprintf("id-%d", ids) }})
 	if err != nil {
 		t.Fatal(err)
@@ -258,8 +279,9 @@ func TestNewRefusesMissingDependencies(t *testing.T) {
 
 // TestUnknownEmailCostsADummyHash: a login for an unknown email spends one
 // argon2id run on the dummy hash (so it takes as long as a wrong
-// password), verifies nothing, records the failure without a user, and
-// answers exactly like a wrong password.
+// password), verifies nothing, and answers exactly like a wrong password;
+// the wrong password is a login_failed on the user's history, the unknown
+// email only a count in the next tally.
 func TestUnknownEmailCostsADummyHash(t *testing.T) {
 	fx := newFixture(t)
 	fx.signup(t, "known@example.com")
@@ -272,15 +294,82 @@ func TestUnknownEmailCostsADummyHash(t *testing.T) {
 	if !errors.Is(wrongErr, domain.ErrInvalidCredentials) || unknownErr.Error() != wrongErr.Error() || fx.hasher.verifies != 1 {
 		t.Fatalf("wrong password: %v (unknown email: %v), verifies %d", wrongErr, unknownErr, fx.hasher.verifies)
 	}
-	if len(fx.ledger.facts) != 2 {
-		t.Fatalf("%d facts recorded, want 2 login_failed", len(fx.ledger.facts))
+	last := fx.ledger.appended[len(fx.ledger.appended)-1]
+	p, _ := domain.DecodePayload[domain.LoginFailed](last)
+	if last.Type != domain.EventLoginFailed || last.UserID != "id-1" || p.Reason != domain.LoginFailedWrongPassword || p.InARow != 1 || strings.Contains(string(last.Payload), "not the password") {
+		t.Errorf("last event %s user %q payload %s; want the user's first login_failed", last.Type, last.UserID, last.Payload)
 	}
-	for i, want := range []struct{ user, reason string }{{"", domain.LoginFailedUnknownEmail}, {"id-1", domain.LoginFailedWrongPassword}} {
-		e := fx.ledger.facts[i].Event
-		p, _ := domain.DecodePayload[domain.LoginFailed](e)
-		if e.Type != domain.EventLoginFailed || e.UserID != want.user || p.Reason != want.reason || strings.Contains(string(e.Payload), "not the password") {
-			t.Errorf("fact %d: %s user %q payload %s; want user %q reason %s", i, e.Type, e.UserID, e.Payload, want.user, want.reason)
+	if len(fx.ledger.facts) != 0 {
+		t.Fatalf("%d facts recorded before the tally, want none", len(fx.ledger.facts))
+	}
+	if err := fx.unknown.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(fx.ledger.facts) != 1 {
+		t.Fatalf("%d facts after the flush, want one tally", len(fx.ledger.facts))
+	}
+	tally, _ := domain.DecodePayload[domain.LoginFailuresTallied](fx.ledger.facts[0].Event)
+	if e := fx.ledger.facts[0].Event; e.Type != domain.EventLoginFailuresTallied || e.UserID != "" || tally.Failures != 1 || tally.Emails != 1 || strings.Contains(string(e.Payload), "nobody") {
+		t.Fatalf("tally %s %s", e.Type, e.Payload)
+	}
+}
+
+// TestThrottleIsDecidedFromTheHistory: the third wrong password throttles
+// the account with a login_throttled event; while it holds, even the right
+// password is refused without a password check or an event; every further
+// failure doubles it; a success starts over. An unknown email is answered
+// the same way at every step.
+func TestThrottleIsDecidedFromTheHistory(t *testing.T) {
+	fx := newFixture(t)
+	fx.signup(t, "victim@example.com")
+	login := func(email, pw string) error {
+		_, err := fx.h.Login.Handle(context.Background(), Credentials{Email: email, Password: pw})
+		return err
+	}
+	retryAfter := func(err error) time.Duration {
+		var te *domain.ThrottledError
+		if !errors.As(err, &te) {
+			t.Fatalf("want a throttle, got %v", err)
 		}
+		return te.RetryAfter()
+	}
+	for i := 1; i <= 3; i++ {
+		for _, email := range []string{"victim@example.com", "ghost@example.com"} {
+			if err := login(email, "wrong password"); !errors.Is(err, domain.ErrInvalidCredentials) {
+				t.Fatalf("%s attempt %d: %v", email, i, err)
+			}
+		}
+		fx.now = fx.now.Add(time.Second)
+	}
+	if last := fx.ledger.appended[len(fx.ledger.appended)-1]; last.Type != domain.EventLoginThrottled {
+		t.Fatalf("third failure appended %s, want login_throttled", last.Type)
+	}
+	events, verifies, burns := len(fx.ledger.appended), fx.hasher.verifies, fx.hasher.burns
+	known, unknown := login("victim@example.com", "a good password"), login("ghost@example.com", "a good password")
+	if d := retryAfter(known); d != 9*time.Second || retryAfter(unknown) != d {
+		t.Fatalf("retry after %s and %s, want 9s for both", d, retryAfter(unknown))
+	}
+	if known.Error() != unknown.Error() || len(fx.ledger.appended) != events || fx.hasher.verifies != verifies || fx.hasher.burns != burns {
+		t.Fatalf("a throttled login cost a check or an event, or answered differently: %v / %v", known, unknown)
+	}
+	fx.now = fx.now.Add(9 * time.Second)
+	for _, email := range []string{"victim@example.com", "ghost@example.com"} {
+		if err := login(email, "wrong again"); !errors.Is(err, domain.ErrInvalidCredentials) {
+			t.Fatalf("%s after the throttle lifted: %v", email, err)
+		}
+		if d := retryAfter(login(email, "a good password")); d != 20*time.Second {
+			t.Fatalf("%s: second throttle %s, want 20s", email, d)
+		}
+	}
+	fx.now = fx.now.Add(20 * time.Second)
+	if err := login("victim@example.com", "a good password"); err != nil {
+		t.Fatalf("right password after the throttle: %v", err)
+	}
+	if f, _ := fx.ledger.LoginFailures("id-1"); !f.IsZero() {
+		t.Fatalf("failures after a success: %+v", f)
+	}
+	if err := login("victim@example.com", "wrong"); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("first failure after a success: %v", err)
 	}
 }
 

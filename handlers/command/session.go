@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // Deps are what every command handler needs. All are required except
@@ -20,9 +19,13 @@ type Deps struct {
 	Hasher passwordHasher
 	Creds  credentialReader
 	Policy domain.Policy
-	Now    func() time.Time
-	NewID  func() string // user ids
-	Rand   io.Reader     // token randomness; crypto/rand when nil
+	// Throttle slows password guessing per account; Unknown answers
+	// logins for emails no account has alike.
+	Throttle domain.LoginThrottle
+	Unknown  *UnknownEmails
+	Now      func() time.Time
+	NewID    func() string // user ids
+	Rand     io.Reader     // token randomness; crypto/rand when nil
 }
 
 type (
@@ -39,6 +42,9 @@ type (
 		// ClaimedUser is the user of an email's first authentic claim, or
 		// domain.ErrUserNotFound.
 		ClaimedUser(emailHash string) (string, error)
+		// LoginFailures is an account's recent failed logins, as folded
+		// from its history.
+		LoginFailures(userID string) (domain.LoginFailures, error)
 	}
 )
 
@@ -55,10 +61,13 @@ type Handlers struct {
 // rather than at the first request.
 func New(d Deps) (Handlers, error) {
 	switch {
-	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Now == nil, d.NewID == nil:
-		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Now and NewID are required")
+	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Unknown == nil, d.Now == nil, d.NewID == nil:
+		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Unknown, Now and NewID are required")
 	}
 	if err := d.Policy.Validate(); err != nil {
+		return Handlers{}, fmt.Errorf("command.New: %w", err)
+	}
+	if err := d.Throttle.Validate(); err != nil {
 		return Handlers{}, fmt.Errorf("command.New: %w", err)
 	}
 	return Handlers{
@@ -151,14 +160,4 @@ func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target 
 		}
 		return []domain.Event{e}, nil
 	})
-}
-
-// recordFailedLogin appends a login_failed fact. It decides nothing, so it
-// goes in at whatever version the history has.
-func (d Deps) recordFailedLogin(ctx context.Context, userID, email, reason string) error {
-	e := domain.FailedLogin(userID, email, reason, d.Now())
-	if _, err := d.Log.RecordFacts(ctx, []ports.Fact{{Event: e}}); err != nil {
-		return fmt.Errorf("record failed login: %w", err)
-	}
-	return nil
 }

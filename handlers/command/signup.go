@@ -94,6 +94,13 @@ func (h SignupHandler) claim(ctx context.Context, email string) (string, error) 
 }
 
 // LoginHandler checks a password and starts a session.
+//
+// Guessing is throttled per account (domain.LoginThrottle): a throttled
+// account is refused before its password is checked, so the guesser costs
+// neither a hash nor an event, and its existing sessions are untouched.
+// Logins for unknown emails are throttled and answered alike (see
+// UnknownEmails), so neither the answer nor its timing says whether an
+// account exists.
 type LoginHandler struct{ Deps }
 
 func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error) {
@@ -103,24 +110,29 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 	}
 	userID, hash, err := h.Creds.Credentials(email)
 	if emailErr != nil || errors.Is(err, domain.ErrUserNotFound) {
-		if err := h.Hasher.Burn(c.Password); err != nil {
-			return Issued{}, err
-		}
-		if err := h.recordFailedLogin(ctx, "", email, domain.LoginFailedUnknownEmail); err != nil {
-			return Issued{}, err
-		}
-		return Issued{}, domain.ErrInvalidCredentials
+		return Issued{}, h.Unknown.attempt(email, func() error { return h.Hasher.Burn(c.Password) })
 	}
 	if err != nil {
 		return Issued{}, err
+	}
+	failures, err := h.Creds.LoginFailures(userID)
+	if err != nil {
+		return Issued{}, err
+	}
+	now := h.Now()
+	if until, throttled := failures.ThrottledAt(now); throttled {
+		return Issued{}, domain.Throttled(until, now)
 	}
 	ok, err := h.Hasher.Verify(c.Password, hash)
 	if err != nil {
 		return Issued{}, err
 	}
 	if !ok {
-		if err := h.recordFailedLogin(ctx, userID, email, domain.LoginFailedWrongPassword); err != nil {
-			return Issued{}, err
+		_, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+			return u.FailLogin(email, at, h.Throttle), nil
+		})
+		if err != nil {
+			return Issued{}, fmt.Errorf("record failed login: %w", err)
 		}
 		return Issued{}, domain.ErrInvalidCredentials
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/handlers/command"
@@ -28,6 +29,8 @@ var errorTable = []struct {
 	{domain.ErrInvalidEmail, http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid", 0},
 	{domain.ErrWeakPassword, http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long", 0},
 	{domain.ErrEmailTaken, http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists", 0},
+	// Retry-After comes from the error itself (see retryAfterOf).
+	{domain.ErrTooManyAttempts, http.StatusTooManyRequests, "TOO_MANY_ATTEMPTS", "too many failed logins for this account; retry later", 1},
 	{domain.ErrSessionNotFound, http.StatusNotFound, "SESSION_NOT_FOUND", "no such session", 0},
 	{query.ErrUnknownUser, http.StatusNotFound, "USER_NOT_FOUND", "no such user", 0},
 	// The token's user is gone from this instance's view: treat the token
@@ -50,9 +53,20 @@ func errorFor(err error) *apiError {
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			e := newError(row.status, row.reason, row.message)
-			e.retryAfter = row.retryAfter
+			e.retryAfter = max(row.retryAfter, retryAfterOf(err))
 			return e
 		}
 	}
 	return errInternal
+}
+
+// retryAfterOf is how many whole seconds an error that knows when to retry
+// (a throttle) says to wait, rounded up; 0 if it does not say.
+func retryAfterOf(err error) int {
+	var t *domain.ThrottledError
+	if !errors.As(err, &t) {
+		return 0
+	}
+	d := t.RetryAfter()
+	return int((d + time.Second - 1) / time.Second)
 }
