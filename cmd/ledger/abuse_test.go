@@ -7,7 +7,9 @@ import (
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -185,5 +187,27 @@ func TestDataDirOpenToOthersIsRefused(t *testing.T) {
 	l := startLedger(t, dir, newClock())
 	if r := l.do(t, "GET", "/healthz", "", nil); r.Status != 200 {
 		t.Fatalf("after chmod 700: %d", r.Status)
+	}
+	l.signup(t, "private@example.com", "a private password", false)
+	l.stop() // flushes Pebble's memtable to files
+	files := 0
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("%s has mode %#o: open to other users", path, info.Mode().Perm())
+		}
+		if !d.IsDir() {
+			files++
+		}
+		return nil
+	})
+	if err != nil || files < 10 {
+		t.Fatalf("walking the data dir (%d files): %v", files, err)
 	}
 }

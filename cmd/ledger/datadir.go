@@ -14,7 +14,13 @@ import (
 //
 // The data dir holds password hashes, emails, the signing key and the NATS
 // identities: a dir others may read or enter is refused, not used as is.
+// Everything created in it is private too: Pebble and the NATS file store
+// create files with the usual 0644/0755, which would leave them readable
+// the day someone loosens the dir, so the process's umask is tightened
+// first (it is process-wide, and nothing else this process writes needs
+// to be shared).
 func lockDataDir(dir string) (release func(), err error) {
+	syscall.Umask(0o077)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
