@@ -101,7 +101,7 @@ func (c *jsonErrorConn) Write(p []byte) (int, error) {
 	if e == nil {
 		return c.Conn.Write(p)
 	}
-	if _, err := c.Conn.Write(rawErrorResponse(e)); err != nil {
+	if _, err := c.Conn.Write(rawErrorResponse(string(p[:len(cannedProto)]), e)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -111,7 +111,7 @@ func (c *jsonErrorConn) Write(p []byte) (int, error) {
 const (
 	cannedHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 	cannedProto   = "HTTP/1.1 "
-	expectFailed  = "HTTP/1.1 417 Expectation Failed\r\n"
+	expectFailed  = "417 Expectation Failed\r\n" // after "HTTP/1.x "
 )
 
 // The errors of net/http's canned responses, besides 400 INVALID_REQUEST.
@@ -125,12 +125,14 @@ var (
 // cannedError is the API error for p if p is exactly one of net/http's own
 // error responses, else nil.
 func cannedError(p []byte) *apiError {
+	if (bytes.HasPrefix(p, []byte("HTTP/1.1 "+expectFailed)) || bytes.HasPrefix(p, []byte("HTTP/1.0 "+expectFailed))) &&
+		bytes.HasSuffix(p, []byte("\r\n\r\n")) && bytes.Contains(p, []byte("\r\nContent-Length: 0\r\n")) {
+		// A response of net/http's own (sendExpectationFailed), in the
+		// request's protocol version; the API never answers 417.
+		return errExpectationFailed
+	}
 	if !bytes.HasPrefix(p, []byte(cannedProto)) || len(p) < len(cannedProto)+3 {
 		return nil
-	}
-	if bytes.HasPrefix(p, []byte(expectFailed)) && bytes.HasSuffix(p, []byte("\r\n\r\n")) &&
-		bytes.Contains(p, []byte("\r\nContent-Length: 0\r\n")) {
-		return errExpectationFailed
 	}
 	head, body, ok := bytes.Cut(p[len(cannedProto):], []byte(cannedHeaders))
 	if !ok {
@@ -163,13 +165,13 @@ func cannedError(p []byte) *apiError {
 	return nil
 }
 
-// rawErrorResponse is e as a whole HTTP/1.1 response that closes the
-// connection, as net/http's own did.
-func rawErrorResponse(e *apiError) []byte {
+// rawErrorResponse is e as a whole response ("HTTP/1.x " is proto) that
+// closes the connection, as net/http's own did.
+func rawErrorResponse(proto string, e *apiError) []byte {
 	body, _ := json.Marshal(e)
 	body = append(body, '\n')
 	var b bytes.Buffer
-	b.WriteString(cannedProto + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode) + "\r\n")
+	b.WriteString(proto + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode) + "\r\n")
 	b.WriteString("Content-Type: application/json\r\nCache-Control: no-store\r\nConnection: close\r\n")
 	b.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
 	b.Write(body)
