@@ -249,16 +249,10 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	s.addr = ln.Addr().String()
-	s.srv = &http.Server{
-		Handler:           api.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	s.srv = httpapi.NewServer(api.Handler(), slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	// Listener: the errors net/http writes itself (431, a malformed request)
+	// speak JSON too.
+	go func() { s.serveErr <- s.srv.Serve(httpapi.Listener(ln)) }()
 	log.Info("ledger serving", "http", s.addr, "applied", s.proj.Applied(), "stream", s.ll.store.StreamName())
 	return s, nil
 }

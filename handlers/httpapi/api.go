@@ -98,7 +98,7 @@ func (a *API) Handler() http.Handler {
 		handle("GET", "/metrics", a.cfg.Metrics.ServeHTTP)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
-	return a.instrument(a.readYourWrites(mux))
+	return a.instrument(canonicalPaths(a.readYourWrites(mux)))
 }
 
 // RequestTimeout bounds every request, so a write waiting on a stalled log

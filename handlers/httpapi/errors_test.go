@@ -35,6 +35,7 @@ func TestEveryReasonIsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	reasons := []string{errNotFound.Reason, errMethodNotAllowed.Reason, errBodyTooLarge.Reason, errInternal.Reason, errUnsupportedMedia.Reason,
+		errInvalidPath.Reason, errExpectationFailed.Reason, errHeadersTooLarge.Reason, errTransferEncoding.Reason, errHTTPVersion.Reason,
 		"ADMIN_KEY_REQUIRED", "ADMIN_KEY_INVALID", "INVALID_REQUEST", "TOKEN_EXPIRED", "TOKEN_REVOKED", "PROJECTION_BEHIND", "NOT_READY"}
 	for _, row := range errorTable {
 		reasons = append(reasons, row.reason)

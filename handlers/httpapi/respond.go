@@ -39,6 +39,7 @@ func newError(status int, reason, message string) *apiError {
 
 var (
 	errNotFound         = newError(http.StatusNotFound, "NOT_FOUND", "no such endpoint")
+	errInvalidPath      = newError(http.StatusBadRequest, "INVALID_PATH", `the path must be canonical: no empty, "." or ".." segments`)
 	errMethodNotAllowed = newError(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "method not allowed on this endpoint")
 	errBodyTooLarge     = newError(http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", "request body exceeds 1 MiB")
 	errUnsupportedMedia = newError(http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON, sent with Content-Type: application/json")
