@@ -82,7 +82,7 @@ type serveCmd struct {
 
 // addressFlags are the per-client-address limits.
 type addressFlags struct {
-	TrustedProxies   []string `name:"trusted-proxies" env:"LEDGER_TRUSTED_PROXIES" sep:"," placeholder:"CIDR,..." help:"Reverse proxies (CIDR prefixes or addresses) whose X-Forwarded-For is believed: the client is the rightmost address in it that is not one of them. Default: none; the TCP peer is the client."`
+	TrustedProxies   []string `name:"trusted-proxies" env:"LEDGER_TRUSTED_PROXIES" sep:"," placeholder:"CIDR" help:"Reverse proxies (CIDR prefixes or addresses) whose X-Forwarded-For is believed: the client is the rightmost address in it that is not one of them. Default: none; the TCP peer is the client."`
 	AddressRate      float64  `name:"address-rate" default:"${default_address_rate}" env:"LEDGER_ADDRESS_RATE" help:"Signups and logins per second per client address (IPv6: per /64), after --address-burst; beyond, 429 RATE_LIMITED."`
 	AddressBurst     int      `name:"address-burst" default:"${default_address_burst}" env:"LEDGER_ADDRESS_BURST" help:"Signups and logins one client address may make at once."`
 	TrackedAddresses int      `name:"tracked-addresses" default:"${default_tracked_addresses}" env:"LEDGER_TRACKED_ADDRESSES" help:"Client addresses each per-address limit remembers (about 270 bytes each); the least recently seen are forgotten beyond."`
