@@ -298,6 +298,9 @@ func TestNoSecretsAtRest(t *testing.T) {
 		l.do(t, "GET", "/v1/validate", tk, nil)
 	}
 	l.do(t, "POST", "/v1/auth/logout", t3, nil)
+	const wrongAdminKey = "a-wrong-admin-key-0123456789abcdef"
+	doURL(t, l.URL(), "GET", "/v1/audit/digest", "", map[string]string{"X-API-Key": wrongAdminKey}, nil)
+	l.admin(t, "/v1/audit/digest")
 	logs := l.logs.String()
 	l.stop()
 
@@ -305,6 +308,7 @@ func TestNoSecretsAtRest(t *testing.T) {
 	for _, p := range passwords {
 		needles["password "+p] = p
 	}
+	needles["admin key"], needles["wrong admin key"] = testAdminKey, wrongAdminKey
 	for i, tk := range tokens {
 		needles[fmt.Sprintf("token %d", i)] = tk
 		needles[fmt.Sprintf("token %d secret", i)] = tk[len("slt_")+32:]

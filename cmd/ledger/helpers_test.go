@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -89,8 +90,11 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// shedding has its own test (TestPasswordChecksAreBounded).
 		HashQueue: 1024,
 		HashWait:  time.Minute,
-		Now:       clock.Now,
-		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Tests log in from one address many times on purpose; the
+		// per-address limit has its own test (TestOneAddressIsLimited).
+		AddressRate: math.Inf(1),
+		Now:         clock.Now,
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 
@@ -333,7 +337,7 @@ func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-const testAdminKey = "test-admin-key"
+const testAdminKey = "test-admin-key-0123456789abcdefghij"
 
 // admin performs an audit request with the admin key.
 func (l *testLedger) admin(t *testing.T, path string) response {

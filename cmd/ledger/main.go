@@ -64,7 +64,7 @@ type serveCmd struct {
 	logFlags
 	outputFlags
 	HTTP               string        `name:"http" default:"${default_http}" env:"LEDGER_HTTP" help:"HTTP listen address."`
-	AdminKey           string        `name:"admin-key" env:"LEDGER_ADMIN_KEY" help:"Key for the audit API (X-API-Key). Unset: one is generated at first start, printed once, and only its hash kept in the data dir."`
+	AdminKeyFile       string        `name:"admin-key-file" env:"LEDGER_ADMIN_KEY_FILE" placeholder:"FILE" help:"File (mode 0600) holding the audit API key (X-API-Key), at least 32 characters. Or set the key itself in LEDGER_ADMIN_KEY (there is no flag for it: flags show in the process list). Neither: one is generated at the first start into <data-dir>/admin-key."`
 	UseGranularity     time.Duration `name:"use-granularity" default:"${default_use_granularity}" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
 	UseQueue           int           `name:"use-queue" default:"${default_use_queue}" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
 	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"${default_max_keep_logged_in}" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
@@ -81,12 +81,27 @@ type serveCmd struct {
 	ThrottleMax        time.Duration `name:"login-throttle-max" default:"${default_throttle_max}" env:"LEDGER_LOGIN_THROTTLE_MAX" help:"Longest throttle."`
 	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"${default_shutdown_timeout}" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
 	freshnessFlags
+	addressFlags
 }
+
+// addressFlags are the per-client-address limits.
+type addressFlags struct {
+	TrustedProxies   []string `name:"trusted-proxies" env:"LEDGER_TRUSTED_PROXIES" sep:"," placeholder:"CIDR" help:"Reverse proxies (CIDR prefixes or addresses) whose X-Forwarded-For is believed: the client is the rightmost address in it that is not one of them. Default: none; the TCP peer is the client."`
+	AddressRate      float64  `name:"address-rate" default:"${default_address_rate}" env:"LEDGER_ADDRESS_RATE" help:"Signups and logins per second per client address (IPv6: per /64), after --address-burst; beyond, 429 RATE_LIMITED."`
+	AddressBurst     int      `name:"address-burst" default:"${default_address_burst}" env:"LEDGER_ADDRESS_BURST" help:"Signups and logins one client address may make at once."`
+	TrackedAddresses int      `name:"tracked-addresses" default:"${default_tracked_addresses}" env:"LEDGER_TRACKED_ADDRESSES" help:"Client addresses each per-address limit remembers (about 270 bytes each); the least recently seen are forgotten beyond."`
+}
+
+// adminKeyEnv is the only way to give the admin key itself: a flag would
+// show in the process list.
+const adminKeyEnv = "LEDGER_ADMIN_KEY"
 
 func (c *serveCmd) Run() error {
 	log := c.logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	adminKey := os.Getenv(adminKeyEnv)
+	_ = os.Unsetenv(adminKeyEnv) // from here on only its hash is kept
 	svc, err := StartService(ctx, ServiceConfig{
 		LogConfig: c.config(),
 		HTTPAddr:  c.HTTP,
@@ -95,16 +110,21 @@ func (c *serveCmd) Run() error {
 			MaxMFAKeepLoggedIn: c.MaxMFAKeepLoggedIn, MaxMFASession: c.MaxMFASession,
 			IdleWindow: c.IdleWindow,
 		},
-		UseGranularity:  c.UseGranularity,
-		UseQueueSize:    c.UseQueue,
-		PasswordParams:  command.OWASPParams,
-		Logger:          log,
-		AdminKey:        c.AdminKey,
-		MaxLag:          c.MaxLag,
-		MinSeqWait:      c.MinSeqWait,
-		HashConcurrency: c.HashConcurrency,
-		HashQueue:       c.HashQueue,
-		HashWait:        c.HashWait,
+		UseGranularity:   c.UseGranularity,
+		UseQueueSize:     c.UseQueue,
+		PasswordParams:   command.OWASPParams,
+		Logger:           log,
+		AdminKey:         adminKey,
+		AdminKeyFile:     c.AdminKeyFile,
+		TrustedProxies:   c.TrustedProxies,
+		AddressRate:      c.AddressRate,
+		AddressBurst:     c.AddressBurst,
+		TrackedAddresses: c.TrackedAddresses,
+		MaxLag:           c.MaxLag,
+		MinSeqWait:       c.MinSeqWait,
+		HashConcurrency:  c.HashConcurrency,
+		HashQueue:        c.HashQueue,
+		HashWait:         c.HashWait,
 		LoginThrottle: domain.LoginThrottle{
 			After: c.ThrottleAfter, Window: c.ThrottleWindow, Base: c.ThrottleBase, Max: c.ThrottleMax,
 		},

@@ -14,6 +14,7 @@ import (
 	"github.com/alexedwards/argon2id"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/handlers/command"
+	"github.com/sessionledger/ledger/handlers/httpapi"
 	"gopkg.in/yaml.v3"
 )
 
@@ -35,6 +36,18 @@ const (
 	// Failed logins for unknown emails are written as one tally per
 	// instance this often.
 	defaultTallyEvery = time.Minute
+
+	// Per client address (an IPv6 /64 counts as one), on signup and login:
+	// 20 at once, then one a second. A person or an app logging its user in
+	// needs a few; one address guessing passwords is slowed to a guess a
+	// second, and many people behind one NAT still get 3600 logins an hour.
+	defaultAddressRate  = 1.0 // per second
+	defaultAddressBurst = 20
+	// Wrong admin keys per address: 5, then one a minute.
+	defaultAdminFailureRate  = 1.0 / 60
+	defaultAdminFailureBurst = 5
+	// Buckets remembered per limit (about 270 bytes each: 18 MiB at most).
+	defaultTrackedAddresses = 65536
 )
 
 // defaultHashConcurrency is one argon2id run per core: more only queue in
@@ -70,6 +83,9 @@ func flagDefaults() kong.Vars {
 		"default_hash_concurrency":       strconv.Itoa(defaultHashConcurrency()),
 		"default_hash_queue":             strconv.Itoa(defaultHashQueue()),
 		"default_hash_wait":              defaultHashWait.String(),
+		"default_address_rate":           strconv.FormatFloat(defaultAddressRate, 'g', -1, 64),
+		"default_address_burst":          strconv.Itoa(defaultAddressBurst),
+		"default_tracked_addresses":      strconv.Itoa(defaultTrackedAddresses),
 	}
 }
 
@@ -120,6 +136,21 @@ func (c *ServiceConfig) EnsureDefaults() {
 	if c.HashWait == 0 {
 		c.HashWait = defaultHashWait
 	}
+	if c.AddressRate == 0 {
+		c.AddressRate = defaultAddressRate
+	}
+	if c.AddressBurst == 0 {
+		c.AddressBurst = defaultAddressBurst
+	}
+	if c.AdminFailureRate == 0 {
+		c.AdminFailureRate = defaultAdminFailureRate
+	}
+	if c.AdminFailureBurst == 0 {
+		c.AdminFailureBurst = defaultAdminFailureBurst
+	}
+	if c.TrackedAddresses == 0 {
+		c.TrackedAddresses = defaultTrackedAddresses
+	}
 }
 
 // Validate refuses a configuration the service cannot run with, naming
@@ -155,6 +186,25 @@ func (c ServiceConfig) Validate() error {
 	}
 	if c.PasswordParams.Memory == 0 || c.PasswordParams.Iterations == 0 {
 		errs = append(errs, errors.New("password hashing parameters are unset"))
+	}
+	if !(c.AddressRate > 0) || c.AddressBurst < 1 {
+		errs = append(errs, fmt.Errorf("--address-rate must be positive and --address-burst at least 1 (got %g, %d)", c.AddressRate, c.AddressBurst))
+	}
+	if !(c.AdminFailureRate > 0) || c.AdminFailureBurst < 1 {
+		errs = append(errs, fmt.Errorf("the admin key failure limit must be positive (got %g per second, burst %d)", c.AdminFailureRate, c.AdminFailureBurst))
+	}
+	if c.TrackedAddresses < 1 {
+		errs = append(errs, fmt.Errorf("--tracked-addresses must be at least 1, got %d", c.TrackedAddresses))
+	}
+	if _, err := httpapi.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	if c.AdminKey != "" && c.AdminKeyFile != "" {
+		errs = append(errs, errors.New("LEDGER_ADMIN_KEY and --admin-key-file both give an admin key: give one of them"))
+	} else if c.AdminKey != "" {
+		if err := checkAdminKey(c.AdminKey, "LEDGER_ADMIN_KEY"); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -57,10 +56,24 @@ type ServiceConfig struct {
 	PasswordParams argon2id.Params
 	Now            func() time.Time
 	Logger         *slog.Logger
-	// AdminKey is the raw audit API key; empty uses or creates one in the
-	// data dir and prints it once to AdminKeyOut (default stderr).
-	AdminKey    string
-	AdminKeyOut io.Writer
+	// AdminKey is the audit API key itself (LEDGER_ADMIN_KEY) and
+	// AdminKeyFile a file holding it (mode 0600); at most one of them, of
+	// at least 32 characters. Neither: <data-dir>/admin-key, generated at
+	// the first start. Only the key's hash is kept (adminkey.go).
+	AdminKey     string
+	AdminKeyFile string
+	// Per client address (ratelimit.go in handlers/httpapi): X-Forwarded-For
+	// is read only from peers in TrustedProxies (CIDRs); credential routes
+	// take a token each from a bucket of AddressBurst refilled at
+	// AddressRate per second; wrong admin keys from one of
+	// AdminFailureBurst refilled at AdminFailureRate; at most
+	// TrackedAddresses buckets per limit.
+	TrustedProxies    []string
+	AddressRate       float64
+	AddressBurst      int
+	TrackedAddresses  int
+	AdminFailureRate  float64
+	AdminFailureBurst int
 	// MaxLag: past it without confirming it is caught up, validate fails
 	// closed (503 PROJECTION_BEHIND) and /readyz fails. Default 5s.
 	MaxLag time.Duration
@@ -130,6 +143,15 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	cfg.EnsureDefaults()
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// A configured admin key is checked before anything starts.
+	adminKey, adminKeyFrom, adminKeySet, err := configuredAdminKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := httpapi.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -207,13 +229,12 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ledger_password_checks_refused_total", Help: "Password hashes and checks refused (503 BUSY) because --hash-concurrency and --hash-queue were full."},
 		func() float64 { return float64(hasher.Refused()) }))
-	if cfg.AdminKeyOut == nil {
-		cfg.AdminKeyOut = os.Stderr
+	if !adminKeySet {
+		if adminKey, adminKeyFrom, err = dataDirAdminKey(cfg.DataDir, log); err != nil {
+			return nil, err
+		}
 	}
-	adminKey, err := adminKey(cfg.AdminKey, cfg.DataDir, cfg.AdminKeyOut)
-	if err != nil {
-		return nil, err
-	}
+	log.Info("admin key for the audit API", "from", adminKeyFrom)
 	if s.uses, err = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
 		Log: s.ll.store, Versions: s.proj, Logger: log, Registerer: reg,
@@ -243,6 +264,12 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Log:        log,
 		Registerer: reg,
+		Limits: httpapi.Limits{
+			TrustedProxies:   trusted,
+			Credentials:      httpapi.AddressLimit{Rate: cfg.AddressRate, Burst: cfg.AddressBurst},
+			AdminFailures:    httpapi.AddressLimit{Rate: cfg.AdminFailureRate, Burst: cfg.AdminFailureBurst},
+			TrackedAddresses: cfg.TrackedAddresses,
+		},
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

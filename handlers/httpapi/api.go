@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,10 @@ type Config struct {
 	// Freshness, if set, serves min_seq waits and makes validate fail
 	// closed when the projection may be stale (see freshness.go).
 	Freshness Freshness
+
+	// Limits are the per-client-address limits (ratelimit.go); the zero
+	// value limits nothing and believes no X-Forwarded-For.
+	Limits Limits
 }
 
 // API is the HTTP port.
@@ -45,6 +50,11 @@ type API struct {
 	validCount prometheus.Counter // verdicts{verdict="valid"}, bound once
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
+
+	credentials   *addressLimiter // nil: no limit
+	adminLimiter  *addressLimiter // nil: no limit
+	limited       *prometheus.CounterVec
+	adminFailures prometheus.Counter
 }
 
 func New(cfg Config) *API {
@@ -61,10 +71,16 @@ func New(cfg Config) *API {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ledger_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"route"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledger_http_rate_limited_total", Help: "Requests refused with 429 RATE_LIMITED by a per-address limit, by route."}, []string{"route"}),
+		adminFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledger_admin_key_failures_total", Help: "Audit API requests with a wrong admin key."}),
+		credentials:  newAddressLimiter(cfg.Limits.Credentials, cfg.Limits.TrackedAddresses),
+		adminLimiter: newAddressLimiter(cfg.Limits.AdminFailures, cfg.Limits.TrackedAddresses),
 	}
 	a.validCount = a.verdicts.WithLabelValues("valid")
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(a.verdicts, a.requests, a.latency)
+		cfg.Registerer.MustRegister(a.verdicts, a.requests, a.latency, a.limited, a.adminFailures)
 	}
 	return a
 }
@@ -73,6 +89,9 @@ func New(cfg Config) *API {
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(method, path string, h http.HandlerFunc) {
+		if slices.Contains(credentialRoutes, method+" "+path) {
+			h = a.limitCredentials(h)
+		}
 		mux.HandleFunc(method+" "+path, h)
 		// The same path without a method catches every other method, so a
 		// wrong method gets a JSON 405 instead of the mux's plain text.

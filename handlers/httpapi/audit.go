@@ -20,13 +20,31 @@ func (k AdminKey) matches(raw string) bool {
 	return subtle.ConstantTimeCompare(h[:], k[:]) == 1
 }
 
+// requireAdmin lets a request through with the right X-API-Key. A wrong
+// key is logged (client address and route, never the key), counted, and
+// takes a token from the address's Limits.AdminFailures bucket; an address
+// whose bucket is empty gets 429 RATE_LIMITED whatever key it sends, so
+// keys cannot be guessed faster than that bucket refills.
 func (a *API) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		key := r.Header.Get("X-API-Key")
+		client := a.clientAddress(r)
+		key := addressKey(client)
+		if a.adminLimiter != nil {
+			if wait, blocked := a.adminLimiter.blocked(key); blocked {
+				a.rateLimited(w, r, wait)
+				return
+			}
+		}
+		presented := r.Header.Get("X-API-Key")
 		switch {
-		case key == "":
+		case presented == "":
 			writeError(w, newError(http.StatusUnauthorized, "ADMIN_KEY_REQUIRED", "this endpoint needs an admin key in X-API-Key"))
-		case a.cfg.AdminKey == nil || !a.cfg.AdminKey.matches(key):
+		case a.cfg.AdminKey == nil || !a.cfg.AdminKey.matches(presented):
+			a.adminFailures.Inc()
+			if a.adminLimiter != nil {
+				a.adminLimiter.charge(key)
+			}
+			a.log.Warn("admin key rejected", "client", client.String(), "route", r.Pattern)
 			writeError(w, newError(http.StatusUnauthorized, "ADMIN_KEY_INVALID", "the admin key is not valid"))
 		default:
 			next(w, r)

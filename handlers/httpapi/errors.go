@@ -46,6 +46,8 @@ var errorTable = []struct {
 	{domain.ErrKeyUnavailable, http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file", 0},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry", 0},
 	{context.Canceled, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry", 0},
+	// The per-address limits (ratelimit.go) set their own Retry-After.
+	{errRateLimited, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests from this address; retry after Retry-After seconds", 1},
 }
 
 // errorFor is the error table's answer for err (errInternal if no row).

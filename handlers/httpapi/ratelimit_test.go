@@ -1,0 +1,64 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// TestEveryCredentialRouteIsLimited: each listed route is registered and
+// refuses an address whose bucket is empty, before reading the body, while
+// other addresses and other routes go on.
+func TestEveryCredentialRouteIsLimited(t *testing.T) {
+	a := New(Config{Limits: Limits{Credentials: AddressLimit{Rate: 0.001, Burst: 1}, TrackedAddresses: 16}})
+	h := a.Handler()
+	send := func(route, remote string) *httptest.ResponseRecorder {
+		method, path, _ := strings.Cut(route, " ")
+		r := httptest.NewRequest(method, path, nil) // no Content-Type: 415 when let through
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for i, route := range credentialRoutes {
+		remote := fmt.Sprintf("198.51.100.%d:1234", i+1)
+		if w := send(route, remote); w.Code != http.StatusUnsupportedMediaType {
+			t.Fatalf("%s, first request: %d %s (is the route registered?)", route, w.Code, w.Body)
+		}
+		w := send(route, remote)
+		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), `"reason":"RATE_LIMITED"`) || w.Header().Get("Retry-After") == "" {
+			t.Fatalf("%s, second request: %d %s, Retry-After %q", route, w.Code, w.Body, w.Header().Get("Retry-After"))
+		}
+		if w := send(route, fmt.Sprintf("203.0.113.%d:1234", i+1)); w.Code != http.StatusUnsupportedMediaType {
+			t.Fatalf("%s, another address: %d", route, w.Code)
+		}
+	}
+	// One bucket per address across the credential routes.
+	if w := send(credentialRoutes[1], "198.51.100.1:1"); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("an address limited on signup may log in: %d", w.Code)
+	}
+	if w := send("GET /healthz", "198.51.100.1:1"); w.Code != http.StatusOK {
+		t.Fatalf("healthz from a limited address: %d", w.Code)
+	}
+}
+
+// TestTrackedAddressesAreBounded: a flood from many addresses keeps at
+// most TrackedAddresses buckets.
+func TestTrackedAddressesAreBounded(t *testing.T) {
+	l := newAddressLimiter(AddressLimit{Rate: 1, Burst: 2}, 100)
+	for i := range 10000 {
+		l.take(addressKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})))
+	}
+	if n := l.buckets.Len(); n != 100 {
+		t.Fatalf("%d buckets, want 100", n)
+	}
+	// The admin check never starts tracking an address by itself.
+	before := l.buckets.Len()
+	l.buckets.Purge()
+	if _, blocked := l.blocked(addressKey(netip.MustParseAddr("192.0.2.1"))); blocked || l.buckets.Len() != 0 {
+		t.Fatalf("blocked on an unknown address, or tracked it (%d buckets, %d before)", l.buckets.Len(), before)
+	}
+}
