@@ -39,6 +39,8 @@ func (t EventType) known() bool {
 		EventSessionLoggedOut, EventOtherSessionsRevoked, EventSessionTerminated, EventLoginFailed,
 		EventSigningKeyIntroduced, EventSigningKeyRotated:
 		return true
+	case EventSessionEvicted: // limit.go
+		return true
 	}
 	return false
 }

@@ -43,7 +43,7 @@ func newFakeLedger() *fakeLedger {
 		sessions: map[string]map[string]*domain.Session{}, claims: map[string]string{}, rejected: map[uint64]bool{}}
 }
 
-func (f *fakeLedger) LoadUser(userID string) (*domain.User, ports.Version, error) {
+func (f *fakeLedger) LoadUser(userID string, _ ...string) (*domain.User, ports.Version, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v := f.versions[userID]
