@@ -88,7 +88,13 @@ func explain(s *Session, v Verdict, started, lastUse, revoked Event) string {
 		return fmt.Sprintf("expired: max — started %s (event %s), max lifetime %s, max deadline %s",
 			stamp(started.Time), started.ID, span(v.MaxExpiresAt.Sub(started.Time)), stamp(v.MaxExpiresAt))
 	default:
-		return fmt.Sprintf("revoked: %s — %s at %s (event %s)", v.Reason.Detail(), revoked.Type, stamp(revoked.Time), revoked.ID)
+		why := fmt.Sprintf("revoked: %s — %s at %s (event %s)", v.Reason.Detail(), revoked.Type, stamp(revoked.Time), revoked.ID)
+		if revoked.Type == EventSessionEvicted {
+			if p, err := DecodePayload[SessionEvicted](revoked); err == nil {
+				why += fmt.Sprintf(": the start of session %s went over the limit of %d live sessions per user, which revokes the oldest live ones", p.BySessionID, p.Limit)
+			}
+		}
+		return why
 	}
 }
 

@@ -42,6 +42,8 @@ func (t EventType) known() bool {
 		EventLoginThrottled, EventLoginFailuresTallied,
 		EventSigningKeyIntroduced, EventSigningKeyRotated:
 		return true
+	case EventSessionEvicted: // limit.go
+		return true
 	}
 	return false
 }

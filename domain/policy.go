@@ -18,10 +18,14 @@ type Policy struct {
 	MaxMFAKeepLoggedIn time.Duration // "keep me logged in" with a second factor
 	MaxMFASession      time.Duration // plain session with a second factor
 	IdleWindow         time.Duration // a session unused this long expires
+	// MaxSessionsPerUser is how many live sessions a user may hold: a
+	// login beyond it revokes the oldest (session_evicted).
+	MaxSessionsPerUser int
 }
 
 // DefaultPolicy is the product's documented policy: 12 months / 24 h, with
-// 2FA 1 month / 24 h, and a 30-day idle window.
+// 2FA 1 month / 24 h, a 30-day idle window, and at most 100 live sessions
+// per user.
 func DefaultPolicy() Policy {
 	return Policy{
 		MaxKeepLoggedIn:    365 * Day,
@@ -29,6 +33,7 @@ func DefaultPolicy() Policy {
 		MaxMFAKeepLoggedIn: 30 * Day,
 		MaxMFASession:      24 * time.Hour,
 		IdleWindow:         30 * Day,
+		MaxSessionsPerUser: 100,
 	}
 }
 
@@ -48,6 +53,9 @@ func (p Policy) MaxLifetime(keepLoggedIn, mfa bool) time.Duration {
 
 // Validate rejects a policy that would issue sessions that are dead on arrival.
 func (p Policy) Validate() error {
+	if p.MaxSessionsPerUser < 1 {
+		return fmt.Errorf("policy: max sessions per user must be at least 1, got %d", p.MaxSessionsPerUser)
+	}
 	for name, d := range map[string]time.Duration{
 		"max lifetime (keep logged in)":      p.MaxKeepLoggedIn,
 		"max lifetime":                       p.MaxSession,

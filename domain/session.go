@@ -17,6 +17,9 @@ const (
 	ReasonRevokedLogout     Reason = "revoked:logout"
 	ReasonRevokedOthers     Reason = "revoked:revoke_others"
 	ReasonRevokedTerminated Reason = "revoked:terminated"
+	// ReasonRevokedSessionLimit: evicted by a login beyond the user's
+	// live-session limit (session_evicted).
+	ReasonRevokedSessionLimit Reason = "revoked:session_limit"
 )
 
 // Kind is "expired", "revoked", "not_started" or "" for a valid session.
@@ -29,7 +32,8 @@ func (r Reason) Kind() string {
 	return string(r)
 }
 
-// Detail is what follows the colon: idle|max or logout|revoke_others|terminated.
+// Detail is what follows the colon: idle|max or
+// logout|revoke_others|terminated|session_limit.
 func (r Reason) Detail() string {
 	for i := 0; i < len(r); i++ {
 		if r[i] == ':' {
@@ -163,6 +167,12 @@ func (s *Session) live(at time.Time) bool {
 	return s.Current(at).Valid
 }
 
+// Live is whether decisions at `at` still concern the session (see live).
+// A session not live at `at` stays dead at every later instant unless a use
+// at an earlier instant is folded after it: only then may a store leave it
+// out of the state later decisions load (see NewUser).
+func (s *Session) Live(at time.Time) bool { return s.live(at) }
+
 func (s *Session) idleDeadline() time.Time {
 	d := s.lastUseAt.Add(s.idleWindow)
 	if d.After(s.maxDeadline) {
@@ -192,6 +202,10 @@ func (s *Session) Apply(e Event) error {
 	case EventSessionTerminated:
 		if e.SessionID == s.id {
 			s.revoke(e.Time, ReasonRevokedTerminated)
+		}
+	case EventSessionEvicted:
+		if e.SessionID == s.id {
+			s.revoke(e.Time, ReasonRevokedSessionLimit)
 		}
 	case EventOtherSessionsRevoked:
 		p, err := DecodePayload[OtherSessionsRevoked](e)

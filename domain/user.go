@@ -16,6 +16,12 @@ type User struct {
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).
+// sessions must hold every session of the user that is live at the time of
+// the user's last event, or may become live again after it (a late use);
+// sessions already dead then may be left out, since no decision reads them
+// (a projection keeps them out of the state every write loads). A decision
+// about a session by id (Terminate) needs that session among them, dead or
+// not.
 func NewUser(id, email, passwordHash string, sessions []*Session) *User {
 	u := &User{id: id, email: email, passwordHash: passwordHash, sessions: make(map[string]*Session, len(sessions))}
 	for _, s := range sessions {
@@ -27,6 +33,9 @@ func NewUser(id, email, passwordHash string, sessions []*Session) *User {
 func (u *User) ID() string           { return u.id }
 func (u *User) Email() string        { return u.email }
 func (u *User) PasswordHash() string { return u.passwordHash }
+
+// SessionCount is how many sessions the user was rebuilt with.
+func (u *User) SessionCount() int { return len(u.sessions) }
 
 // Session returns one of the user's sessions.
 func (u *User) Session(id string) (*Session, bool) {

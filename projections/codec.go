@@ -15,7 +15,13 @@ import (
 // Key layout. One byte of prefix per kind keeps kinds in separate ranges.
 //
 //	s<session id>            session state (binary, see encodeSession)
-//	i<user id>\x00<session>  a user's sessions (empty value)
+//	i<user id>\x00<t̄><sid>  a user's hot sessions: those live when the user's
+//	                         last decision was applied, or revived by a late
+//	                         use since (empty value). Every write loads them.
+//	a<user id>\x00<t̄><sid>  all of a user's sessions (empty value)
+//	                         (t̄: the session's start time, 12 bytes as in
+//	                         appendTime, every bit inverted, so that both
+//	                         indexes iterate newest first, then by id)
 //	u<user id>               user record (JSON: email, password hash)
 //	v<subject>               the subject's version: last sequence (8 bytes),
 //	                         time of its last authentic event (12), its hash
@@ -24,6 +30,7 @@ import (
 //	f<user id>               the user's recent failed logins (JSON
 //	                         domain.LoginFailures); absent after a success
 //	mapplied                 last applied stream sequence (8 bytes)
+//	mlayout                  this key layout's version (8 bytes, LayoutVersion)
 //	mdigest                  stream digest at the applied sequence (32 bytes)
 //	mkeys                    the log's key chain (JSON public keys)
 //	mstream                  the stream's creation time as first seen
@@ -32,7 +39,8 @@ import (
 //	x<seq>                   a rejected message and why (JSON Rejected)
 const (
 	prefixSession   = 's'
-	prefixUserIndex = 'i'
+	prefixUserIndex = 'i' // hot sessions
+	prefixAllIndex  = 'a' // all sessions
 	prefixUser      = 'u'
 	prefixVersion   = 'v'
 	prefixEmail     = 'e'
@@ -48,7 +56,15 @@ var (
 	keyKeyChain = []byte("mkeys")
 	keyStream   = []byte("mstream")
 	keyRejected = []byte("mrejected")
+	keyLayout   = []byte("mlayout")
 )
+
+// LayoutVersion is the version of the key layout above. A projection
+// written under another layout is not read: Open refuses it with a
+// *LayoutError, and it is rebuilt from the stream. Version 1 (no mlayout
+// key) kept every session of a user in one index; version 2 keeps the hot
+// and the all-sessions indexes, ordered newest first.
+const LayoutVersion = 2
 
 func digestKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixDigest}, seq) }
 
@@ -72,12 +88,31 @@ func emailKey(e string) []byte         { return append([]byte{prefixEmail}, e...
 func claimKey(emailHash string) []byte { return append([]byte{prefixClaim}, emailHash...) }
 func failuresKey(userID string) []byte { return append([]byte{prefixFailures}, userID...) }
 
-func userIndexPrefix(userID string) []byte {
-	return append(append([]byte{prefixUserIndex}, userID...), 0)
+// indexPrefix is where a user's entries of one session index begin
+// (prefixUserIndex: hot, prefixAllIndex: all).
+func indexPrefix(index byte, userID string) []byte {
+	return append(append([]byte{index}, userID...), 0)
 }
 
-func userIndexKey(userID, sessionID string) []byte {
-	return append(userIndexPrefix(userID), sessionID...)
+// indexKey is a session's entry in one of its user's indexes.
+func indexKey(index byte, userID string, startedAt time.Time, sessionID string) []byte {
+	return appendPosition(indexPrefix(index, userID), startedAt, sessionID)
+}
+
+// appendPosition writes where a session sorts in a user's index: its start
+// time, inverted so that newer sorts first, then its id.
+func appendPosition(b []byte, startedAt time.Time, sessionID string) []byte {
+	n := len(b)
+	b = appendTime(b, startedAt)
+	for i := n; i < len(b); i++ {
+		b[i] = ^b[i]
+	}
+	return append(b, sessionID...)
+}
+
+// sessionOfIndexKey is the session id of an index entry.
+func sessionOfIndexKey(prefix, key []byte) string {
+	return string(key[len(prefix)+timeLen:])
 }
 
 func rejectedKey(seq uint64) []byte {
@@ -136,8 +171,10 @@ const sessionCodecVersion = 2
 // 2262, and a projection must not misread any time an event can carry.
 const timeLen = 12
 
+// reasonCodes: a reason's code is its index, so new reasons go last.
 var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
+	domain.ReasonRevokedSessionLimit,
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {

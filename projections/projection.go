@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -98,7 +100,7 @@ func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, fmt.Errorf("open projection %s: %w", dir, err)
 	}
-	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
+	var applied uint64
 	v, closer, err := db.Get(keyApplied)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
@@ -106,13 +108,19 @@ func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Reg
 		db.Close()
 		return nil, fmt.Errorf("read checkpoint: %w", err)
 	default:
-		p.applied, err = decodeUint64(v)
+		applied, err = decodeUint64(v)
 		closer.Close()
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("read checkpoint: %w", err)
 		}
 	}
+	if err := checkLayout(db, dir, applied); err != nil {
+		db.Close()
+		return nil, err
+	}
+	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
+	p.applied = applied
 	if v, closer, err := db.Get(keyDigest); err == nil {
 		copy(p.digest[:], v)
 		closer.Close()
@@ -131,6 +139,48 @@ func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Reg
 	}
 	p.metrics.appliedSeq.Set(float64(p.applied))
 	return p, nil
+}
+
+// LayoutError is what Open answers for a projection written under another
+// key layout (see LayoutVersion): reading it would misread its state, so it
+// must be dropped and rebuilt from the stream.
+type LayoutError struct {
+	Dir         string
+	Found, Want uint64
+	Applied     uint64 // what the old projection had applied
+}
+
+func (e *LayoutError) Error() string {
+	return fmt.Sprintf("projection %s has key layout %d, this version reads layout %d: it must be rebuilt from the stream "+
+		"(ledger serve rebuilds it at start; or stop the server and run ledger rebuild)", e.Dir, e.Found, e.Want)
+}
+
+// checkLayout accepts a projection of LayoutVersion, and marks a new one
+// (nothing applied yet) as such.
+func checkLayout(db *pebble.DB, dir string, applied uint64) error {
+	v, closer, err := db.Get(keyLayout)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if applied > 0 {
+			return &LayoutError{Dir: dir, Found: 1, Want: LayoutVersion, Applied: applied}
+		}
+		// NoSync: the log orders it before any checkpoint a crash could keep.
+		if err := db.Set(keyLayout, encodeUint64(LayoutVersion), pebble.NoSync); err != nil {
+			return fmt.Errorf("write projection layout: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read projection layout: %w", err)
+	}
+	found, err := decodeUint64(v)
+	closer.Close()
+	if err != nil {
+		return fmt.Errorf("read projection layout: %w", err)
+	}
+	if found != LayoutVersion {
+		return &LayoutError{Dir: dir, Found: found, Want: LayoutVersion, Applied: applied}
+	}
+	return nil
 }
 
 // Close flushes memtables to disk and closes the database.
@@ -400,16 +450,34 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 		return e, err // the key in force is not held here: wait, do not judge
 	}
 	// From here the event is the ledger's own: it is the subject's head
-	// even if the rules below refuse it.
-	v.Head, v.Time = e.Hash, e.Time
+	// even if the rules below refuse it. The subject's time never goes
+	// backwards, even if an event's does: the next decision is made no
+	// earlier than it (domain.NextEventTime), and so never earlier than a
+	// pruning of the user's hot sessions (see fold).
+	before := v.Time
+	v.Head = e.Hash
+	if e.Time.After(v.Time) {
+		v.Time = e.Time
+	}
 	if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
 		return e, err
 	}
-	return e, p.fold(b, e)
+	return e, p.fold(b, e, before)
 }
 
-// fold applies an authentic event's effect on the read model.
-func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
+// fold applies an authentic event's effect on the read model. before is
+// the time of the subject before the event.
+//
+// A user's hot index holds the sessions every write of the user loads. A
+// decision (session_started, session_logged_out, session_terminated,
+// session_evicted, other_sessions_revoked) prunes it at its own time: the
+// sessions dead then leave it. A session dead at an instant stays dead at
+// every later one, and every later decision is decided at a later instant
+// (the subject's time is monotonic), so it would change nothing about them:
+// pruning never changes a verdict. The one way back to life is a use whose
+// time is before the subject's (a late fact): folding it puts the session
+// back into the hot index.
+func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time) error {
 	switch e.Type {
 	case domain.EventEmailClaimed:
 		c, err := domain.DecodePayload[domain.EmailClaimed](e)
@@ -442,8 +510,14 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
 		if err := foldFailures(b, e); err != nil {
 			return err
 		}
-		return b.Set(userIndexKey(e.UserID, e.SessionID), nil, nil)
-	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated:
+		if err := b.Set(indexKey(prefixAllIndex, e.UserID, s.StartedAt(), s.ID()), nil, nil); err != nil {
+			return err
+		}
+		if err := b.Set(indexKey(prefixUserIndex, e.UserID, s.StartedAt(), s.ID()), nil, nil); err != nil {
+			return err
+		}
+		return prune(b, e.UserID, e.Time)
+	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated, domain.EventSessionEvicted:
 		s, err := getSession(b, e.SessionID)
 		if errors.Is(err, domain.ErrSessionNotFound) {
 			return reject(RejectInvalid, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID))
@@ -454,10 +528,22 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
 		if s.UserID() != e.UserID {
 			return reject(RejectInvalid, fmt.Errorf("event %s: session %s belongs to another user", e.ID, e.SessionID))
 		}
+		lastUse := s.LastUseAt()
 		if err := s.Apply(e); err != nil {
 			return reject(RejectInvalid, err)
 		}
-		return p.putSession(b, s)
+		if err := p.putSession(b, s); err != nil {
+			return err
+		}
+		if e.Type != domain.EventSessionUsed {
+			return prune(b, e.UserID, e.Time)
+		}
+		if !s.LastUseAt().Equal(lastUse) && e.Time.Before(before) {
+			// A late use revived a session a decision after it may
+			// have pruned: it is hot again.
+			return b.Set(indexKey(prefixUserIndex, e.UserID, s.StartedAt(), s.ID()), nil, nil)
+		}
+		return nil
 	case domain.EventOtherSessionsRevoked:
 		sessions, err := userSessions(b, e.UserID)
 		if err != nil {
@@ -471,7 +557,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event) error {
 				return err
 			}
 		}
-		return nil
+		return prune(b, e.UserID, e.Time)
 	case domain.EventLoginFailed, domain.EventLoginThrottled:
 		if e.UserID == "" {
 			return nil // an unknown email: for the audit trail only
@@ -559,15 +645,46 @@ func getSession(r reader, id string) (*domain.Session, error) {
 	return domain.SessionFromSnapshot(snap), nil
 }
 
+// prune takes the user's sessions that are not live at `at` out of the hot
+// index (see fold).
+func prune(b *pebble.Batch, userID string, at time.Time) error {
+	prefix := indexPrefix(prefixUserIndex, userID)
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	var dead [][]byte
+	for ok := it.First(); ok; ok = it.Next() {
+		s, err := getSession(b, sessionOfIndexKey(prefix, it.Key()))
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if !s.Live(at) {
+			dead = append(dead, slices.Clone(it.Key()))
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, k := range dead {
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// userSessions are the user's hot sessions: every one that may be live.
 func userSessions(r reader, userID string) ([]*domain.Session, error) {
-	prefix := userIndexPrefix(userID)
+	prefix := indexPrefix(prefixUserIndex, userID)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
 	}
 	var ids []string
 	for ok := it.First(); ok; ok = it.Next() {
-		ids = append(ids, string(it.Key()[len(prefix):]))
+		ids = append(ids, sessionOfIndexKey(prefix, it.Key()))
 	}
 	if err := it.Close(); err != nil {
 		return nil, err

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // Session is the validate hot path: a cache hit, or one Pebble get and a
@@ -51,8 +52,10 @@ func (p *Projection) Credentials(email string) (userID, passwordHash string, err
 // LoadUser reads a user aggregate and the version of the user's subject
 // (last sequence, chain head, time of the last authentic event) from one
 // consistent snapshot; the version is what the next append must find. A
-// user with no events yet is nil.
-func (p *Projection) LoadUser(userID string) (*domain.User, eventstore.Version, error) {
+// user with no events yet is nil. The user holds its hot sessions (every
+// one that may be live; see fold) and, dead or not, those of sessionIDs
+// that are the user's.
+func (p *Projection) LoadUser(userID string, sessionIDs ...string) (*domain.User, eventstore.Version, error) {
 	snap := p.db.NewSnapshot()
 	defer snap.Close()
 	version, err := getVersion(snap, eventstore.UserSubject(userID))
@@ -71,6 +74,18 @@ func (p *Projection) LoadUser(userID string) (*domain.User, eventstore.Version, 
 	if err != nil {
 		return nil, version, fmt.Errorf("load user sessions: %w", err)
 	}
+	for _, id := range sessionIDs {
+		if slices.ContainsFunc(sessions, func(s *domain.Session) bool { return s.ID() == id }) {
+			continue
+		}
+		switch s, err := getSession(snap, id); {
+		case errors.Is(err, domain.ErrSessionNotFound):
+		case err != nil:
+			return nil, version, fmt.Errorf("load user sessions: %w", err)
+		case s.UserID() == userID:
+			sessions = append(sessions, s)
+		}
+	}
 	failures, err := getFailures(snap, userID)
 	if err != nil {
 		return nil, version, err
@@ -84,14 +99,45 @@ func (p *Projection) LoginFailures(userID string) (domain.LoginFailures, error) 
 	return getFailures(p.db, userID)
 }
 
-// UserSessions lists a user's sessions, newest first.
-func (p *Projection) UserSessions(userID string) ([]*domain.Session, error) {
-	out, err := userSessions(p.db, userID)
-	if err != nil {
-		return nil, err
+// UserSessions lists a user's sessions newest first (by start time, then
+// id), from one consistent snapshot: those after `after` (nil: from the
+// newest), at most limit of those keep accepts. With liveOnly it walks only
+// the hot index, whose sessions include every live one; otherwise every
+// session the user ever had. more says whether keep accepts another one
+// after the page.
+func (p *Projection) UserSessions(userID string, liveOnly bool, after *ports.SessionPosition, limit int, keep func(*domain.Session) bool) (page []*domain.Session, more bool, err error) {
+	index := byte(prefixAllIndex)
+	if liveOnly {
+		index = prefixUserIndex
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt().After(out[j].StartedAt()) })
-	return out, nil
+	prefix := indexPrefix(index, userID)
+	lower := prefix
+	if after != nil {
+		// Just past after's own entry: ids have one length, so a
+		// zero byte after one sorts before any following entry.
+		lower = append(appendPosition(slices.Clone(prefix), after.StartedAt, after.SessionID), 0)
+	}
+	snap := p.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, false, err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		s, err := getSession(snap, sessionOfIndexKey(prefix, it.Key()))
+		if err != nil {
+			return nil, false, fmt.Errorf("list sessions: %w", err)
+		}
+		if keep != nil && !keep(s) {
+			continue
+		}
+		if len(page) == limit {
+			return page, true, nil
+		}
+		page = append(page, s)
+	}
+	return page, false, it.Error()
 }
 
 // UserVersion is the version of a user's subject as far as this projection

@@ -219,7 +219,7 @@ func TestHTTPContract(t *testing.T) {
 		if r.Status != 200 || r.get("response", "revoked") != float64(0) {
 			t.Errorf("second logout-others: %d %s", r.Status, r.Raw)
 		}
-		r = l.do(t, "GET", "/v1/sessions", keep, nil)
+		r = l.do(t, "GET", "/v1/sessions?status=all", keep, nil)
 		list, _ := r.get("sessions").([]any)
 		if r.Status != 200 || len(list) != 3 {
 			t.Fatalf("sessions: %d %s", r.Status, r.Raw)

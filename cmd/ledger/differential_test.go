@@ -58,6 +58,8 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		// Verdicts, not hashing, are under test here.
 		c.PasswordParams = argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 		c.UseGranularity = time.Hour
+		// Low enough that logins meet the live-session limit.
+		c.Policy.MaxSessionsPerUser = 3
 	}
 	l := startLedger(t, t.TempDir(), newClock(), cheap)
 	start := l.clock.Now()
@@ -142,6 +144,15 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 					}
 				}
 			}
+		case a < 78:
+			// A burst of logins on one account: past the live-session
+			// limit, each evicts the oldest live session.
+			email := emailList[rnd.IntN(len(emailList))]
+			for range 4 {
+				l.clock.Advance(time.Second)
+				tok, sid := l.login(t, email, pw, keep)
+				sessions = append(sessions, session{tok, sid, emails[email], email})
+			}
 		}
 		settle()
 		for range 3 {
@@ -193,7 +204,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
-	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout"} {
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit"} {
 		if kinds[k] == 0 {
 			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}

@@ -72,6 +72,7 @@ type serveCmd struct {
 	MaxMFAKeepLoggedIn time.Duration `name:"max-mfa-keep-logged-in" default:"${default_max_mfa_keep_logged_in}" env:"LEDGER_MAX_MFA_KEEP_LOGGED_IN" help:"Max lifetime of a 2FA session with keep_logged_in (30 days)."`
 	MaxMFASession      time.Duration `name:"max-mfa-session" default:"${default_max_mfa_session}" env:"LEDGER_MAX_MFA_SESSION" help:"Max lifetime of a 2FA session without keep_logged_in."`
 	IdleWindow         time.Duration `name:"idle-window" default:"${default_idle_window}" env:"LEDGER_IDLE_WINDOW" help:"A session unused this long expires (30 days)."`
+	MaxSessionsPerUser int           `name:"max-sessions-per-user" default:"${default_max_sessions_per_user}" env:"LEDGER_MAX_SESSIONS_PER_USER" help:"Live sessions a user may hold (at least 1): a login beyond it revokes the user's oldest live sessions (revoked:session_limit)."`
 	HashConcurrency    int           `name:"hash-concurrency" default:"${default_hash_concurrency}" env:"LEDGER_HASH_CONCURRENCY" help:"At most this many argon2id password hashes at once (19 MiB each); default: the number of cores."`
 	HashQueue          int           `name:"hash-queue" default:"${default_hash_queue}" env:"LEDGER_HASH_QUEUE" help:"At most this many password checks wait for a slot, each at most --hash-wait; beyond, 503 BUSY with Retry-After."`
 	HashWait           time.Duration `name:"hash-wait" default:"${default_hash_wait}" env:"LEDGER_HASH_WAIT" help:"How long a password check waits for a slot before 503 BUSY."`
@@ -108,7 +109,7 @@ func (c *serveCmd) Run() error {
 		Policy: domain.Policy{
 			MaxKeepLoggedIn: c.MaxKeepLoggedIn, MaxSession: c.MaxSession,
 			MaxMFAKeepLoggedIn: c.MaxMFAKeepLoggedIn, MaxMFASession: c.MaxMFASession,
-			IdleWindow: c.IdleWindow,
+			IdleWindow: c.IdleWindow, MaxSessionsPerUser: c.MaxSessionsPerUser,
 		},
 		UseGranularity:   c.UseGranularity,
 		UseQueueSize:     c.UseQueue,

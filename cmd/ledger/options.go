@@ -80,6 +80,7 @@ func flagDefaults() kong.Vars {
 		"default_max_mfa_keep_logged_in": p.MaxMFAKeepLoggedIn.String(),
 		"default_max_mfa_session":        p.MaxMFASession.String(),
 		"default_idle_window":            p.IdleWindow.String(),
+		"default_max_sessions_per_user":  strconv.Itoa(p.MaxSessionsPerUser),
 		"default_hash_concurrency":       strconv.Itoa(defaultHashConcurrency()),
 		"default_hash_queue":             strconv.Itoa(defaultHashQueue()),
 		"default_hash_wait":              defaultHashWait.String(),
@@ -157,7 +158,12 @@ func (c *ServiceConfig) EnsureDefaults() {
 // every problem at once.
 func (c ServiceConfig) Validate() error {
 	var errs []error
-	if err := c.Policy.Validate(); err != nil {
+	policy := c.Policy
+	if policy.MaxSessionsPerUser < 1 {
+		errs = append(errs, fmt.Errorf("--max-sessions-per-user must be at least 1, got %d", policy.MaxSessionsPerUser))
+		policy.MaxSessionsPerUser = 1 // named above; the rest of the policy is checked below
+	}
+	if err := policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.LoginThrottle.Validate(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/sessionledger/ledger/domain"
 )
 
 // parseServe parses a command line the way main does.
@@ -79,5 +80,24 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	ok.EnsureDefaults()
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("the defaults do not validate: %v", err)
+	}
+}
+
+// TestMaxSessionsPerUser: the flag's default is the policy's, it reads
+// LEDGER_MAX_SESSIONS_PER_USER, and Validate refuses less than 1, once.
+func TestMaxSessionsPerUser(t *testing.T) {
+	if c := parseServe(t); c.MaxSessionsPerUser != domain.DefaultPolicy().MaxSessionsPerUser {
+		t.Fatalf("default %d", c.MaxSessionsPerUser)
+	}
+	t.Setenv("LEDGER_MAX_SESSIONS_PER_USER", "7")
+	if c := parseServe(t); c.MaxSessionsPerUser != 7 {
+		t.Fatalf("from the environment: %d, want 7", c.MaxSessionsPerUser)
+	}
+	cfg := ServiceConfig{Policy: domain.DefaultPolicy()}
+	cfg.Policy.MaxSessionsPerUser = 0
+	cfg.EnsureDefaults()
+	err := cfg.Validate()
+	if err == nil || strings.Count(err.Error(), "at least 1, got 0") != 1 || !strings.Contains(err.Error(), "--max-sessions-per-user") {
+		t.Fatalf("Validate with 0 sessions per user: %v, want --max-sessions-per-user named once", err)
 	}
 }

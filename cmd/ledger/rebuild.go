@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/eventstore/keyfile"
 	"github.com/sessionledger/ledger/projections"
@@ -34,6 +35,12 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 		}
 		return err
 	}
+	return rebuildProjection(ctx, ll, cfg, ring, out, log)
+}
+
+// rebuildProjection is rebuild on an open log (its store opened): `ledger
+// rebuild`, and a start that finds a projection of an older key layout.
+func rebuildProjection(ctx context.Context, ll *ledgerLog, cfg LogConfig, ring *domain.Keyring, out io.Writer, log *slog.Logger) error {
 	findings, _, err := ll.read.CheckStream(ctx, eventstore.StreamExpectations{})
 	if err != nil {
 		return err

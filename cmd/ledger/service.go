@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -174,14 +175,34 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
-	if s.proj, err = projections.Open(projectionDir(cfg.DataDir), ring, log, reg); err != nil {
-		return nil, err
-	}
-	if err := s.ll.openStore(ctx, cfg.LogConfig, s.proj.Applied() == 0); err != nil {
-		if errors.Is(err, eventstore.ErrStreamMissing) {
-			return nil, errLedgerLost(streamName(cfg.LogConfig), s.proj.Applied(), err)
+	var layout *projections.LayoutError
+	switch s.proj, err = projections.Open(projectionDir(cfg.DataDir), ring, log, reg); {
+	case errors.As(err, &layout):
+		// Written by an older version under another key layout: rebuild
+		// it from the stream, which must hold what it had applied.
+		if err := s.ll.openStore(ctx, cfg.LogConfig, false); err != nil {
+			if errors.Is(err, eventstore.ErrStreamMissing) {
+				return nil, errLedgerLost(streamName(cfg.LogConfig), layout.Applied, err)
+			}
+			return nil, err
 		}
+		log.Warn("the projection has an older key layout; rebuilding it from the stream", "layout", layout.Found, "want", layout.Want, "applied", layout.Applied)
+		if err := rebuildProjection(ctx, s.ll, cfg.LogConfig, ring, io.Discard, log); err != nil {
+			return nil, fmt.Errorf("rebuild projection of layout %d: %w", layout.Found, err)
+		}
+		if s.proj, err = projections.Open(projectionDir(cfg.DataDir), ring, log, reg); err != nil {
+			return nil, err
+		}
+		log.Info("projection rebuilt", "applied", s.proj.Applied())
+	case err != nil:
 		return nil, err
+	default:
+		if err := s.ll.openStore(ctx, cfg.LogConfig, s.proj.Applied() == 0); err != nil {
+			if errors.Is(err, eventstore.ErrStreamMissing) {
+				return nil, errLedgerLost(streamName(cfg.LogConfig), s.proj.Applied(), err)
+			}
+			return nil, err
+		}
 	}
 	s.ll.store.RegisterMetrics(reg)
 	s.ll.store.SetTrust(s.proj, s.proj)

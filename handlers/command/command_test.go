@@ -45,7 +45,7 @@ func newFakeLedger() *fakeLedger {
 		failures: map[string]domain.LoginFailures{}}
 }
 
-func (f *fakeLedger) LoadUser(userID string) (*domain.User, ports.Version, error) {
+func (f *fakeLedger) LoadUser(userID string, _ ...string) (*domain.User, ports.Version, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v := f.versions[userID]

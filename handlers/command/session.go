@@ -100,14 +100,16 @@ type Credentials struct {
 	KeepLoggedIn bool
 }
 
-// newSession draws a token and decides the session_started event.
-func (d Deps) newSession(u *domain.User, keepLoggedIn bool, at time.Time) (domain.Event, Issued, error) {
+// newSession draws a token and decides the login: session_started, after
+// the session_evicted events of the oldest live sessions if the user is at
+// the live-session limit.
+func (d Deps) newSession(u *domain.User, keepLoggedIn bool, at time.Time) ([]domain.Event, Issued, error) {
 	raw, sid, hash, err := domain.NewToken(d.rand())
 	if err != nil {
-		return domain.Event{}, Issued{}, err
+		return nil, Issued{}, err
 	}
-	e := u.StartSession(sid, hash, "password", keepLoggedIn, false, at, d.Policy)
-	return e, Issued{Token: raw, UserID: u.ID(), SessionID: sid, ExpiresIn: d.Policy.MaxLifetime(keepLoggedIn, false)}, nil
+	events := u.Login(sid, hash, "password", keepLoggedIn, false, at, d.Policy)
+	return events, Issued{Token: raw, UserID: u.ID(), SessionID: sid, ExpiresIn: d.Policy.MaxLifetime(keepLoggedIn, false)}, nil
 }
 
 // SessionRef names the authenticated caller: the session whose bearer token
@@ -121,7 +123,7 @@ type SessionRef struct {
 type LogoutHandler struct{ Deps }
 
 func (h LogoutHandler) Handle(ctx context.Context, caller SessionRef) (uint64, error) {
-	return h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	return h.Users.UpdateSessions(ctx, caller.UserID, []string{caller.SessionID}, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		e, err := u.Logout(caller.SessionID, at)
 		if err != nil {
 			return nil, err
@@ -135,7 +137,7 @@ func (h LogoutHandler) Handle(ctx context.Context, caller SessionRef) (uint64, e
 type LogoutOthersHandler struct{ Deps }
 
 func (h LogoutOthersHandler) Handle(ctx context.Context, caller SessionRef) (revoked int, seq uint64, err error) {
-	seq, err = h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	seq, err = h.Users.UpdateSessions(ctx, caller.UserID, []string{caller.SessionID}, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		e, n, ok, err := u.RevokeOthers(caller.SessionID, at)
 		revoked = n
 		if err != nil || !ok {
@@ -153,7 +155,10 @@ func (h TerminateHandler) Handle(ctx context.Context, caller SessionRef, target 
 	if !domain.IsSessionID(target) {
 		return 0, domain.ErrSessionNotFound
 	}
-	return h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	// The target may be long dead: then the user's state does not hold it
+	// unless asked for, and terminating it must still be a no-op, not
+	// "not found".
+	return h.Users.UpdateSessions(ctx, caller.UserID, []string{caller.SessionID, target}, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		e, ok, err := u.Terminate(caller.SessionID, target, at)
 		if err != nil || !ok {
 			return nil, err

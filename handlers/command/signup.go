@@ -51,7 +51,7 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 		}
 		started, is, err := h.newSession(domain.NewUser(userID, email, hash, nil), c.KeepLoggedIn, at)
 		issued = is
-		return []domain.Event{reg, started}, err
+		return append([]domain.Event{reg}, started...), err
 	})
 	if errors.Is(err, errUserExists) {
 		return Issued{}, domain.ErrEmailTaken
@@ -140,7 +140,7 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		started, is, err := h.newSession(u, c.KeepLoggedIn, at)
 		issued = is
-		return []domain.Event{started}, err
+		return started, err
 	})
 	if errors.Is(err, domain.ErrUserNotFound) {
 		// The credentials were found a moment ago: not the caller's fault.

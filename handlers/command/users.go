@@ -16,8 +16,10 @@ import (
 type (
 	userReader interface {
 		// LoadUser is the user (nil if it has no history yet) and the
-		// version of its history, from one consistent read.
-		LoadUser(userID string) (*domain.User, ports.Version, error)
+		// version of its history, from one consistent read. The user
+		// holds the sessions that may be live (see domain.NewUser) and,
+		// dead or not, those of sessionIDs that are the user's.
+		LoadUser(userID string, sessionIDs ...string) (*domain.User, ports.Version, error)
 		WaitFor(ctx context.Context, seq uint64) error
 		// Accepted waits for seq and reports ports.ErrRejected if the
 		// event there was not accepted.
@@ -71,7 +73,14 @@ var errUserExists = errors.New("user already exists")
 // the last appended event (or the current one if there was nothing to
 // append), after the local projection has applied it.
 func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
-	return r.write(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	return r.UpdateSessions(ctx, userID, nil, decide)
+}
+
+// UpdateSessions is Update for a decision about sessions named by id: the
+// user decide gets holds them, dead or not, if they are the user's (a
+// user's state otherwise holds only the sessions that may be live).
+func (r *Users) UpdateSessions(ctx context.Context, userID string, sessionIDs []string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
+	return r.write(ctx, userID, sessionIDs, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u == nil {
 			return nil, domain.ErrUserNotFound
 		}
@@ -82,7 +91,7 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain
 // Create appends the first events of a user that has no history yet; if it
 // has one, it fails with errUserExists.
 func (r *Users) Create(ctx context.Context, userID string, decide func(at time.Time) ([]domain.Event, error)) (uint64, error) {
-	return r.write(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	return r.write(ctx, userID, nil, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u != nil {
 			return nil, errUserExists
 		}
@@ -90,9 +99,9 @@ func (r *Users) Create(ctx context.Context, userID string, decide func(at time.T
 	})
 }
 
-func (r *Users) write(ctx context.Context, userID string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
+func (r *Users) write(ctx context.Context, userID string, sessionIDs []string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
 	for attempt := 1; ; attempt++ {
-		user, version, err := r.read.LoadUser(userID)
+		user, version, err := r.read.LoadUser(userID, sessionIDs...)
 		if err != nil {
 			return 0, err
 		}

@@ -331,12 +331,37 @@ func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	list, err := a.cfg.Queries.Sessions.Handle(r.Context(), caller.UserID, caller.SessionID)
+	q, err := sessionsQuery(r)
 	if err != nil {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sessionsOf(list))
+	page, err := a.cfg.Queries.Sessions.Handle(r.Context(), caller.UserID, caller.SessionID, q)
+	if err != nil {
+		a.writeDomainError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionsOf(page))
+}
+
+// sessionsQuery reads ?limit=, ?cursor= and ?status= of the session list;
+// a parameter given twice is as invalid as a bad value.
+func sessionsQuery(r *http.Request) (query.SessionsQuery, error) {
+	values := r.URL.Query()
+	var params [3]*string
+	for i, p := range []struct {
+		name string
+		err  error
+	}{{"limit", query.ErrInvalidLimit}, {"cursor", query.ErrInvalidCursor}, {"status", query.ErrInvalidStatus}} {
+		switch v := values[p.name]; len(v) {
+		case 0:
+		case 1:
+			params[i] = &v[0]
+		default:
+			return query.SessionsQuery{}, p.err
+		}
+	}
+	return query.ParseSessionsQuery(params[0], params[1], params[2])
 }
 
 func (a *API) terminate(w http.ResponseWriter, r *http.Request) {

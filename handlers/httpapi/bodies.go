@@ -56,8 +56,11 @@ type validResponse struct {
 	Valid         bool   `json:"valid"`
 }
 
+// sessionsBody is one page of the session list; NextCursor, the cursor of
+// the next page, is there only when there are more.
 type sessionsBody struct {
-	Sessions []sessionItem `json:"sessions"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+	Sessions   []sessionItem `json:"sessions"`
 }
 
 type sessionItem struct {
@@ -70,9 +73,9 @@ type sessionItem struct {
 	Status     string `json:"status"`
 }
 
-func sessionsOf(list []query.SessionView) sessionsBody {
-	out := sessionsBody{Sessions: make([]sessionItem, 0, len(list))}
-	for _, s := range list {
+func sessionsOf(page query.SessionsPage) sessionsBody {
+	out := sessionsBody{NextCursor: page.Next, Sessions: make([]sessionItem, 0, len(page.Sessions))}
+	for _, s := range page.Sessions {
 		out.Sessions = append(out.Sessions, sessionItem{
 			CreatedAt: s.CreatedAt.Format(rfc3339), Current: s.Current, ExpiresAt: s.ExpiresAt.Format(rfc3339),
 			LastUsedAt: s.LastUsedAt.Format(rfc3339), Reason: string(s.Reason), SessionID: s.SessionID, Status: s.Status,

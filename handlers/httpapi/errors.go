@@ -29,6 +29,9 @@ var errorTable = []struct {
 	{domain.ErrInvalidEmail, http.StatusBadRequest, "INVALID_EMAIL", "email address is not valid", 0},
 	{domain.ErrWeakPassword, http.StatusBadRequest, "WEAK_PASSWORD", "password must be 8 to 1024 characters long", 0},
 	{domain.ErrEmailTaken, http.StatusConflict, "EMAIL_TAKEN", "an account with this email already exists", 0},
+	{query.ErrInvalidLimit, http.StatusBadRequest, "INVALID_REQUEST", "limit must be a whole number from 1 to 200", 0},
+	{query.ErrInvalidCursor, http.StatusBadRequest, "INVALID_REQUEST", "cursor is not one this API returned; start again without it", 0},
+	{query.ErrInvalidStatus, http.StatusBadRequest, "INVALID_REQUEST", "status must be all, or absent for live sessions only", 0},
 	// Retry-After comes from the error itself (see retryAfterOf).
 	{domain.ErrTooManyAttempts, http.StatusTooManyRequests, "TOO_MANY_ATTEMPTS", "too many failed logins for this account; retry later", 1},
 	{domain.ErrSessionNotFound, http.StatusNotFound, "SESSION_NOT_FOUND", "no such session", 0},

@@ -31,7 +31,7 @@ func newFakeLedger() *fakeLedger {
 		sessions: map[string]map[string]*domain.Session{}, owners: map[string]string{}}
 }
 
-func (f *fakeLedger) LoadUser(userID string) (*domain.User, ports.Version, error) {
+func (f *fakeLedger) LoadUser(userID string, _ ...string) (*domain.User, ports.Version, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	hash, ok := f.hashes[userID]
@@ -144,15 +144,33 @@ func (f *fakeLedger) Session(id string) (*domain.Session, error) {
 	return nil, domain.ErrSessionNotFound
 }
 
-func (f *fakeLedger) UserSessions(userID string) ([]*domain.Session, error) {
+// UserSessions pages the user's sessions newest first (by start, then
+// id), as the projection does; liveOnly is left to keep here.
+func (f *fakeLedger) UserSessions(userID string, _ bool, after *ports.SessionPosition, limit int, keep func(*domain.Session) bool) ([]*domain.Session, bool, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []*domain.Session
+	var all []*domain.Session
 	for _, s := range f.sessions[userID] {
-		out = append(out, domain.SessionFromSnapshot(s.Snapshot()))
+		all = append(all, domain.SessionFromSnapshot(s.Snapshot()))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt().After(out[j].StartedAt()) })
-	return out, nil
+	f.mu.Unlock()
+	newer := func(a *domain.Session, startedAt time.Time, id string) bool {
+		return a.StartedAt().After(startedAt) || a.StartedAt().Equal(startedAt) && a.ID() < id
+	}
+	sort.Slice(all, func(i, j int) bool { return newer(all[i], all[j].StartedAt(), all[j].ID()) })
+	var page []*domain.Session
+	for _, s := range all {
+		if after != nil && (s.ID() == after.SessionID || newer(s, after.StartedAt, after.SessionID)) {
+			continue
+		}
+		if keep != nil && !keep(s) {
+			continue
+		}
+		if len(page) == limit {
+			return page, true, nil
+		}
+		page = append(page, s)
+	}
+	return page, false, nil
 }
 
 func (f *fakeLedger) UserOfSession(_ context.Context, sessionID string) (string, error) {

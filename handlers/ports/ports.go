@@ -25,6 +25,13 @@ type Version struct {
 	Time time.Time
 }
 
+// SessionPosition is where a session sits in a user's session list, which
+// runs newest first: by start time, latest first, then by session id.
+type SessionPosition struct {
+	StartedAt time.Time
+	SessionID string
+}
+
 // StoredEvent is an event as read back from the log, with where it sits.
 // Err is set (and Event possibly partial) for a message that is not a
 // readable, authentic event; such messages decide nothing.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -145,14 +146,38 @@ func (f fakeSessions) Session(id string) (*domain.Session, error) {
 	return nil, domain.ErrSessionNotFound
 }
 
-func (f fakeSessions) UserSessions(userID string) ([]*domain.Session, error) {
-	var out []*domain.Session
+// UserSessions pages the user's sessions newest first, as the projection
+// does (its liveOnly index is all sessions here).
+func (f fakeSessions) UserSessions(userID string, _ bool, after *ports.SessionPosition, limit int, keep func(*domain.Session) bool) ([]*domain.Session, bool, error) {
+	var all []*domain.Session
 	for _, s := range f {
 		if s.UserID() == userID {
-			out = append(out, s)
+			all = append(all, s)
 		}
 	}
-	return out, nil
+	newer := func(a *domain.Session, startedAt time.Time, id string) bool {
+		return a.StartedAt().After(startedAt) || a.StartedAt().Equal(startedAt) && a.ID() < id
+	}
+	slices.SortFunc(all, func(a, b *domain.Session) int {
+		if newer(a, b.StartedAt(), b.ID()) {
+			return -1
+		}
+		return 1
+	})
+	var page []*domain.Session
+	for _, s := range all {
+		if after != nil && (s.ID() == after.SessionID || newer(s, after.StartedAt, after.SessionID)) {
+			continue
+		}
+		if keep != nil && !keep(s) {
+			continue
+		}
+		if len(page) == limit {
+			return page, true, nil
+		}
+		page = append(page, s)
+	}
+	return page, false, nil
 }
 
 func (f fakeSessions) UserOfSession(_ context.Context, id string) (string, error) {
@@ -198,11 +223,15 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s token: %v, want ErrTokenInvalid", name, err)
 		}
 	}
-	list, err := q.Sessions.Handle(ctx, "u1", live.ID())
-	if err != nil || len(list) != 2 {
-		t.Fatalf("sessions: %+v %v", list, err)
+	all, err := ParseSessionsQuery(nil, nil, ptr("all"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range list {
+	page, err := q.Sessions.Handle(ctx, "u1", live.ID(), all)
+	if err != nil || len(page.Sessions) != 2 || page.Next != "" {
+		t.Fatalf("sessions: %+v %v", page, err)
+	}
+	for _, s := range page.Sessions {
 		if want := map[bool]string{true: "active", false: "revoked"}[s.SessionID == live.ID()]; s.Status != want || s.Current != (s.SessionID == live.ID()) {
 			t.Errorf("session %s: %+v, want %s", s.SessionID, s, want)
 		}
@@ -261,5 +290,75 @@ func TestAuditQueries(t *testing.T) {
 	}
 	if _, err := h.UserEvents(ctx, "nobody", time.Time{}, time.Time{}); !errors.Is(err, ErrUnknownUser) {
 		t.Fatalf("unknown user: %v", err)
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// TestSessionsPages: the live list pages through the live sessions only,
+// newest first, each exactly once; status=all adds the dead ones; bad
+// parameters are refused.
+func TestSessionsPages(t *testing.T) {
+	f := fakeSessions{}
+	var live []string
+	for i := range 7 {
+		s, _ := session(t, "u1", t0.Add(time.Duration(i)*time.Minute))
+		if i%3 == 0 {
+			out, _ := domain.NewUser("u1", "u@example.com", "h", []*domain.Session{s}).Logout(s.ID(), t0.Add(time.Hour))
+			if err := s.Apply(out); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			live = append([]string{s.ID()}, live...) // newest first
+		}
+		f[s.ID()] = s
+	}
+	h := SessionsHandler{Sessions: f, Now: func() time.Time { return t0.Add(2 * time.Hour) }}
+	walk := func(status *string) (ids []string, pages int) {
+		var cursor *string
+		for {
+			q, err := ParseSessionsQuery(ptr("2"), cursor, status)
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, err := h.Handle(context.Background(), "u1", "", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, s := range page.Sessions {
+				ids = append(ids, s.SessionID)
+			}
+			if page.Next == "" {
+				return ids, pages
+			}
+			cursor = &page.Next
+		}
+	}
+	if ids, pages := walk(nil); !slices.Equal(ids, live) || pages != 2 {
+		t.Fatalf("live pages: %v in %d pages, want %v in 2", ids, pages, live)
+	}
+	if ids, _ := walk(ptr("all")); len(ids) != 7 {
+		t.Fatalf("status=all: %d sessions, want 7", len(ids))
+	}
+	for name, c := range map[string]struct {
+		limit, cursor, status *string
+		want                  error
+	}{
+		"limit 0":        {limit: ptr("0"), want: ErrInvalidLimit},
+		"limit 201":      {limit: ptr("201"), want: ErrInvalidLimit},
+		"limit word":     {limit: ptr("ten"), want: ErrInvalidLimit},
+		"limit empty":    {limit: ptr(""), want: ErrInvalidLimit},
+		"cursor garbage": {cursor: ptr("!!"), want: ErrInvalidCursor},
+		"cursor short":   {cursor: ptr("AAAA"), want: ErrInvalidCursor},
+		"status active":  {status: ptr("active"), want: ErrInvalidStatus},
+		"status empty":   {status: ptr(""), want: ErrInvalidStatus},
+	} {
+		if _, err := ParseSessionsQuery(c.limit, c.cursor, c.status); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+	if q, err := ParseSessionsQuery(nil, ptr(""), nil); err != nil || q.Limit != DefaultSessionsLimit || q.After != nil || q.All {
+		t.Errorf("defaults: %+v %v", q, err)
 	}
 }

@@ -56,48 +56,6 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 	return Validation{Session: s, Verdict: v}, nil
 }
 
-// SessionView is one line of the caller's session list.
-type SessionView struct {
-	SessionID  string
-	CreatedAt  time.Time
-	LastUsedAt time.Time
-	ExpiresAt  time.Time
-	Status     string // active, expired or revoked
-	Reason     domain.Reason
-	Current    bool
-}
-
-type userSessionReader interface {
-	UserSessions(userID string) ([]*domain.Session, error)
-}
-
-// SessionsHandler lists a user's sessions, newest first.
-type SessionsHandler struct {
-	Sessions userSessionReader
-	Now      func() time.Time
-}
-
-func (h SessionsHandler) Handle(_ context.Context, userID, currentSessionID string) ([]SessionView, error) {
-	sessions, err := h.Sessions.UserSessions(userID)
-	if err != nil {
-		return nil, err
-	}
-	now := h.Now()
-	out := make([]SessionView, 0, len(sessions))
-	for _, s := range sessions {
-		v := s.Current(now)
-		status := "active"
-		if !v.Valid {
-			status = v.Reason.Kind()
-		}
-		out = append(out, SessionView{
-			SessionID: s.ID(), CreatedAt: s.StartedAt(), LastUsedAt: s.LastUseAt(),
-			ExpiresAt: v.ExpiresAt(), Status: status, Reason: v.Reason, Current: s.ID() == currentSessionID,
-		})
-	}
-	return out, nil
-}
-
 // Deps are what the query handlers need; Uses is optional (uses are then
 // not recorded), the rest required.
 type Deps struct {
