@@ -99,8 +99,12 @@ func TestReplicasReadYourWrites(t *testing.T) {
 	})
 
 	t.Run("logout propagation", func(t *testing.T) {
-		const email = "propagation@example.com"
-		a.signup(t, email, pw, true)
+		// 400 sessions over 8 accounts: each stays under the live-session
+		// cap, which would otherwise revoke the oldest.
+		const accounts = 8
+		for i := range accounts {
+			a.signup(t, fmt.Sprintf("propagation-%d@example.com", i), pw, true)
+		}
 		const n = 400
 		tokens := make([]string, n)
 		errs := make(chan error, n)
@@ -110,6 +114,7 @@ func TestReplicasReadYourWrites(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := w; i < n; i += 2 {
+					email := fmt.Sprintf("propagation-%d@example.com", i%accounts)
 					r, err := request(context.Background(), a.URL(), "POST", "/v1/auth/login", "", nil, creds{email, pw, true})
 					if err != nil || r.Status != 200 {
 						errs <- fmt.Errorf("login %d: %d %s %v", i, r.Status, r.Raw, err)
