@@ -147,6 +147,45 @@ func TestLoginThrottleIsDecidedFromTheLog(t *testing.T) {
 	}
 }
 
+// TestUnknownEmailFloodWritesOneTally: a burst of concurrent logins for
+// made-up emails gets the wrong-password answer every time, appends nothing
+// while it lasts (no contention, no growth per attempt), and ends up in the
+// log as one tally that counts all of it.
+func TestUnknownEmailFloodWritesOneTally(t *testing.T) {
+	l := startLedger(t, t.TempDir(), newClock())
+	before := l.lastSeq(t)
+	const n = 48
+	answers := make([]response, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i], errs[i] = request(context.Background(), l.URL(), "POST", "/v1/auth/login", "", nil, creds{fmt.Sprintf("made-up-%d@example.com", i), "a wrong password", false})
+		}()
+	}
+	wg.Wait()
+	for i, r := range answers {
+		if errs[i] != nil || r.Status != 400 || r.str("reason") != "INVALID_LOGIN_CREDENTIALS" {
+			t.Fatalf("login %d: %d %s %v", i, r.Status, r.Raw, errs[i])
+		}
+	}
+	if after := l.lastSeq(t); after != before {
+		t.Fatalf("the flood appended %d events while it lasted, want none", after-before)
+	}
+	if err := l.unknown.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	anon := l.events(t, eventstore.AnonSubject)
+	if l.lastSeq(t) != before+1 || len(anon) != 1 {
+		t.Fatalf("after the flush: %d new events, %d on %s; want one tally", l.lastSeq(t)-before, len(anon), eventstore.AnonSubject)
+	}
+	if p, err := domain.DecodePayload[domain.LoginFailuresTallied](anon[0]); err != nil || p.Failures != n || p.Emails != n || p.Throttled != 0 {
+		t.Fatalf("tally %s: %+v %v", anon[0].Payload, p, err)
+	}
+}
+
 // TestMinSeqBeyondTheLedgerAnswersAtOnce: a made-up X-Ledger-Min-Seq gets
 // 400 without waiting --min-seq-wait; a real one just written still waits
 // and succeeds.
