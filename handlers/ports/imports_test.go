@@ -21,6 +21,11 @@ func isAdapter(pkg string) bool {
 	return false
 }
 
+// fakes is the in-memory fake of the ports, for unit tests only: no
+// package but a test may depend on it, and it sees only the domain and the
+// ports, as the application does.
+const fakes = module + "handlers/handlerstest"
+
 func infrastructure(dep string) bool {
 	return strings.HasPrefix(dep, "github.com/nats-io/") || strings.HasPrefix(dep, "github.com/cockroachdb/pebble") ||
 		strings.HasPrefix(dep, "github.com/ThreeDotsLabs/")
@@ -28,7 +33,8 @@ func infrastructure(dep string) bool {
 
 // TestImportRule: the domain is pure and the application (handlers/...)
 // sees ports, not adapters; only the adapters and the binaries import NATS,
-// Pebble or watermill. It reads the real dependency graph with go list.
+// Pebble or watermill; only tests use the fake of the ports. It reads the
+// real dependency graph with go list (whose Deps leave tests out).
 func TestImportRule(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Deps " "}}`, module+"...").CombinedOutput()
 	if err != nil {
@@ -44,6 +50,9 @@ func TestImportRule(t *testing.T) {
 	if !hasDep(deps[module+"eventstore"], "github.com/nats-io/nats.go") {
 		t.Fatalf("the event store does not seem to depend on nats.go; the dependency graph was misread:\n%s", out)
 	}
+	if _, ok := deps[fakes]; !ok {
+		t.Fatalf("%s is not in the dependency graph; update this test", fakes)
+	}
 	for pkg, ds := range deps {
 		for _, d := range ds {
 			switch {
@@ -53,6 +62,10 @@ func TestImportRule(t *testing.T) {
 				t.Errorf("%s (the application) depends on the adapter %s: declare a port instead", pkg, d)
 			case infrastructure(d) && !isAdapter(pkg):
 				t.Errorf("%s depends on %s: only eventstore, projections and the binaries may", pkg, d)
+			case d == fakes:
+				t.Errorf("%s depends on %s: it is for tests only", pkg, d)
+			case pkg == fakes && strings.HasPrefix(d, module) && d != module+"domain" && d != module+"handlers/ports":
+				t.Errorf("%s (the fake of the ports) depends on %s: it may see only the domain and the ports", pkg, d)
 			}
 		}
 	}

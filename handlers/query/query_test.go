@@ -7,54 +7,66 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/handlerstest"
 	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
-// fakeFacts is an in-memory log of facts; fail makes appends fail.
-type fakeFacts struct {
-	mu    sync.Mutex
-	facts []ports.Fact
-	fail  error
-}
-
-func (f *fakeFacts) RecordFacts(_ context.Context, facts []ports.Fact) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return 0, f.fail
-	}
-	f.facts = append(f.facts, facts...)
-	return len(facts), nil
-}
-
-func (f *fakeFacts) recorded() []ports.Fact {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]ports.Fact(nil), f.facts...)
-}
-
-// session starts a live 12-month session with a fresh token.
-func session(t *testing.T, userID string, at time.Time) (*domain.Session, string) {
+// startEvent decides a live 12-month session with a fresh token.
+func startEvent(t *testing.T, userID string, at time.Time) (domain.Event, string) {
 	t.Helper()
 	raw, sid, hash, err := domain.NewToken(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := domain.NewUser(userID, "u@example.com", "h", nil).StartSession(sid, hash, "password", true, false, at, domain.DefaultPolicy())
+	return domain.NewUser(userID, "u@example.com", "h", nil).StartSession(sid, hash, "password", true, false, at, domain.DefaultPolicy()), raw
+}
+
+// session starts a live 12-month session with a fresh token.
+func session(t *testing.T, userID string, at time.Time) (*domain.Session, string) {
+	t.Helper()
+	e, raw := startEvent(t, userID, at)
 	s, err := domain.SessionFromEvent(e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, raw
+}
+
+// startSession appends a live 12-month session with a fresh token to l,
+// and returns it as l holds it.
+func startSession(t *testing.T, l *handlerstest.Ledger, userID string, at time.Time) (*domain.Session, string) {
+	t.Helper()
+	e, raw := startEvent(t, userID, at)
+	appendTo(t, l, e)
+	s, err := l.Session(e.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, raw
+}
+
+// appendTo appends events to their users' histories in l, each at the
+// version its history has.
+func appendTo(t *testing.T, l *handlerstest.Ledger, events ...domain.Event) {
+	t.Helper()
+	ctx := context.Background()
+	for _, e := range events {
+		v, err := l.UserVersion(ctx, e.UserID)
+		if err == nil {
+			_, err = l.AppendUser(ctx, e.UserID, v, e)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func recorder(t *testing.T, log factLog, queue int) (*UseRecorder, *prometheus.Registry) {
@@ -84,7 +96,7 @@ func drain(t *testing.T, r *UseRecorder) {
 // when the queue is full a use is dropped and counted, and a session with a
 // use on its way is not queued twice.
 func TestFullQueueDropsUsesAndCountsThem(t *testing.T) {
-	log := &fakeFacts{}
+	log := handlerstest.NewLedger()
 	r, _ := recorder(t, log, 1)
 	s1, _ := session(t, "u1", t0)
 	s2, _ := session(t, "u2", t0)
@@ -102,7 +114,7 @@ func TestFullQueueDropsUsesAndCountsThem(t *testing.T) {
 		t.Fatalf("dropped counter %v, want 1", got)
 	}
 	drain(t, r)
-	facts := log.recorded()
+	facts := log.Facts()
 	if len(facts) != 1 || facts[0].Event.SessionID != s1.ID() || facts[0].Event.Type != domain.EventSessionUsed {
 		t.Fatalf("recorded %+v, want the one queued use of s1", facts)
 	}
@@ -116,7 +128,7 @@ func TestFullQueueDropsUsesAndCountsThem(t *testing.T) {
 }
 
 func TestUseWithinGranularityIsNotRecorded(t *testing.T) {
-	r, _ := recorder(t, &fakeFacts{}, 8)
+	r, _ := recorder(t, handlerstest.NewLedger(), 8)
 	s, _ := session(t, "u1", t0)
 	if r.Touch(s, t0.Add(59*time.Minute)) {
 		t.Fatal("a use within the granularity of the last one was queued")
@@ -127,7 +139,8 @@ func TestUseWithinGranularityIsNotRecorded(t *testing.T) {
 }
 
 func TestFailedAppendsAreCounted(t *testing.T) {
-	log := &fakeFacts{fail: errors.New("log down")}
+	log := handlerstest.NewLedger()
+	log.FailFacts(errors.New("log down"))
 	r, _ := recorder(t, log, 8)
 	s, _ := session(t, "u1", t0)
 	r.Touch(s, t0.Add(2*time.Hour))
@@ -137,75 +150,15 @@ func TestFailedAppendsAreCounted(t *testing.T) {
 	}
 }
 
-type fakeSessions map[string]*domain.Session
-
-func (f fakeSessions) Session(id string) (*domain.Session, error) {
-	if s, ok := f[id]; ok {
-		return domain.SessionFromSnapshot(s.Snapshot()), nil
-	}
-	return nil, domain.ErrSessionNotFound
-}
-
-// UserSessions pages the user's sessions newest first, as the projection
-// does (its liveOnly index is all sessions here).
-func (f fakeSessions) UserSessions(userID string, _ bool, after *ports.SessionPosition, limit int, keep func(*domain.Session) bool) ([]*domain.Session, bool, error) {
-	var all []*domain.Session
-	for _, s := range f {
-		if s.UserID() == userID {
-			all = append(all, s)
-		}
-	}
-	newer := func(a *domain.Session, startedAt time.Time, id string) bool {
-		return a.StartedAt().After(startedAt) || a.StartedAt().Equal(startedAt) && a.ID() < id
-	}
-	slices.SortFunc(all, func(a, b *domain.Session) int {
-		if newer(a, b.StartedAt(), b.ID()) {
-			return -1
-		}
-		return 1
-	})
-	var page []*domain.Session
-	for _, s := range all {
-		if after != nil && (s.ID() == after.SessionID || newer(s, after.StartedAt, after.SessionID)) {
-			continue
-		}
-		if keep != nil && !keep(s) {
-			continue
-		}
-		if len(page) == limit {
-			return page, true, nil
-		}
-		page = append(page, s)
-	}
-	return page, false, nil
-}
-
-func (f fakeSessions) UserOfSession(_ context.Context, id string) (string, error) {
-	s, err := f.Session(id)
-	if err != nil {
-		return "", err
-	}
-	return s.UserID(), nil
-}
-
-type noHistory struct{}
-
-func (noHistory) UserHistory(context.Context, string) ([]ports.StoredEvent, error) { return nil, nil }
-func (noHistory) EmailHistory(context.Context, string) (string, []ports.StoredEvent, error) {
-	return "", nil, ports.ErrNotInLog
-}
-
 func TestValidate(t *testing.T) {
-	live, liveTok := session(t, "u1", t0)
-	revoked, revokedTok := session(t, "u1", t0)
+	l := handlerstest.NewLedger()
+	live, liveTok := startSession(t, l, "u1", t0)
+	revoked, revokedTok := startSession(t, l, "u1", t0)
 	out, _ := domain.NewUser("u1", "u@example.com", "h", []*domain.Session{revoked}).Logout(revoked.ID(), t0.Add(time.Minute))
-	if err := revoked.Apply(out); err != nil {
-		t.Fatal(err)
-	}
-	log := &fakeFacts{}
-	uses, _ := recorder(t, log, 8)
+	appendTo(t, l, out)
+	uses, _ := recorder(t, l, 8)
 	now := t0.Add(2 * time.Hour)
-	q, err := New(Deps{Sessions: fakeSessions{live.ID(): live, revoked.ID(): revoked}, Uses: uses, Log: noHistory{}, Now: func() time.Time { return now }})
+	q, err := New(Deps{Sessions: l, Uses: uses, Log: l, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,8 +213,9 @@ func (f fakeAuditLog) EmailHistory(context.Context, string) (string, []ports.Sto
 }
 
 func TestAuditQueries(t *testing.T) {
-	s1, _ := session(t, "u1", t0)
-	s2, _ := session(t, "u1", t0.Add(time.Hour))
+	l := handlerstest.NewLedger()
+	s1, _ := startSession(t, l, "u1", t0)
+	s2, _ := startSession(t, l, "u1", t0.Add(time.Hour))
 	ev := func(seq uint64, e domain.Event) ports.StoredEvent { return ports.StoredEvent{Seq: seq, Event: e} }
 	started := func(s *domain.Session) domain.Event {
 		return domain.Event{Type: domain.EventSessionStarted, UserID: "u1", SessionID: s.ID(), Time: s.StartedAt()}
@@ -271,7 +225,7 @@ func TestAuditQueries(t *testing.T) {
 			{Seq: 6, Err: errors.New("not authentic")}},
 		claims: []ports.StoredEvent{ev(1, domain.ClaimEmail("u1", "u@example.com", t0))},
 	}
-	h := AuditHandler{Owners: fakeSessions{s1.ID(): s1, s2.ID(): s2}, Log: log}
+	h := AuditHandler{Owners: l, Log: log}
 	ctx := context.Background()
 	seqs := func(es []ports.StoredEvent) (out []uint64) {
 		for _, e := range es {
@@ -299,21 +253,22 @@ func ptr(s string) *string { return &s }
 // newest first, each exactly once; status=all adds the dead ones; bad
 // parameters are refused.
 func TestSessionsPages(t *testing.T) {
-	f := fakeSessions{}
+	l := handlerstest.NewLedger()
 	var live []string
+	var logouts []domain.Event
 	for i := range 7 {
-		s, _ := session(t, "u1", t0.Add(time.Duration(i)*time.Minute))
+		s, _ := startSession(t, l, "u1", t0.Add(time.Duration(i)*time.Minute))
 		if i%3 == 0 {
 			out, _ := domain.NewUser("u1", "u@example.com", "h", []*domain.Session{s}).Logout(s.ID(), t0.Add(time.Hour))
-			if err := s.Apply(out); err != nil {
-				t.Fatal(err)
-			}
+			// Appended after every start: a history's times never go
+			// backwards, so a start after it would be moved to its time.
+			logouts = append(logouts, out)
 		} else {
 			live = append([]string{s.ID()}, live...) // newest first
 		}
-		f[s.ID()] = s
 	}
-	h := SessionsHandler{Sessions: f, Now: func() time.Time { return t0.Add(2 * time.Hour) }}
+	appendTo(t, l, logouts...)
+	h := SessionsHandler{Sessions: l, Now: func() time.Time { return t0.Add(2 * time.Hour) }}
 	walk := func(status *string) (ids []string, pages int) {
 		var cursor *string
 		for {
