@@ -97,7 +97,7 @@ func TestLoginThrottleIsDecidedFromTheLog(t *testing.T) {
 	throttled := func(l *testLedger, where string) {
 		t.Helper()
 		known, unknown := answer(l, "victim@example.com", "the right password"), answer(l, "ghost@example.com", "the right password")
-		if known.Status != 429 || known.str("reason") != "TOO_MANY_ATTEMPTS" || known.Header.Get("Retry-After") != "30" {
+		if known.Status != 429 || known.str("reason") != "TOO_MANY_ATTEMPTS" || known.Header.Get("Retry-After") != "30" || known.get("args", "retry_after") != float64(30) {
 			t.Fatalf("%s: right password while throttled: %d %s (Retry-After %q), want 429 TOO_MANY_ATTEMPTS after 30 s", where, known.Status, known.Raw, known.Header.Get("Retry-After"))
 		}
 		if unknown.Status != known.Status || string(unknown.Raw) != string(known.Raw) || unknown.Header.Get("Retry-After") != known.Header.Get("Retry-After") {

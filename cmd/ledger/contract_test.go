@@ -50,6 +50,19 @@ func TestHTTPContract(t *testing.T) {
 				t.Errorf("%s: %d %s", path, r.Status, r.Raw)
 			}
 		}
+		// Seed 004 (Euler): {email, password} on Bubble's workflow path
+		// gets a year; the plain login route keeps its 24 h default.
+		for path, want := range map[string]float64{"/api/1.1/wf/generate-api-token": 31536000, "/v1/auth/login": 86400} {
+			r := l.do(t, "POST", path, "", map[string]string{"email": "lin@example.com", "password": pw})
+			if r.Status != 200 || r.get("response", "expires") != want {
+				t.Errorf("%s without keep_logged_in: %d %s, want expires %v", path, r.Status, r.Raw, want)
+			}
+		}
+		// Error bodies carry args, {} when there are none (seed 004).
+		r := l.do(t, "POST", "/api/1.1/wf/generate-api-token", "", map[string]string{"email": "lin@example.com", "password": "not the password"})
+		if args, ok := r.get("args").(map[string]any); r.Status != 400 || !ok || len(args) != 0 {
+			t.Errorf("wrong password: %d %s, want 400 with \"args\":{}", r.Status, r.Raw)
+		}
 	})
 
 	t.Run("validate", func(t *testing.T) {

@@ -102,7 +102,7 @@ func (a *API) Handler() http.Handler {
 	}
 	handle("POST", "/v1/auth/signup", a.signup)
 	handle("POST", "/v1/auth/login", a.login)
-	handle("POST", "/api/1.1/wf/generate-api-token", a.login)
+	handle("POST", "/api/1.1/wf/generate-api-token", a.generateAPIToken)
 	handle("GET", "/v1/validate", a.failClosed(a.validate))
 	handle("POST", "/v1/auth/logout", a.logout)
 	handle("POST", "/v1/auth/logout-others", a.logoutOthers)
@@ -179,7 +179,9 @@ type credentialsRequest struct {
 	KeepLoggedIn *bool   `json:"keep_logged_in"`
 }
 
-func (a *API) readCredentials(w http.ResponseWriter, r *http.Request) (command.Credentials, bool) {
+// readCredentials reads signup and login bodies; keepLoggedIn is what a
+// body without keep_logged_in means.
+func (a *API) readCredentials(w http.ResponseWriter, r *http.Request, keepLoggedIn bool) (command.Credentials, bool) {
 	var req credentialsRequest
 	if e := decodeBody(w, r, &req); e != nil {
 		writeError(w, e)
@@ -189,7 +191,7 @@ func (a *API) readCredentials(w http.ResponseWriter, r *http.Request) (command.C
 		writeError(w, invalidRequest("email and password are required"))
 		return command.Credentials{}, false
 	}
-	c := command.Credentials{Email: *req.Email, Password: *req.Password}
+	c := command.Credentials{Email: *req.Email, Password: *req.Password, KeepLoggedIn: keepLoggedIn}
 	if req.KeepLoggedIn != nil {
 		c.KeepLoggedIn = *req.KeepLoggedIn
 	}
@@ -197,7 +199,7 @@ func (a *API) readCredentials(w http.ResponseWriter, r *http.Request) (command.C
 }
 
 func (a *API) signup(w http.ResponseWriter, r *http.Request) {
-	c, ok := a.readCredentials(w, r)
+	c, ok := a.readCredentials(w, r, false)
 	if !ok {
 		return
 	}
@@ -209,8 +211,15 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 	successAt(w, http.StatusCreated, issuedBody(is), is.Seq)
 }
 
-func (a *API) login(w http.ResponseWriter, r *http.Request) {
-	c, ok := a.readCredentials(w, r)
+func (a *API) login(w http.ResponseWriter, r *http.Request) { a.loginKeeping(w, r, false) }
+
+// generateAPIToken is Bubble's generate-api-token workflow (seed 004): its
+// callers send {email, password} and expect a year-long token (expires
+// 31536000), so a body that does not say keeps the user logged in.
+func (a *API) generateAPIToken(w http.ResponseWriter, r *http.Request) { a.loginKeeping(w, r, true) }
+
+func (a *API) loginKeeping(w http.ResponseWriter, r *http.Request, keepLoggedIn bool) {
+	c, ok := a.readCredentials(w, r, keepLoggedIn)
 	if !ok {
 		return
 	}

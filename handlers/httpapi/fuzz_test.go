@@ -51,7 +51,7 @@ func FuzzReadCredentials(f *testing.F) {
 		r := httptest.NewRequest("POST", "/v1/auth/login", bytes.NewReader(body))
 		r.Header.Set("Content-Type", contentType)
 		w := httptest.NewRecorder()
-		c, ok := a.readCredentials(w, r)
+		c, ok := a.readCredentials(w, r, false)
 		if !ok {
 			env := checkEnvelope(t, w.Code, w.Header().Get("Content-Type"), w.Body.Bytes())
 			if want[w.Code] == "" || env["reason"] != want[w.Code] {

@@ -27,8 +27,22 @@ type apiError struct {
 	// Optional details, for token verdicts.
 	Expired   string `json:"expired,omitempty"`
 	RevokedBy string `json:"revoked_by,omitempty"`
+	// Args are the error's parameters, as in Bubble's error bodies (seed
+	// 004): always present, {} when there are none.
+	Args map[string]any `json:"args"`
 
 	retryAfter int // seconds; sent as Retry-After
+}
+
+// MarshalJSON writes Args as {} when there are none: callers of Bubble's
+// API read it unconditionally.
+func (e apiError) MarshalJSON() ([]byte, error) {
+	type plain apiError
+	p := plain(e)
+	if p.Args == nil {
+		p.Args = map[string]any{}
+	}
+	return json.Marshal(p)
 }
 
 func (e *apiError) Error() string { return e.Reason + ": " + e.Message }
@@ -64,6 +78,11 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	}
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+		if e.StatusCode == http.StatusTooManyRequests {
+			withArgs := *e
+			withArgs.Args = map[string]any{"retry_after": e.retryAfter}
+			e = &withArgs
+		}
 	}
 	writeJSON(w, e.StatusCode, e)
 }
