@@ -37,6 +37,8 @@ import (
 //	mrejected                how many messages were rejected (8 bytes)
 //	d<seq>                   stream digest checkpoint every DigestEvery seqs
 //	x<seq>                   a rejected message and why (JSON Rejected)
+//	r<seq><session id>       a session the event at seq revoked (JSON
+//	                         ports.Revocation): the revocation feed
 const (
 	prefixSession   = 's'
 	prefixUserIndex = 'i' // hot sessions
@@ -48,6 +50,7 @@ const (
 	prefixDigest    = 'd'
 	prefixClaim     = 'c'
 	prefixFailures  = 'f'
+	prefixRevoked   = 'r'
 )
 
 var (
@@ -63,8 +66,9 @@ var (
 // written under another layout is not read: Open refuses it with a
 // *LayoutError, and it is rebuilt from the stream. Version 1 (no mlayout
 // key) kept every session of a user in one index; version 2 keeps the hot
-// and the all-sessions indexes, ordered newest first.
-const LayoutVersion = 2
+// and the all-sessions indexes, ordered newest first; version 3 adds the
+// revocations (r).
+const LayoutVersion = 3
 
 func digestKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixDigest}, seq) }
 
@@ -262,4 +266,10 @@ func readTime(b []byte) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(sec, nsec).UTC()
+}
+
+// revocationKey orders the feed by stream sequence, then session id (one
+// logout-others revokes many sessions at one sequence).
+func revocationKey(seq uint64, sessionID string) []byte {
+	return append(binary.BigEndian.AppendUint64([]byte{prefixRevoked}, seq), sessionID...)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // Projection is the Pebble-backed read model of the ledger.
@@ -462,7 +463,7 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 	if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
 		return e, err
 	}
-	return e, p.fold(b, e, before)
+	return e, p.fold(b, e, before, r.Seq)
 }
 
 // fold applies an authentic event's effect on the read model. before is
@@ -477,7 +478,7 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 // pruning never changes a verdict. The one way back to life is a use whose
 // time is before the subject's (a late fact): folding it puts the session
 // back into the hot index.
-func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time) error {
+func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq uint64) error {
 	switch e.Type {
 	case domain.EventEmailClaimed:
 		c, err := domain.DecodePayload[domain.EmailClaimed](e)
@@ -529,10 +530,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time) err
 			return reject(RejectInvalid, fmt.Errorf("event %s: session %s belongs to another user", e.ID, e.SessionID))
 		}
 		lastUse := s.LastUseAt()
-		if err := s.Apply(e); err != nil {
-			return reject(RejectInvalid, err)
-		}
-		if err := p.putSession(b, s); err != nil {
+		if err := p.applyToSession(b, s, e, seq); err != nil {
 			return err
 		}
 		if e.Type != domain.EventSessionUsed {
@@ -550,10 +548,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time) err
 			return err
 		}
 		for _, s := range sessions {
-			if err := s.Apply(e); err != nil {
-				return reject(RejectInvalid, err)
-			}
-			if err := p.putSession(b, s); err != nil {
+			if err := p.applyToSession(b, s, e, seq); err != nil {
 				return err
 			}
 		}
@@ -616,6 +611,22 @@ func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
 		return err
 	}
 	return b.Set(emailKey(p.Email), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: p.PasswordHash}), nil)
+}
+
+// applyToSession folds e into s and stores it; if e revoked it, the
+// revocation feed gets an entry at seq.
+func (p *Projection) applyToSession(b *pebble.Batch, s *domain.Session, e domain.Event, seq uint64) error {
+	wasRevoked := !s.Snapshot().RevokedAt.IsZero()
+	if err := s.Apply(e); err != nil {
+		return reject(RejectInvalid, err)
+	}
+	if after := s.Snapshot(); !wasRevoked && !after.RevokedAt.IsZero() {
+		r := ports.Revocation{Seq: seq, SessionID: s.ID(), UserID: s.UserID(), Reason: string(after.RevokedBy), At: after.RevokedAt}
+		if err := b.Set(revocationKey(seq, s.ID()), mustJSON(r), nil); err != nil {
+			return err
+		}
+	}
+	return p.putSession(b, s)
 }
 
 func (p *Projection) putSession(b *pebble.Batch, s *domain.Session) error {

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -200,4 +201,29 @@ func getVersion(r reader, subject string) (eventstore.Version, error) {
 	}
 	defer closer.Close()
 	return decodeVersion(v)
+}
+
+// Revocations are the sessions revoked by events after seq `after`, in
+// stream order, at most limit of them, starting after the session
+// afterSession at that sequence ("" for all of it).
+func (p *Projection) Revocations(after uint64, afterSession string, limit int) ([]ports.Revocation, error) {
+	lower := revocationKey(after, afterSession)
+	lower = append(lower, 0) // strictly after
+	if afterSession == "" {
+		lower = revocationKey(after+1, "")
+	}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixRevoked + 1}})
+	if err != nil {
+		return nil, err
+	}
+	var out []ports.Revocation
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		var r ports.Revocation
+		if err := json.Unmarshal(it.Value(), &r); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("revocation at %x: %w", it.Key(), err)
+		}
+		out = append(out, r)
+	}
+	return out, it.Close()
 }

@@ -90,6 +90,9 @@ type ServiceConfig struct {
 	// unknown emails are written, as one event. Default 1 min.
 	LoginThrottle domain.LoginThrottle
 	TallyEvery    time.Duration
+	// FeedHeartbeat: how often an idle revocation feed sends a heartbeat
+	// (httpapi's default when zero).
+	FeedHeartbeat time.Duration
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -110,7 +113,7 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
 	}
-	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now})
+	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj})
 	return commands, queries, err
 }
 
@@ -276,15 +279,16 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		return nil, err
 	}
 	api := httpapi.New(httpapi.Config{
-		Commands:   commands,
-		Queries:    queries,
-		AdminKey:   &adminKey,
-		Digests:    s.digests,
-		Ready:      s.ready,
-		Freshness:  s.fresh,
-		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		Log:        log,
-		Registerer: reg,
+		Commands:      commands,
+		Queries:       queries,
+		AdminKey:      &adminKey,
+		Digests:       s.digests,
+		Ready:         s.ready,
+		Freshness:     s.fresh,
+		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Log:           log,
+		Registerer:    reg,
+		FeedHeartbeat: cfg.FeedHeartbeat,
 		Limits: httpapi.Limits{
 			TrustedProxies:   trusted,
 			Credentials:      httpapi.AddressLimit{Rate: cfg.AddressRate, Burst: cfg.AddressBurst},

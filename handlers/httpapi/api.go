@@ -37,6 +37,10 @@ type Config struct {
 	// closed when the projection may be stale (see freshness.go).
 	Freshness Freshness
 
+	// FeedHeartbeat is how often an idle revocation feed says it is
+	// alive (default 15s).
+	FeedHeartbeat time.Duration
+
 	// Limits are the per-client-address limits (ratelimit.go); the zero
 	// value limits nothing and believes no X-Forwarded-For.
 	Limits Limits
@@ -55,11 +59,15 @@ type API struct {
 	adminLimiter  *addressLimiter // nil: no limit
 	limited       *prometheus.CounterVec
 	adminFailures prometheus.Counter
+	feedSlots     chan struct{} // one per open revocation feed
 }
 
 func New(cfg Config) *API {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.FeedHeartbeat <= 0 {
+		cfg.FeedHeartbeat = 15 * time.Second
 	}
 	a := &API{
 		cfg: cfg,
@@ -77,6 +85,7 @@ func New(cfg Config) *API {
 			Name: "ledger_admin_key_failures_total", Help: "Audit API requests with a wrong admin key."}),
 		credentials:  newAddressLimiter(cfg.Limits.Credentials, cfg.Limits.TrackedAddresses),
 		adminLimiter: newAddressLimiter(cfg.Limits.AdminFailures, cfg.Limits.TrackedAddresses),
+		feedSlots:    make(chan struct{}, MaxFeedStreams),
 	}
 	a.validCount = a.verdicts.WithLabelValues("valid")
 	if cfg.Registerer != nil {
@@ -111,6 +120,7 @@ func (a *API) Handler() http.Handler {
 	handle("GET", "/v1/audit/sessions/{session_id}", a.requireAdmin(a.auditSession))
 	handle("GET", "/v1/audit/users/{user_id}/events", a.requireAdmin(a.auditUserEvents))
 	handle("GET", "/v1/audit/digest", a.requireAdmin(a.auditDigest))
+	handle("GET", FeedPath, a.requireAdmin(a.feed))
 	handle("GET", "/healthz", a.healthz)
 	handle("GET", "/readyz", a.readyz)
 	if a.cfg.Metrics != nil {
@@ -130,9 +140,11 @@ const RequestTimeout = 15 * time.Second
 func (a *API) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
-		defer cancel()
-		r = r.WithContext(ctx)
+		if r.URL.Path != FeedPath { // a stream lives as long as its client
+			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
 			if p := recover(); p != nil {
@@ -167,6 +179,10 @@ func (s *statusWriter) WriteHeader(code int) {
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (the feed
+// flushes and extends its write deadline).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	s.wrote = true

@@ -36,6 +36,7 @@ var errorTable = []struct {
 	{domain.ErrTooManyAttempts, http.StatusTooManyRequests, "TOO_MANY_ATTEMPTS", "too many failed logins for this account; retry later", 1},
 	{domain.ErrSessionNotFound, http.StatusNotFound, "SESSION_NOT_FOUND", "no such session", 0},
 	{query.ErrUnknownUser, http.StatusNotFound, "USER_NOT_FOUND", "no such user", 0},
+	{query.ErrNoFeed, http.StatusNotFound, "NOT_FOUND", "this instance serves no revocation feed", 0},
 	// The token's user is gone from this instance's view: treat the token
 	// like any unknown one.
 	{domain.ErrUserNotFound, http.StatusUnauthorized, "TOKEN_INVALID", "token is not valid", 0},

@@ -76,6 +76,16 @@ var (
 	ErrNotInLog = errors.New("not found in the ledger")
 )
 
+// Revocation is one session revoked by the event at Seq: what the
+// revocation feed sends. A logout-others is one revocation per session.
+type Revocation struct {
+	Seq       uint64    `json:"seq"`
+	SessionID string    `json:"session_id"`
+	UserID    string    `json:"user_id"`
+	Reason    string    `json:"reason"` // e.g. revoked:logout
+	At        time.Time `json:"at"`
+}
+
 // Rejected is a stored message the read side did not apply, and why.
 type Rejected struct {
 	Seq     uint64 `json:"seq"`

@@ -67,6 +67,8 @@ type Deps struct {
 	Uses *UseRecorder
 	Log  userHistory
 	Now  func() time.Time
+	// Revocations, if set, serves the revocation feed.
+	Revocations revocationLog
 }
 
 // Handlers are the read side's queries, wired once.
@@ -74,6 +76,7 @@ type Handlers struct {
 	Validate ValidateHandler
 	Sessions SessionsHandler
 	Audit    AuditHandler
+	Feed     FeedHandler
 }
 
 // New builds every query handler, refusing missing dependencies at start.
@@ -85,5 +88,6 @@ func New(d Deps) (Handlers, error) {
 		Validate: ValidateHandler{Sessions: d.Sessions, Uses: d.Uses, Now: d.Now},
 		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
 		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log},
+		Feed:     FeedHandler{Log: d.Revocations},
 	}, nil
 }
