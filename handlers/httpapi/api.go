@@ -121,6 +121,7 @@ func (a *API) Handler() http.Handler {
 	handle("GET", "/v1/audit/users/{user_id}/events", a.requireAdmin(a.auditUserEvents))
 	handle("GET", "/v1/audit/digest", a.requireAdmin(a.auditDigest))
 	handle("GET", FeedPath, a.requireAdmin(a.feed))
+	handle("POST", IntrospectPath, a.requireAdmin(a.introspect))
 	handle("GET", "/healthz", a.healthz)
 	handle("GET", "/readyz", a.readyz)
 	if a.cfg.Metrics != nil {
