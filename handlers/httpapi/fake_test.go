@@ -24,11 +24,13 @@ type fakeLedger struct {
 	hashes   map[string]string                     // user id -> password hash
 	sessions map[string]map[string]*domain.Session // user id -> session id -> session
 	owners   map[string]string                     // session id -> user id
+	keys     map[string]map[string]domain.APIKey   // user id -> key id -> API key not revoked
 }
 
 func newFakeLedger() *fakeLedger {
 	return &fakeLedger{versions: map[string]ports.Version{}, emails: map[string]string{}, hashes: map[string]string{},
-		sessions: map[string]map[string]*domain.Session{}, owners: map[string]string{}}
+		sessions: map[string]map[string]*domain.Session{}, owners: map[string]string{},
+		keys: map[string]map[string]domain.APIKey{}}
 }
 
 func (f *fakeLedger) LoadUser(userID string, _ ...string) (*domain.User, ports.Version, error) {
@@ -48,7 +50,19 @@ func (f *fakeLedger) LoadUser(userID string, _ ...string) (*domain.User, ports.V
 			email = e
 		}
 	}
-	return domain.NewUser(userID, email, hash, ss), f.versions[userID], nil
+	var keys []domain.APIKey
+	for _, k := range f.keys[userID] {
+		keys = append(keys, k)
+	}
+	return domain.NewUser(userID, email, hash, ss).WithAPIKeys(keys), f.versions[userID], nil
+}
+
+func (f *fakeLedger) UserAPIKeys(userID string) ([]domain.APIKey, error) {
+	u, _, err := f.LoadUser(userID)
+	if u == nil || err != nil {
+		return nil, err
+	}
+	return u.APIKeys(), nil
 }
 
 func (f *fakeLedger) WaitFor(context.Context, uint64) error  { return nil }
@@ -88,6 +102,29 @@ func (f *fakeLedger) fold(e domain.Event) error {
 			f.sessions[e.UserID] = map[string]*domain.Session{}
 		}
 		f.sessions[e.UserID][s.ID()], f.owners[s.ID()] = s, e.UserID
+	case domain.EventAPIKeyCreated:
+		k, err := domain.APIKeyFromEvent(e)
+		if err != nil {
+			return err
+		}
+		if f.keys[e.UserID] == nil {
+			f.keys[e.UserID] = map[string]domain.APIKey{}
+		}
+		f.keys[e.UserID][k.ID] = k
+	case domain.EventAPIKeyRevoked:
+		p, err := domain.DecodePayload[domain.APIKeyRevoked](e)
+		if err != nil {
+			return err
+		}
+		delete(f.keys[e.UserID], p.KeyID)
+	case domain.EventAPIKeyUsed:
+		p, err := domain.DecodePayload[domain.APIKeyUsed](e)
+		if err != nil {
+			return err
+		}
+		if k, ok := f.keys[e.UserID][p.KeyID]; ok {
+			f.keys[e.UserID][p.KeyID] = k.WithUse(e.Time)
+		}
 	default:
 		for _, s := range f.sessions[e.UserID] {
 			if err := s.Apply(e); err != nil {
@@ -230,7 +267,7 @@ func fakeAPI(now func() time.Time) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	queries, err := query.New(query.Deps{Sessions: f, Log: f, Now: now})
+	queries, err := query.New(query.Deps{Sessions: f, Log: f, Now: now, APIKeys: f})
 	if err != nil {
 		return nil, err
 	}

@@ -205,7 +205,7 @@ func TestValidate(t *testing.T) {
 	log := &fakeFacts{}
 	uses, _ := recorder(t, log, 8)
 	now := t0.Add(2 * time.Hour)
-	q, err := New(Deps{Sessions: fakeSessions{live.ID(): live, revoked.ID(): revoked}, Uses: uses, Log: noHistory{}, Now: func() time.Time { return now }})
+	q, err := New(Deps{Sessions: fakeSessions{live.ID(): live, revoked.ID(): revoked}, Uses: uses, Log: noHistory{}, Now: func() time.Time { return now }, APIKeys: fakeAPIKeys{}})
 	if err != nil {
 		t.Fatal(err)
 	}

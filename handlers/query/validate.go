@@ -67,6 +67,8 @@ type Deps struct {
 	Uses *UseRecorder
 	Log  userHistory
 	Now  func() time.Time
+	// APIKeys lists personal API keys (apikeys.go).
+	APIKeys apiKeyReader
 }
 
 // Handlers are the read side's queries, wired once.
@@ -74,16 +76,18 @@ type Handlers struct {
 	Validate ValidateHandler
 	Sessions SessionsHandler
 	Audit    AuditHandler
+	APIKeys  APIKeysHandler
 }
 
 // New builds every query handler, refusing missing dependencies at start.
 func New(d Deps) (Handlers, error) {
-	if d.Sessions == nil || d.Log == nil || d.Now == nil {
-		return Handlers{}, errors.New("query.New: Sessions, Log and Now are required")
+	if d.Sessions == nil || d.Log == nil || d.Now == nil || d.APIKeys == nil {
+		return Handlers{}, errors.New("query.New: Sessions, Log, Now and APIKeys are required")
 	}
 	return Handlers{
 		Validate: ValidateHandler{Sessions: d.Sessions, Uses: d.Uses, Now: d.Now},
 		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
 		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log},
+		APIKeys:  APIKeysHandler{Keys: d.APIKeys, Now: d.Now},
 	}, nil
 }
