@@ -28,6 +28,7 @@ type fakeLedger struct {
 	failures map[string]domain.LoginFailures
 	facts    []ports.Fact
 	appended []domain.Event
+	keys     map[string]map[string]domain.APIKey // user id -> API keys not revoked (apikeys_test.go)
 
 	// beforeAppend, if set, runs before each AppendUser and may return an
 	// error (ErrConflict) to inject what another instance would cause.
@@ -63,7 +64,7 @@ func (f *fakeLedger) LoadUser(userID string, _ ...string) (*domain.User, ports.V
 			email = e
 		}
 	}
-	return domain.NewUser(userID, email, hash, ss).WithFailures(f.failures[userID]), v, nil
+	return domain.NewUser(userID, email, hash, ss).WithFailures(f.failures[userID]).WithAPIKeys(f.apiKeys(userID)), v, nil
 }
 
 func (f *fakeLedger) LoginFailures(userID string) (domain.LoginFailures, error) {
@@ -138,6 +139,8 @@ func (f *fakeLedger) fold(e domain.Event) error {
 			f.sessions[e.UserID] = map[string]*domain.Session{}
 		}
 		f.sessions[e.UserID][s.ID()] = s
+	case domain.EventAPIKeyCreated, domain.EventAPIKeyRevoked, domain.EventAPIKeyUsed:
+		return f.foldAPIKey(e)
 	default:
 		for _, s := range f.sessions[e.UserID] {
 			if err := s.Apply(e); err != nil {
