@@ -44,6 +44,8 @@ func (t EventType) known() bool {
 		return true
 	case EventSessionEvicted: // limit.go
 		return true
+	case EventAPIKeyCreated, EventAPIKeyRevoked, EventAPIKeyUsed: // apikey.go
+		return true
 	}
 	return false
 }
@@ -152,6 +154,9 @@ type (
 		MaxExpiresAt      time.Time `json:"max_expires_at"`
 		IdleWindowSeconds int64     `json:"idle_window_seconds"`
 		TokenHash         string    `json:"token_hash"`
+		// APIKeyID is the key exchanged for the session (method
+		// api_key); absent for a password login.
+		APIKeyID string `json:"api_key_id,omitempty"`
 	}
 	SessionUsed          struct{}
 	SessionLoggedOut     struct{}

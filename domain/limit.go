@@ -28,6 +28,12 @@ type SessionEvicted struct {
 // same instant the events are decided at, so the fold of these events
 // revokes exactly the sessions counted here.
 func (u *User) Login(sessionID string, tokenHash TokenHash, method string, keepLoggedIn, mfa bool, at time.Time, p Policy) []Event {
+	return append(u.evictFor(sessionID, at, p), u.StartSession(sessionID, tokenHash, method, keepLoggedIn, mfa, at, p))
+}
+
+// evictFor is the session_evicted events a new session at `at` needs (see
+// Login).
+func (u *User) evictFor(sessionID string, at time.Time, p Policy) []Event {
 	limit := max(p.MaxSessionsPerUser, 1)
 	var live []*Session
 	for _, s := range u.sessions {
@@ -47,5 +53,5 @@ func (u *User) Login(sessionID string, tokenHash TokenHash, method string, keepL
 			out = append(out, newEvent(EventSessionEvicted, u.id, s.id, at, SessionEvicted{BySessionID: sessionID, Limit: limit}))
 		}
 	}
-	return append(out, u.StartSession(sessionID, tokenHash, method, keepLoggedIn, mfa, at, p))
+	return out
 }

@@ -106,6 +106,7 @@ func (s *Session) ID() string                { return s.id }
 func (s *Session) UserID() string            { return s.userID }
 func (s *Session) TokenHash() TokenHash      { return s.tokenHash }
 func (s *Session) KeepLoggedIn() bool        { return s.keepLoggedIn }
+func (s *Session) Method() string            { return s.method } // password or api_key
 func (s *Session) MFA() bool                 { return s.mfa }
 func (s *Session) StartedAt() time.Time      { return s.startedAt }
 func (s *Session) LastUseAt() time.Time      { return s.lastUseAt }

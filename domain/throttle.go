@@ -98,7 +98,7 @@ func (f LoginFailures) Apply(e Event) (LoginFailures, error) {
 		if err != nil {
 			return f, err
 		}
-		if p.Reason != LoginFailedWrongPassword {
+		if p.Reason != LoginFailedWrongPassword && p.Reason != LoginFailedWrongAPIKey {
 			return f, nil
 		}
 		f.InARow = p.InARow
@@ -152,9 +152,15 @@ func (e *ThrottledError) RetryAfter() time.Duration { return e.Wait }
 // login_failed event, and a login_throttled event if this failure throttles
 // the account.
 func (u *User) FailLogin(normalizedEmail string, at time.Time, r LoginThrottle) []Event {
+	return u.failLogin(LoginFailedWrongPassword, normalizedEmail, at, r)
+}
+
+// failLogin decides a failed login for a reason that counts towards the
+// throttle (a wrong password or a wrong API key).
+func (u *User) failLogin(reason, normalizedEmail string, at time.Time, r LoginThrottle) []Event {
 	next, throttled := r.Fail(u.failures, at)
 	events := []Event{newEvent(EventLoginFailed, u.id, "", at, LoginFailed{
-		Reason: LoginFailedWrongPassword, EmailHash: EmailHash(normalizedEmail), InARow: next.InARow,
+		Reason: reason, EmailHash: EmailHash(normalizedEmail), InARow: next.InARow,
 	})}
 	if throttled {
 		events = append(events, newEvent(EventLoginThrottled, u.id, "", at, LoginThrottled{

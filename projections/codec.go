@@ -29,6 +29,8 @@ import (
 //	c<email hash>            user id of the email's first authentic claim
 //	f<user id>               the user's recent failed logins (JSON
 //	                         domain.LoginFailures); absent after a success
+//	k<user id>\x00<key id>   a user's API key that is not revoked (JSON,
+//	                         hash only; see apikeys.go)
 //	mapplied                 last applied stream sequence (8 bytes)
 //	mlayout                  this key layout's version (8 bytes, LayoutVersion)
 //	mdigest                  stream digest at the applied sequence (32 bytes)

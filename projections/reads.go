@@ -91,7 +91,11 @@ func (p *Projection) LoadUser(userID string, sessionIDs ...string) (*domain.User
 	if err != nil {
 		return nil, version, err
 	}
-	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures), version, nil
+	keys, err := userAPIKeys(snap, userID)
+	if err != nil {
+		return nil, version, fmt.Errorf("load user api keys: %w", err)
+	}
+	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys), version, nil
 }
 
 // LoginFailures is a user's recent failed logins, which decide whether the

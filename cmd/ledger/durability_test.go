@@ -279,7 +279,8 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 }
 
 // TestNoSecretsAtRest: after a workload, neither the data dir nor the logs
-// contain a raw token, a token's secret part or a password.
+// contain a raw token, a token's secret part, a password, or a personal API
+// key or its secret part (right, wrong or revoked).
 func TestNoSecretsAtRest(t *testing.T) {
 	dir := t.TempDir()
 	l := startLedger(t, dir, newClock())
@@ -298,6 +299,24 @@ func TestNoSecretsAtRest(t *testing.T) {
 		l.do(t, "GET", "/v1/validate", tk, nil)
 	}
 	l.do(t, "POST", "/v1/auth/logout", t3, nil)
+	// Personal API keys: one used, one revoked, and a wrong one tried.
+	var apiKeys []string
+	for _, name := range []string{"used", "revoked"} {
+		raw, id := l.createAPIKey(t, tokens[0], map[string]any{"name": name})
+		apiKeys = append(apiKeys, raw)
+		if name == "revoked" {
+			l.do(t, "DELETE", "/v1/api-keys/"+id, tokens[0], nil)
+		}
+	}
+	if r := l.exchange(t, "secrets@example.com", apiKeys[0]); r.Status != 200 {
+		t.Fatalf("api key exchange: %d %s", r.Status, r.Raw)
+	} else {
+		tokens = append(tokens, r.str("response", "token"))
+	}
+	wrongAPIKey := apiKeys[0][:len(apiKeys[0])-4] + "AAAA"
+	apiKeys = append(apiKeys, wrongAPIKey)
+	l.exchange(t, "secrets@example.com", wrongAPIKey)
+	l.exchange(t, "secrets@example.com", apiKeys[1])
 	const wrongAdminKey = "a-wrong-admin-key-0123456789abcdef"
 	doURL(t, l.URL(), "GET", "/v1/audit/digest", "", map[string]string{"X-API-Key": wrongAdminKey}, nil)
 	l.admin(t, "/v1/audit/digest")
@@ -309,6 +328,10 @@ func TestNoSecretsAtRest(t *testing.T) {
 		needles["password "+p] = p
 	}
 	needles["admin key"], needles["wrong admin key"] = testAdminKey, wrongAdminKey
+	for i, k := range apiKeys {
+		needles[fmt.Sprintf("api key %d", i)] = k
+		needles[fmt.Sprintf("api key %d secret", i)] = k[len("pak_")+32:]
+	}
 	for i, tk := range tokens {
 		needles[fmt.Sprintf("token %d", i)] = tk
 		needles[fmt.Sprintf("token %d secret", i)] = tk[len("slt_")+32:]

@@ -93,6 +93,9 @@ type ServiceConfig struct {
 	// FeedHeartbeat: how often an idle revocation feed sends a heartbeat
 	// (httpapi's default when zero).
 	FeedHeartbeat time.Duration
+	// MaxAPIKeysPerUser caps a user's personal API keys that are not
+	// revoked; 0 is domain.DefaultMaxAPIKeysPerUser.
+	MaxAPIKeysPerUser int
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -106,14 +109,19 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
 	}
+	keys := domain.DefaultAPIKeyRules()
+	keys.UseGranularity = cfg.UseGranularity
+	if cfg.MaxAPIKeysPerUser > 0 {
+		keys.MaxPerUser = cfg.MaxAPIKeysPerUser
+	}
 	commands, err := command.New(command.Deps{
 		Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
-		Throttle: cfg.LoginThrottle, Unknown: unknown,
+		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys,
 	})
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
 	}
-	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj})
+	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj})
 	return commands, queries, err
 }
 

@@ -26,6 +26,9 @@ type Deps struct {
 	Now      func() time.Time
 	NewID    func() string // user ids
 	Rand     io.Reader     // token randomness; crypto/rand when nil
+	// APIKeys bound personal API keys; the zero value is
+	// domain.DefaultAPIKeyRules.
+	APIKeys domain.APIKeyRules
 }
 
 type (
@@ -55,6 +58,10 @@ type Handlers struct {
 	Logout       LogoutHandler
 	LogoutOthers LogoutOthersHandler
 	Terminate    TerminateHandler
+	// Personal API keys (apikeys.go).
+	CreateAPIKey CreateAPIKeyHandler
+	RevokeAPIKey RevokeAPIKeyHandler
+	APIKeyLogin  APIKeyLoginHandler
 }
 
 // New builds every command handler, refusing missing dependencies at start
@@ -70,9 +77,16 @@ func New(d Deps) (Handlers, error) {
 	if err := d.Throttle.Validate(); err != nil {
 		return Handlers{}, fmt.Errorf("command.New: %w", err)
 	}
+	if d.APIKeys == (domain.APIKeyRules{}) {
+		d.APIKeys = domain.DefaultAPIKeyRules()
+	}
+	if err := d.APIKeys.Validate(); err != nil {
+		return Handlers{}, fmt.Errorf("command.New: %w", err)
+	}
 	return Handlers{
 		Signup: SignupHandler{d}, Login: LoginHandler{d}, Logout: LogoutHandler{d},
 		LogoutOthers: LogoutOthersHandler{d}, Terminate: TerminateHandler{d},
+		CreateAPIKey: CreateAPIKeyHandler{d}, RevokeAPIKey: RevokeAPIKeyHandler{d}, APIKeyLogin: APIKeyLoginHandler{d},
 	}, nil
 }
 
@@ -108,7 +122,7 @@ func (d Deps) newSession(u *domain.User, keepLoggedIn bool, at time.Time) ([]dom
 	if err != nil {
 		return nil, Issued{}, err
 	}
-	events := u.Login(sid, hash, "password", keepLoggedIn, false, at, d.Policy)
+	events := u.Login(sid, hash, domain.SessionMethodPassword, keepLoggedIn, false, at, d.Policy)
 	return events, Issued{Token: raw, UserID: u.ID(), SessionID: sid, ExpiresIn: d.Policy.MaxLifetime(keepLoggedIn, false)}, nil
 }
 

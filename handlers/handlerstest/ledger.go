@@ -54,6 +54,7 @@ type Ledger struct {
 	sessions map[string]map[string]*domain.Session // user id -> session id -> session
 	owners   map[string]string                     // session id -> user id
 	failures map[string]domain.LoginFailures       // user id -> recent failed logins
+	keys     map[string]map[string]domain.APIKey   // user id -> personal API keys not revoked
 
 	// What the application asked for, for tests to inspect.
 	appended []domain.Event
@@ -74,7 +75,7 @@ func NewLedger() *Ledger {
 		rejected: map[uint64]bool{}, dedup: map[string]bool{},
 		users: map[string]user{}, emails: map[string]string{}, claims: map[string]string{},
 		sessions: map[string]map[string]*domain.Session{}, owners: map[string]string{},
-		failures: map[string]domain.LoginFailures{},
+		failures: map[string]domain.LoginFailures{}, keys: map[string]map[string]domain.APIKey{},
 	}
 }
 
@@ -327,6 +328,8 @@ func (l *Ledger) fold(e domain.Event) error {
 			return nil // an unknown email: for the audit trail only
 		}
 		return l.foldFailures(e)
+	case domain.EventAPIKeyCreated, domain.EventAPIKeyRevoked, domain.EventAPIKeyUsed:
+		return l.foldAPIKey(e)
 	default:
 		for _, s := range l.sessions[e.UserID] {
 			if err := s.Apply(e); err != nil {
@@ -335,6 +338,52 @@ func (l *Ledger) fold(e domain.Event) error {
 		}
 	}
 	return nil
+}
+
+// foldAPIKey folds the personal API key events as the projection does.
+func (l *Ledger) foldAPIKey(e domain.Event) error {
+	if l.keys[e.UserID] == nil {
+		l.keys[e.UserID] = map[string]domain.APIKey{}
+	}
+	switch e.Type {
+	case domain.EventAPIKeyCreated:
+		k, err := domain.APIKeyFromEvent(e)
+		if err != nil {
+			return err
+		}
+		l.keys[e.UserID][k.ID] = k
+	case domain.EventAPIKeyRevoked:
+		p, err := domain.DecodePayload[domain.APIKeyRevoked](e)
+		if err != nil {
+			return err
+		}
+		delete(l.keys[e.UserID], p.KeyID)
+	case domain.EventAPIKeyUsed:
+		p, err := domain.DecodePayload[domain.APIKeyUsed](e)
+		if err != nil {
+			return err
+		}
+		if k, ok := l.keys[e.UserID][p.KeyID]; ok {
+			l.keys[e.UserID][p.KeyID] = k.WithUse(e.Time)
+		}
+	}
+	return nil
+}
+
+// UserAPIKeys are a user's personal API keys that are not revoked, in the
+// domain's order, as the projection lists them.
+func (l *Ledger) UserAPIKeys(userID string) ([]domain.APIKey, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return domain.NewUser(userID, "", "", nil).WithAPIKeys(l.apiKeys(userID)).APIKeys(), nil
+}
+
+func (l *Ledger) apiKeys(userID string) []domain.APIKey {
+	out := make([]domain.APIKey, 0, len(l.keys[userID]))
+	for _, k := range l.keys[userID] {
+		out = append(out, k)
+	}
+	return out
 }
 
 // foldFailures folds an event into its user's recent failed logins.
@@ -367,7 +416,7 @@ func (l *Ledger) LoadUser(userID string, _ ...string) (*domain.User, ports.Versi
 	for _, s := range l.sessions[userID] {
 		ss = append(ss, copySession(s))
 	}
-	return domain.NewUser(userID, u.email, u.passwordHash, ss).WithFailures(l.failures[userID]), v, nil
+	return domain.NewUser(userID, u.email, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)), v, nil
 }
 
 // WaitFor returns at once: every append is applied when it returns.

@@ -122,6 +122,17 @@ func (a *API) Handler() http.Handler {
 	handle("GET", "/v1/audit/digest", a.requireAdmin(a.auditDigest))
 	handle("GET", FeedPath, a.requireAdmin(a.feed))
 	handle("POST", IntrospectPath, a.requireAdmin(a.introspect))
+	// personal API keys (apikeys.go). GET and POST share /v1/api-keys, so
+	// its 405 catch-all is registered once, for both, instead of by handle.
+	mux.HandleFunc("GET /v1/api-keys", a.listAPIKeys)
+	mux.HandleFunc("POST /v1/api-keys", a.createAPIKey)
+	mux.HandleFunc("/v1/api-keys", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, errMethodNotAllowed)
+	})
+	handle("DELETE", "/v1/api-keys/{id}", a.revokeAPIKey)
+	handle("POST", "/v1/auth/api-key", a.apiKeyLogin) // in credentialRoutes
+	// end of personal API keys
 	handle("GET", "/healthz", a.healthz)
 	handle("GET", "/readyz", a.readyz)
 	if a.cfg.Metrics != nil {
@@ -281,6 +292,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt:     v.Verdict.ExpiresAt().Format(rfc3339),
 		IdleExpiresAt: v.Verdict.IdleExpiresAt.Format(rfc3339),
 		MaxExpiresAt:  v.Verdict.MaxExpiresAt.Format(rfc3339),
+		Method:        s.Method(),
 		KeepLoggedIn:  s.KeepLoggedIn(),
 		MFA:           s.MFA(),
 	})

@@ -50,6 +50,7 @@ type validResponse struct {
 	IdleExpiresAt string `json:"idle_expires_at"`
 	KeepLoggedIn  bool   `json:"keep_logged_in"`
 	MaxExpiresAt  string `json:"max_expires_at"`
+	Method        string `json:"method"` // password or api_key
 	MFA           bool   `json:"mfa"`
 	SessionID     string `json:"session_id"`
 	UserID        string `json:"user_id"`
@@ -68,6 +69,7 @@ type sessionItem struct {
 	Current    bool   `json:"current"`
 	ExpiresAt  string `json:"expires_at"`
 	LastUsedAt string `json:"last_used_at"`
+	Method     string `json:"method"` // password or api_key
 	Reason     string `json:"reason,omitempty"`
 	SessionID  string `json:"session_id"`
 	Status     string `json:"status"`
@@ -78,7 +80,7 @@ func sessionsOf(page query.SessionsPage) sessionsBody {
 	for _, s := range page.Sessions {
 		out.Sessions = append(out.Sessions, sessionItem{
 			CreatedAt: s.CreatedAt.Format(rfc3339), Current: s.Current, ExpiresAt: s.ExpiresAt.Format(rfc3339),
-			LastUsedAt: s.LastUsedAt.Format(rfc3339), Reason: string(s.Reason), SessionID: s.SessionID, Status: s.Status,
+			LastUsedAt: s.LastUsedAt.Format(rfc3339), Method: s.Method, Reason: string(s.Reason), SessionID: s.SessionID, Status: s.Status,
 		})
 	}
 	return out

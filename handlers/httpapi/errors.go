@@ -50,6 +50,11 @@ var errorTable = []struct {
 	{domain.ErrKeyUnavailable, http.StatusServiceUnavailable, "SIGNING_KEY_UNAVAILABLE", "this instance does not hold the signing key in force; give it the ledger's key file", 0},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry", 0},
 	{context.Canceled, http.StatusServiceUnavailable, "UNAVAILABLE", "the ledger did not answer in time; retry", 0},
+	// Personal API keys (apikeys.go).
+	{domain.ErrTooManyAPIKeys, http.StatusConflict, "TOO_MANY_API_KEYS", "this account holds as many API keys as it may; revoke one first", 0},
+	{domain.ErrAPIKeyNotFound, http.StatusNotFound, "API_KEY_NOT_FOUND", "no such API key", 0},
+	{domain.ErrInvalidAPIKeyName, http.StatusBadRequest, "INVALID_REQUEST", "name must be 1 to 100 characters, without control characters", 0},
+	{domain.ErrInvalidAPIKeyTTL, http.StatusBadRequest, "INVALID_REQUEST", "expires_in must be a whole number of seconds from 1 to 315360000 (10 years)", 0},
 	// The per-address limits (ratelimit.go) set their own Retry-After.
 	{errRateLimited, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests from this address; retry after Retry-After seconds", 1},
 }

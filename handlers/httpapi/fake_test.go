@@ -45,7 +45,7 @@ func fakeAPI(now func() time.Time) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	queries, err := query.New(query.Deps{Sessions: f, Log: f, Now: now})
+	queries, err := query.New(query.Deps{Sessions: f, Log: f, Now: now, APIKeys: f})
 	if err != nil {
 		return nil, err
 	}

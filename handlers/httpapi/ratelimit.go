@@ -35,13 +35,14 @@ type AddressLimit struct {
 	Burst int
 }
 
-// credentialRoutes exchange credentials (a password) for a token; each
-// request runs an argon2id hash. A route that does so opts into the
-// per-address limit Limits.Credentials by being listed here.
+// credentialRoutes exchange credentials (a password, a personal API key)
+// for a token; a password costs an argon2id hash. A route that does so opts
+// into the per-address limit Limits.Credentials by being listed here.
 var credentialRoutes = []string{
 	"POST /v1/auth/signup",
 	"POST /v1/auth/login",
 	"POST /api/1.1/wf/generate-api-token",
+	"POST /v1/auth/api-key",
 }
 
 // errRateLimited is the per-address limits' refusal; its row in the error

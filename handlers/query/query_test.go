@@ -158,7 +158,7 @@ func TestValidate(t *testing.T) {
 	appendTo(t, l, out)
 	uses, _ := recorder(t, l, 8)
 	now := t0.Add(2 * time.Hour)
-	q, err := New(Deps{Sessions: l, Uses: uses, Log: l, Now: func() time.Time { return now }})
+	q, err := New(Deps{Sessions: l, Uses: uses, Log: l, Now: func() time.Time { return now }, APIKeys: l})
 	if err != nil {
 		t.Fatal(err)
 	}

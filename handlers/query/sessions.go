@@ -94,6 +94,7 @@ type SessionView struct {
 	Status     string // active, expired or revoked
 	Reason     domain.Reason
 	Current    bool
+	Method     string // password or api_key
 }
 
 // SessionsPage is one page of the list; Next is the cursor of the next
@@ -140,6 +141,7 @@ func (h SessionsHandler) Handle(_ context.Context, userID, currentSessionID stri
 		out.Sessions = append(out.Sessions, SessionView{
 			SessionID: s.ID(), CreatedAt: s.StartedAt(), LastUsedAt: s.LastUseAt(),
 			ExpiresAt: v.ExpiresAt(), Status: status, Reason: v.Reason, Current: s.ID() == currentSessionID,
+			Method: s.Method(),
 		})
 	}
 	if more && len(sessions) > 0 {

@@ -69,6 +69,8 @@ type Deps struct {
 	Now  func() time.Time
 	// Revocations, if set, serves the revocation feed.
 	Revocations revocationLog
+	// APIKeys lists personal API keys (apikeys.go).
+	APIKeys apiKeyReader
 }
 
 // Handlers are the read side's queries, wired once.
@@ -77,17 +79,19 @@ type Handlers struct {
 	Sessions SessionsHandler
 	Audit    AuditHandler
 	Feed     FeedHandler
+	APIKeys  APIKeysHandler
 }
 
 // New builds every query handler, refusing missing dependencies at start.
 func New(d Deps) (Handlers, error) {
-	if d.Sessions == nil || d.Log == nil || d.Now == nil {
-		return Handlers{}, errors.New("query.New: Sessions, Log and Now are required")
+	if d.Sessions == nil || d.Log == nil || d.Now == nil || d.APIKeys == nil {
+		return Handlers{}, errors.New("query.New: Sessions, Log, Now and APIKeys are required")
 	}
 	return Handlers{
 		Validate: ValidateHandler{Sessions: d.Sessions, Uses: d.Uses, Now: d.Now},
 		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
 		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log},
 		Feed:     FeedHandler{Log: d.Revocations},
+		APIKeys:  APIKeysHandler{Keys: d.APIKeys, Now: d.Now},
 	}, nil
 }
