@@ -308,9 +308,10 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	}
 	victim := ds.emails[len(ds.emails)-1]
 	legit := ds.emails[len(ds.emails)-2]
-	env, _ := r.pprofEnv("serve-attack")
+	env, addrFile := r.pprofEnv("serve-attack")
 	logPath := filepath.Join(r.work, "serve-attack.log")
-	srv, err := startServer(ctx, r.ledger, ds.dir, logPath, env, "--trusted-proxies", "127.0.0.1/32")
+	flags := append([]string{"--trusted-proxies", "127.0.0.1/32"}, r.s.attackFlags...)
+	srv, err := startServer(ctx, r.ledger, ds.dir, logPath, env, flags...)
 	if err != nil {
 		return err
 	}
@@ -319,7 +320,7 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	if err != nil {
 		return err
 	}
-	logf("attack: serving %s sessions at %s with --trusted-proxies 127.0.0.1/32", human(ds.sessions), srv.url)
+	logf("attack: serving %s sessions at %s with %s", human(ds.sessions), srv.url, strings.Join(flags, " "))
 	hwmStart, _, _ := procStatus(srv.pid())
 
 	// The rate: half of a short validate peak on this server.
@@ -394,7 +395,9 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 		defer close(legitDone)
 		lr = legitLogin(ctx, srv.url, legit, time.Now().Add(min(attackLegitBudget, time.Until(end))))
 	}()
+	duringStart := time.Now()
 	during, duringErr := openLoop(ctx, vURL, tokens, rate, runDur)
+	duringWall := time.Since(duringStart)
 	<-legitDone
 	wg.Wait()
 	<-sampleDone
@@ -416,6 +419,11 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 		return err
 	}
 	errLines, errMsgs := logErrors(logPath, logOffset)
+	if r.prof != "" {
+		if err := r.fetchProfile(ctx, addrFile, "heap", "heap-attack.pprof"); err != nil {
+			logf("heap profile: %v", err)
+		}
+	}
 
 	all := newAttackTally()
 	all.merge(onAccount)
@@ -429,6 +437,10 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 		"attack_seconds": secs, "connections_per_group": r.s.attackWorkers,
 		"hash_concurrency_default": runtime.NumCPU(), "hash_queue_default": 4 * runtime.NumCPU(),
 		"victim": victim, "legit_account": legit, "legit_address": attackLegitAddr,
+		"server_flags": strings.Join(flags, " "),
+	}
+	if len(r.s.attackFlags) > 0 {
+		r.note("the attacked server ran with %s (--attack-server-flags)", strings.Join(r.s.attackFlags, " "))
 	}
 
 	// Validate p99 during the attack against just before it.
@@ -436,12 +448,13 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	f := costFigure("attack_validate_p99",
 		fmt.Sprintf("validate p99 under attack (%.0f req/s open loop, %d+%d attacking connections), %s sessions", rate, r.s.attackWorkers, r.s.attackWorkers, human(ds.sessions)),
 		"ms", p99, base.q(base.lat, 99), "same rate, no attack", 2)
-	f.Note = fmt.Sprintf("p50 %.2f vs %.2f, p99.9 %.2f vs %.2f ms; sent %.0f/s", during.q(during.lat, 50), base.q(base.lat, 50),
-		during.q(during.lat, 99.9), base.q(base.lat, 99.9), during.Achieved)
+	f.Note = fmt.Sprintf("p50 %.2f vs %.2f, p99.9 %.2f vs %.2f ms; the %s schedule took %.1f s to answer", during.q(during.lat, 50), base.q(base.lat, 50),
+		during.q(during.lat, 99.9), base.q(base.lat, 99.9), runDur, duringWall.Seconds())
 	f.Note += fmt.Sprintf("; CPU cores used by server/bench: %.2f/%.2f under attack, %.2f/%.2f before", attackCPU["server_cores"], attackCPU["bench_cores"],
 		baseCPU["server_cores"], baseCPU["bench_cores"])
 	d := map[string]any{"baseline": base.detail(), "under_attack": during.detail(), "validate_peak_rps": peak.rps(), "validate_peak": peak.detail(),
-		"cpu_baseline": baseCPU, "cpu_under_attack": attackCPU}
+		"cpu_baseline": baseCPU, "cpu_under_attack": attackCPU,
+		"under_attack_wall_s": duringWall.Seconds(), "schedule_s": runDur.Seconds()}
 	if duringErr != nil {
 		f.Note += fmt.Sprintf("; %d of %d validates failed", during.Errors, during.Sent)
 		d["under_attack_error"] = duringErr.Error()

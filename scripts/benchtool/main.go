@@ -71,6 +71,7 @@ type settings struct {
 	attackDur     time.Duration // how long the attack lasts
 	attackPeakDur time.Duration // the validate peak the phase's rate is half of
 	attackWorkers int           // attacking connections per group (one account, unknown emails)
+	attackFlags   []string      // extra `ledger serve` flags for the attacked server
 	only          string        // run only this phase ("attack"); "" for all
 }
 
@@ -104,8 +105,9 @@ func main() {
 	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase; one to two minutes)")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
+	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack | --attack-only] [--attack-duration D] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack | --attack-only] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
@@ -139,6 +141,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: --only %q: the only phase that runs alone is attack\n", *only)
 		os.Exit(2)
 	}
+	s.attackFlags = strings.Fields(*attackFlags)
 	if *attackDur != 0 {
 		if *attackDur < 5*time.Second {
 			fmt.Fprintln(os.Stderr, "bench: --attack-duration must be at least 5s")
@@ -325,7 +328,7 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 			"check_rounds": checkRounds, "apply_chunk": applyChunk, "apply_pairs": s.applyPairs,
 			"gomaxprocs": runtime.GOMAXPROCS(0),
 			"attack_s":   s.attackDur.Seconds(), "attack_connections_per_group": s.attackWorkers,
-			"attack_peak_run_s": s.attackPeakDur.Seconds(), "only": s.only,
+			"attack_peak_run_s": s.attackPeakDur.Seconds(), "attack_server_flags": strings.Join(s.attackFlags, " "), "only": s.only,
 		},
 		Figures: orderFigures(r.figures),
 		Notes:   r.notes,
