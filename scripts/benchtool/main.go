@@ -19,7 +19,13 @@
 //     over HTTP vs raw argon2id;
 //  5. appends through eventstore.Store vs raw JetStream publishes;
 //  6. serves the large one: the same validate figures and the server's peak
-//     RSS, and compares validate at both sizes.
+//     RSS, and compares validate at both sizes;
+//  7. under attack: a fresh server on the small set, trusting 127.0.0.1 as a
+//     proxy, takes a distributed password-guessing attack (wrong passwords
+//     for one account, random unknown emails, every request from a random
+//     address) while validates run at a fixed rate and a legitimate client
+//     logs in to another account (attack.go). --only attack runs this phase
+//     alone, after seeding the small set.
 //
 // Everything listens on 127.0.0.1 only; NATS is embedded and not exposed,
 // and admits only the data dir's nkey identities, as `ledger serve` does.
@@ -61,6 +67,12 @@ type settings struct {
 	threads    int           // wrk threads
 	dedupeWait bool          // wait out JetStream's duplicate window before serving the large set
 	applyPairs int           // live-apply chunk pairs (each side applies applyChunk uses per pair)
+	// The attack phase.
+	attackDur     time.Duration // how long the attack lasts
+	attackPeakDur time.Duration // the validate peak the phase's rate is half of
+	attackWorkers int           // attacking connections per group (one account, unknown emails)
+	attackFlags   []string      // extra `ledger serve` flags for the attacked server
+	only          string        // run only this phase ("attack"); "" for all
 }
 
 func defaults(quick bool) settings {
@@ -70,6 +82,7 @@ func defaults(quick bool) settings {
 			peakDur: 2 * time.Second, openDur: 2 * time.Second, touchDur: time.Second, touchPool: 1000,
 			appendDur: time.Second, loginDur: 2 * time.Second,
 			conns: 32, threads: 1, applyPairs: 4,
+			attackDur: 10 * time.Second, attackPeakDur: 2 * time.Second, attackWorkers: 200,
 		}
 	}
 	return settings{
@@ -77,6 +90,7 @@ func defaults(quick bool) settings {
 		peakDur: 6 * time.Second, openDur: 6 * time.Second, touchDur: 3 * time.Second, touchPool: 10_000,
 		touchLarge: true, appendDur: 4 * time.Second, loginDur: 6 * time.Second,
 		conns: 32, threads: 1, dedupeWait: true, applyPairs: 8,
+		attackDur: 30 * time.Second, attackPeakDur: 3 * time.Second, attackWorkers: 200,
 	}
 }
 
@@ -88,8 +102,12 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
 	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
 	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
+	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase; one to two minutes)")
+	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
+	attackDur := flag.Duration("attack-duration", 0, "how long the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
+	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack | --attack-only] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
@@ -112,6 +130,24 @@ func main() {
 	}
 	if *noWait {
 		s.dedupeWait = false
+	}
+	if *attackOnly {
+		*only = "attack"
+	}
+	switch *only {
+	case "", "attack":
+		s.only = *only
+	default:
+		fmt.Fprintf(os.Stderr, "bench: --only %q: the only phase that runs alone is attack\n", *only)
+		os.Exit(2)
+	}
+	s.attackFlags = strings.Fields(*attackFlags)
+	if *attackDur != 0 {
+		if *attackDur < 5*time.Second {
+			fmt.Fprintln(os.Stderr, "bench: --attack-duration must be at least 5s")
+			os.Exit(2)
+		}
+		s.attackDur = *attackDur
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -235,7 +271,11 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		}
 	}
 	r := &runner{s: s, work: workDir, prof: profDir}
-	logf("work dir %s (mode %s, large set %d sessions)", workDir, mode(s), s.large)
+	if s.only == "" {
+		logf("work dir %s (mode %s, large set %d sessions)", workDir, mode(s), s.large)
+	} else {
+		logf("work dir %s (mode %s)", workDir, mode(s))
+	}
 
 	r.ledger = filepath.Join(workDir, "ledger")
 	logf("building ledger")
@@ -256,52 +296,18 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		return err
 	}
 
-	// The large set first. `ledger rebuild` builds its projection (that is
-	// the rebuild figure), and by the time the small set and the append runs
-	// are done, JetStream's duplicate window over the seeded events has
-	// passed, so the large server starts as a production server would (see
-	// serveLarge).
-	large, err := seedDataset(ctx, filepath.Join(workDir, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
-	if err != nil {
-		return fmt.Errorf("seed large: %w", err)
+	largePool := 0
+	if s.only == "attack" {
+		small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
+		if err != nil {
+			return fmt.Errorf("seed small: %w", err)
+		}
+		if err := r.attackBench(ctx, small); err != nil {
+			return fmt.Errorf("under attack: %w", err)
+		}
+	} else if largePool, err = r.allPhases(ctx, pwHash); err != nil {
+		return err
 	}
-	if err := r.rebuildBench(ctx, large); err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	if err := r.selfProfile("cpu-verify-benchtool.pprof", func() error { return r.verifyBench(ctx, large) }); err != nil {
-		return fmt.Errorf("audit verify: %w", err)
-	}
-	small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
-	if err != nil {
-		return fmt.Errorf("seed small: %w", err)
-	}
-	if err := r.checkBench(ctx, small); err != nil {
-		return fmt.Errorf("checks: %w", err)
-	}
-	smallRes, err := r.serveSmall(ctx, small)
-	if err != nil {
-		return fmt.Errorf("small data set: %w", err)
-	}
-	if err := r.selfProfile("cpu-append-benchtool.pprof", func() error { return r.appendBench(ctx) }); err != nil {
-		return fmt.Errorf("append: %w", err)
-	}
-	largeRes, err := r.serveLarge(ctx, large)
-	if err != nil {
-		return fmt.Errorf("large data set: %w", err)
-	}
-	// The two sets are served minutes apart on a shared machine, so each
-	// validate rate is first taken relative to /healthz measured interleaved
-	// with it on the same server: what remains is the cost of the larger set.
-	relLarge := largeRes.validatePeak / largeRes.healthzPeak
-	relSmall := smallRes.validatePeak / smallRes.healthzPeak
-	sf := ratioFigure("validate_scale",
-		fmt.Sprintf("validate at %s vs %s live sessions (each relative to its /healthz)", human(large.sessions), human(small.sessions)),
-		"× healthz", relLarge, relSmall, "at "+human(small.sessions), 0.8)
-	sf.Note = fmt.Sprintf("raw: %.0f vs %.0f req/s", largeRes.validatePeak, smallRes.validatePeak)
-	r.add(withDetail(sf, map[string]any{"pool_large": large.poolSize, "pool_small": small.poolSize,
-		"validate_large_rps": largeRes.validatePeak, "validate_small_rps": smallRes.validatePeak,
-		"healthz_large_rps": largeRes.healthzPeak, "healthz_small_rps": smallRes.healthzPeak,
-		"raw_ratio": largeRes.validatePeak / smallRes.validatePeak}))
 	if r.prof != "" {
 		r.note("profiled run (--profile): the server had a pprof listener and was sampled during some runs")
 	}
@@ -315,12 +321,14 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		LoadAvg:   [2]string{loadStart, loadAvg()},
 		Settings: map[string]any{
 			"small_sessions": s.small, "large_sessions": s.large, "sessions_per_user": s.perUser,
-			"token_pool_large": large.poolSize, "wrk_threads": s.threads, "wrk_connections": s.conns,
+			"token_pool_large": largePool, "wrk_threads": s.threads, "wrk_connections": s.conns,
 			"peak_run_s": s.peakDur.Seconds(), "open_loop_run_s": s.openDur.Seconds(),
 			"append_run_s": s.appendDur.Seconds(), "login_run_s": s.loginDur.Seconds(),
 			"touched_run_s": s.touchDur.Seconds(), "touched_pool": s.touchPool,
 			"check_rounds": checkRounds, "apply_chunk": applyChunk, "apply_pairs": s.applyPairs,
 			"gomaxprocs": runtime.GOMAXPROCS(0),
+			"attack_s":   s.attackDur.Seconds(), "attack_connections_per_group": s.attackWorkers,
+			"attack_peak_run_s": s.attackPeakDur.Seconds(), "attack_server_flags": strings.Join(s.attackFlags, " "), "only": s.only,
 		},
 		Figures: orderFigures(r.figures),
 		Notes:   r.notes,
@@ -338,6 +346,63 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 	return nil
 }
 
+// allPhases runs every phase in order (see the package comment), the
+// attack last, and returns the size of the large set's token pool.
+func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
+	s, workDir := r.s, r.work
+	// The large set first. `ledger rebuild` builds its projection (that is
+	// the rebuild figure), and by the time the small set and the append runs
+	// are done, JetStream's duplicate window over the seeded events has
+	// passed, so the large server starts as a production server would (see
+	// serveLarge).
+	large, err := seedDataset(ctx, filepath.Join(workDir, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
+	if err != nil {
+		return 0, fmt.Errorf("seed large: %w", err)
+	}
+	if err := r.rebuildBench(ctx, large); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+	if err := r.selfProfile("cpu-verify-benchtool.pprof", func() error { return r.verifyBench(ctx, large) }); err != nil {
+		return 0, fmt.Errorf("audit verify: %w", err)
+	}
+	small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
+	if err != nil {
+		return 0, fmt.Errorf("seed small: %w", err)
+	}
+	if err := r.checkBench(ctx, small); err != nil {
+		return 0, fmt.Errorf("checks: %w", err)
+	}
+	smallRes, err := r.serveSmall(ctx, small)
+	if err != nil {
+		return 0, fmt.Errorf("small data set: %w", err)
+	}
+	if err := r.selfProfile("cpu-append-benchtool.pprof", func() error { return r.appendBench(ctx) }); err != nil {
+		return 0, fmt.Errorf("append: %w", err)
+	}
+	largeRes, err := r.serveLarge(ctx, large)
+	if err != nil {
+		return 0, fmt.Errorf("large data set: %w", err)
+	}
+	// The two sets are served minutes apart on a shared machine, so each
+	// validate rate is first taken relative to /healthz measured interleaved
+	// with it on the same server: what remains is the cost of the larger set.
+	relLarge := largeRes.validatePeak / largeRes.healthzPeak
+	relSmall := smallRes.validatePeak / smallRes.healthzPeak
+	sf := ratioFigure("validate_scale",
+		fmt.Sprintf("validate at %s vs %s live sessions (each relative to its /healthz)", human(large.sessions), human(small.sessions)),
+		"× healthz", relLarge, relSmall, "at "+human(small.sessions), 0.8)
+	sf.Note = fmt.Sprintf("raw: %.0f vs %.0f req/s", largeRes.validatePeak, smallRes.validatePeak)
+	r.add(withDetail(sf, map[string]any{"pool_large": large.poolSize, "pool_small": small.poolSize,
+		"validate_large_rps": largeRes.validatePeak, "validate_small_rps": smallRes.validatePeak,
+		"healthz_large_rps": largeRes.healthzPeak, "healthz_small_rps": smallRes.healthzPeak,
+		"raw_ratio": largeRes.validatePeak / smallRes.validatePeak}))
+
+	if err := r.attackBench(ctx, small); err != nil {
+		return 0, fmt.Errorf("under attack: %w", err)
+	}
+	return large.poolSize, nil
+}
+
 func withDetail(f Figure, d map[string]any) Figure {
 	if f.Detail == nil {
 		f.Detail = map[string]any{}
@@ -349,10 +414,14 @@ func withDetail(f Figure, d map[string]any) Figure {
 }
 
 func mode(s settings) string {
+	m := "full"
 	if s.quick {
-		return "quick"
+		m = "quick"
 	}
-	return "full"
+	if s.only != "" {
+		m += ", " + s.only + " only"
+	}
+	return m
 }
 
 func commandLine() string {
@@ -364,7 +433,8 @@ func commandLine() string {
 func orderFigures(fs []Figure) []Figure {
 	order := []string{"validate_throughput", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
 		"validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
-		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
+		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory",
+		"attack_validate_p99", "attack_memory", "attack_5xx", "attack_rate", "attack_legit_login"}
 	rank := func(id string) int {
 		for i, o := range order {
 			if o == id {

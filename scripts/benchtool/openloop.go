@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -139,6 +140,12 @@ func openLoop(ctx context.Context, rawURL string, tokens []string, rate float64,
 				begin := time.Now()
 				code, err := c.do(buf)
 				done := time.Now()
+				if c.broken {
+					if nc, derr := dialHTTP(u.Host); derr == nil {
+						c.c.Close()
+						*c = *nc
+					}
+				}
 				if due.IsZero() {
 					continue
 				}
@@ -149,12 +156,6 @@ func openLoop(ctx context.Context, rawURL string, tokens []string, rate float64,
 						err = fmt.Errorf("status %d", code)
 					}
 					firstErr.CompareAndSwap(nil, err)
-					if c.broken {
-						if nc, derr := dialHTTP(u.Host); derr == nil {
-							c.c.Close()
-							*c = *nc
-						}
-					}
 					continue
 				}
 				_ = lat.RecordValue(max(1, done.Sub(due).Microseconds()))
@@ -186,7 +187,7 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 30_000_000, 
 type httpConn struct {
 	c      net.Conn
 	br     *bufio.Reader
-	broken bool
+	broken bool // an exchange failed, or the server said Connection: close
 }
 
 func dialHTTP(host string) (*httpConn, error) {
@@ -200,35 +201,50 @@ func dialHTTP(host string) (*httpConn, error) {
 var errBadResponse = errors.New("malformed HTTP response")
 
 func (h *httpConn) do(req []byte) (int, error) {
-	code, err := h.roundTrip(req)
-	if err != nil {
-		h.broken = true
-	}
-	return code, err
+	resp, err := h.exchange(req, nil)
+	return resp.code, err
 }
 
-func (h *httpConn) roundTrip(req []byte) (int, error) {
+// response is what exchange read of an answer.
+type response struct {
+	code       int
+	retryAfter int // seconds; -1 when absent
+	close      bool
+}
+
+// exchange sends req and reads the answer; with body non-nil it appends
+// the body there instead of discarding it. The connection is marked broken
+// on any error or when the server announces it will close.
+func (h *httpConn) exchange(req []byte, body *[]byte) (response, error) {
+	resp, err := h.roundTrip(req, body)
+	if err != nil || resp.close {
+		h.broken = true
+	}
+	return resp, err
+}
+
+func (h *httpConn) roundTrip(req []byte, body *[]byte) (response, error) {
+	resp := response{retryAfter: -1}
 	_ = h.c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := h.c.Write(req); err != nil {
-		return 0, err
+		return resp, err
 	}
 	line, err := h.br.ReadSlice('\n')
 	if err != nil {
-		return 0, err
+		return resp, err
 	}
 	// "HTTP/1.1 200 OK\r\n"
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
-		return 0, errBadResponse
+		return resp, errBadResponse
 	}
-	code, err := strconv.Atoi(string(line[9:12]))
-	if err != nil {
-		return 0, errBadResponse
+	if resp.code, err = strconv.Atoi(string(line[9:12])); err != nil {
+		return resp, errBadResponse
 	}
 	length, chunked := -1, false
 	for {
 		line, err := h.br.ReadSlice('\n')
 		if err != nil {
-			return 0, err
+			return resp, err
 		}
 		if len(line) <= 2 {
 			break
@@ -241,37 +257,53 @@ func (h *httpConn) roundTrip(req []byte) (int, error) {
 		switch {
 		case bytes.EqualFold(k, []byte("Content-Length")):
 			if length, err = strconv.Atoi(string(v)); err != nil {
-				return 0, errBadResponse
+				return resp, errBadResponse
 			}
 		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
 			chunked = bytes.EqualFold(v, []byte("chunked"))
+		case bytes.EqualFold(k, []byte("Connection")):
+			resp.close = bytes.EqualFold(v, []byte("close"))
+		case bytes.EqualFold(k, []byte("Retry-After")):
+			if n, err := strconv.Atoi(string(v)); err == nil {
+				resp.retryAfter = n
+			}
 		}
+	}
+	read := func(n int) error {
+		if body == nil {
+			_, err := h.br.Discard(n)
+			return err
+		}
+		start := len(*body)
+		*body = append(*body, make([]byte, n)...)
+		_, err := io.ReadFull(h.br, (*body)[start:])
+		return err
 	}
 	switch {
 	case chunked:
 		for {
 			line, err := h.br.ReadSlice('\n')
 			if err != nil {
-				return 0, err
+				return resp, err
 			}
 			size, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.SplitN(line, []byte(";"), 2)[0])), 16, 64)
-			if err != nil {
-				return 0, errBadResponse
+			if err != nil || size < 0 || size > 1<<24 {
+				return resp, errBadResponse
 			}
-			if _, err := h.br.Discard(int(size) + 2); err != nil {
-				return 0, err
+			if err := read(int(size)); err != nil {
+				return resp, err
+			}
+			if _, err := h.br.Discard(2); err != nil {
+				return resp, err
 			}
 			if size == 0 {
-				return code, nil
+				return resp, nil
 			}
 		}
 	case length >= 0:
-		if _, err := h.br.Discard(length); err != nil {
-			return 0, err
-		}
-		return code, nil
+		return resp, read(length)
 	default:
-		return 0, fmt.Errorf("%w: no length", errBadResponse)
+		return resp, fmt.Errorf("%w: no length", errBadResponse)
 	}
 }
 

@@ -24,16 +24,16 @@ type server struct {
 	log     string
 }
 
-// startServer runs the ledger on dataDir and returns once it serves HTTP,
-// which StartService does only after the projection has caught up with the
-// stream.
-func startServer(ctx context.Context, bin, dataDir, logPath string, env []string) (*server, error) {
+// startServer runs the ledger on dataDir, with any extra flags, and returns
+// once it serves HTTP, which StartService does only after the projection
+// has caught up with the stream.
+func startServer(ctx context.Context, bin, dataDir, logPath string, env []string, extra ...string) (*server, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--http", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "info")
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "info"}, extra...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
