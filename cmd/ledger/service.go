@@ -90,6 +90,9 @@ type ServiceConfig struct {
 	// unknown emails are written, as one event. Default 1 min.
 	LoginThrottle domain.LoginThrottle
 	TallyEvery    time.Duration
+	// AuthzUnavailableStatus is /v1/authz's status when the ledger cannot
+	// vouch for a token: 401 (default), 403 or 503.
+	AuthzUnavailableStatus int
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -291,6 +294,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 			AdminFailures:    httpapi.AddressLimit{Rate: cfg.AdminFailureRate, Burst: cfg.AdminFailureBurst},
 			TrackedAddresses: cfg.TrackedAddresses,
 		},
+		AuthzUnavailableStatus: cfg.AuthzUnavailableStatus,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
