@@ -83,6 +83,7 @@ type serveCmd struct {
 	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"${default_shutdown_timeout}" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
 	freshnessFlags
 	addressFlags
+	gatewayFlags
 }
 
 // addressFlags are the per-client-address limits.
@@ -129,6 +130,8 @@ func (c *serveCmd) Run() error {
 		LoginThrottle: domain.LoginThrottle{
 			After: c.ThrottleAfter, Window: c.ThrottleWindow, Base: c.ThrottleBase, Max: c.ThrottleMax,
 		},
+
+		AuthzUnavailableStatus: c.AuthzUnavailableStatus,
 	})
 	if err != nil {
 		return err

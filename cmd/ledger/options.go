@@ -87,6 +87,8 @@ func flagDefaults() kong.Vars {
 		"default_address_rate":           strconv.FormatFloat(defaultAddressRate, 'g', -1, 64),
 		"default_address_burst":          strconv.Itoa(defaultAddressBurst),
 		"default_tracked_addresses":      strconv.Itoa(defaultTrackedAddresses),
+
+		"default_authz_unavailable_status": strconv.Itoa(httpapi.DefaultAuthzUnavailableStatus),
 	}
 }
 
@@ -152,6 +154,9 @@ func (c *ServiceConfig) EnsureDefaults() {
 	if c.TrackedAddresses == 0 {
 		c.TrackedAddresses = defaultTrackedAddresses
 	}
+	if c.AuthzUnavailableStatus == 0 {
+		c.AuthzUnavailableStatus = httpapi.DefaultAuthzUnavailableStatus
+	}
 }
 
 // Validate refuses a configuration the service cannot run with, naming
@@ -203,6 +208,9 @@ func (c ServiceConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("--tracked-addresses must be at least 1, got %d", c.TrackedAddresses))
 	}
 	if _, err := httpapi.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	if err := httpapi.CheckAuthzUnavailableStatus(c.AuthzUnavailableStatus); err != nil {
 		errs = append(errs, err)
 	}
 	if c.AdminKey != "" && c.AdminKeyFile != "" {

@@ -96,6 +96,9 @@ type ServiceConfig struct {
 	// MaxAPIKeysPerUser caps a user's personal API keys that are not
 	// revoked; 0 is domain.DefaultMaxAPIKeysPerUser.
 	MaxAPIKeysPerUser int
+	// AuthzUnavailableStatus is /v1/authz's status when the ledger cannot
+	// vouch for a token: 401 (default), 403 or 503.
+	AuthzUnavailableStatus int
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -303,6 +306,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 			AdminFailures:    httpapi.AddressLimit{Rate: cfg.AdminFailureRate, Burst: cfg.AdminFailureBurst},
 			TrackedAddresses: cfg.TrackedAddresses,
 		},
+		AuthzUnavailableStatus: cfg.AuthzUnavailableStatus,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

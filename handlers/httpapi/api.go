@@ -44,6 +44,11 @@ type Config struct {
 	// Limits are the per-client-address limits (ratelimit.go); the zero
 	// value limits nothing and believes no X-Forwarded-For.
 	Limits Limits
+
+	// AuthzUnavailableStatus is what gateway mode (/v1/authz, gateway.go)
+	// answers when the ledger cannot vouch for a token: 401 (0 means 401),
+	// 403 or 503.
+	AuthzUnavailableStatus int
 }
 
 // API is the HTTP port.
@@ -138,6 +143,15 @@ func (a *API) Handler() http.Handler {
 	if a.cfg.Metrics != nil {
 		handle("GET", "/metrics", a.cfg.Metrics.ServeHTTP)
 	}
+
+	// Gateway mode (gateway.go): every method (a gateway asks with the
+	// method of the request it guards), and any path below /v1/authz
+	// (Envoy's ext_authz appends the original path). No 405, no
+	// failClosed: authz answers that itself, in its status and headers.
+	mux.HandleFunc(gatewayPath, a.authz)
+	mux.HandleFunc(gatewayPath+"/{path...}", a.authz)
+	// End of gateway mode.
+
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
 	return a.instrument(canonicalPaths(a.readYourWrites(mux)))
 }
@@ -283,8 +297,9 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	// For gateways that forward identity upstream (Traefik forwardAuth,
 	// nginx auth_request_set, Envoy ext_authz).
-	h.Set("X-Ledger-User-Id", s.UserID())
-	h.Set("X-Ledger-Session-Id", s.ID())
+	h.Set(HeaderUserID, s.UserID())
+	h.Set(HeaderSessionID, s.ID())
+	h.Set(HeaderRole, roleOf(v))
 	writeJSON(w, http.StatusOK, validResponse{
 		Valid:         true,
 		UserID:        s.UserID(),

@@ -39,6 +39,26 @@ func checkEnvelope(t *testing.T, status int, contentType string, body []byte) ma
 	return env
 }
 
+// checkAuthzAnswer fails unless an answer of gateway mode is one of its
+// own: 200 with the identity, or 401/403 with X-Ledger-Reason (the fake
+// ledger is never behind and never fails).
+func checkAuthzAnswer(t *testing.T, res *http.Response) {
+	t.Helper()
+	h := res.Header
+	switch res.StatusCode {
+	case 200:
+		if h.Get(HeaderUserID) == "" || h.Get(HeaderSessionID) == "" || h.Get(HeaderRole) == "" {
+			t.Fatalf("an authz 200 without the identity: %v", h)
+		}
+	case 401, 403:
+		if h.Get(HeaderReason) == "" || h.Get(HeaderUserID) != "" {
+			t.Fatalf("an authz %d with headers %v", res.StatusCode, h)
+		}
+	default:
+		t.Fatalf("an authz answer %d: %v", res.StatusCode, h)
+	}
+}
+
 // FuzzReadCredentials fuzzes the body decoder of signup and login
 // (readCredentials, which both handlers call, and decodeBody under it): it
 // never panics; a refusal is a 4xx of the error table in the JSON envelope
@@ -119,15 +139,17 @@ func FuzzHTTP(f *testing.F) {
 		if len(raw) > 64<<10 {
 			return
 		}
-		// The methods of the requests in raw, as the server parses them, so
-		// that a HEAD's answer is read without a body.
-		var methods []string
+		// The requests in raw, as the server parses them, so that a HEAD's
+		// answer is read without a body, and gateway mode's answers are
+		// judged by its own contract.
+		var methods, paths []string
 		for br := bufio.NewReader(bytes.NewReader(raw)); ; {
 			req, err := http.ReadRequest(br)
 			if err != nil {
 				break
 			}
 			methods = append(methods, req.Method)
+			paths = append(paths, req.URL.Path)
 			if _, err := io.Copy(io.Discard, req.Body); err != nil {
 				break
 			}
@@ -145,8 +167,9 @@ func FuzzHTTP(f *testing.F) {
 		br := bufio.NewReader(conn)
 		for i := 0; ; {
 			req := &http.Request{Method: "GET"}
+			path := ""
 			if i < len(methods) {
-				req.Method = methods[i]
+				req.Method, path = methods[i], paths[i]
 			}
 			res, err := http.ReadResponse(br, req)
 			if err != nil {
@@ -171,6 +194,9 @@ func FuzzHTTP(f *testing.F) {
 				t.Fatalf("a redirect: %d %v", s, res.Header)
 			case s >= 500 && allowed5xx[s] == "":
 				t.Fatalf("a %d answer: %s", s, body)
+			case isGatewayPath(path) && len(body) == 0 && ct == "":
+				// Gateway mode: status and headers only (gateway.go).
+				checkAuthzAnswer(t, res)
 			case req.Method == "HEAD": // read without its body
 				if ct != "application/json" {
 					t.Fatalf("a %d answer to HEAD with Content-Type %q", s, ct)

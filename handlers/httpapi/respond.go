@@ -75,6 +75,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, e *apiError) {
 	if e.StatusCode == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		// For gateways, which drop the body (gateway.go).
+		if reason := tokenReason(e); reason != "" {
+			w.Header().Set(HeaderReason, reason)
+		}
 	}
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
