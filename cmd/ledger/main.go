@@ -84,6 +84,7 @@ type serveCmd struct {
 	freshnessFlags
 	addressFlags
 	gatewayFlags
+	MemoryLimitMiB int64 `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so bursts of password hashing (19 MiB each) do not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
 }
 
 // addressFlags are the per-client-address limits.
@@ -102,6 +103,7 @@ func (c *serveCmd) Run() error {
 	log := c.logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	applyMemoryLimit(c.MemoryLimitMiB, log)
 	adminKey := os.Getenv(adminKeyEnv)
 	_ = os.Unsetenv(adminKeyEnv) // from here on only its hash is kept
 	svc, err := StartService(ctx, ServiceConfig{
