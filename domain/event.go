@@ -44,6 +44,9 @@ func (t EventType) known() bool {
 		return true
 	case EventSessionEvicted: // limit.go
 		return true
+	case EventServiceKeyCreated, EventServiceKeyRevoked, EventAppRegistered, EventAppRevoked,
+		EventUserRoleChanged, EventSessionRevokedByAdmin: // access.go
+		return true
 	}
 	return false
 }

@@ -13,6 +13,7 @@ type User struct {
 	passwordHash string
 	sessions     map[string]*Session
 	failures     LoginFailures
+	role         Role // see access.go
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).

@@ -29,6 +29,12 @@ import (
 //	c<email hash>            user id of the email's first authentic claim
 //	f<user id>               the user's recent failed logins (JSON
 //	                         domain.LoginFailures); absent after a success
+//	r<user id>               the user's role, if not the default (user)
+//	K<credential id>         a service key or app (JSON domain.Credential),
+//	                         revoked ones included
+//	H<key hash>              credential id of an active key, by the SHA-256
+//	                         of the raw key (32 bytes): what a presented key is looked
+//	                         up by; deleted on revocation
 //	mapplied                 last applied stream sequence (8 bytes)
 //	mlayout                  this key layout's version (8 bytes, LayoutVersion)
 //	mdigest                  stream digest at the applied sequence (32 bytes)
@@ -48,6 +54,9 @@ const (
 	prefixDigest    = 'd'
 	prefixClaim     = 'c'
 	prefixFailures  = 'f'
+	prefixRole      = 'r'
+	prefixCred      = 'K'
+	prefixKeyHash   = 'H'
 )
 
 var (
@@ -87,6 +96,11 @@ func versionKey(subject string) []byte { return append([]byte{prefixVersion}, su
 func emailKey(e string) []byte         { return append([]byte{prefixEmail}, e...) }
 func claimKey(emailHash string) []byte { return append([]byte{prefixClaim}, emailHash...) }
 func failuresKey(userID string) []byte { return append([]byte{prefixFailures}, userID...) }
+func roleKey(userID string) []byte     { return append([]byte{prefixRole}, userID...) }
+func credKey(id string) []byte         { return append([]byte{prefixCred}, id...) }
+func keyHashKey(h domain.KeyHash) []byte {
+	return append([]byte{prefixKeyHash}, h[:]...)
+}
 
 // indexPrefix is where a user's entries of one session index begin
 // (prefixUserIndex: hot, prefixAllIndex: all).
@@ -174,7 +188,7 @@ const timeLen = 12
 // reasonCodes: a reason's code is its index, so new reasons go last.
 var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
-	domain.ReasonRevokedSessionLimit,
+	domain.ReasonRevokedSessionLimit, domain.ReasonRevokedAdmin,
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {

@@ -65,6 +65,7 @@ type serveCmd struct {
 	outputFlags
 	HTTP               string        `name:"http" default:"${default_http}" env:"LEDGER_HTTP" help:"HTTP listen address."`
 	AdminKeyFile       string        `name:"admin-key-file" env:"LEDGER_ADMIN_KEY_FILE" placeholder:"FILE" help:"File (mode 0600) holding the audit API key (X-API-Key), at least 32 characters. Or set the key itself in LEDGER_ADMIN_KEY (there is no flag for it: flags show in the process list). Neither: one is generated at the first start into <data-dir>/admin-key."`
+	RequireAppKey      bool          `name:"require-app-key" env:"LEDGER_REQUIRE_APP_KEY" help:"Signup and login need the key of a registered app in X-API-Key (pk_live_…; POST /v1/admin/apps); otherwise 401 APP_KEY_INVALID."`
 	UseGranularity     time.Duration `name:"use-granularity" default:"${default_use_granularity}" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
 	UseQueue           int           `name:"use-queue" default:"${default_use_queue}" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
 	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"${default_max_keep_logged_in}" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
@@ -117,6 +118,7 @@ func (c *serveCmd) Run() error {
 		Logger:           log,
 		AdminKey:         adminKey,
 		AdminKeyFile:     c.AdminKeyFile,
+		RequireAppKey:    c.RequireAppKey,
 		TrustedProxies:   c.TrustedProxies,
 		AddressRate:      c.AddressRate,
 		AddressBurst:     c.AddressBurst,

@@ -20,9 +20,18 @@ import (
 type Config struct {
 	Commands command.Handlers
 	Queries  query.Handlers
-	// AdminKey guards /v1/audit/*; nil refuses every key.
+	// Admin are the admin commands (service keys, apps, roles, admin
+	// revocations); Access checks service and app keys.
+	Admin  command.AdminHandlers
+	Access query.AccessHandler
+	// AdminKey is the bootstrap key: a service key with every scope that
+	// is in no event (LEDGER_ADMIN_KEY, --admin-key-file, the data dir's
+	// admin-key); nil: none.
 	AdminKey *AdminKey
-	Digests  func() (Digests, error)
+	// RequireAppKey makes the credential routes (credentialRoutes) take
+	// only requests with a registered app's key in X-API-Key.
+	RequireAppKey bool
+	Digests       func() (Digests, error)
 
 	// Ready reports whether this instance can answer correctly: the log
 	// reachable and intact, the projection caught up. An error may be a
@@ -85,36 +94,31 @@ func New(cfg Config) *API {
 	return a
 }
 
-// Handler routes the whole API.
+// Handler routes the whole API: every row of the access table (routes),
+// behind its access check.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(method, path string, h http.HandlerFunc) {
-		if slices.Contains(credentialRoutes, method+" "+path) {
-			h = a.limitCredentials(h)
+	methods := map[string][]string{}
+	var paths []string
+	for _, rt := range a.routes() {
+		h := a.guard(rt.Route, rt.handler)
+		if slices.Contains(credentialRoutes, rt.Pattern()) {
+			h = a.limitCredentials(a.requireAppKey(h))
 		}
-		mux.HandleFunc(method+" "+path, h)
+		mux.HandleFunc(rt.Pattern(), h)
+		if methods[rt.Path] == nil {
+			paths = append(paths, rt.Path)
+		}
+		methods[rt.Path] = append(methods[rt.Path], rt.Method)
+	}
+	for _, path := range paths {
 		// The same path without a method catches every other method, so a
 		// wrong method gets a JSON 405 instead of the mux's plain text.
+		allow := strings.Join(methods[path], ", ")
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", method)
+			w.Header().Set("Allow", allow)
 			writeError(w, errMethodNotAllowed)
 		})
-	}
-	handle("POST", "/v1/auth/signup", a.signup)
-	handle("POST", "/v1/auth/login", a.login)
-	handle("POST", "/api/1.1/wf/generate-api-token", a.login)
-	handle("GET", "/v1/validate", a.failClosed(a.validate))
-	handle("POST", "/v1/auth/logout", a.logout)
-	handle("POST", "/v1/auth/logout-others", a.logoutOthers)
-	handle("GET", "/v1/sessions", a.sessions)
-	handle("DELETE", "/v1/sessions/{id}", a.terminate)
-	handle("GET", "/v1/audit/sessions/{session_id}", a.requireAdmin(a.auditSession))
-	handle("GET", "/v1/audit/users/{user_id}/events", a.requireAdmin(a.auditUserEvents))
-	handle("GET", "/v1/audit/digest", a.requireAdmin(a.auditDigest))
-	handle("GET", "/healthz", a.healthz)
-	handle("GET", "/readyz", a.readyz)
-	if a.cfg.Metrics != nil {
-		handle("GET", "/metrics", a.cfg.Metrics.ServeHTTP)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
 	return a.instrument(canonicalPaths(a.readYourWrites(mux)))
@@ -226,9 +230,18 @@ const rfc3339 = time.RFC3339
 
 func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	touch := true
+	var required domain.Role
 	if r.URL.RawQuery != "" {
 		v, _ := queryParam(r, "touch")
 		touch = v != "false"
+		if v, ok := queryParam(r, "require_role"); ok {
+			role, err := domain.ParseRole(v)
+			if err != nil {
+				writeError(w, invalidRequest("require_role must be admin, user or guest"))
+				return
+			}
+			required = role
+		}
 	}
 	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), touch)
 	if err != nil {
@@ -239,6 +252,11 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	if !v.Verdict.Valid {
 		a.verdicts.WithLabelValues(string(v.Verdict.Reason)).Inc()
 		writeError(w, verdictError(v.Verdict))
+		return
+	}
+	if required != "" && !v.Role.AtLeast(required) {
+		a.verdicts.WithLabelValues("role_required").Inc()
+		writeError(w, newError(http.StatusForbidden, "ROLE_REQUIRED", "the session is valid, but its user's role is "+string(v.Role.Or())+", not "+string(required)))
 		return
 	}
 	a.validCount.Inc()
@@ -257,6 +275,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		MaxExpiresAt:  v.Verdict.MaxExpiresAt.Format(rfc3339),
 		KeepLoggedIn:  s.KeepLoggedIn(),
 		MFA:           s.MFA(),
+		Role:          string(v.Role.Or()),
 	})
 }
 
@@ -285,23 +304,8 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// authenticate validates the bearer token without counting it as a use and
-// answers 401 itself when the token is not valid.
-func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (command.SessionRef, bool) {
-	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), false)
-	if err != nil {
-		a.writeDomainError(w, r, err)
-		return command.SessionRef{}, false
-	}
-	if !v.Verdict.Valid {
-		writeError(w, verdictError(v.Verdict))
-		return command.SessionRef{}, false
-	}
-	return command.SessionRef{UserID: v.Session.UserID(), SessionID: v.Session.ID()}, true
-}
-
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -314,7 +318,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -327,7 +331,7 @@ func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -365,7 +369,7 @@ func sessionsQuery(r *http.Request) (query.SessionsQuery, error) {
 }
 
 func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}

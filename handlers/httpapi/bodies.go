@@ -51,6 +51,7 @@ type validResponse struct {
 	KeepLoggedIn  bool   `json:"keep_logged_in"`
 	MaxExpiresAt  string `json:"max_expires_at"`
 	MFA           bool   `json:"mfa"`
+	Role          string `json:"role"`
 	SessionID     string `json:"session_id"`
 	UserID        string `json:"user_id"`
 	Valid         bool   `json:"valid"`
