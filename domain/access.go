@@ -236,6 +236,9 @@ type Principal struct {
 	UserID    string // a user's session
 	SessionID string
 	Role      Role
+	// Operator is someone with the ledger's signing key, acting through
+	// the CLI (`ledger keys create`, `ledger users set-role`).
+	Operator string
 }
 
 // BootstrapKeyID names the configured key (LEDGER_ADMIN_KEY, the admin key
@@ -246,8 +249,11 @@ const BootstrapKeyID = "bootstrap"
 func (p Principal) Has(s Scope) bool { return slices.Contains(p.Scopes, s) }
 
 // By is how decisions name the principal: "service_key:<id>",
-// "service_key:bootstrap" or "user:<id>".
+// "service_key:bootstrap", "user:<id>" or "operator:<name>".
 func (p Principal) By() string {
+	if p.Operator != "" {
+		return "operator:" + p.Operator
+	}
 	if p.KeyID != "" {
 		return "service_key:" + p.KeyID
 	}

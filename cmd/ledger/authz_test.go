@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
@@ -404,5 +411,87 @@ func TestAccessTable(t *testing.T) {
 		if r := req("", scoped[rt.Scope]); r.Status == 401 || r.Status == 403 {
 			t.Errorf("%s with a key of scope %s: %d %s", name, rt.Scope, r.Status, r.Raw)
 		}
+	}
+}
+
+// TestServiceKeysAndRolesFromTheCLI: `ledger keys create|list|revoke` and
+// `ledger users set-role` on a stopped server's data dir append the same
+// events as the admin API; the server applies them when it starts again
+// (the first admin is made this way), and they work through --nats-url
+// against a running server too.
+func TestServiceKeysAndRolesFromTheCLI(t *testing.T) {
+	dir := t.TempDir()
+	l := startLedger(t, dir, newClock())
+	annTok, annID, _ := l.signup(t, "first-admin@example.com", "admin password", true)
+	l.stop()
+
+	flags := logFlags{DataDir: dir, Stream: "LEDGER"}
+	quiet := outputFlags{LogLevel: "error", LogFormat: "text"}
+	var out, status strings.Builder
+	create := keysCreateCmd{logFlags: flags, outputFlags: quiet, Name: "ci deploys", Scopes: []string{"audit", "admin"}}
+	if err := create.create(&out, &status); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(out.String())
+	if !domain.IsServiceKey(key) || strings.Contains(status.String(), key) || !strings.Contains(status.String(), "printed once") {
+		t.Fatalf("keys create printed %q, status %q", out.String(), status.String())
+	}
+	setRole := usersSetRoleCmd{logFlags: flags, outputFlags: quiet, User: annID, Role: "admin"}
+	out.Reset()
+	if err := setRole.setRole(&out); err != nil || !strings.Contains(out.String(), "role admin (was user)") {
+		t.Fatalf("users set-role: %v %q", err, out.String())
+	}
+	if err := (&usersSetRoleCmd{logFlags: flags, outputFlags: quiet, User: "nobody", Role: "admin"}).setRole(&out); !errors.Is(err, domain.ErrUserNotFound) {
+		t.Fatalf("set-role of an unknown user: %v", err)
+	}
+	create.Name, create.Scopes = "to revoke", []string{"validate"}
+	out.Reset()
+	if err := create.create(&out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	doomed := strings.TrimSpace(out.String())
+
+	l2 := startLedger(t, dir, newClock(), listening)
+	if r := l2.withKey(t, "GET", "/v1/audit/digest", key, nil); r.Status != 200 {
+		t.Fatalf("a key made by the CLI: %d %s", r.Status, r.Raw)
+	}
+	if r := l2.do(t, "GET", "/v1/admin/keys", annTok, nil); r.Status != 200 || !strings.Contains(r.Raw, `"created_by":"operator:cli"`) {
+		t.Fatalf("the first admin (made by the CLI) lists keys: %d %s", r.Status, r.Raw)
+	}
+	var doomedID string
+	for _, k := range l2.withKey(t, "GET", "/v1/admin/keys", key, nil).get("keys").([]any) {
+		if m := k.(map[string]any); m["name"] == "to revoke" {
+			doomedID = m["id"].(string)
+		}
+	}
+	// Through NATS while the server runs: the writer identity and the ring.
+	remote := logFlags{DataDir: t.TempDir(), Stream: "LEDGER", NATSURL: l2.ll.emb.ClientURL(), SigningKeyFile: signingKeyPath(l2.cfg.LogConfig),
+		natsAuthFlags: natsAuthFlags{NkeyFile: filepath.Join(dir, "nats", "writer.nk")}}
+	out.Reset()
+	if err := (&keysRevokeCmd{logFlags: remote, outputFlags: quiet, ID: doomedID}).revoke(&out); err != nil || !strings.Contains(out.String(), "revoked service key") {
+		t.Fatalf("keys revoke over NATS: %v %q", err, out.String())
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r := l2.withKey(t, "GET", "/v1/admin/keys", doomed, nil); r.Status != 401 {
+			return fmt.Errorf("the key revoked by the CLI: %d %s", r.Status, r.Raw)
+		}
+		return nil
+	})
+	if err := (&keysRevokeCmd{logFlags: remote, outputFlags: quiet, ID: "nope"}).revoke(&out); !errors.Is(err, domain.ErrKeyNotFound) {
+		t.Fatalf("revoking an unknown key: %v", err)
+	}
+	ll := openAuditLog(t, remote.config())
+	ll.store.SetVerifier(nil)
+	var list bytes.Buffer
+	if err := listServiceKeys(context.Background(), ll.store, false, &list); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(list.String()), "\n"); len(lines) != 3 || !strings.Contains(lines[2], "revoked") ||
+		!strings.Contains(lines[1], "admin,audit") || strings.Contains(list.String(), "sk_live_") {
+		t.Fatalf("keys list:\n%s", list.String())
+	}
+	events := l2.events(t, eventstore.UserSubject(annID))
+	if last := events[len(events)-1]; last.Type != domain.EventUserRoleChanged || !strings.Contains(string(last.Payload), `"by":"operator:cli"`) {
+		t.Fatalf("ann's last event: %s %s", last.Type, last.Payload)
 	}
 }

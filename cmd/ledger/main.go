@@ -163,7 +163,8 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
 	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
 	Audit   auditCmd   `cmd:"" help:"Auditor's tools: as-of verdicts, history, export, chain verification, digests."`
-	Keys    keysCmd    `cmd:"" help:"The ledger's signing keys: public keys for auditors, new keys, rotation."`
+	Keys    keysCmd    `cmd:"" help:"The ledger's keys: signing keys (public, generate, rotate) and service keys for X-API-Key (create, list, revoke)."`
+	Users   usersCmd   `cmd:"" help:"Users: roles (set-role), e.g. to make the first admin."`
 	// DevCluster is what scripts/cluster runs.
 	DevCluster devClusterCmd `cmd:"" name:"dev-cluster" hidden:"" help:"Run a local 3-node NATS cluster and several ledger instances on loopback, for trying replicas out."`
 }
