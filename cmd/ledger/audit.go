@@ -211,7 +211,7 @@ func describe(e domain.Event) string {
 		switch k {
 		case "password_hash":
 			v = "(argon2id)"
-		case "token_hash", "email_hash":
+		case "token_hash", "email_hash", "key_hash":
 			if len(v) > 19 {
 				v = v[:19] + "…"
 			}

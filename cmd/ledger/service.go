@@ -274,7 +274,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 			return nil, err
 		}
 	}
-	log.Info("admin key for the audit API", "from", adminKeyFrom)
+	log.Info("bootstrap admin key (every scope)", "from", adminKeyFrom)
 	if s.uses, err = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
 		Log: s.ll.store, Versions: s.proj, Logger: log, Registerer: reg,
