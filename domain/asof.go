@@ -94,6 +94,17 @@ func explain(s *Session, v Verdict, started, lastUse, revoked Event) string {
 				why += fmt.Sprintf(": the start of session %s went over the limit of %d live sessions per user, which revokes the oldest live ones", p.BySessionID, p.Limit)
 			}
 		}
+		if revoked.Type == EventSessionRevokedByAdmin {
+			if p, err := DecodePayload[SessionRevokedByAdmin](revoked); err == nil {
+				why += ": by " + p.By
+				if p.Actor != "" {
+					why += fmt.Sprintf(", on behalf of %q", p.Actor)
+				}
+				if p.Note != "" {
+					why += fmt.Sprintf(", note %q", p.Note)
+				}
+			}
+		}
 		return why
 	}
 }

@@ -46,6 +46,9 @@ func (t EventType) known() bool {
 		return true
 	case EventAPIKeyCreated, EventAPIKeyRevoked, EventAPIKeyUsed: // apikey.go
 		return true
+	case EventServiceKeyCreated, EventServiceKeyRevoked, EventAppRegistered, EventAppRevoked,
+		EventUserRoleChanged, EventSessionRevokedByAdmin: // access.go
+		return true
 	}
 	return false
 }

@@ -33,7 +33,7 @@ func (r Reason) Kind() string {
 }
 
 // Detail is what follows the colon: idle|max or
-// logout|revoke_others|terminated|session_limit.
+// logout|revoke_others|terminated|session_limit|admin.
 func (r Reason) Detail() string {
 	for i := 0; i < len(r); i++ {
 		if r[i] == ':' {
@@ -207,6 +207,10 @@ func (s *Session) Apply(e Event) error {
 	case EventSessionEvicted:
 		if e.SessionID == s.id {
 			s.revoke(e.Time, ReasonRevokedSessionLimit)
+		}
+	case EventSessionRevokedByAdmin:
+		if e.SessionID == s.id {
+			s.revoke(e.Time, ReasonRevokedAdmin)
 		}
 	case EventOtherSessionsRevoked:
 		p, err := DecodePayload[OtherSessionsRevoked](e)

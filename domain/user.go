@@ -14,6 +14,7 @@ type User struct {
 	sessions     map[string]*Session
 	failures     LoginFailures
 	apiKeys      map[string]APIKey // not revoked; see apikey.go
+	role         Role              // see access.go
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).

@@ -21,3 +21,7 @@ func UserSubject(userID string) string { return userPrefix + userID }
 // EmailSubject holds the claim on one normalized email, keyed by its hash so
 // the subject stays a valid NATS token whatever the address contains.
 func EmailSubject(emailHash string) string { return emailPrefix + emailHash }
+
+// RegistrySubject holds one registry of credentials (domain.ServiceKeysRegistry:
+// ledger.service-keys, domain.AppsRegistry: ledger.apps).
+func RegistrySubject(registry string) string { return SubjectPrefix + registry }

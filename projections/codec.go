@@ -31,6 +31,12 @@ import (
 //	                         domain.LoginFailures); absent after a success
 //	k<user id>\x00<key id>   a user's API key that is not revoked (JSON,
 //	                         hash only; see apikeys.go)
+//	r<user id>               the user's role, if not the default (user)
+//	K<credential id>         a service key or app (JSON domain.Credential),
+//	                         revoked ones included
+//	H<key hash>              credential id of an active key, by the SHA-256
+//	                         of the raw key (32 bytes): what a presented key is looked
+//	                         up by; deleted on revocation
 //	mapplied                 last applied stream sequence (8 bytes)
 //	mlayout                  this key layout's version (8 bytes, LayoutVersion)
 //	mdigest                  stream digest at the applied sequence (32 bytes)
@@ -39,7 +45,7 @@ import (
 //	mrejected                how many messages were rejected (8 bytes)
 //	d<seq>                   stream digest checkpoint every DigestEvery seqs
 //	x<seq>                   a rejected message and why (JSON Rejected)
-//	r<seq><session id>       a session the event at seq revoked (JSON
+//	R<seq><session id>       a session the event at seq revoked (JSON
 //	                         ports.Revocation): the revocation feed
 const (
 	prefixSession   = 's'
@@ -52,7 +58,10 @@ const (
 	prefixDigest    = 'd'
 	prefixClaim     = 'c'
 	prefixFailures  = 'f'
-	prefixRevoked   = 'r'
+	prefixRevoked   = 'R'
+	prefixRole      = 'r'
+	prefixCred      = 'K'
+	prefixKeyHash   = 'H'
 )
 
 var (
@@ -69,8 +78,8 @@ var (
 // *LayoutError, and it is rebuilt from the stream. Version 1 (no mlayout
 // key) kept every session of a user in one index; version 2 keeps the hot
 // and the all-sessions indexes, ordered newest first; version 3 adds the
-// revocations (r).
-const LayoutVersion = 3
+// revocations (R) and the access registries (r, K, H).
+const LayoutVersion = 4
 
 func digestKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixDigest}, seq) }
 
@@ -93,6 +102,11 @@ func versionKey(subject string) []byte { return append([]byte{prefixVersion}, su
 func emailKey(e string) []byte         { return append([]byte{prefixEmail}, e...) }
 func claimKey(emailHash string) []byte { return append([]byte{prefixClaim}, emailHash...) }
 func failuresKey(userID string) []byte { return append([]byte{prefixFailures}, userID...) }
+func roleKey(userID string) []byte     { return append([]byte{prefixRole}, userID...) }
+func credKey(id string) []byte         { return append([]byte{prefixCred}, id...) }
+func keyHashKey(h domain.KeyHash) []byte {
+	return append([]byte{prefixKeyHash}, h[:]...)
+}
 
 // indexPrefix is where a user's entries of one session index begin
 // (prefixUserIndex: hot, prefixAllIndex: all).
@@ -180,7 +194,7 @@ const timeLen = 12
 // reasonCodes: a reason's code is its index, so new reasons go last.
 var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
-	domain.ReasonRevokedSessionLimit,
+	domain.ReasonRevokedSessionLimit, domain.ReasonRevokedAdmin,
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {

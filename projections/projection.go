@@ -29,6 +29,12 @@ type Projection struct {
 	applyMu sync.Mutex // one writer: the live router or a bulk read
 	written []string   // sessions the current batch writes (under applyMu)
 	cache   *sessionCache
+	// roles are the users whose role is not the default, in memory so that
+	// validate answers with a role without a read; roleChanges are the
+	// current batch's (under applyMu), published when it commits.
+	rolesMu     sync.RWMutex
+	roles       map[string]domain.Role
+	roleChanges map[string]domain.Role
 
 	// keys verifies MACs; chain is the log's key history as applied (only
 	// the applier touches it; SigningKey reads it under keyMu).
@@ -122,6 +128,11 @@ func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Reg
 	}
 	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
 	p.applied = applied
+	if p.roles, err = loadRoles(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	p.roleChanges = map[string]domain.Role{}
 	if v, closer, err := db.Get(keyDigest); err == nil {
 		copy(p.digest[:], v)
 		closer.Close()
@@ -279,6 +290,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	applied := make(map[domain.EventType]int)
 	rejected := make(map[string]int)
 	p.written = p.written[:0]
+	clear(p.roleChanges)
 	var blocked error
 	for _, r := range recs {
 		if r.Seq <= last {
@@ -370,6 +382,17 @@ func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.Stre
 		p.keyMu.Unlock()
 	}
 	p.cache.invalidate(p.written)
+	if len(p.roleChanges) > 0 {
+		p.rolesMu.Lock()
+		for u, r := range p.roleChanges {
+			if r == domain.RoleUser {
+				delete(p.roles, u)
+			} else {
+				p.roles[u] = r
+			}
+		}
+		p.rolesMu.Unlock()
+	}
 	p.setApplied(last)
 	return nil
 }
@@ -518,7 +541,8 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 			return err
 		}
 		return prune(b, e.UserID, e.Time)
-	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated, domain.EventSessionEvicted:
+	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated, domain.EventSessionEvicted,
+		domain.EventSessionRevokedByAdmin:
 		s, err := getSession(b, e.SessionID)
 		if errors.Is(err, domain.ErrSessionNotFound) {
 			return reject(RejectInvalid, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID))
@@ -560,6 +584,10 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 			return nil // an unknown email: for the audit trail only
 		}
 		return foldFailures(b, e)
+	case domain.EventUserRoleChanged:
+		return p.foldRole(b, e)
+	case domain.EventServiceKeyCreated, domain.EventAppRegistered, domain.EventServiceKeyRevoked, domain.EventAppRevoked:
+		return foldCredential(b, e)
 	default: // tallies: for the audit trail; key events: folded by the chain
 		return nil
 	}

@@ -95,7 +95,11 @@ func (p *Projection) LoadUser(userID string, sessionIDs ...string) (*domain.User
 	if err != nil {
 		return nil, version, fmt.Errorf("load user api keys: %w", err)
 	}
-	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys), version, nil
+	role, err := getRole(snap, userID)
+	if err != nil {
+		return nil, version, err
+	}
+	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys).WithRole(role), version, nil
 }
 
 // LoginFailures is a user's recent failed logins, which decide whether the

@@ -102,7 +102,7 @@ func TestWrongAdminKeysAreLoggedAndThrottled(t *testing.T) {
 	for i := range defaultAdminFailureBurst {
 		g := "wrong-guess-" + strconv.Itoa(i) + "-abcdefghijklmnopqrstuvwxyz"
 		guesses = append(guesses, g)
-		if r := admin(guesser, g); r.Status != 401 || r.str("reason") != "ADMIN_KEY_INVALID" {
+		if r := admin(guesser, g); r.Status != 401 || r.str("reason") != "API_KEY_INVALID" {
 			t.Fatalf("wrong key %d: %d %s", i, r.Status, r.Raw)
 		}
 	}
@@ -124,12 +124,12 @@ func TestWrongAdminKeysAreLoggedAndThrottled(t *testing.T) {
 	logs := l.logs.String()
 	var rejected []string
 	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "admin key rejected") {
+		if strings.Contains(line, "API key rejected") {
 			rejected = append(rejected, line)
 		}
 	}
 	if len(rejected) != defaultAdminFailureBurst {
-		t.Fatalf("%d 'admin key rejected' log lines, want %d:\n%s", len(rejected), defaultAdminFailureBurst, logs)
+		t.Fatalf("%d 'API key rejected' log lines, want %d:\n%s", len(rejected), defaultAdminFailureBurst, logs)
 	}
 	for _, line := range rejected {
 		if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "client="+guesser) || !strings.Contains(line, "/v1/audit/sessions/{session_id}") {

@@ -126,7 +126,7 @@ func dataDirAdminKey(dataDir string, log *slog.Logger) (httpapi.AdminKey, string
 	if err := writeNewFile(path, []byte(key+"\n")); err != nil {
 		return k, "", fmt.Errorf("store the generated admin key: %w", err)
 	}
-	log.Info("generated an admin key for the audit API; read it from its file (mode 0600), or set LEDGER_ADMIN_KEY or --admin-key-file to choose your own", "file", path)
+	log.Info("generated an admin key (the bootstrap key: every scope, for the audit and admin APIs); read it from its file (mode 0600), or set LEDGER_ADMIN_KEY or --admin-key-file to choose your own", "file", path)
 	return httpapi.HashAdminKey(key), path, nil
 }
 

@@ -25,8 +25,8 @@ func TestAuditNeedsTheAdminKey(t *testing.T) {
 		status int
 		reason string
 	}{
-		"no key":    {"", 401, "ADMIN_KEY_REQUIRED"},
-		"wrong key": {"not-the-key", 401, "ADMIN_KEY_INVALID"},
+		"no key":    {"", 401, "API_KEY_REQUIRED"},
+		"wrong key": {"not-the-key", 401, "API_KEY_INVALID"},
 		"right key": {testAdminKey, 200, ""},
 	} {
 		var header map[string]string

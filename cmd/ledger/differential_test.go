@@ -153,6 +153,17 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 				tok, sid := l.login(t, email, pw, keep)
 				sessions = append(sessions, session{tok, sid, emails[email], email})
 			}
+		case a < 80:
+			// An admin revokes one session (session_revoked_by_admin),
+			// live or not.
+			if s, ok := pick(); ok {
+				l.withKey(t, "DELETE", "/v1/admin/sessions/"+s.sid, testAdminKey, map[string]string{"actor": "differential", "note": "one"})
+			}
+		case a < 81:
+			// An admin revokes every live session of a user.
+			if s, ok := pick(); ok {
+				l.withKey(t, "POST", "/v1/admin/users/"+s.uid+"/revoke-sessions", testAdminKey, nil)
+			}
 		}
 		settle()
 		for range 3 {
@@ -204,7 +215,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
-	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit"} {
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin"} {
 		if kinds[k] == 0 {
 			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}

@@ -320,6 +320,20 @@ func TestNoSecretsAtRest(t *testing.T) {
 	const wrongAdminKey = "a-wrong-admin-key-0123456789abcdef"
 	doURL(t, l.URL(), "GET", "/v1/audit/digest", "", map[string]string{"X-API-Key": wrongAdminKey}, nil)
 	l.admin(t, "/v1/audit/digest")
+	// Service and app keys: used, one revoked, one guessed.
+	_, serviceKey := l.createKey(t, "secrets", "audit", "admin")
+	revokedID, revokedKey := l.createKey(t, "revoked", "validate")
+	l.withKey(t, "GET", "/v1/audit/digest", serviceKey, nil)
+	l.withKey(t, "DELETE", "/v1/admin/keys/"+revokedID, serviceKey, nil)
+	l.withKey(t, "GET", "/v1/audit/digest", revokedKey, nil)
+	wrongServiceKey := "sk_live_" + strings.Repeat("Q", 43)
+	l.withKey(t, "GET", "/v1/audit/digest", wrongServiceKey, nil)
+	app := l.withKey(t, "POST", "/v1/admin/apps", serviceKey, map[string]string{"name": "secret app"})
+	appKey := app.str("response", "key")
+	if appKey == "" {
+		t.Fatalf("register app: %s", app.Raw)
+	}
+	doURL(t, l.URL(), "POST", "/v1/auth/login", "", map[string]string{"X-API-Key": appKey}, creds{"secrets@example.com", passwords[0], false})
 	logs := l.logs.String()
 	l.stop()
 
@@ -331,6 +345,10 @@ func TestNoSecretsAtRest(t *testing.T) {
 	for i, k := range apiKeys {
 		needles[fmt.Sprintf("api key %d", i)] = k
 		needles[fmt.Sprintf("api key %d secret", i)] = k[len("pak_")+32:]
+	}
+	for what, k := range map[string]string{"service key": serviceKey, "revoked service key": revokedKey, "wrong service key": wrongServiceKey, "app key": appKey} {
+		needles[what] = k
+		needles[what+" secret"] = k[len("sk_live_"):] // both prefixes are 8 characters
 	}
 	for i, tk := range tokens {
 		needles[fmt.Sprintf("token %d", i)] = tk

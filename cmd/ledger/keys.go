@@ -62,11 +62,17 @@ func introduce(ctx context.Context, store *eventstore.Store, ring *domain.Keyrin
 	return err
 }
 
-// keysCmd manages the ledger's signing keys.
+// keysCmd manages the ledger's two kinds of keys: its signing keys (public,
+// generate, rotate), which sign every event and never leave the ledger's
+// machines, and the service keys (create, list, revoke) that callers
+// present in X-API-Key.
 type keysCmd struct {
-	Public   keysPublicCmd   `cmd:"" help:"Print the public keys of a signing key file (PEM): what an auditor needs for 'audit verify --public-key'."`
-	Generate keysGenerateCmd `cmd:"" help:"Write a new signing key to a file (mode 0600), to add to the key ring before a rotation."`
-	Rotate   keysRotateCmd   `cmd:"" help:"Put the newest key of --signing-key in force: append a signing_key_rotated event signed by the key in force."`
+	Public   keysPublicCmd   `cmd:"" help:"Signing keys: print the public keys of a signing key file (PEM), what an auditor needs for 'audit verify --public-key'."`
+	Generate keysGenerateCmd `cmd:"" help:"Signing keys: write a new signing key to a file (mode 0600), to add to the key ring before a rotation."`
+	Rotate   keysRotateCmd   `cmd:"" help:"Signing keys: put the newest key of --signing-key in force (a signing_key_rotated event signed by the key in force)."`
+	Create   keysCreateCmd   `cmd:"" help:"Service keys (X-API-Key): create one with scopes; the key is printed once on stdout, only its hash is stored (service_key_created)."`
+	List     keysListCmd     `cmd:"" help:"Service keys (X-API-Key): list them, revoked ones included (never the keys themselves)."`
+	Revoke   keysRevokeCmd   `cmd:"" help:"Service keys (X-API-Key): revoke one by id (service_key_revoked); it stops working on every instance that applies it."`
 }
 
 type keysPublicCmd struct {

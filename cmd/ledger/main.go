@@ -65,6 +65,7 @@ type serveCmd struct {
 	outputFlags
 	HTTP               string        `name:"http" default:"${default_http}" env:"LEDGER_HTTP" help:"HTTP listen address."`
 	AdminKeyFile       string        `name:"admin-key-file" env:"LEDGER_ADMIN_KEY_FILE" placeholder:"FILE" help:"File (mode 0600) holding the audit API key (X-API-Key), at least 32 characters. Or set the key itself in LEDGER_ADMIN_KEY (there is no flag for it: flags show in the process list). Neither: one is generated at the first start into <data-dir>/admin-key."`
+	RequireAppKey      bool          `name:"require-app-key" env:"LEDGER_REQUIRE_APP_KEY" help:"Signup and login need the key of a registered app in X-API-Key (pk_live_…; POST /v1/admin/apps); otherwise 401 APP_KEY_INVALID."`
 	UseGranularity     time.Duration `name:"use-granularity" default:"${default_use_granularity}" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
 	UseQueue           int           `name:"use-queue" default:"${default_use_queue}" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
 	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"${default_max_keep_logged_in}" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
@@ -120,6 +121,7 @@ func (c *serveCmd) Run() error {
 		Logger:           log,
 		AdminKey:         adminKey,
 		AdminKeyFile:     c.AdminKeyFile,
+		RequireAppKey:    c.RequireAppKey,
 		TrustedProxies:   c.TrustedProxies,
 		AddressRate:      c.AddressRate,
 		AddressBurst:     c.AddressBurst,
@@ -166,7 +168,8 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the ledger: embedded (or external) NATS JetStream, the Pebble projection and the HTTP API."`
 	Rebuild rebuildCmd `cmd:"" help:"Drop the projection and replay the whole stream into a new one. Stop the server on this data dir first."`
 	Audit   auditCmd   `cmd:"" help:"Auditor's tools: as-of verdicts, history, export, chain verification, digests."`
-	Keys    keysCmd    `cmd:"" help:"The ledger's signing keys: public keys for auditors, new keys, rotation."`
+	Keys    keysCmd    `cmd:"" help:"The ledger's keys: signing keys (public, generate, rotate) and service keys for X-API-Key (create, list, revoke)."`
+	Users   usersCmd   `cmd:"" help:"Users: roles (set-role), e.g. to make the first admin."`
 	// DevCluster is what scripts/cluster runs.
 	DevCluster devClusterCmd `cmd:"" name:"dev-cluster" hidden:"" help:"Run a local 3-node NATS cluster and several ledger instances on loopback, for trying replicas out."`
 }

@@ -63,6 +63,9 @@ type ServiceConfig struct {
 	// the first start. Only the key's hash is kept (adminkey.go).
 	AdminKey     string
 	AdminKeyFile string
+	// RequireAppKey: signup and login take only requests with a
+	// registered app's key (X-API-Key: pk_live_…).
+	RequireAppKey bool
 	// Per client address (ratelimit.go in handlers/httpapi): X-Forwarded-For
 	// is read only from peers in TrustedProxies (CIDRs); credential routes
 	// take a token each from a bucket of AddressBurst refilled at
@@ -126,6 +129,22 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	}
 	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj})
 	return commands, queries, err
+}
+
+// adminApplication wires the admin commands and the key checks.
+func adminApplication(proj *projections.Projection, store *eventstore.Store, cfg ServiceConfig) (command.AdminHandlers, query.AccessHandler, error) {
+	users, err := command.NewUsers(proj, store, cfg.Now)
+	if err != nil {
+		return command.AdminHandlers{}, query.AccessHandler{}, err
+	}
+	admin, err := command.NewAdmin(command.AdminDeps{
+		Users: users, Registry: proj, Log: store, Owners: proj, Now: cfg.Now, NewID: newID,
+	})
+	if err != nil {
+		return command.AdminHandlers{}, query.AccessHandler{}, err
+	}
+	access, err := query.NewAccess(proj)
+	return admin, access, err
 }
 
 // Service is a running ledger instance.
@@ -269,7 +288,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 			return nil, err
 		}
 	}
-	log.Info("admin key for the audit API", "from", adminKeyFrom)
+	log.Info("bootstrap admin key (every scope)", "from", adminKeyFrom)
 	if s.uses, err = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
 		Log: s.ll.store, Versions: s.proj, Logger: log, Registerer: reg,
@@ -289,9 +308,16 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
+	admin, access, err := adminApplication(s.proj, s.ll.store, cfg)
+	if err != nil {
+		return nil, err
+	}
 	api := httpapi.New(httpapi.Config{
 		Commands:      commands,
 		Queries:       queries,
+		Admin:         admin,
+		Access:        access,
+		RequireAppKey: cfg.RequireAppKey,
 		AdminKey:      &adminKey,
 		Digests:       s.digests,
 		Ready:         s.ready,

@@ -20,9 +20,18 @@ import (
 type Config struct {
 	Commands command.Handlers
 	Queries  query.Handlers
-	// AdminKey guards /v1/audit/*; nil refuses every key.
+	// Admin are the admin commands (service keys, apps, roles, admin
+	// revocations); Access checks service and app keys.
+	Admin  command.AdminHandlers
+	Access query.AccessHandler
+	// AdminKey is the bootstrap key: a service key with every scope that
+	// is in no event (LEDGER_ADMIN_KEY, --admin-key-file, the data dir's
+	// admin-key); nil: none.
 	AdminKey *AdminKey
-	Digests  func() (Digests, error)
+	// RequireAppKey makes the credential routes (credentialRoutes) take
+	// only requests with a registered app's key in X-API-Key.
+	RequireAppKey bool
+	Digests       func() (Digests, error)
 
 	// Ready reports whether this instance can answer correctly: the log
 	// reachable and intact, the projection caught up. An error may be a
@@ -99,58 +108,40 @@ func New(cfg Config) *API {
 	return a
 }
 
-// Handler routes the whole API.
+// Handler routes the whole API: every row of the access table (routes),
+// behind its access check.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(method, path string, h http.HandlerFunc) {
-		if slices.Contains(credentialRoutes, method+" "+path) {
-			h = a.limitCredentials(h)
+	methods := map[string][]string{}
+	var paths []string
+	for _, rt := range a.routes() {
+		h := a.guard(rt.Route, rt.handler)
+		if slices.Contains(credentialRoutes, rt.Pattern()) {
+			h = a.limitCredentials(a.requireAppKey(h))
 		}
-		mux.HandleFunc(method+" "+path, h)
+		mux.HandleFunc(rt.Pattern(), h)
+		if methods[rt.Path] == nil {
+			paths = append(paths, rt.Path)
+		}
+		methods[rt.Path] = append(methods[rt.Path], rt.Method)
+	}
+	for _, path := range paths {
 		// The same path without a method catches every other method, so a
 		// wrong method gets a JSON 405 instead of the mux's plain text.
+		allow := strings.Join(methods[path], ", ")
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", method)
+			w.Header().Set("Allow", allow)
 			writeError(w, errMethodNotAllowed)
 		})
 	}
-	handle("POST", "/v1/auth/signup", a.signup)
-	handle("POST", "/v1/auth/login", a.login)
-	handle("POST", "/api/1.1/wf/generate-api-token", a.generateAPIToken)
-	handle("GET", "/v1/validate", a.failClosed(a.validate))
-	handle("POST", "/v1/auth/logout", a.logout)
-	handle("POST", "/v1/auth/logout-others", a.logoutOthers)
-	handle("GET", "/v1/sessions", a.sessions)
-	handle("DELETE", "/v1/sessions/{id}", a.terminate)
-	handle("GET", "/v1/audit/sessions/{session_id}", a.requireAdmin(a.auditSession))
-	handle("GET", "/v1/audit/users/{user_id}/events", a.requireAdmin(a.auditUserEvents))
-	handle("GET", "/v1/audit/digest", a.requireAdmin(a.auditDigest))
-	handle("GET", FeedPath, a.requireAdmin(a.feed))
-	handle("POST", IntrospectPath, a.requireAdmin(a.introspect))
-	// personal API keys (apikeys.go). GET and POST share /v1/api-keys, so
-	// its 405 catch-all is registered once, for both, instead of by handle.
-	mux.HandleFunc("GET /v1/api-keys", a.listAPIKeys)
-	mux.HandleFunc("POST /v1/api-keys", a.createAPIKey)
-	mux.HandleFunc("/v1/api-keys", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", "GET, POST")
-		writeError(w, errMethodNotAllowed)
-	})
-	handle("DELETE", "/v1/api-keys/{id}", a.revokeAPIKey)
-	handle("POST", "/v1/auth/api-key", a.apiKeyLogin) // in credentialRoutes
-	// end of personal API keys
-	handle("GET", "/healthz", a.healthz)
-	handle("GET", "/readyz", a.readyz)
-	if a.cfg.Metrics != nil {
-		handle("GET", "/metrics", a.cfg.Metrics.ServeHTTP)
+	// Gateway mode (gateway.go) is outside the table: every method (a
+	// gateway asks with the method of the request it guards), any path
+	// below /v1/authz (Envoy's ext_authz appends the original path), no
+	// 405 and no access check: it is validate, answered in its status and
+	// headers. gatewayRoutes lists it for the docs and the tests.
+	for _, rt := range gatewayRoutes {
+		mux.HandleFunc(rt.Path, a.authz)
 	}
-
-	// Gateway mode (gateway.go): every method (a gateway asks with the
-	// method of the request it guards), and any path below /v1/authz
-	// (Envoy's ext_authz appends the original path). No 405, no
-	// failClosed: authz answers that itself, in its status and headers.
-	mux.HandleFunc(gatewayPath, a.authz)
-	mux.HandleFunc(gatewayPath+"/{path...}", a.authz)
-	// End of gateway mode.
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
 	return a.instrument(canonicalPaths(a.readYourWrites(mux)))
@@ -277,9 +268,18 @@ const rfc3339 = time.RFC3339
 
 func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	touch := true
+	var required domain.Role
 	if r.URL.RawQuery != "" {
 		v, _ := queryParam(r, "touch")
 		touch = v != "false"
+		if v, ok := queryParam(r, "require_role"); ok {
+			role, err := domain.ParseRole(v)
+			if err != nil {
+				writeError(w, invalidRequest("require_role must be admin, user or guest"))
+				return
+			}
+			required = role
+		}
 	}
 	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), touch)
 	if err != nil {
@@ -290,6 +290,11 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	if !v.Verdict.Valid {
 		a.verdicts.WithLabelValues(string(v.Verdict.Reason)).Inc()
 		writeError(w, verdictError(v.Verdict))
+		return
+	}
+	if required != "" && !v.Role.AtLeast(required) {
+		a.verdicts.WithLabelValues("role_required").Inc()
+		writeError(w, newError(http.StatusForbidden, "ROLE_REQUIRED", "the session is valid, but its user's role is "+string(v.Role.Or())+", not "+string(required)))
 		return
 	}
 	a.validCount.Inc()
@@ -310,6 +315,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		Method:        s.Method(),
 		KeepLoggedIn:  s.KeepLoggedIn(),
 		MFA:           s.MFA(),
+		Role:          string(v.Role.Or()),
 	})
 }
 
@@ -338,23 +344,8 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// authenticate validates the bearer token without counting it as a use and
-// answers 401 itself when the token is not valid.
-func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (command.SessionRef, bool) {
-	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), false)
-	if err != nil {
-		a.writeDomainError(w, r, err)
-		return command.SessionRef{}, false
-	}
-	if !v.Verdict.Valid {
-		writeError(w, verdictError(v.Verdict))
-		return command.SessionRef{}, false
-	}
-	return command.SessionRef{UserID: v.Session.UserID(), SessionID: v.Session.ID()}, true
-}
-
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -367,7 +358,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -380,7 +371,7 @@ func (a *API) logoutOthers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) sessions(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -418,7 +409,7 @@ func sessionsQuery(r *http.Request) (query.SessionsQuery, error) {
 }
 
 func (a *API) terminate(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}

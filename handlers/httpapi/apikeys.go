@@ -55,7 +55,7 @@ func timeOrEmpty(t time.Time) string {
 }
 
 func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -80,7 +80,7 @@ func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) listAPIKeys(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}
@@ -104,7 +104,7 @@ func apiKeysOf(keys []query.APIKeyView) apiKeysBody {
 }
 
 func (a *API) revokeAPIKey(w http.ResponseWriter, r *http.Request) {
-	caller, ok := a.authenticate(w, r)
+	caller, ok := a.caller(w, r)
 	if !ok {
 		return
 	}

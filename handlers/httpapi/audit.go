@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// AdminKey guards the audit endpoints: the X-API-Key header is hashed and
-// compared in constant time with the configured hash; the key itself is
-// never stored.
+// AdminKey is the bootstrap key (a service key with every scope that is in
+// no event): the X-API-Key header is hashed and compared in constant time
+// with the configured hash; the key itself is never stored.
 type AdminKey [sha256.Size]byte
 
 // HashAdminKey is how a raw key becomes an AdminKey.
@@ -18,38 +18,6 @@ func HashAdminKey(raw string) AdminKey { return sha256.Sum256([]byte(raw)) }
 func (k AdminKey) matches(raw string) bool {
 	h := sha256.Sum256([]byte(raw))
 	return subtle.ConstantTimeCompare(h[:], k[:]) == 1
-}
-
-// requireAdmin lets a request through with the right X-API-Key. A wrong
-// key is logged (client address and route, never the key), counted, and
-// takes a token from the address's Limits.AdminFailures bucket; an address
-// whose bucket is empty gets 429 RATE_LIMITED whatever key it sends, so
-// keys cannot be guessed faster than that bucket refills.
-func (a *API) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		client := a.clientAddress(r)
-		key := addressKey(client)
-		if a.adminLimiter != nil {
-			if wait, blocked := a.adminLimiter.blocked(key); blocked {
-				a.rateLimited(w, r, wait)
-				return
-			}
-		}
-		presented := r.Header.Get("X-API-Key")
-		switch {
-		case presented == "":
-			writeError(w, newError(http.StatusUnauthorized, "ADMIN_KEY_REQUIRED", "this endpoint needs an admin key in X-API-Key"))
-		case a.cfg.AdminKey == nil || !a.cfg.AdminKey.matches(presented):
-			a.adminFailures.Inc()
-			if a.adminLimiter != nil {
-				a.adminLimiter.charge(key)
-			}
-			a.log.Warn("admin key rejected", "client", client.String(), "route", r.Pattern)
-			writeError(w, newError(http.StatusUnauthorized, "ADMIN_KEY_INVALID", "the admin key is not valid"))
-		default:
-			next(w, r)
-		}
-	}
 }
 
 // parseTime reads an optional RFC 3339 query parameter.

@@ -52,6 +52,7 @@ type validResponse struct {
 	MaxExpiresAt  string `json:"max_expires_at"`
 	Method        string `json:"method"` // password or api_key
 	MFA           bool   `json:"mfa"`
+	Role          string `json:"role"`
 	SessionID     string `json:"session_id"`
 	UserID        string `json:"user_id"`
 	Valid         bool   `json:"valid"`

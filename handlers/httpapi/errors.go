@@ -55,6 +55,14 @@ var errorTable = []struct {
 	{domain.ErrAPIKeyNotFound, http.StatusNotFound, "API_KEY_NOT_FOUND", "no such API key", 0},
 	{domain.ErrInvalidAPIKeyName, http.StatusBadRequest, "INVALID_REQUEST", "name must be 1 to 100 characters, without control characters", 0},
 	{domain.ErrInvalidAPIKeyTTL, http.StatusBadRequest, "INVALID_REQUEST", "expires_in must be a whole number of seconds from 1 to 315360000 (10 years)", 0},
+	{query.ErrAPIKeyInvalid, http.StatusUnauthorized, "API_KEY_INVALID", "the API key is not valid", 0},
+	{query.ErrAppKeyInvalid, http.StatusUnauthorized, "APP_KEY_INVALID", "this endpoint needs the key of a registered app in X-API-Key", 0},
+	{domain.ErrInvalidRole, http.StatusBadRequest, "INVALID_REQUEST", "role must be admin, user or guest", 0},
+	{domain.ErrInvalidScope, http.StatusBadRequest, "INVALID_REQUEST", "scopes must be a non-empty list of validate, introspect, feed, audit, admin, none twice", 0},
+	{domain.ErrInvalidName, http.StatusBadRequest, "INVALID_REQUEST", "name must be 1 to 100 printable characters", 0},
+	{domain.ErrInvalidNote, http.StatusBadRequest, "INVALID_REQUEST", "actor must be at most 200 and note at most 1000 printable characters", 0},
+	{domain.ErrKeyNotFound, http.StatusNotFound, "KEY_NOT_FOUND", "no such service key", 0},
+	{domain.ErrAppNotFound, http.StatusNotFound, "APP_NOT_FOUND", "no such app", 0},
 	// The per-address limits (ratelimit.go) set their own Retry-After.
 	{errRateLimited, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests from this address; retry after Retry-After seconds", 1},
 }

@@ -47,9 +47,7 @@ func CheckAuthzUnavailableStatus(status int) error {
 }
 
 // roleOf is the role a session acts in, for X-Ledger-Role.
-// TODO(merge): every session is a "user" until query.Validation carries a
-// role; then return it from here.
-func roleOf(query.Validation) string { return "user" }
+func roleOf(v query.Validation) string { return string(v.Role) }
 
 // isGatewayPath reports whether p is /v1/authz or below it (Envoy's
 // ext_authz appends the original request's path to its path_prefix).
@@ -170,3 +168,13 @@ func (a *API) authzUnavailable(w http.ResponseWriter, e *apiError) {
 	h.Set(HeaderReason, unavailableReason(e))
 	w.WriteHeader(status)
 }
+
+// gatewayRoutes are gateway mode's patterns: every method, so outside the
+// access table (Handler registers them; GatewayRoutes lists them).
+var gatewayRoutes = []Route{
+	{Path: gatewayPath, Access: Everyone},
+	{Path: gatewayPath + "/{path...}", Access: Everyone},
+}
+
+// GatewayRoutes are the routes of gateway mode, which answer every method.
+func GatewayRoutes() []Route { return append([]Route(nil), gatewayRoutes...) }

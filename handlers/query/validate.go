@@ -16,15 +16,18 @@ type sessionReader interface {
 	Session(id string) (*domain.Session, error)
 }
 
-// Validation is a token's session and its verdict now.
+// Validation is a token's session and its verdict now, and the role of
+// the session's user (for gateways: X-Ledger-Role, ?require_role=).
 type Validation struct {
 	Session *domain.Session
 	Verdict domain.Verdict
+	Role    domain.Role
 }
 
 // ValidateHandler answers "is this token valid now, and why not?".
 type ValidateHandler struct {
 	Sessions sessionReader
+	Roles    roleReader   // nil: every user is a user
 	Uses     *UseRecorder // nil: uses are not recorded
 	Now      func() time.Time
 }
@@ -53,7 +56,11 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 		// will give, as every later validate will.
 		v = s.WithUse(now).Current(now)
 	}
-	return Validation{Session: s, Verdict: v}, nil
+	role := domain.RoleUser
+	if h.Roles != nil {
+		role = h.Roles.Role(s.UserID())
+	}
+	return Validation{Session: s, Verdict: v, Role: role}, nil
 }
 
 // Deps are what the query handlers need; Uses is optional (uses are then
@@ -87,8 +94,9 @@ func New(d Deps) (Handlers, error) {
 	if d.Sessions == nil || d.Log == nil || d.Now == nil || d.APIKeys == nil {
 		return Handlers{}, errors.New("query.New: Sessions, Log, Now and APIKeys are required")
 	}
+	roles, _ := d.Sessions.(roleReader) // the projection keeps roles; fakes may not
 	return Handlers{
-		Validate: ValidateHandler{Sessions: d.Sessions, Uses: d.Uses, Now: d.Now},
+		Validate: ValidateHandler{Sessions: d.Sessions, Roles: roles, Uses: d.Uses, Now: d.Now},
 		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
 		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log},
 		Feed:     FeedHandler{Log: d.Revocations},
