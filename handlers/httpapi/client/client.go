@@ -53,7 +53,8 @@ type Option func(*Client)
 // WithHTTPClient uses hc instead of a client with a 10 s timeout.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
 
-// WithAPIKey sends key as X-API-Key where the API asks for one (the feed).
+// WithAPIKey sends key as X-API-Key where the API asks for one: the
+// revocation feed (Follow) needs a service key with scope feed.
 func WithAPIKey(key string) Option { return func(c *Client) { c.apiKey = key } }
 
 // WithCache keeps up to size valid verdicts for at most ttl each. Use it
