@@ -126,25 +126,10 @@ func (h APIKeyLoginHandler) Handle(ctx context.Context, c APIKeyCredentials) (Is
 }
 
 func (h APIKeyLoginHandler) exchange(ctx context.Context, c APIKeyCredentials) (Issued, error) {
-	email, emailErr := domain.NormalizeEmail(c.Email)
-	if emailErr != nil {
-		email = c.Email
-	}
-	userID, _, err := h.Creds.Credentials(email)
-	if emailErr != nil || errors.Is(err, domain.ErrUserNotFound) {
-		// An API key costs no slow hash: nothing to burn.
-		return Issued{}, h.Unknown.attempt(email, func() error { return nil })
-	}
+	// An API key costs no slow hash: nothing to burn for an unknown email.
+	email, userID, _, err := h.account(c.Email, func() error { return nil })
 	if err != nil {
 		return Issued{}, err
-	}
-	failures, err := h.Creds.LoginFailures(userID)
-	if err != nil {
-		return Issued{}, err
-	}
-	now := h.Now()
-	if until, throttled := failures.ThrottledAt(now); throttled {
-		return Issued{}, domain.Throttled(until, now)
 	}
 	keyID, secret, parseErr := domain.ParseAPIKey(c.APIKey)
 	raw, sid, tokenHash, err := domain.NewToken(h.rand())

@@ -93,6 +93,35 @@ func (h SignupHandler) claim(ctx context.Context, email string) (string, error) 
 	}
 }
 
+// account is where every credential exchange starts: the account of an
+// email, if it exists and is not throttled. An unknown (or malformed)
+// email is answered as a wrong credential would be, after burn spends what
+// checking one costs, and is throttled alike (UnknownEmails); a throttled
+// account is refused before any check. It returns the normalized email,
+// the user and its password hash.
+func (d Deps) account(rawEmail string, burn func() error) (email, userID, passwordHash string, err error) {
+	email, emailErr := domain.NormalizeEmail(rawEmail)
+	if emailErr != nil {
+		email = rawEmail
+	}
+	userID, passwordHash, err = d.Creds.Credentials(email)
+	if emailErr != nil || errors.Is(err, domain.ErrUserNotFound) {
+		return "", "", "", d.Unknown.attempt(email, burn)
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	failures, err := d.Creds.LoginFailures(userID)
+	if err != nil {
+		return "", "", "", err
+	}
+	now := d.Now()
+	if until, throttled := failures.ThrottledAt(now); throttled {
+		return "", "", "", domain.Throttled(until, now)
+	}
+	return email, userID, passwordHash, nil
+}
+
 // LoginHandler checks a password and starts a session.
 //
 // Guessing is throttled per account (domain.LoginThrottle): a throttled
@@ -104,24 +133,9 @@ func (h SignupHandler) claim(ctx context.Context, email string) (string, error) 
 type LoginHandler struct{ Deps }
 
 func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error) {
-	email, emailErr := domain.NormalizeEmail(c.Email)
-	if emailErr != nil {
-		email = c.Email
-	}
-	userID, hash, err := h.Creds.Credentials(email)
-	if emailErr != nil || errors.Is(err, domain.ErrUserNotFound) {
-		return Issued{}, h.Unknown.attempt(email, func() error { return h.Hasher.Burn(c.Password) })
-	}
+	email, userID, hash, err := h.account(c.Email, func() error { return h.Hasher.Burn(c.Password) })
 	if err != nil {
 		return Issued{}, err
-	}
-	failures, err := h.Creds.LoginFailures(userID)
-	if err != nil {
-		return Issued{}, err
-	}
-	now := h.Now()
-	if until, throttled := failures.ThrottledAt(now); throttled {
-		return Issued{}, domain.Throttled(until, now)
 	}
 	ok, err := h.Hasher.Verify(c.Password, hash)
 	if err != nil {
