@@ -29,6 +29,7 @@ func TestClientCacheFollowsTheFeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.clock.Advance(time.Second) // the list is newest first: make "second" the newest
 	second, err := plain.Login(ctx, "client@example.com", "client password", false)
 	if err != nil || second.Expires != 86400 {
 		t.Fatalf("login: %+v %v", second, err)

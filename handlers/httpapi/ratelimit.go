@@ -81,14 +81,25 @@ func (l *addressLimiter) bucket(key netip.Prefix) *rate.Limiter {
 }
 
 // take takes a token from key's bucket. Without one it takes nothing and
-// says how long until there is one.
+// says how long until there is one. (Reserve-then-Cancel would not do: a
+// cancelled reservation gives its token back only if no later one was made
+// meanwhile, so under a flood every refusal would push the bucket further
+// into debt and lock the address out for days.)
 func (l *addressLimiter) take(key netip.Prefix) (wait time.Duration, ok bool) {
-	r := l.bucket(key).Reserve()
-	if d := r.Delay(); d > 0 {
-		r.Cancel()
-		return d, false
+	b := l.bucket(key)
+	if b.Allow() {
+		return 0, true
 	}
-	return 0, true
+	return l.untilToken(b), false
+}
+
+// untilToken is how long until b holds a whole token.
+func (l *addressLimiter) untilToken(b *rate.Limiter) time.Duration {
+	t := b.Tokens()
+	if t >= 1 {
+		return 0
+	}
+	return time.Duration((1 - t) / float64(l.limit) * float64(time.Second))
 }
 
 // blocked says whether key's bucket is empty, and for how long, without
@@ -98,8 +109,8 @@ func (l *addressLimiter) blocked(key netip.Prefix) (wait time.Duration, ok bool)
 	if !found {
 		return 0, false
 	}
-	if t := b.Tokens(); t < 1 {
-		return time.Duration((1 - t) / float64(l.limit) * float64(time.Second)), true
+	if wait := l.untilToken(b); wait > 0 {
+		return wait, true
 	}
 	return 0, false
 }

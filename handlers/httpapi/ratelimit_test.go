@@ -6,7 +6,10 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestEveryCredentialRouteIsLimited: each listed route is registered and
@@ -60,5 +63,33 @@ func TestTrackedAddressesAreBounded(t *testing.T) {
 	l.buckets.Purge()
 	if _, blocked := l.blocked(addressKey(netip.MustParseAddr("192.0.2.1"))); blocked || l.buckets.Len() != 0 {
 		t.Fatalf("blocked on an unknown address, or tracked it (%d buckets, %d before)", l.buckets.Len(), before)
+	}
+}
+
+// TestAFloodDoesNotPushTheBucketIntoDebt: 400 concurrent requests from one
+// address against "20 at once, then one a second" get exactly 20 through,
+// and the refusals cost nothing: the address may go on at the bucket's
+// rate, not after a debt of every refusal (which Reserve-then-Cancel
+// builds under concurrency).
+func TestAFloodDoesNotPushTheBucketIntoDebt(t *testing.T) {
+	l := newAddressLimiter(AddressLimit{Rate: 1, Burst: 20}, 10)
+	key := addressKey(netip.MustParseAddr("203.0.113.9"))
+	var allowed atomic.Int32
+	var wg sync.WaitGroup
+	for range 400 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, ok := l.take(key); ok {
+				allowed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := allowed.Load(); n < 20 || n > 21 { // a token may refill during the run
+		t.Fatalf("%d of 400 allowed, want the burst of 20", n)
+	}
+	if wait, ok := l.take(key); ok || wait > 2*time.Second {
+		t.Fatalf("after the flood: allowed %v, wait %s; want a refusal for at most about a second", ok, wait)
 	}
 }
