@@ -4,32 +4,70 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// The "under attack" phase: a distributed password-guessing attack on a
-// server started fresh on the small data set, while validates run at a
+// The "under attack" phase: password-guessing attacks on a server started
+// fresh on the small data set for each scenario, while validates run at a
 // fixed open-loop rate. For s.attackDur, s.attackWorkers connections send
 // wrong passwords for one account and as many send logins for random
-// unknown emails, each as fast as the server answers, every request from a
-// random client address (X-Forwarded-For from the trusted loopback proxy),
-// so the per-address buckets do not hold them back. Meanwhile a legitimate
-// client, from its own address, logs in to another account with the right
-// password and honours Retry-After. Figures: validate p99 during the attack
-// against the same rate just before it, the server's peak RSS, 5xx answers
-// other than BUSY, and whether the legitimate login got in.
+// unknown emails, each as fast as the server answers. The attackers run in
+// a process of their own (the bench binary re-executed, attackClientArg),
+// so the CPU they take is measured apart from the server's and the
+// validate generator's. Two scenarios (attackScenarios), each on its own
+// server and its own pair of accounts:
+//
+//   - one source: every attacking connection comes straight from 127.0.0.1
+//     with no X-Forwarded-For, as one machine running the attack would; the
+//     per-address bucket and the account throttle should hold it back;
+//   - distributed: every request carries a random client address in
+//     X-Forwarded-For from the trusted loopback proxy (a botnet with
+//     unlimited addresses), so the per-address buckets do not hold it back.
+//
+// Meanwhile a legitimate client, from its own address, logs in to another
+// account with the right password and honours Retry-After. Figures per
+// scenario: validate p99 during the attack against the same rate just
+// before it (and, apart, the server's own request-duration histogram for
+// validate over the same windows), the server's peak RSS, 5xx answers other
+// than BUSY, whether the legitimate login got in, and the CPU each party
+// used.
+
+// attackScenario is one way the attack arrives.
+type attackScenario struct {
+	id          string // in figure ids: attack_<id>_<kind>
+	label       string // in figure names
+	distributed bool   // every attacking request from a random X-Forwarded-For address
+	about       string // for the log and the JSON
+}
+
+var attackScenarios = []attackScenario{
+	{id: "one_source", label: "one source",
+		about: "every attacking connection from 127.0.0.1 itself, no X-Forwarded-For (one client address)"},
+	{id: "distributed", label: "distributed", distributed: true,
+		about: "every attacking request from a random public address in X-Forwarded-For"},
+}
+
+// attackKinds are the figures each scenario reports, in table order.
+var attackKinds = []string{"validate_p99", "validate_p99_server", "memory", "5xx", "rate", "legit_login", "cpu"}
+
+func attackFigureID(scenario, kind string) string { return "attack_" + scenario + "_" + kind }
 
 // attackLegitAddr is the legitimate client's address (TEST-NET-1); the
 // attackers never draw it (randomIPv4).
@@ -159,13 +197,17 @@ func randomIPv4(rng *mrand.Rand) string {
 	return fmt.Sprintf("%d.%d.%d.%d", a, b, c, d)
 }
 
-// loginRequest is a raw HTTP/1.1 login as a trusted proxy forwards it.
+// loginRequest is a raw HTTP/1.1 login, as a trusted proxy forwards it
+// when forwardedFor is set, straight from the client when it is "".
 func loginRequest(buf []byte, host, forwardedFor, email, password string) []byte {
 	body, _ := json.Marshal(map[string]any{"email": email, "password": password, "keep_logged_in": false})
 	buf = append(buf[:0], "POST /v1/auth/login HTTP/1.1\r\nHost: "...)
 	buf = append(buf, host...)
-	buf = append(buf, "\r\nContent-Type: application/json\r\nX-Forwarded-For: "...)
-	buf = append(buf, forwardedFor...)
+	buf = append(buf, "\r\nContent-Type: application/json"...)
+	if forwardedFor != "" {
+		buf = append(buf, "\r\nX-Forwarded-For: "...)
+		buf = append(buf, forwardedFor...)
+	}
 	buf = append(buf, "\r\nContent-Length: "...)
 	buf = strconv.AppendInt(buf, int64(len(body)), 10)
 	buf = append(buf, "\r\n\r\n"...)
@@ -173,9 +215,10 @@ func loginRequest(buf []byte, host, forwardedFor, email, password string) []byte
 }
 
 // runAttackers runs n connections, each sending the login next draws, as
-// fast as the server answers, until end.
+// fast as the server answers, until end; from draws each request's
+// X-Forwarded-For ("": none).
 func runAttackers(ctx context.Context, host string, n int, end time.Time, seed uint64,
-	next func(rng *mrand.Rand) (email string)) *attackTally {
+	next func(rng *mrand.Rand) (email string), from func(rng *mrand.Rand) string) *attackTally {
 	total := newAttackTally()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -214,7 +257,7 @@ func runAttackers(ctx context.Context, host string, n int, end time.Time, seed u
 					}
 					c = nc
 				}
-				req = loginRequest(req, host, randomIPv4(rng), next(rng), "wrong-password-guess")
+				req = loginRequest(req, host, from(rng), next(rng), "wrong-password-guess")
 				body = body[:0]
 				resp, err := c.exchange(req, &body)
 				if err != nil {
@@ -230,6 +273,87 @@ func runAttackers(ctx context.Context, host string, n int, end time.Time, seed u
 	}
 	wg.Wait()
 	return total
+}
+
+// attackClientArg, as the first argument, makes the bench binary the
+// attack client (attackClientMain) instead of the bench.
+const attackClientArg = "__attack-client"
+
+// attackResult is what the attack client reports on its stdout.
+type attackResult struct {
+	OnAccount *attackTally `json:"on_account"`
+	OnUnknown *attackTally `json:"on_unknown"`
+}
+
+// attackClientMain runs both groups of attackers until -end and prints
+// their tallies as JSON.
+func attackClientMain(args []string) int {
+	fs := flag.NewFlagSet(attackClientArg, flag.ContinueOnError)
+	host := fs.String("host", "", "the server's host:port")
+	workers := fs.Int("workers", 200, "connections per group")
+	endNS := fs.Int64("end", 0, "when to stop, in Unix nanoseconds")
+	victim := fs.String("victim", "", "the account whose password is guessed")
+	distributed := fs.Bool("distributed", false, "every request from a random X-Forwarded-For address")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *host == "" || *victim == "" || *endNS == 0 {
+		fmt.Fprintln(os.Stderr, "attack client: -host, -victim and -end are required")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res := runAttack(ctx, *host, *workers, time.Unix(0, *endNS), *victim, *distributed)
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, "attack client:", err)
+		return 1
+	}
+	return 0
+}
+
+// runAttack runs workers connections guessing victim's password and as
+// many logging in with random unknown emails, until end.
+func runAttack(ctx context.Context, host string, workers int, end time.Time, victim string, distributed bool) attackResult {
+	from := func(*mrand.Rand) string { return "" }
+	if distributed {
+		from = randomIPv4
+	}
+	var res attackResult
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		res.OnAccount = runAttackers(ctx, host, workers, end, 1, func(*mrand.Rand) string { return victim }, from)
+	}()
+	go func() {
+		defer wg.Done()
+		res.OnUnknown = runAttackers(ctx, host, workers, end, 2, func(rng *mrand.Rand) string {
+			return fmt.Sprintf("nobody-%016x@example.net", rng.Uint64())
+		}, from)
+	}()
+	wg.Wait()
+	return res
+}
+
+// startAttackClient starts this binary as the attack client.
+func startAttackClient(ctx context.Context, host string, workers int, end time.Time, victim string, distributed bool) (*exec.Cmd, *bytes.Buffer, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	args := []string{attackClientArg, "-host", host, "-workers", strconv.Itoa(workers),
+		"-end", strconv.FormatInt(end.UnixNano(), 10), "-victim", victim}
+	if distributed {
+		args = append(args, "-distributed")
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	return cmd, &out, nil
 }
 
 // legitResult is the legitimate client's login during the attack.
@@ -301,15 +425,36 @@ func legitLogin(ctx context.Context, base, email string, deadline time.Time) (re
 	return res
 }
 
-// attackBench is the "under attack" phase on the small data set.
+// attackBench is the "under attack" phase on the small data set: each
+// scenario on a server of its own, with its own victim and legitimate
+// account (an account throttled in one scenario stays throttled in the
+// stream the next server reads).
 func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
-	if len(ds.emails) < 2 {
-		return fmt.Errorf("the data set has %d users; the attack needs two", len(ds.emails))
+	if len(ds.emails) < 2*len(attackScenarios) {
+		return fmt.Errorf("the data set has %d users; the attack needs %d", len(ds.emails), 2*len(attackScenarios))
 	}
-	victim := ds.emails[len(ds.emails)-1]
-	legit := ds.emails[len(ds.emails)-2]
-	env, addrFile := r.pprofEnv("serve-attack")
-	logPath := filepath.Join(r.work, "serve-attack.log")
+	if len(r.s.attackFlags) > 0 {
+		r.note("the attacked servers ran with %s (--attack-server-flags)", strings.Join(r.s.attackFlags, " "))
+	}
+	if v, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		r.note("GOMEMLIMIT=%s is set in the environment: the attacked servers use it instead of --memory-limit-mib", v)
+	}
+	for i, sc := range attackScenarios {
+		n := len(ds.emails) - 2*i
+		if err := r.attackScenario(ctx, ds, sc, ds.emails[n-1], ds.emails[n-2]); err != nil {
+			return fmt.Errorf("%s: %w", sc.label, err)
+		}
+	}
+	return nil
+}
+
+// validateRoute is the validate route's label in the server's metrics.
+const validateRoute = `route="GET /v1/validate"`
+
+// attackScenario runs one scenario on a fresh server.
+func (r *runner) attackScenario(ctx context.Context, ds *dataset, sc attackScenario, victim, legit string) error {
+	env, addrFile := r.pprofEnv("serve-attack-" + sc.id)
+	logPath := filepath.Join(r.work, "serve-attack-"+sc.id+".log")
 	flags := append([]string{"--trusted-proxies", "127.0.0.1/32"}, r.s.attackFlags...)
 	srv, err := startServer(ctx, r.ledger, ds.dir, logPath, env, flags...)
 	if err != nil {
@@ -320,7 +465,7 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	if err != nil {
 		return err
 	}
-	logf("attack: serving %s sessions at %s with %s", human(ds.sessions), srv.url, strings.Join(flags, " "))
+	logf("attack (%s): serving %s sessions at %s with %s", sc.label, human(ds.sessions), srv.url, strings.Join(flags, " "))
 	hwmStart, _, _ := procStatus(srv.pid())
 
 	// The rate: half of a short validate peak on this server.
@@ -341,47 +486,50 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	// baseline is the same rate for as long, just before.
 	runDur := r.s.attackDur - 2*time.Second
 	vURL := srv.url + "/v1/validate?touch=false"
-	logf("attack: baseline, validate at %.0f req/s (half of %.0f) for %s", rate, peak.rps(), runDur)
+	logf("attack (%s): baseline, validate at %.0f req/s (half of %.0f) for %s", sc.label, rate, peak.rps(), runDur)
+	histBase0, _ := scrapeHistogram(srv.url, "ledger_http_request_duration_seconds", validateRoute)
 	baseStart, cpuSrvB, cpuSelfB := time.Now(), cpuSeconds(srv.pid()), cpuSeconds(os.Getpid())
 	base, err := openLoop(ctx, vURL, tokens, rate, runDur)
-	baseCPU := map[string]any{"server_cores": (cpuSeconds(srv.pid()) - cpuSrvB) / time.Since(baseStart).Seconds(),
-		"bench_cores": (cpuSeconds(os.Getpid()) - cpuSelfB) / time.Since(baseStart).Seconds()}
+	baseSecs := time.Since(baseStart).Seconds()
+	baseCPU := map[string]float64{"server_cores": (cpuSeconds(srv.pid()) - cpuSrvB) / baseSecs,
+		"bench_cores": (cpuSeconds(os.Getpid()) - cpuSelfB) / baseSecs}
 	if err != nil {
 		return fmt.Errorf("baseline: %w", err)
 	}
+	histBase1, _ := scrapeHistogram(srv.url, "ledger_http_request_duration_seconds", validateRoute)
 	hwmBefore, rssBefore, _ := procStatus(srv.pid())
 	before := scrapeMetrics(srv.url)
-	cpuSrv0, cpuSelf0 := cpuSeconds(srv.pid()), cpuSeconds(os.Getpid())
 	logOffset := fileSize(logPath)
 
-	logf("attack: %d connections guessing %s's password and %d trying random unknown emails, each request from a random address, for %s",
-		r.s.attackWorkers, victim, r.s.attackWorkers, r.s.attackDur)
+	logf("attack (%s): %d connections guessing %s's password and %d trying random unknown emails, %s, for %s",
+		sc.label, r.s.attackWorkers, victim, r.s.attackWorkers, sc.about, r.s.attackDur)
 	start := time.Now()
 	end := start.Add(r.s.attackDur)
-	var wg sync.WaitGroup
-	var onAccount, onUnknown *attackTally
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		onAccount = runAttackers(ctx, u.Host, r.s.attackWorkers, end, 1, func(*mrand.Rand) string { return victim })
-	}()
-	go func() {
-		defer wg.Done()
-		onUnknown = runAttackers(ctx, u.Host, r.s.attackWorkers, end, 2, func(rng *mrand.Rand) string {
-			return fmt.Sprintf("nobody-%016x@example.net", rng.Uint64())
-		})
-	}()
-	// When the attackers are done (their last answers come after end):
-	// the attack's span, and the CPU used over it.
+	cpuSrv0, cpuSelf0 := cpuSeconds(srv.pid()), cpuSeconds(os.Getpid())
+	client, clientOut, err := startAttackClient(ctx, u.Host, r.s.attackWorkers, end, victim, sc.distributed)
+	if err != nil {
+		return fmt.Errorf("attack client: %w", err)
+	}
+	// When the attack client is done (its last answers come after end): the
+	// attack's span, the CPU used over it, and the server's validate
+	// histogram up to then.
 	var stopped time.Duration
-	var attackCPU map[string]any
+	var attackCPU map[string]float64
+	var clientErr error
+	var histAttack promHistogram
+	var histAttackErr error
 	attackDone := make(chan struct{})
 	go func() {
 		defer close(attackDone)
-		wg.Wait()
+		clientErr = client.Wait()
 		stopped = time.Since(start)
-		attackCPU = map[string]any{"server_cores": (cpuSeconds(srv.pid()) - cpuSrv0) / stopped.Seconds(),
-			"bench_cores": (cpuSeconds(os.Getpid()) - cpuSelf0) / stopped.Seconds()}
+		secs := stopped.Seconds()
+		attackCPU = map[string]float64{"server_cores": (cpuSeconds(srv.pid()) - cpuSrv0) / secs,
+			"bench_cores": (cpuSeconds(os.Getpid()) - cpuSelf0) / secs}
+		if st := client.ProcessState; st != nil {
+			attackCPU["attack_client_cores"] = (st.UserTime() + st.SystemTime()).Seconds() / secs
+		}
+		histAttack, histAttackErr = scrapeHistogram(srv.url, "ledger_http_request_duration_seconds", validateRoute)
 	}()
 	// Memory, once a second.
 	var rssSeries []float64
@@ -416,6 +564,14 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if clientErr != nil {
+		return fmt.Errorf("attack client: %w", clientErr)
+	}
+	var att attackResult
+	if err := json.Unmarshal(clientOut.Bytes(), &att); err != nil || att.OnAccount == nil || att.OnUnknown == nil {
+		return fmt.Errorf("attack client: unreadable result (%v): %.200q", err, clientOut.String())
+	}
+	onAccount, onUnknown := att.OnAccount, att.OnUnknown
 	hwm, rssEnd, err := procStatus(srv.pid())
 	if err != nil {
 		return err
@@ -429,7 +585,7 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	}
 	errLines, errMsgs := logErrors(logPath, logOffset)
 	if r.prof != "" {
-		if err := r.fetchProfile(ctx, addrFile, "heap", "heap-attack.pprof"); err != nil {
+		if err := r.fetchProfile(ctx, addrFile, "heap", "heap-attack-"+sc.id+".pprof"); err != nil {
 			logf("heap profile: %v", err)
 		}
 	}
@@ -440,50 +596,91 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	answers, transport := all.total()
 	secs := stopped.Seconds() // the attackers' last answers come after attackDur
 	busy := all.count(503, "BUSY")
-	logf("attack: %d answers (%.0f/s), %d transport errors, attackers stopped %s after the start", answers, float64(answers)/secs, transport, stopped.Round(time.Millisecond))
+	logf("attack (%s): %d answers (%.0f/s), %d transport errors, attackers stopped %s after the start", sc.label, answers, float64(answers)/secs, transport, stopped.Round(time.Millisecond))
 
+	id := func(kind string) string { return attackFigureID(sc.id, kind) }
+	name := func(s string) string { return "[" + sc.label + "] " + s }
 	common := map[string]any{
+		"scenario": sc.id, "scenario_about": sc.about,
 		"attack_seconds": secs, "connections_per_group": r.s.attackWorkers,
 		"hash_concurrency_default": runtime.NumCPU(), "hash_queue_default": 4 * runtime.NumCPU(),
 		"victim": victim, "legit_account": legit, "legit_address": attackLegitAddr,
 		"server_flags": strings.Join(flags, " "),
 	}
-	if len(r.s.attackFlags) > 0 {
-		r.note("the attacked server ran with %s (--attack-server-flags)", strings.Join(r.s.attackFlags, " "))
-	}
+	cpuNote := fmt.Sprintf("CPU cores used, server / attack client / bench (validate generator, legitimate client): %.2f / %.2f / %.2f under attack; server / bench %.2f / %.2f before",
+		attackCPU["server_cores"], attackCPU["attack_client_cores"], attackCPU["bench_cores"], baseCPU["server_cores"], baseCPU["bench_cores"])
 
 	// Validate p99 during the attack against just before it.
 	p99 := during.q(during.lat, 99)
-	f := costFigure("attack_validate_p99",
-		fmt.Sprintf("validate p99 under attack (%.0f req/s open loop, %d+%d attacking connections), %s sessions", rate, r.s.attackWorkers, r.s.attackWorkers, human(ds.sessions)),
+	f := costFigure(id("validate_p99"),
+		name(fmt.Sprintf("validate p99 under attack (%.0f req/s open loop, %d+%d attacking connections), %s sessions", rate, r.s.attackWorkers, r.s.attackWorkers, human(ds.sessions))),
 		"ms", p99, base.q(base.lat, 99), "same rate, no attack", 2)
 	f.Note = fmt.Sprintf("p50 %.2f vs %.2f, p99.9 %.2f vs %.2f ms; service time (from the send) p99 %.2f vs %.2f ms; the %s schedule took %.1f s to answer",
 		during.q(during.lat, 50), base.q(base.lat, 50), during.q(during.lat, 99.9), base.q(base.lat, 99.9),
 		during.q(during.svc, 99), base.q(base.svc, 99), runDur, duringWall.Seconds())
-	f.Note += fmt.Sprintf("; CPU cores used by server/bench: %.2f/%.2f under attack, %.2f/%.2f before", attackCPU["server_cores"], attackCPU["bench_cores"],
-		baseCPU["server_cores"], baseCPU["bench_cores"])
 	d := map[string]any{"baseline": base.detail(), "under_attack": during.detail(), "validate_peak_rps": peak.rps(), "validate_peak": peak.detail(),
 		"cpu_baseline": baseCPU, "cpu_under_attack": attackCPU,
 		"under_attack_wall_s": duringWall.Seconds(), "schedule_s": runDur.Seconds()}
 	if duringErr != nil {
 		f.Note += fmt.Sprintf("; %d of %d validates failed", during.Errors, during.Sent)
 		d["under_attack_error"] = duringErr.Error()
-		r.note("validate under attack: %v", duringErr)
+		r.note("%s: validate under attack: %v", sc.label, duringErr)
 	}
 	r.add(withDetail(withDetail(f, d), common))
 
+	// The server's own view of the same validates: its request-duration
+	// histogram (handler in to handler out, so without the time a request
+	// waits in the kernel and for a goroutine to run it), p99 estimated by
+	// interpolating within its buckets. Informational: the goal is on the
+	// client's figure above.
+	hb := histBase1.sub(histBase0)
+	ha := histAttack.sub(histBase1)
+	sp99b, overB := hb.quantile(0.99)
+	sp99a, overA := ha.quantile(0.99)
+	if math.IsNaN(sp99a) || math.IsNaN(sp99b) { // no validate in a window (a failed scrape): no figure
+		sp99a, sp99b = 0, 0
+	}
+	f = costFigure(id("validate_p99_server"),
+		name("validate p99 as the server measured it (ledger_http_request_duration_seconds, estimated from buckets; not the goal figure)"),
+		"ms", sp99a*1000, sp99b*1000, "server-side, same rate, no attack", 0)
+	// Validates run from 1 s into the attack; the window ends when the
+	// attack client exits.
+	servedSecs := max(stopped.Seconds()-1, 0.001)
+	f.Note = fmt.Sprintf("p99 in the bucket %s during, %s before; p50 %.3f vs %.3f ms; %.0f validates served during the attack (%.0f/s from 1 s in, %.0f/s offered), %.0f before (%.0f/s)",
+		ha.bucketOf(0.99), hb.bucketOf(0.99), ha.quantileMS(0.5), hb.quantileMS(0.5),
+		ha.count(), ha.count()/servedSecs, rate, hb.count(), hb.count()/baseSecs)
+	if overA || overB {
+		f.Note += fmt.Sprintf("; beyond the last finite bucket (%g s): during %v, before %v", hb.lastFinite(), overA, overB)
+	}
+	hd := map[string]any{"buckets_before": hb.table(), "buckets_under_attack": ha.table(),
+		"served_under_attack": ha.count(), "served_under_attack_per_s": ha.count() / servedSecs,
+		"served_before": hb.count(), "served_before_per_s": hb.count() / baseSecs, "offered_per_s": rate,
+		"p99_beyond_last_bucket_under_attack": overA, "p99_beyond_last_bucket_before": overB,
+		"window": "before: the baseline run; under attack: from the attack's start until the attack client exited (validates still queued in the generator after that are not in it)"}
+	if histAttackErr != nil {
+		hd["scrape_error"] = histAttackErr.Error()
+		r.note("%s: /metrics after the attack: %v", sc.label, histAttackErr)
+	}
+	r.add(withDetail(f, hd))
+
 	// Peak RSS.
-	f = maxFigure("attack_memory", "server peak RSS (VmHWM) under attack, process started for the phase", "MiB", float64(hwm)/mib, 300)
-	f.Note = fmt.Sprintf("%.0f MiB after start, %.0f MiB before the attack; VmRSS %.0f MiB at the end", float64(hwmStart)/mib, float64(hwmBefore)/mib, float64(rssEnd)/mib)
-	r.add(withDetail(f, map[string]any{
+	f = maxFigure(id("memory"), name("server peak RSS (VmHWM) under attack, process started for the scenario"), "MiB", float64(hwm)/mib, 300)
+	f.Note = fmt.Sprintf("%.0f MiB after start, %.0f MiB before the attack; VmRSS %.0f MiB at the end, at most %.0f MiB sampled once a second",
+		float64(hwmStart)/mib, float64(hwmBefore)/mib, float64(rssEnd)/mib, float64(maxRSS)/mib)
+	md := map[string]any{
 		"vmhwm_after_start_mib": float64(hwmStart) / mib, "vmhwm_before_attack_mib": float64(hwmBefore) / mib,
 		"vmrss_before_attack_mib": float64(rssBefore) / mib, "vmrss_end_mib": float64(rssEnd) / mib,
 		"vmrss_max_sampled_mib": float64(maxRSS) / mib, "vmrss_mib_each_second": rssSeries,
-	}))
+	}
+	if v, ok := after["go_gc_gomemlimit_bytes"]; ok {
+		f.Note += fmt.Sprintf("; runtime memory limit %.0f MiB", v/mib)
+		md["gomemlimit_mib"] = v / mib
+	}
+	r.add(withDetail(f, md))
 
 	// Answers to the attackers.
 	bad := all.unexpected5xx()
-	f = Figure{ID: "attack_5xx", Name: "attacking logins answered 5xx other than BUSY, or not answered", Value: float64(bad + transport), Unit: "requests", Goal: "= 0"}
+	f = Figure{ID: id("5xx"), Name: name("attacking logins answered 5xx other than BUSY, or not answered"), Value: float64(bad + transport), Unit: "requests", Goal: "= 0"}
 	met := bad+transport == 0
 	f.Met = &met
 	f.Note = fmt.Sprintf("%d 5xx not BUSY, %d transport errors; of %d answers: %s", bad, transport, answers, answerSummary(all.Answers))
@@ -493,13 +690,13 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 		"password_checks_refused": after["ledger_password_checks_refused_total"] - before["ledger_password_checks_refused_total"],
 		"server_error_log_lines":  errLines, "server_error_messages": errMsgs,
 	}))
-	f = Figure{ID: "attack_rate", Name: "attacking logins answered", Value: float64(answers) / secs, Unit: "req/s"}
+	f = Figure{ID: id("rate"), Name: name("attacking logins answered"), Value: float64(answers) / secs, Unit: "req/s"}
 	accAns, accErr := onAccount.total()
 	unkAns, unkErr := onUnknown.total()
 	f.Note = fmt.Sprintf("one account: %d (%s); unknown emails: %d (%s)", accAns, answerSummary(onAccount.Answers), unkAns, answerSummary(onUnknown.Answers))
 	r.add(withDetail(f, map[string]any{"on_account_transport_errors": accErr, "on_unknown_transport_errors": unkErr}))
 	if errLines > 0 {
-		r.note("the server logged %d error lines during the attack (first: %s); log: %s", errLines, strings.Join(errMsgs, "; "), logPath)
+		r.note("%s: the server logged %d error lines during the attack (first: %s); log: %s", sc.label, errLines, strings.Join(errMsgs, "; "), logPath)
 	}
 
 	// The legitimate login.
@@ -507,7 +704,7 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	if lr.OK {
 		ok = 1
 	}
-	f = Figure{ID: "attack_legit_login", Name: "legitimate login to another account during the attack (own address, honours Retry-After)", Value: ok, Unit: "ok", Goal: "= 1"}
+	f = Figure{ID: id("legit_login"), Name: name("legitimate login to another account during the attack (own address, honours Retry-After)"), Value: ok, Unit: "ok", Goal: "= 1"}
 	f.Met = &lr.OK
 	if lr.OK {
 		f.Note = fmt.Sprintf("in after %d attempts, %.1f s", lr.Attempts, lr.Seconds)
@@ -517,8 +714,13 @@ func (r *runner) attackBench(ctx context.Context, ds *dataset) error {
 	f.Note += "; " + answerSummary(lr.Answers)
 	r.add(withDetail(f, map[string]any{"legit": lr, "budget_s": min(attackLegitBudget, r.s.attackDur-time.Second).Seconds()}))
 	if !lr.OK && lr.Err != "" {
-		r.note("legitimate login during the attack: %s", lr.Err)
+		r.note("%s: legitimate login during the attack: %s", sc.label, lr.Err)
 	}
+
+	// Who used the CPU.
+	f = Figure{ID: id("cpu"), Name: name("CPU used by the bench's own attack client during the attack (a separate process)"),
+		Value: attackCPU["attack_client_cores"], Unit: "cores", Note: cpuNote}
+	r.add(withDetail(f, map[string]any{"cpu_baseline": baseCPU, "cpu_under_attack": attackCPU, "cores": runtime.NumCPU()}))
 	return nil
 }
 

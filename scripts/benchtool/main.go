@@ -20,12 +20,13 @@
 //  5. appends through eventstore.Store vs raw JetStream publishes;
 //  6. serves the large one: the same validate figures and the server's peak
 //     RSS, and compares validate at both sizes;
-//  7. under attack: a fresh server on the small set, trusting 127.0.0.1 as a
-//     proxy, takes a distributed password-guessing attack (wrong passwords
-//     for one account, random unknown emails, every request from a random
-//     address) while validates run at a fixed rate and a legitimate client
-//     logs in to another account (attack.go). --only attack runs this phase
-//     alone, after seeding the small set.
+//  7. under attack: two scenarios, each on a fresh server on the small set
+//     trusting 127.0.0.1 as a proxy: a password-guessing attack (wrong
+//     passwords for one account, random unknown emails) from one client
+//     address, then the same with every request from a random address,
+//     while validates run at a fixed rate and a legitimate client logs in
+//     to another account (attack.go). --only attack runs this phase alone,
+//     after seeding the small set.
 //
 // Everything listens on 127.0.0.1 only; NATS is embedded and not exposed,
 // and admits only the data dir's nkey identities, as `ledger serve` does.
@@ -68,10 +69,10 @@ type settings struct {
 	dedupeWait bool          // wait out JetStream's duplicate window before serving the large set
 	applyPairs int           // live-apply chunk pairs (each side applies applyChunk uses per pair)
 	// The attack phase.
-	attackDur     time.Duration // how long the attack lasts
+	attackDur     time.Duration // how long the attack lasts, per scenario
 	attackPeakDur time.Duration // the validate peak the phase's rate is half of
 	attackWorkers int           // attacking connections per group (one account, unknown emails)
-	attackFlags   []string      // extra `ledger serve` flags for the attacked server
+	attackFlags   []string      // extra `ledger serve` flags for the attacked servers
 	only          string        // run only this phase ("attack"); "" for all
 }
 
@@ -95,6 +96,9 @@ func defaults(quick bool) settings {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == attackClientArg {
+		os.Exit(attackClientMain(os.Args[2:]))
+	}
 	quick := flag.Bool("quick", false, "smaller data set (100k) and shorter runs: one to two minutes")
 	out := flag.String("out", "bench-results.json", "where to write the figures as JSON (relative paths are taken from the directory scripts/bench was started in)")
 	large := flag.Int("large", 0, "sessions in the large data set (default 1000000, 100000 with --quick)")
@@ -102,9 +106,9 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
 	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
 	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
-	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase; one to two minutes)")
+	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick)")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
-	attackDur := flag.Duration("attack-duration", 0, "how long the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
+	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
 		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack | --attack-only] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
@@ -433,8 +437,12 @@ func commandLine() string {
 func orderFigures(fs []Figure) []Figure {
 	order := []string{"validate_throughput", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
 		"validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
-		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory",
-		"attack_validate_p99", "attack_memory", "attack_5xx", "attack_rate", "attack_legit_login"}
+		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
+	for _, sc := range attackScenarios {
+		for _, k := range attackKinds {
+			order = append(order, attackFigureID(sc.id, k))
+		}
+	}
 	rank := func(id string) int {
 		for i, o := range order {
 			if o == id {
