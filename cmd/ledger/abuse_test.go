@@ -63,6 +63,9 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	if metricValue(t, l, "ledger_password_checks_refused_total") == 0 {
 		t.Fatal("refusals not counted")
 	}
+	if metricValue(t, l, "ledger_http_refusals_held_total") == 0 {
+		t.Fatal("no BUSY refusal was held (the tarpit)")
+	}
 }
 
 // noThrottle lets a test send many wrong passwords without being throttled.

@@ -90,6 +90,9 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// shedding has its own test (TestPasswordChecksAreBounded).
 		HashQueue: 1024,
 		HashWait:  time.Minute,
+		// Refusals are held briefly, not for the production second: the
+		// tarpit still runs, the suite does not wait on it.
+		TarpitMax: 10 * time.Millisecond,
 		// Tests log in from one address many times on purpose; the
 		// per-address limit has its own test (TestOneAddressIsLimited).
 		AddressRate: math.Inf(1),

@@ -85,7 +85,8 @@ type serveCmd struct {
 	freshnessFlags
 	addressFlags
 	gatewayFlags
-	MemoryLimitMiB int64 `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so bursts of password hashing (19 MiB each) do not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
+	TarpitMax      time.Duration `name:"tarpit-max" default:"${default_tarpit_max}" env:"LEDGER_TARPIT_MAX" help:"Hold a refusal for load or guessing (429, 503 BUSY) up to this long (its Retry-After, at most this) before sending it, so a client that retries at once makes about one attempt a second per connection. 0: do not hold."`
+	MemoryLimitMiB int64         `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so bursts of password hashing (19 MiB each) do not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
 }
 
 // addressFlags are the per-client-address limits.
@@ -131,6 +132,7 @@ func (c *serveCmd) Run() error {
 		HashConcurrency:  c.HashConcurrency,
 		HashQueue:        c.HashQueue,
 		HashWait:         c.HashWait,
+		TarpitMax:        tarpitFlag(c.TarpitMax),
 		LoginThrottle: domain.LoginThrottle{
 			After: c.ThrottleAfter, Window: c.ThrottleWindow, Base: c.ThrottleBase, Max: c.ThrottleMax,
 		},

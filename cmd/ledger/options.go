@@ -68,6 +68,7 @@ func flagDefaults() kong.Vars {
 	t := domain.DefaultLoginThrottle()
 	return kong.Vars{
 		"default_memory_limit_mib":       strconv.Itoa(defaultMemoryLimitMiB),
+		"default_tarpit_max":             httpapi.DefaultTarpitMax.String(),
 		"default_throttle_after":         strconv.Itoa(t.After),
 		"default_throttle_window":        t.Window.String(),
 		"default_throttle_base":          t.Base.String(),
@@ -322,4 +323,13 @@ func applyMemoryLimit(mib int64, log *slog.Logger) {
 	}
 	debug.SetMemoryLimit(mib << 20)
 	log.Debug("soft memory limit", "mib", mib)
+}
+
+// tarpitFlag maps --tarpit-max 0 ("do not hold") to httpapi's "none",
+// whose zero value means its default.
+func tarpitFlag(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

@@ -96,6 +96,9 @@ type ServiceConfig struct {
 	// FeedHeartbeat: how often an idle revocation feed sends a heartbeat
 	// (httpapi's default when zero).
 	FeedHeartbeat time.Duration
+	// TarpitMax: the longest a refusal for load or guessing is held
+	// before it is sent (httpapi's default, 1s, when zero; negative: none).
+	TarpitMax time.Duration
 	// MaxAPIKeysPerUser caps a user's personal API keys that are not
 	// revoked; 0 is domain.DefaultMaxAPIKeysPerUser.
 	MaxAPIKeysPerUser int
@@ -326,6 +329,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 		Log:           log,
 		Registerer:    reg,
 		FeedHeartbeat: cfg.FeedHeartbeat,
+		TarpitMax:     cfg.TarpitMax,
 		Limits: httpapi.Limits{
 			TrustedProxies:   trusted,
 			Credentials:      httpapi.AddressLimit{Rate: cfg.AddressRate, Burst: cfg.AddressBurst},

@@ -49,6 +49,9 @@ type Config struct {
 	// FeedHeartbeat is how often an idle revocation feed says it is
 	// alive (default 15s).
 	FeedHeartbeat time.Duration
+	// TarpitMax is the longest a refusal for load or guessing is held
+	// before it is sent (tarpit.go); 0 is DefaultTarpitMax, negative none.
+	TarpitMax time.Duration
 
 	// Limits are the per-client-address limits (ratelimit.go); the zero
 	// value limits nothing and believes no X-Forwarded-For.
@@ -74,6 +77,8 @@ type API struct {
 	limited       *prometheus.CounterVec
 	adminFailures prometheus.Counter
 	feedSlots     chan struct{} // one per open revocation feed
+	tarpitSlots   chan struct{} // one per refusal being held (tarpit.go)
+	held          prometheus.Counter
 }
 
 func New(cfg Config) *API {
@@ -82,6 +87,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.FeedHeartbeat <= 0 {
 		cfg.FeedHeartbeat = 15 * time.Second
+	}
+	if cfg.TarpitMax == 0 {
+		cfg.TarpitMax = DefaultTarpitMax
 	}
 	a := &API{
 		cfg: cfg,
@@ -100,10 +108,13 @@ func New(cfg Config) *API {
 		credentials:  newAddressLimiter(cfg.Limits.Credentials, cfg.Limits.TrackedAddresses),
 		adminLimiter: newAddressLimiter(cfg.Limits.AdminFailures, cfg.Limits.TrackedAddresses),
 		feedSlots:    make(chan struct{}, MaxFeedStreams),
+		tarpitSlots:  make(chan struct{}, TarpitSlots),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledger_http_refusals_held_total", Help: "Refusals for load or guessing (429, 503 BUSY) held before they were sent (the tarpit)."}),
 	}
 	a.validCount = a.verdicts.WithLabelValues("valid")
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(a.verdicts, a.requests, a.latency, a.limited, a.adminFailures)
+		cfg.Registerer.MustRegister(a.verdicts, a.requests, a.latency, a.limited, a.adminFailures, a.held)
 	}
 	return a
 }
@@ -463,6 +474,9 @@ func (a *API) writeDomainError(w http.ResponseWriter, r *http.Request, err error
 	e := errorFor(err)
 	if e == errInternal {
 		a.log.Error("request failed", "route", r.Pattern, "err", err)
+	}
+	if isRefusal(e) {
+		a.tarpit(r, time.Duration(e.retryAfter)*time.Second)
 	}
 	writeError(w, e)
 }

@@ -141,6 +141,7 @@ func (a *API) limitCredentials(next http.HandlerFunc) http.HandlerFunc {
 // (whole seconds, at least 1) and counts it.
 func (a *API) rateLimited(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	a.limited.WithLabelValues(r.Pattern).Inc()
+	a.tarpit(r, wait)
 	e := errorFor(errRateLimited)
 	e.retryAfter = max(1, int(math.Ceil(wait.Seconds())))
 	writeError(w, e)
