@@ -198,6 +198,7 @@ const timeLen = 12
 var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
 	domain.ReasonRevokedSessionLimit, domain.ReasonRevokedAdmin,
+	domain.ReasonRevokedPasswordChanged, domain.ReasonRevokedPasswordReset, // lifecycle.go
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {
