@@ -49,6 +49,9 @@ func (t EventType) known() bool {
 	case EventServiceKeyCreated, EventServiceKeyRevoked, EventAppRegistered, EventAppRevoked,
 		EventUserRoleChanged, EventSessionRevokedByAdmin: // access.go
 		return true
+	case EventPasswordChanged, EventPasswordResetRequested, EventPasswordReset,
+		EventLoginCodeRequested, EventLoginCodeUsed: // lifecycle.go
+		return true
 	}
 	return false
 }
@@ -176,6 +179,9 @@ type (
 		// success (see LoginThrottle); absent in events from before it
 		// was counted.
 		InARow int `json:"in_a_row,omitempty"`
+		// ChallengeID names the emailed code or link a wrong_code
+		// failure tried (see lifecycle.go); absent otherwise.
+		ChallengeID string `json:"challenge_id,omitempty"`
 	}
 	LoginThrottled struct {
 		Until  time.Time `json:"until"`

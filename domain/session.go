@@ -33,7 +33,8 @@ func (r Reason) Kind() string {
 }
 
 // Detail is what follows the colon: idle|max or
-// logout|revoke_others|terminated|session_limit|admin.
+// logout|revoke_others|terminated|session_limit|admin|password_changed|
+// password_reset.
 func (r Reason) Detail() string {
 	for i := 0; i < len(r); i++ {
 		if r[i] == ':' {
@@ -106,7 +107,7 @@ func (s *Session) ID() string                { return s.id }
 func (s *Session) UserID() string            { return s.userID }
 func (s *Session) TokenHash() TokenHash      { return s.tokenHash }
 func (s *Session) KeepLoggedIn() bool        { return s.keepLoggedIn }
-func (s *Session) Method() string            { return s.method } // password or api_key
+func (s *Session) Method() string            { return s.method } // password, api_key, email_code or magic_link
 func (s *Session) MFA() bool                 { return s.mfa }
 func (s *Session) StartedAt() time.Time      { return s.startedAt }
 func (s *Session) LastUseAt() time.Time      { return s.lastUseAt }
@@ -212,6 +213,16 @@ func (s *Session) Apply(e Event) error {
 		if e.SessionID == s.id {
 			s.revoke(e.Time, ReasonRevokedAdmin)
 		}
+	case EventPasswordChanged: // lifecycle.go
+		p, err := DecodePayload[PasswordChanged](e)
+		if err != nil {
+			return err
+		}
+		if p.RevokeOtherSessions && p.BySessionID != s.id {
+			s.revoke(e.Time, ReasonRevokedPasswordChanged)
+		}
+	case EventPasswordReset:
+		s.revoke(e.Time, ReasonRevokedPasswordReset)
 	case EventOtherSessionsRevoked:
 		p, err := DecodePayload[OtherSessionsRevoked](e)
 		if err != nil {

@@ -98,7 +98,7 @@ func (f LoginFailures) Apply(e Event) (LoginFailures, error) {
 		if err != nil {
 			return f, err
 		}
-		if p.Reason != LoginFailedWrongPassword && p.Reason != LoginFailedWrongAPIKey {
+		if p.Reason != LoginFailedWrongPassword && p.Reason != LoginFailedWrongAPIKey && p.Reason != LoginFailedWrongCode {
 			return f, nil
 		}
 		f.InARow = p.InARow

@@ -13,8 +13,9 @@ type User struct {
 	passwordHash string
 	sessions     map[string]*Session
 	failures     LoginFailures
-	apiKeys      map[string]APIKey // not revoked; see apikey.go
-	role         Role              // see access.go
+	apiKeys      map[string]APIKey     // not revoked; see apikey.go
+	role         Role                  // see access.go
+	challenges   map[Purpose]Challenge // latest per purpose; see lifecycle.go
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).

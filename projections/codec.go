@@ -32,6 +32,9 @@ import (
 //	k<user id>\x00<key id>   a user's API key that is not revoked (JSON,
 //	                         hash only; see apikeys.go)
 //	r<user id>               the user's role, if not the default (user)
+//	h<user id>\x00<purpose>  the user's latest emailed challenge of a purpose
+//	                         (JSON, hashes only; see lifecycle.go)
+//	g<challenge id>          the user of a challenge
 //	K<credential id>         a service key or app (JSON domain.Credential),
 //	                         revoked ones included
 //	H<key hash>              credential id of an active key, by the SHA-256
@@ -195,6 +198,7 @@ const timeLen = 12
 var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
 	domain.ReasonRevokedSessionLimit, domain.ReasonRevokedAdmin,
+	domain.ReasonRevokedPasswordChanged, domain.ReasonRevokedPasswordReset, // lifecycle.go
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {

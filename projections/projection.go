@@ -583,7 +583,14 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		if e.UserID == "" {
 			return nil // an unknown email: for the audit trail only
 		}
-		return foldFailures(b, e)
+		if err := foldFailures(b, e); err != nil {
+			return err
+		}
+		return foldChallenges(b, e) // a wrong code is a try (lifecycle.go)
+	case domain.EventPasswordChanged, domain.EventPasswordReset:
+		return p.foldPassword(b, e, seq) // lifecycle.go
+	case domain.EventPasswordResetRequested, domain.EventLoginCodeRequested, domain.EventLoginCodeUsed:
+		return foldChallenges(b, e)
 	case domain.EventUserRoleChanged:
 		return p.foldRole(b, e)
 	case domain.EventServiceKeyCreated, domain.EventAppRegistered, domain.EventServiceKeyRevoked, domain.EventAppRevoked:

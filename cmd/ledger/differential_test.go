@@ -164,6 +164,15 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			if s, ok := pick(); ok {
 				l.withKey(t, "POST", "/v1/admin/users/"+s.uid+"/revoke-sessions", testAdminKey, nil)
 			}
+		case a < 85:
+			// A password change (to the same password, so the workload's
+			// logins go on) revokes the user's other live sessions
+			// (password_changed).
+			if s, ok := pick(); ok {
+				if r := l.do(t, "POST", "/v1/auth/password", s.token, map[string]any{"current_password": pw, "new_password": pw}); r.Status != 200 && r.Status != 401 {
+					t.Fatalf("seed %d: password change: %d %s", seed, r.Status, r.Raw)
+				}
+			}
 		}
 		settle()
 		for range 3 {
@@ -215,7 +224,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
-	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin"} {
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin", "TOKEN_REVOKEDpassword_changed"} {
 		if kinds[k] == 0 {
 			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}

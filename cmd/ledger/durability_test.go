@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -283,7 +284,9 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 // key or its secret part (right, wrong or revoked).
 func TestNoSecretsAtRest(t *testing.T) {
 	dir := t.TempDir()
-	l := startLedger(t, dir, newClock())
+	const hookSecret = "webhook-secret-0123456789abcdef"
+	hook, notices := webhookSink(t, hookSecret)
+	l := startLedger(t, dir, newClock(), viaWebhook(t, hook, hookSecret))
 	passwords := []string{"first secret password", "second secret password", "wrong guess password"}
 	var tokens []string
 	tok, _, _ := l.signup(t, "secrets@example.com", passwords[0], true)
@@ -334,6 +337,33 @@ func TestNoSecretsAtRest(t *testing.T) {
 		t.Fatalf("register app: %s", app.Raw)
 	}
 	doURL(t, l.URL(), "POST", "/v1/auth/login", "", map[string]string{"X-API-Key": appKey}, creds{"secrets@example.com", passwords[0], false})
+	// Emailed codes and links (delivered to a webhook): a login code used,
+	// a magic link used, a reset left pending, a reset used with a new
+	// password.
+	var codes, links []string
+	notice := func(path string) map[string]string {
+		l.clock.Advance(2 * time.Minute)
+		l.do(t, "POST", path, "", map[string]string{"email": "secrets@example.com"})
+		n := nextNotice(t, notices)
+		codes, links = append(codes, n["code"]), append(links, n["token"])
+		return n
+	}
+	n := notice("/v1/auth/code/request")
+	if r := l.do(t, "POST", "/v1/auth/code/verify", "", map[string]any{"email": "secrets@example.com", "code": n["code"]}); r.Status != 200 {
+		t.Fatalf("code login: %d %s", r.Status, r.Raw)
+	} else {
+		tokens = append(tokens, r.str("response", "token"))
+	}
+	n = notice("/v1/auth/code/request")
+	if r := l.do(t, "POST", "/v1/auth/magic", "", map[string]any{"token": n["token"]}); r.Status != 200 {
+		t.Fatalf("magic link: %d %s", r.Status, r.Raw)
+	}
+	notice("/v1/auth/password/reset-request")
+	n = notice("/v1/auth/password/reset-request")
+	passwords = append(passwords, "reset secret password")
+	if r := l.do(t, "POST", "/v1/auth/password/reset", "", map[string]any{"email": "secrets@example.com", "code": n["code"], "new_password": passwords[len(passwords)-1]}); r.Status != 200 {
+		t.Fatalf("reset: %d %s", r.Status, r.Raw)
+	}
 	logs := l.logs.String()
 	l.stop()
 
@@ -354,6 +384,27 @@ func TestNoSecretsAtRest(t *testing.T) {
 		needles[fmt.Sprintf("token %d", i)] = tk
 		needles[fmt.Sprintf("token %d secret", i)] = tk[len("slt_")+32:]
 	}
+	for i, lk := range links {
+		needles[fmt.Sprintf("link token %d", i)] = lk
+		needles[fmt.Sprintf("link token %d secret", i)] = lk[len("slm_")+32:]
+	}
+	// Six digits occur by chance in hex ids and hashes: a code counts as
+	// found only standing alone (as "123456" or code=123456 would).
+	var codeREs []*regexp.Regexp
+	for _, c := range codes {
+		if !domain.IsChallengeCode(c) {
+			t.Fatalf("delivered code %q", c)
+		}
+		codeREs = append(codeREs, regexp.MustCompile(`(^|[^0-9A-Za-z])`+c+`([^0-9A-Za-z]|$)`))
+	}
+	findCode := func(data []byte) int {
+		for i, re := range codeREs {
+			if re.Match(data) {
+				return i
+			}
+		}
+		return -1
+	}
 	files := 0
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -364,6 +415,9 @@ func TestNoSecretsAtRest(t *testing.T) {
 			return err
 		}
 		files++
+		if i := findCode(data); i >= 0 {
+			t.Errorf("code %d found in %s", i, path)
+		}
 		for what, needle := range needles {
 			if bytes.Contains(data, []byte(needle)) {
 				t.Errorf("%s found in %s", what, path)
@@ -390,6 +444,9 @@ func TestNoSecretsAtRest(t *testing.T) {
 	})
 	if !found {
 		t.Fatal("the scan cannot see stored events in clear; it would miss a leaked secret too")
+	}
+	if i := findCode([]byte(logs)); i >= 0 {
+		t.Errorf("code %d found in the log output", i)
 	}
 	for what, needle := range needles {
 		if strings.Contains(logs, needle) {

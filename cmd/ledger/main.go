@@ -85,6 +85,7 @@ type serveCmd struct {
 	freshnessFlags
 	addressFlags
 	gatewayFlags
+	notifyFlags
 	TarpitMax      time.Duration `name:"tarpit-max" default:"${default_tarpit_max}" env:"LEDGER_TARPIT_MAX" help:"Hold a refusal for load or guessing (429, 503 BUSY) up to this long (its Retry-After, at most this) before sending it, so a client that retries at once makes about one attempt a second per connection. 0: do not hold."`
 	MemoryLimitMiB int64         `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so bursts of password hashing (19 MiB each) do not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
 }
@@ -95,6 +96,22 @@ type addressFlags struct {
 	AddressRate      float64  `name:"address-rate" default:"${default_address_rate}" env:"LEDGER_ADDRESS_RATE" help:"Signups and logins per second per client address (IPv6: per /64), after --address-burst; beyond, 429 RATE_LIMITED."`
 	AddressBurst     int      `name:"address-burst" default:"${default_address_burst}" env:"LEDGER_ADDRESS_BURST" help:"Signups and logins one client address may make at once."`
 	TrackedAddresses int      `name:"tracked-addresses" default:"${default_tracked_addresses}" env:"LEDGER_TRACKED_ADDRESSES" help:"Client addresses each per-address limit remembers (about 270 bytes each); the least recently seen are forgotten beyond."`
+}
+
+// notifyFlags are where emailed codes and links go (notify.go).
+type notifyFlags struct {
+	SMTPURL          string `name:"smtp-url" env:"LEDGER_SMTP_URL" placeholder:"URL" help:"Send codes and links by SMTP: smtp://[user:pass@]host[:587] (STARTTLS required; ?starttls=optional or off to relax) or smtps://host[:465] (implicit TLS). Credentials may instead come from LEDGER_SMTP_USERNAME and LEDGER_SMTP_PASSWORD."`
+	SMTPFrom         string `name:"smtp-from" env:"LEDGER_SMTP_FROM" placeholder:"ADDRESS" help:"From address of the messages (needed with --smtp-url)."`
+	MailTemplates    string `name:"mail-templates" env:"LEDGER_MAIL_TEMPLATES" placeholder:"DIR" help:"Directory of password_reset.txt and login.txt (Go text/template; first line the subject) overriding the built-in messages."`
+	NotifyWebhook    string `name:"notify-webhook" env:"LEDGER_NOTIFY_WEBHOOK" placeholder:"URL" help:"POST every code and link as JSON to this URL (for apps that send their own mail), signed: X-Ledger-Signature: sha256=<HMAC-SHA256 of the body>."`
+	NotifyWebhookKey string `name:"notify-webhook-secret-file" env:"LEDGER_NOTIFY_WEBHOOK_SECRET_FILE" placeholder:"FILE" help:"File (mode 0600, at least 16 bytes) holding the webhook's HMAC key."`
+	DevPrintCodes    bool   `name:"dev-print-codes" env:"LEDGER_DEV_PRINT_CODES" help:"Development only: print codes and links to stderr. Refused unless --http is a loopback address."`
+	LinkURL          string `name:"link-url" env:"LEDGER_LINK_URL" placeholder:"URL" help:"Where emailed links point (your app's page): URL?token=<token>; the page POSTs the token to /v1/auth/password/reset or /v1/auth/magic. Unset: messages carry the code only."`
+}
+
+func (f notifyFlags) notifyConfig() NotifyConfig {
+	return NotifyConfig{SMTPURL: f.SMTPURL, SMTPFrom: f.SMTPFrom, SMTPUsername: os.Getenv("LEDGER_SMTP_USERNAME"), SMTPPassword: os.Getenv("LEDGER_SMTP_PASSWORD"),
+		MailTemplates: f.MailTemplates, Webhook: f.NotifyWebhook, WebhookSecretFile: f.NotifyWebhookKey, DevPrintCodes: f.DevPrintCodes, LinkURL: f.LinkURL}
 }
 
 // adminKeyEnv is the only way to give the admin key itself: a flag would
@@ -138,6 +155,7 @@ func (c *serveCmd) Run() error {
 		},
 
 		AuthzUnavailableStatus: c.AuthzUnavailableStatus,
+		Notify:                 c.notifyConfig(),
 	})
 	if err != nil {
 		return err

@@ -219,6 +219,7 @@ func (c ServiceConfig) Validate() error {
 	if err := httpapi.CheckAuthzUnavailableStatus(c.AuthzUnavailableStatus); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Notify.validate(c.HTTPAddr)...)
 	if c.AdminKey != "" && c.AdminKeyFile != "" {
 		errs = append(errs, errors.New("LEDGER_ADMIN_KEY and --admin-key-file both give an admin key: give one of them"))
 	} else if c.AdminKey != "" {

@@ -105,6 +105,11 @@ type ServiceConfig struct {
 	// AuthzUnavailableStatus is /v1/authz's status when the ledger cannot
 	// vouch for a token: 401 (default), 403 or 503.
 	AuthzUnavailableStatus int
+	// Notify is where emailed codes and links go (notify.go); none
+	// configured, the email routes answer 503 EMAIL_NOT_CONFIGURED.
+	Notify NotifyConfig
+	// Challenges bound codes and links; zero: the defaults.
+	Challenges domain.ChallengeRules
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -132,6 +137,23 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	}
 	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj})
 	return commands, queries, err
+}
+
+// lifecycleApplication wires password change, reset and email codes.
+func lifecycleApplication(proj *projections.Projection, store *eventstore.Store, unknown *command.UnknownEmails, hasher *command.BoundedHasher, ring *domain.Keyring, n *notifier, cfg ServiceConfig) (command.LifecycleHandlers, error) {
+	users, err := command.NewUsers(proj, store, cfg.Now)
+	if err != nil {
+		return command.LifecycleHandlers{}, err
+	}
+	d := command.LifecycleDeps{
+		Deps: command.Deps{Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
+			Throttle: cfg.LoginThrottle, Unknown: unknown},
+		Keys: challengeKeys{active: proj.SigningKey, ring: ring}, Challenges: proj, Rules: cfg.Challenges,
+	}
+	if n != nil {
+		d.Notifier = n
+	}
+	return command.NewLifecycle(d)
 }
 
 // adminApplication wires the admin commands and the key checks.
@@ -163,12 +185,14 @@ type Service struct {
 	// writes the last tally, while the log is still open.
 	unknown     *command.UnknownEmails
 	stopUnknown func()
-	srv         *http.Server
-	addr        string
-	cancel      context.CancelFunc
-	bg          sync.WaitGroup
-	serveErr    chan error
-	closed      sync.Once
+	// notify delivers codes and links; nil if none is configured.
+	notify   *notifier
+	srv      *http.Server
+	addr     string
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup
+	serveErr chan error
+	closed   sync.Once
 }
 
 // StartService opens the stream and the projection, catches up, and serves
@@ -315,8 +339,16 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
+	if s.notify, err = newNotifier(cfg.Notify, log, reg); err != nil {
+		return nil, err
+	}
+	lifecycle, err := lifecycleApplication(s.proj, s.ll.store, s.unknown, hasher, ring, s.notify, cfg)
+	if err != nil {
+		return nil, err
+	}
 	api := httpapi.New(httpapi.Config{
 		Commands:      commands,
+		Lifecycle:     lifecycle,
 		Queries:       queries,
 		Admin:         admin,
 		Access:        access,
@@ -395,6 +427,9 @@ func (s *Service) Close(ctx context.Context) error {
 		}
 		if s.stopUnknown != nil {
 			s.stopUnknown()
+		}
+		if s.notify != nil {
+			s.notify.Close(ctx)
 		}
 		if s.ll != nil && s.proj != nil {
 			if last, e := s.ll.store.LastSeq(ctx); e == nil {

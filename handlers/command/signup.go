@@ -100,6 +100,15 @@ func (h SignupHandler) claim(ctx context.Context, email string) (string, error) 
 // account is refused before any check. It returns the normalized email,
 // the user and its password hash.
 func (d Deps) account(rawEmail string, burn func() error) (email, userID, passwordHash string, err error) {
+	if email, userID, passwordHash, err = d.lookup(rawEmail, burn); err != nil {
+		return "", "", "", err
+	}
+	return email, userID, passwordHash, d.notThrottled(userID)
+}
+
+// lookup is account without the throttle check: the account of an email,
+// or the answer an unknown email gets (see account).
+func (d Deps) lookup(rawEmail string, burn func() error) (email, userID, passwordHash string, err error) {
 	email, emailErr := domain.NormalizeEmail(rawEmail)
 	if emailErr != nil {
 		email = rawEmail
@@ -111,15 +120,20 @@ func (d Deps) account(rawEmail string, burn func() error) (email, userID, passwo
 	if err != nil {
 		return "", "", "", err
 	}
+	return email, userID, passwordHash, nil
+}
+
+// notThrottled refuses a throttled account before any check.
+func (d Deps) notThrottled(userID string) error {
 	failures, err := d.Creds.LoginFailures(userID)
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
 	now := d.Now()
 	if until, throttled := failures.ThrottledAt(now); throttled {
-		return "", "", "", domain.Throttled(until, now)
+		return domain.Throttled(until, now)
 	}
-	return email, userID, passwordHash, nil
+	return nil
 }
 
 // LoginHandler checks a password and starts a session.

@@ -20,6 +20,9 @@ import (
 type Config struct {
 	Commands command.Handlers
 	Queries  query.Handlers
+	// Lifecycle are the password change, reset and email code commands
+	// (lifecycle.go); not configured, their routes answer 503.
+	Lifecycle command.LifecycleHandlers
 	// Admin are the admin commands (service keys, apps, roles, admin
 	// revocations); Access checks service and app keys.
 	Admin  command.AdminHandlers

@@ -63,6 +63,10 @@ var errorTable = []struct {
 	{domain.ErrInvalidNote, http.StatusBadRequest, "INVALID_REQUEST", "actor must be at most 200 and note at most 1000 printable characters", 0},
 	{domain.ErrKeyNotFound, http.StatusNotFound, "KEY_NOT_FOUND", "no such service key", 0},
 	{domain.ErrAppNotFound, http.StatusNotFound, "APP_NOT_FOUND", "no such app", 0},
+	// The account lifecycle (lifecycle.go).
+	{domain.ErrInvalidCode, http.StatusBadRequest, "INVALID_CODE", "the code or link is wrong, expired, used, or was tried too often; request a new one", 0},
+	{command.ErrEmailNotConfigured, http.StatusServiceUnavailable, "EMAIL_NOT_CONFIGURED", "this ledger has no email delivery configured (--smtp-url, --notify-webhook or --dev-print-codes)", 0},
+	{command.ErrLifecycleUnavailable, http.StatusServiceUnavailable, "NOT_READY", "this endpoint is not configured on this instance", 0},
 	// The per-address limits (ratelimit.go) set their own Retry-After.
 	{errRateLimited, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests from this address; retry after Retry-After seconds", 1},
 }

@@ -43,6 +43,14 @@ var credentialRoutes = []string{
 	"POST /v1/auth/login",
 	"POST /api/1.1/wf/generate-api-token",
 	"POST /v1/auth/api-key",
+	// The account lifecycle (lifecycle.go): a password check, or a code
+	// or link, or a request that sends one by email.
+	"POST /v1/auth/password",
+	"POST /v1/auth/password/reset-request",
+	"POST /v1/auth/password/reset",
+	"POST /v1/auth/code/request",
+	"POST /v1/auth/code/verify",
+	"POST /v1/auth/magic",
 }
 
 // errRateLimited is the per-address limits' refusal; its row in the error

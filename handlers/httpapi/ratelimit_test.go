@@ -16,7 +16,7 @@ import (
 // refuses an address whose bucket is empty, before reading the body, while
 // other addresses and other routes go on.
 func TestEveryCredentialRouteIsLimited(t *testing.T) {
-	a := New(Config{Limits: Limits{Credentials: AddressLimit{Rate: 0.001, Burst: 1}, TrackedAddresses: 16}})
+	a := New(Config{Limits: Limits{Credentials: AddressLimit{Rate: 0.001, Burst: 1}, TrackedAddresses: 64}})
 	h := a.Handler()
 	send := func(route, remote string) *httptest.ResponseRecorder {
 		method, path, _ := strings.Cut(route, " ")
@@ -26,16 +26,26 @@ func TestEveryCredentialRouteIsLimited(t *testing.T) {
 		h.ServeHTTP(w, r)
 		return w
 	}
+	// Let through, a route answers 415 for the missing Content-Type, or,
+	// for a Users route (a password change), 401 for the missing token.
+	through := func(route string) int {
+		for _, rt := range a.Routes() {
+			if rt.Pattern() == route && rt.Access == Users {
+				return http.StatusUnauthorized
+			}
+		}
+		return http.StatusUnsupportedMediaType
+	}
 	for i, route := range credentialRoutes {
 		remote := fmt.Sprintf("198.51.100.%d:1234", i+1)
-		if w := send(route, remote); w.Code != http.StatusUnsupportedMediaType {
+		if w := send(route, remote); w.Code != through(route) {
 			t.Fatalf("%s, first request: %d %s (is the route registered?)", route, w.Code, w.Body)
 		}
 		w := send(route, remote)
 		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), `"reason":"RATE_LIMITED"`) || w.Header().Get("Retry-After") == "" {
 			t.Fatalf("%s, second request: %d %s, Retry-After %q", route, w.Code, w.Body, w.Header().Get("Retry-After"))
 		}
-		if w := send(route, fmt.Sprintf("203.0.113.%d:1234", i+1)); w.Code != http.StatusUnsupportedMediaType {
+		if w := send(route, fmt.Sprintf("203.0.113.%d:1234", i+1)); w.Code != through(route) {
 			t.Fatalf("%s, another address: %d", route, w.Code)
 		}
 	}
