@@ -49,6 +49,9 @@ func (t EventType) known() bool {
 	case EventServiceKeyCreated, EventServiceKeyRevoked, EventAppRegistered, EventAppRevoked,
 		EventUserRoleChanged, EventSessionRevokedByAdmin: // access.go
 		return true
+	case EventMFAEnrolmentStarted, EventMFAEnrolled, EventMFADisabled, EventMFAChallenged,
+		EventMFAVerified, EventRecoveryCodeUsed, EventMFAFailed: // mfa.go
+		return true
 	}
 	return false
 }

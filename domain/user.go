@@ -15,6 +15,7 @@ type User struct {
 	failures     LoginFailures
 	apiKeys      map[string]APIKey // not revoked; see apikey.go
 	role         Role              // see access.go
+	mfa          MFA               // see mfa.go
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).
