@@ -43,6 +43,7 @@ var credentialRoutes = []string{
 	"POST /v1/auth/login",
 	"POST /api/1.1/wf/generate-api-token",
 	"POST /v1/auth/api-key",
+	"POST /v1/auth/login/mfa",
 }
 
 // errRateLimited is the per-address limits' refusal; its row in the error
