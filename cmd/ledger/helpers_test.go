@@ -98,7 +98,7 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// is wired by NewSecrets, secrets.go).
 		Secrets: handlerstest.NewSecrets(),
 		Now:     clock.Now,
-		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 
