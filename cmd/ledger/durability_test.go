@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -280,7 +281,8 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 
 // TestNoSecretsAtRest: after a workload, neither the data dir nor the logs
 // contain a raw token, a token's secret part, a password, or a personal API
-// key or its secret part (right, wrong or revoked).
+// key or its secret part (right, wrong or revoked), a TOTP secret (base32
+// or raw), a recovery code or an MFA ticket.
 func TestNoSecretsAtRest(t *testing.T) {
 	dir := t.TempDir()
 	l := startLedger(t, dir, newClock())
@@ -334,6 +336,30 @@ func TestNoSecretsAtRest(t *testing.T) {
 		t.Fatalf("register app: %s", app.Raw)
 	}
 	doURL(t, l.URL(), "POST", "/v1/auth/login", "", map[string]string{"X-API-Key": appKey}, creds{"secrets@example.com", passwords[0], false})
+	// The second factor: the TOTP secret (base32 and raw), recovery codes
+	// (used and not), MFA tickets (redeemed, wrong and open), codes.
+	totpSecret, recovery := l.enrol(t, tokens[1])
+	l.clock.Advance(30 * time.Second)
+	var tickets []string
+	for i := range 3 {
+		tk := l.ticket(t, "/v1/auth/login", "secrets2@example.com", passwords[1], boolp(true))
+		tickets = append(tickets, tk)
+		switch i {
+		case 0:
+			if r := l.redeem(t, tk, "code", code(t, totpSecret, l.clock.Now())); r.Status != 200 {
+				t.Fatalf("mfa login: %d %s", r.Status, r.Raw)
+			} else {
+				tokens = append(tokens, r.str("response", "token"))
+			}
+		case 1:
+			l.redeem(t, tk, "recovery_code", recovery[0])
+			l.redeem(t, tk, "recovery_code", "wrong-wrong-wrong-code")
+		}
+	}
+	rawSecret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(totpSecret)
+	if err != nil || len(rawSecret) != 20 {
+		t.Fatalf("TOTP secret %q: %v", totpSecret, err)
+	}
 	logs := l.logs.String()
 	l.stop()
 
@@ -350,12 +376,21 @@ func TestNoSecretsAtRest(t *testing.T) {
 		needles[what] = k
 		needles[what+" secret"] = k[len("sk_live_"):] // both prefixes are 8 characters
 	}
+	needles["totp secret (base32)"], needles["totp secret (raw)"] = totpSecret, string(rawSecret)
+	for i, c := range recovery {
+		needles[fmt.Sprintf("recovery code %d", i)] = c
+		needles[fmt.Sprintf("recovery code %d normalized", i)] = strings.ReplaceAll(c, "-", "")
+	}
+	for i, tk := range tickets {
+		needles[fmt.Sprintf("mfa ticket %d", i)] = tk
+		needles[fmt.Sprintf("mfa ticket %d secret", i)] = tk[strings.LastIndexByte(tk, '.')+1:]
+	}
 	for i, tk := range tokens {
 		needles[fmt.Sprintf("token %d", i)] = tk
 		needles[fmt.Sprintf("token %d secret", i)] = tk[len("slt_")+32:]
 	}
 	files := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
