@@ -7,7 +7,7 @@ import (
 
 // Decisive is one event that decided an as-of verdict, and what it decided.
 type Decisive struct {
-	Role  string // started, last_use, revoked
+	Role  string // second_factor, started, last_use, revoked
 	Event Event
 }
 
@@ -29,8 +29,12 @@ type AsOf struct {
 // session.
 func SessionAsOf(events []Event, sessionID string, at time.Time) (AsOf, error) {
 	var s *Session
-	var started, lastUse, revoked Event
+	var started, lastUse, revoked, factor Event
 	for _, e := range events {
+		if (e.Type == EventMFAVerified || e.Type == EventRecoveryCodeUsed) && e.SessionID == sessionID && s == nil {
+			factor = e // written right before the session's start, in the same decision
+			continue
+		}
 		if e.Type == EventSessionStarted && e.SessionID == sessionID && s == nil {
 			var err error
 			if s, err = SessionFromEvent(e); err != nil {
@@ -59,6 +63,9 @@ func SessionAsOf(events []Event, sessionID string, at time.Time) (AsOf, error) {
 	}
 	v := s.Verdict(at)
 	out := AsOf{SessionID: sessionID, UserID: s.UserID(), At: at, Verdict: v, Session: s}
+	if factor.ID != "" && s.MFA() {
+		out.Explanation = append(out.Explanation, Decisive{Role: "second_factor", Event: factor})
+	}
 	out.Explanation = append(out.Explanation, Decisive{Role: "started", Event: started})
 	if lastUse.ID != "" && !at.Before(started.Time) {
 		out.Explanation = append(out.Explanation, Decisive{Role: "last_use", Event: lastUse})
@@ -67,6 +74,9 @@ func SessionAsOf(events []Event, sessionID string, at time.Time) (AsOf, error) {
 		out.Explanation = append(out.Explanation, Decisive{Role: "revoked", Event: revoked})
 	}
 	out.Summary = explain(s, v, started, lastUse, revoked)
+	if s.MFA() && v.Reason != ReasonNotStarted {
+		out.Summary += "; " + secondFactor(factor)
+	}
 	return out, nil
 }
 
@@ -107,6 +117,19 @@ func explain(s *Session, v Verdict, started, lastUse, revoked Event) string {
 		}
 		return why
 	}
+}
+
+// secondFactor explains how an MFA session (aal2) proved its second factor.
+func secondFactor(factor Event) string {
+	switch factor.Type {
+	case EventMFAVerified:
+		if p, err := DecodePayload[MFAVerified](factor); err == nil {
+			return fmt.Sprintf("second factor (aal2): TOTP code of time step %d at %s (event %s)", p.Step, stamp(factor.Time), factor.ID)
+		}
+	case EventRecoveryCodeUsed:
+		return fmt.Sprintf("second factor (aal2): a recovery code at %s (event %s)", stamp(factor.Time), factor.ID)
+	}
+	return "second factor (aal2)"
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -52,6 +52,9 @@ func (t EventType) known() bool {
 	case EventPasswordChanged, EventPasswordResetRequested, EventPasswordReset,
 		EventLoginCodeRequested, EventLoginCodeUsed: // lifecycle.go
 		return true
+	case EventMFAEnrolmentStarted, EventMFAEnrolled, EventMFADisabled, EventMFAChallenged,
+		EventMFAVerified, EventRecoveryCodeUsed, EventMFAFailed: // mfa.go
+		return true
 	}
 	return false
 }

@@ -101,16 +101,13 @@ func (f LoginFailures) Apply(e Event) (LoginFailures, error) {
 		if p.Reason != LoginFailedWrongPassword && p.Reason != LoginFailedWrongAPIKey && p.Reason != LoginFailedWrongCode {
 			return f, nil
 		}
-		f.InARow = p.InARow
-		if p.InARow == 0 { // written before attempts were counted
-			f.InARow++
+		f = f.failed(p.InARow, e.Time)
+	case EventMFAFailed: // a wrong second factor counts as a wrong password (mfa.go)
+		p, err := DecodePayload[MFAFailed](e)
+		if err != nil {
+			return f, err
 		}
-		if e.Time.After(f.Last) {
-			f.Last = e.Time
-		}
-		if f.InARow == 1 {
-			f.Level, f.Until = 0, time.Time{}
-		}
+		f = f.failed(p.InARow, e.Time)
 	case EventLoginThrottled:
 		p, err := DecodePayload[LoginThrottled](e)
 		if err != nil {
@@ -122,6 +119,21 @@ func (f LoginFailures) Apply(e Event) (LoginFailures, error) {
 		}
 	}
 	return f, nil
+}
+
+// failed is the state after a failure at `at` whose event counted inARow.
+func (f LoginFailures) failed(inARow int, at time.Time) LoginFailures {
+	f.InARow = inARow
+	if inARow == 0 { // written before attempts were counted
+		f.InARow++
+	}
+	if at.After(f.Last) {
+		f.Last = at
+	}
+	if f.InARow == 1 {
+		f.Level, f.Until = 0, time.Time{}
+	}
+	return f
 }
 
 // ErrTooManyAttempts is a login refused because of recent failures; the

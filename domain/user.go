@@ -16,6 +16,7 @@ type User struct {
 	apiKeys      map[string]APIKey     // not revoked; see apikey.go
 	role         Role                  // see access.go
 	challenges   map[Purpose]Challenge // latest per purpose; see lifecycle.go
+	mfa          MFA                   // see mfa.go
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).

@@ -579,6 +579,9 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		return prune(b, e.UserID, e.Time)
 	case domain.EventAPIKeyCreated, domain.EventAPIKeyRevoked, domain.EventAPIKeyUsed:
 		return foldAPIKey(b, e) // apikeys.go
+	case domain.EventMFAEnrolmentStarted, domain.EventMFAEnrolled, domain.EventMFADisabled, domain.EventMFAChallenged,
+		domain.EventMFAVerified, domain.EventRecoveryCodeUsed, domain.EventMFAFailed:
+		return foldMFA(b, e) // mfa.go
 	case domain.EventLoginFailed, domain.EventLoginThrottled:
 		if e.UserID == "" {
 			return nil // an unknown email: for the audit trail only

@@ -103,7 +103,11 @@ func (p *Projection) LoadUser(userID string, sessionIDs ...string) (*domain.User
 	if err != nil {
 		return nil, version, fmt.Errorf("load user challenges: %w", err)
 	}
-	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys).WithRole(role).WithChallenges(challenges), version, nil
+	mfa, err := getMFA(snap, userID)
+	if err != nil {
+		return nil, version, err
+	}
+	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys).WithRole(role).WithChallenges(challenges).WithMFA(mfa), version, nil
 }
 
 // LoginFailures is a user's recent failed logins, which decide whether the

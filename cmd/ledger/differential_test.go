@@ -76,6 +76,28 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	}
 	var observed []observation
 	const pw = "differential pw"
+	// The second factor: users enrolled in TOTP (uid -> secret) log in
+	// with a real code (in the body, or through a ticket), always on a
+	// step after the last one used (the clock moves a step first).
+	secrets := map[string]string{}
+	login := func(email string, keep bool) (string, string) {
+		secret, enrolled := secrets[emails[email]]
+		if !enrolled {
+			return l.login(t, email, pw, keep)
+		}
+		l.clock.Advance(30 * time.Second)
+		c := code(t, secret, l.clock.Now())
+		var r response
+		if rnd.IntN(2) == 0 {
+			r = l.do(t, "POST", "/v1/auth/login", "", map[string]any{"email": email, "password": pw, "keep_logged_in": keep, "totp_code": c})
+		} else {
+			r = l.redeem(t, l.ticket(t, "/v1/auth/login", email, pw, &keep), "code", c)
+		}
+		if r.Status != 200 {
+			t.Fatalf("seed %d: MFA login of %s: %d %s", seed, email, r.Status, r.Raw)
+		}
+		return r.str("response", "token"), r.str("response", "session_id")
+	}
 	pick := func() (session, bool) {
 		if len(sessions) == 0 {
 			return session{}, false
@@ -120,7 +142,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			sessions = append(sessions, session{tok, sid, uid, email})
 		case a < 25:
 			email := emailList[rnd.IntN(len(emailList))]
-			tok, sid := l.login(t, email, pw, keep)
+			tok, sid := login(email, keep)
 			sessions = append(sessions, session{tok, sid, emails[email], email})
 		case a < 60:
 			if s, ok := pick(); ok {
@@ -150,7 +172,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			email := emailList[rnd.IntN(len(emailList))]
 			for range 4 {
 				l.clock.Advance(time.Second)
-				tok, sid := l.login(t, email, pw, keep)
+				tok, sid := login(email, keep)
 				sessions = append(sessions, session{tok, sid, emails[email], email})
 			}
 		case a < 80:
@@ -164,7 +186,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			if s, ok := pick(); ok {
 				l.withKey(t, "POST", "/v1/admin/users/"+s.uid+"/revoke-sessions", testAdminKey, nil)
 			}
-		case a < 85:
+		case a < 83:
 			// A password change (to the same password, so the workload's
 			// logins go on) revokes the user's other live sessions
 			// (password_changed).
@@ -172,6 +194,27 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 				if r := l.do(t, "POST", "/v1/auth/password", s.token, map[string]any{"current_password": pw, "new_password": pw}); r.Status != 200 && r.Status != 401 {
 					t.Fatalf("seed %d: password change: %d %s", seed, r.Status, r.Raw)
 				}
+			}
+		case a < 85:
+			// A user enrols in TOTP, with a fresh session (mfa_enrolled).
+			email := emailList[rnd.IntN(len(emailList))]
+			if _, enrolled := secrets[emails[email]]; !enrolled {
+				tok, sid := login(email, keep)
+				sessions = append(sessions, session{tok, sid, emails[email], email})
+				l.clock.Advance(30 * time.Second)
+				secrets[emails[email]], _ = l.enrol(t, tok)
+			}
+		case a < 86:
+			// An enrolled user turns the second factor off.
+			email := emailList[rnd.IntN(len(emailList))]
+			if secret, enrolled := secrets[emails[email]]; enrolled {
+				tok, sid := login(email, keep)
+				sessions = append(sessions, session{tok, sid, emails[email], email})
+				l.clock.Advance(30 * time.Second)
+				if r := l.do(t, "DELETE", "/v1/mfa/totp", tok, map[string]string{"code": code(t, secret, l.clock.Now())}); r.Status != 200 {
+					t.Fatalf("seed %d: disable: %d %s", seed, r.Status, r.Raw)
+				}
+				delete(secrets, emails[email])
 			}
 		}
 		settle()
@@ -208,16 +251,22 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			}
 		}
 	}
-	uses := 0
+	uses, mfaLogins := 0, 0
 	for _, stored := range history {
 		for _, se := range stored {
-			if se.Event.Type == domain.EventSessionUsed {
+			switch se.Event.Type {
+			case domain.EventSessionUsed:
 				uses++
+			case domain.EventMFAVerified:
+				mfaLogins++
 			}
 		}
 	}
-	t.Logf("%d verdicts compared over %s simulated, %d mismatches; verdict mix %v; %d uses recorded",
-		len(observed), l.clock.Now().Sub(start).Round(time.Hour), mismatches, kinds, uses)
+	t.Logf("%d verdicts compared over %s simulated, %d mismatches; verdict mix %v; %d uses recorded; %d MFA logins",
+		len(observed), l.clock.Now().Sub(start).Round(time.Hour), mismatches, kinds, uses, mfaLogins)
+	if mfaLogins == 0 {
+		t.Errorf("seed %d: no MFA login among the observed users; the second factor is not exercised", seed)
+	}
 	if uses == 0 {
 		t.Errorf("seed %d: no session_used event was recorded; the idle rule is not exercised", seed)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -281,7 +282,8 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 
 // TestNoSecretsAtRest: after a workload, neither the data dir nor the logs
 // contain a raw token, a token's secret part, a password, or a personal API
-// key or its secret part (right, wrong or revoked).
+// key or its secret part (right, wrong or revoked), a TOTP secret (base32
+// or raw), a recovery code or an MFA ticket.
 func TestNoSecretsAtRest(t *testing.T) {
 	dir := t.TempDir()
 	const hookSecret = "webhook-secret-0123456789abcdef"
@@ -364,6 +366,30 @@ func TestNoSecretsAtRest(t *testing.T) {
 	if r := l.do(t, "POST", "/v1/auth/password/reset", "", map[string]any{"email": "secrets@example.com", "code": n["code"], "new_password": passwords[len(passwords)-1]}); r.Status != 200 {
 		t.Fatalf("reset: %d %s", r.Status, r.Raw)
 	}
+	// The second factor: the TOTP secret (base32 and raw), recovery codes
+	// (used and not), MFA tickets (redeemed, wrong and open), codes.
+	totpSecret, recovery := l.enrol(t, tokens[1])
+	l.clock.Advance(30 * time.Second)
+	var tickets []string
+	for i := range 3 {
+		tk := l.ticket(t, "/v1/auth/login", "secrets2@example.com", passwords[1], boolp(true))
+		tickets = append(tickets, tk)
+		switch i {
+		case 0:
+			if r := l.redeem(t, tk, "code", code(t, totpSecret, l.clock.Now())); r.Status != 200 {
+				t.Fatalf("mfa login: %d %s", r.Status, r.Raw)
+			} else {
+				tokens = append(tokens, r.str("response", "token"))
+			}
+		case 1:
+			l.redeem(t, tk, "recovery_code", recovery[0])
+			l.redeem(t, tk, "recovery_code", "wrong-wrong-wrong-code")
+		}
+	}
+	rawSecret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(totpSecret)
+	if err != nil || len(rawSecret) != 20 {
+		t.Fatalf("TOTP secret %q: %v", totpSecret, err)
+	}
 	logs := l.logs.String()
 	l.stop()
 
@@ -379,6 +405,15 @@ func TestNoSecretsAtRest(t *testing.T) {
 	for what, k := range map[string]string{"service key": serviceKey, "revoked service key": revokedKey, "wrong service key": wrongServiceKey, "app key": appKey} {
 		needles[what] = k
 		needles[what+" secret"] = k[len("sk_live_"):] // both prefixes are 8 characters
+	}
+	needles["totp secret (base32)"], needles["totp secret (raw)"] = totpSecret, string(rawSecret)
+	for i, c := range recovery {
+		needles[fmt.Sprintf("recovery code %d", i)] = c
+		needles[fmt.Sprintf("recovery code %d normalized", i)] = strings.ReplaceAll(c, "-", "")
+	}
+	for i, tk := range tickets {
+		needles[fmt.Sprintf("mfa ticket %d", i)] = tk
+		needles[fmt.Sprintf("mfa ticket %d secret", i)] = tk[strings.LastIndexByte(tk, '.')+1:]
 	}
 	for i, tk := range tokens {
 		needles[fmt.Sprintf("token %d", i)] = tk
@@ -406,7 +441,7 @@ func TestNoSecretsAtRest(t *testing.T) {
 		return -1
 	}
 	files := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}

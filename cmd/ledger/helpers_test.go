@@ -22,6 +22,7 @@ import (
 	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
+	"github.com/sessionledger/ledger/handlers/handlerstest"
 )
 
 // fakeClock is the injected "now" of a test service.
@@ -96,8 +97,11 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// Tests log in from one address many times on purpose; the
 		// per-address limit has its own test (TestOneAddressIsLimited).
 		AddressRate: math.Inf(1),
-		Now:         clock.Now,
-		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// The in-memory key store of the ports' fake (the real adapter
+		// is wired by NewSecrets, secrets.go).
+		Secrets: handlerstest.NewSecrets(),
+		Now:     clock.Now,
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 

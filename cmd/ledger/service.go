@@ -22,6 +22,7 @@ import (
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/httpapi"
+	"github.com/sessionledger/ledger/handlers/ports"
 	"github.com/sessionledger/ledger/handlers/query"
 	"github.com/sessionledger/ledger/projections"
 )
@@ -110,6 +111,9 @@ type ServiceConfig struct {
 	Notify NotifyConfig
 	// Challenges bound codes and links; zero: the defaults.
 	Challenges domain.ChallengeRules
+	// Secrets seals users' secrets (TOTP) under each user's data key;
+	// nil: NewSecrets builds it (secrets.go).
+	Secrets ports.Secrets
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -130,7 +134,7 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	}
 	commands, err := command.New(command.Deps{
 		Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
-		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys,
+		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys, Secrets: cfg.Secrets,
 	})
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
@@ -331,6 +335,11 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	s.stopUnknown = s.runTally(cfg.TallyEvery)
 
+	if cfg.Secrets == nil {
+		if cfg.Secrets, err = NewSecrets(ctx, cfg, s); err != nil {
+			return nil, fmt.Errorf("key store for users' secrets: %w", err)
+		}
+	}
 	commands, queries, err := application(s.proj, s.ll.store, s.uses, s.unknown, hasher, cfg)
 	if err != nil {
 		return nil, err

@@ -40,7 +40,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	fx.h, err = New(Deps{Users: fx.users, Log: fx.ledger, Hasher: fx.hasher, Creds: fx.ledger, Policy: domain.DefaultPolicy(),
-		Throttle: testThrottle, Unknown: fx.unknown,
+		Throttle: testThrottle, Unknown: fx.unknown, Secrets: handlerstest.NewSecrets(),
 		Now: now, NewID: func() string { ids++; return fmt.Sprintf("id-%d", ids) }})
 	if err != nil {
 		t.Fatal(err)

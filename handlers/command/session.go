@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // Deps are what every command handler needs. All are required except
@@ -29,6 +30,12 @@ type Deps struct {
 	// APIKeys bound personal API keys; the zero value is
 	// domain.DefaultAPIKeyRules.
 	APIKeys domain.APIKeyRules
+	// Secrets seals a user's TOTP secret under the user's data key
+	// (mfa.go); required.
+	Secrets ports.Secrets
+	// TOTPIssuer names the ledger in authenticator apps;
+	// DefaultTOTPIssuer when empty.
+	TOTPIssuer string
 }
 
 type (
@@ -62,14 +69,19 @@ type Handlers struct {
 	CreateAPIKey CreateAPIKeyHandler
 	RevokeAPIKey RevokeAPIKeyHandler
 	APIKeyLogin  APIKeyLoginHandler
+	// The second factor (mfa.go).
+	StartMFA   StartMFAHandler
+	ConfirmMFA ConfirmMFAHandler
+	DisableMFA DisableMFAHandler
+	MFALogin   MFALoginHandler
 }
 
 // New builds every command handler, refusing missing dependencies at start
 // rather than at the first request.
 func New(d Deps) (Handlers, error) {
 	switch {
-	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Unknown == nil, d.Now == nil, d.NewID == nil:
-		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Unknown, Now and NewID are required")
+	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Unknown == nil, d.Now == nil, d.NewID == nil, d.Secrets == nil:
+		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Unknown, Now, NewID and Secrets are required")
 	}
 	if err := d.Policy.Validate(); err != nil {
 		return Handlers{}, fmt.Errorf("command.New: %w", err)
@@ -87,6 +99,7 @@ func New(d Deps) (Handlers, error) {
 		Signup: SignupHandler{d}, Login: LoginHandler{d}, Logout: LogoutHandler{d},
 		LogoutOthers: LogoutOthersHandler{d}, Terminate: TerminateHandler{d},
 		CreateAPIKey: CreateAPIKeyHandler{d}, RevokeAPIKey: RevokeAPIKeyHandler{d}, APIKeyLogin: APIKeyLoginHandler{d},
+		StartMFA: StartMFAHandler{d}, ConfirmMFA: ConfirmMFAHandler{d}, DisableMFA: DisableMFAHandler{d}, MFALogin: MFALoginHandler{d},
 	}, nil
 }
 
@@ -112,6 +125,9 @@ type Credentials struct {
 	Email        string
 	Password     string
 	KeepLoggedIn bool
+	// TOTPCode, for a login of a user with a second factor, saves the
+	// round trip of MFA_REQUIRED (login only; signup ignores it).
+	TOTPCode *string
 }
 
 // newSession draws a token and decides the login: session_started, after

@@ -164,12 +164,32 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 		}
 		return Issued{}, domain.ErrInvalidCredentials
 	}
+	// A user with a second factor gets a ticket to redeem with a code
+	// (MFA_REQUIRED), or, with the code in the login, an MFA session.
+	ticket, ticketHash, err := domain.NewMFATicket(h.rand(), userID)
+	if err != nil {
+		return Issued{}, err
+	}
 	var issued Issued
+	second := false
 	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+		second = u.MFA().Enrolled()
+		if second && c.TOTPCode == nil {
+			return []domain.Event{u.ChallengeMFA(ticketHash, c.KeepLoggedIn, at)}, nil
+		}
+		if second {
+			return nil, nil // decided below, on the second factor
+		}
 		started, is, err := h.newSession(u, c.KeepLoggedIn, at)
 		issued = is
 		return started, err
 	})
+	switch {
+	case err == nil && second && c.TOTPCode == nil:
+		return Issued{}, &domain.MFARequiredError{Ticket: ticket, ExpiresIn: domain.MFATicketTTL}
+	case err == nil && second:
+		return h.secondFactor(ctx, userID, domain.MFALogin{KeepLoggedIn: c.KeepLoggedIn}, c.TOTPCode, nil)
+	}
 	if errors.Is(err, domain.ErrUserNotFound) {
 		// The credentials were found a moment ago: not the caller's fault.
 		return Issued{}, fmt.Errorf("login: user %s has credentials but no history", userID)

@@ -55,6 +55,7 @@ type Ledger struct {
 	owners   map[string]string                     // session id -> user id
 	failures map[string]domain.LoginFailures       // user id -> recent failed logins
 	keys     map[string]map[string]domain.APIKey   // user id -> personal API keys not revoked
+	mfa      map[string]domain.MFA                 // user id -> second factor
 
 	// What the application asked for, for tests to inspect.
 	appended []domain.Event
@@ -76,6 +77,7 @@ func NewLedger() *Ledger {
 		users: map[string]user{}, emails: map[string]string{}, claims: map[string]string{},
 		sessions: map[string]map[string]*domain.Session{}, owners: map[string]string{},
 		failures: map[string]domain.LoginFailures{}, keys: map[string]map[string]domain.APIKey{},
+		mfa: map[string]domain.MFA{},
 	}
 }
 
@@ -330,6 +332,15 @@ func (l *Ledger) fold(e domain.Event) error {
 		return l.foldFailures(e)
 	case domain.EventAPIKeyCreated, domain.EventAPIKeyRevoked, domain.EventAPIKeyUsed:
 		return l.foldAPIKey(e)
+	case domain.EventMFAFailed:
+		return l.foldFailures(e)
+	case domain.EventMFAEnrolmentStarted, domain.EventMFAEnrolled, domain.EventMFADisabled, domain.EventMFAChallenged,
+		domain.EventMFAVerified, domain.EventRecoveryCodeUsed:
+		m, err := l.mfa[e.UserID].Apply(e)
+		if err != nil {
+			return err
+		}
+		l.mfa[e.UserID] = m
 	default:
 		for _, s := range l.sessions[e.UserID] {
 			if err := s.Apply(e); err != nil {
@@ -416,7 +427,7 @@ func (l *Ledger) LoadUser(userID string, _ ...string) (*domain.User, ports.Versi
 	for _, s := range l.sessions[userID] {
 		ss = append(ss, copySession(s))
 	}
-	return domain.NewUser(userID, u.email, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)), v, nil
+	return domain.NewUser(userID, u.email, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)).WithMFA(l.mfa[userID]), v, nil
 }
 
 // WaitFor returns at once: every append is applied when it returns.

@@ -245,6 +245,34 @@ func (a *API) readCredentials(w http.ResponseWriter, r *http.Request, keepLogged
 	return c, true
 }
 
+// loginRequest is the login body: the credentials and, for an account
+// with a second factor, optionally its current TOTP code (API clients save
+// the MFA_REQUIRED round trip).
+type loginRequest struct {
+	Email        *string `json:"email"`
+	Password     *string `json:"password"`
+	KeepLoggedIn *bool   `json:"keep_logged_in"`
+	TOTPCode     *string `json:"totp_code"`
+}
+
+// readLogin reads a login body as readCredentials does, with totp_code.
+func (a *API) readLogin(w http.ResponseWriter, r *http.Request, keepLoggedIn bool) (command.Credentials, bool) {
+	var req loginRequest
+	if e := decodeBody(w, r, &req); e != nil {
+		writeError(w, e)
+		return command.Credentials{}, false
+	}
+	if req.Email == nil || req.Password == nil {
+		writeError(w, invalidRequest("email and password are required"))
+		return command.Credentials{}, false
+	}
+	c := command.Credentials{Email: *req.Email, Password: *req.Password, KeepLoggedIn: keepLoggedIn, TOTPCode: req.TOTPCode}
+	if req.KeepLoggedIn != nil {
+		c.KeepLoggedIn = *req.KeepLoggedIn
+	}
+	return c, true
+}
+
 func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 	c, ok := a.readCredentials(w, r, false)
 	if !ok {
@@ -266,7 +294,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) { a.loginKeeping(w, 
 func (a *API) generateAPIToken(w http.ResponseWriter, r *http.Request) { a.loginKeeping(w, r, true) }
 
 func (a *API) loginKeeping(w http.ResponseWriter, r *http.Request, keepLoggedIn bool) {
-	c, ok := a.readCredentials(w, r, keepLoggedIn)
+	c, ok := a.readLogin(w, r, keepLoggedIn)
 	if !ok {
 		return
 	}
@@ -283,6 +311,7 @@ const rfc3339 = time.RFC3339
 func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	touch := true
 	var required domain.Role
+	stepUp := false
 	if r.URL.RawQuery != "" {
 		v, _ := queryParam(r, "touch")
 		touch = v != "false"
@@ -293,6 +322,13 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			required = role
+		}
+		if v, ok := queryParam(r, "require"); ok {
+			if v != AAL2 && v != AAL1 {
+				writeError(w, invalidRequest("require must be aal1 or aal2"))
+				return
+			}
+			stepUp = v == AAL2
 		}
 	}
 	v, err := a.cfg.Queries.Validate.Handle(r.Context(), bearer(r), touch)
@@ -309,6 +345,11 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	if required != "" && !v.Role.AtLeast(required) {
 		a.verdicts.WithLabelValues("role_required").Inc()
 		writeError(w, newError(http.StatusForbidden, "ROLE_REQUIRED", "the session is valid, but its user's role is "+string(v.Role.Or())+", not "+string(required)))
+		return
+	}
+	if stepUp && !v.Session.MFA() {
+		a.verdicts.WithLabelValues("step_up_required").Inc()
+		writeError(w, errStepUp())
 		return
 	}
 	a.validCount.Inc()
@@ -329,6 +370,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		Method:        s.Method(),
 		KeepLoggedIn:  s.KeepLoggedIn(),
 		MFA:           s.MFA(),
+		AAL:           aalOf(s.MFA()),
 		Role:          string(v.Role.Or()),
 	})
 }

@@ -46,6 +46,7 @@ type revokedResponse struct {
 // validResponse is the 200 body of validate (a struct, too, because
 // encoding a map costs a visible share of the hot path's CPU).
 type validResponse struct {
+	AAL           string `json:"aal"` // aal2 with a second factor, aal1 without
 	ExpiresAt     string `json:"expires_at"`
 	IdleExpiresAt string `json:"idle_expires_at"`
 	KeepLoggedIn  bool   `json:"keep_logged_in"`

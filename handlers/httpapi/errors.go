@@ -67,6 +67,14 @@ var errorTable = []struct {
 	{domain.ErrInvalidCode, http.StatusBadRequest, "INVALID_CODE", "the code or link is wrong, expired, used, or was tried too often; request a new one", 0},
 	{command.ErrEmailNotConfigured, http.StatusServiceUnavailable, "EMAIL_NOT_CONFIGURED", "this ledger has no email delivery configured (--smtp-url, --notify-webhook or --dev-print-codes)", 0},
 	{command.ErrLifecycleUnavailable, http.StatusServiceUnavailable, "NOT_READY", "this endpoint is not configured on this instance", 0},
+	// The second factor (mfa.go). MFA_REQUIRED carries its ticket (errorFor).
+	{domain.ErrMFARequired, http.StatusUnauthorized, "MFA_REQUIRED", "this account has a second factor: send mfa_ticket and a code (or a recovery_code) to POST /v1/auth/login/mfa, or totp_code with the password", 0},
+	{domain.ErrMFACodeInvalid, http.StatusBadRequest, "MFA_CODE_INVALID", "the code is not valid (wrong, already used, or not of the current 30-second step)", 0},
+	{domain.ErrMFATicketInvalid, http.StatusUnauthorized, "MFA_TICKET_INVALID", "the mfa_ticket is not valid (unknown, used or expired): log in again", 0},
+	{domain.ErrMFAAlreadyEnabled, http.StatusConflict, "MFA_ALREADY_ENABLED", "a second factor is already enabled for this account; disable it first", 0},
+	{domain.ErrMFANotEnabled, http.StatusConflict, "MFA_NOT_ENABLED", "no second factor is enabled for this account", 0},
+	{domain.ErrMFANotPending, http.StatusConflict, "MFA_NOT_PENDING", "no enrolment is pending: POST /v1/mfa/totp first", 0},
+	{command.ErrNoSecrets, http.StatusServiceUnavailable, "MFA_UNAVAILABLE", "two-factor authentication is not available on this ledger (no key store for secrets is configured)", 0},
 	// The per-address limits (ratelimit.go) set their own Retry-After.
 	{errRateLimited, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests from this address; retry after Retry-After seconds", 1},
 }
@@ -77,6 +85,10 @@ func errorFor(err error) *apiError {
 		if errors.Is(err, row.err) {
 			e := newError(row.status, row.reason, row.message)
 			e.retryAfter = max(row.retryAfter, retryAfterOf(err))
+			var m *domain.MFARequiredError
+			if errors.As(err, &m) {
+				e = mfaRequired(e, m)
+			}
 			return e
 		}
 	}

@@ -36,7 +36,7 @@ func TestEveryReasonIsDocumented(t *testing.T) {
 	}
 	reasons := []string{errNotFound.Reason, errMethodNotAllowed.Reason, errBodyTooLarge.Reason, errInternal.Reason, errUnsupportedMedia.Reason,
 		errInvalidPath.Reason, errExpectationFailed.Reason, errHeadersTooLarge.Reason, errTransferEncoding.Reason, errHTTPVersion.Reason,
-		"API_KEY_REQUIRED", "KEY_SCOPE_DENIED", "ROLE_REQUIRED", "INVALID_REQUEST", "TOKEN_EXPIRED", "TOKEN_REVOKED", "PROJECTION_BEHIND", "NOT_READY"}
+		"API_KEY_REQUIRED", "KEY_SCOPE_DENIED", "ROLE_REQUIRED", "STEP_UP_REQUIRED", "INVALID_REQUEST", "TOKEN_EXPIRED", "TOKEN_REVOKED", "PROJECTION_BEHIND", "NOT_READY"}
 	for _, row := range errorTable {
 		reasons = append(reasons, row.reason)
 	}

@@ -37,7 +37,7 @@ func fakeAPI(now func() time.Time) (*API, error) {
 	var idMu sync.Mutex
 	commands, err := command.New(command.Deps{
 		Users: users, Log: f, Hasher: &handlerstest.Hasher{}, Creds: f, Policy: domain.DefaultPolicy(), Now: now,
-		Throttle: domain.DefaultLoginThrottle(), Unknown: unknown,
+		Throttle: domain.DefaultLoginThrottle(), Unknown: unknown, Secrets: handlerstest.NewSecrets(),
 		NewID: func() string {
 			idMu.Lock()
 			defer idMu.Unlock()

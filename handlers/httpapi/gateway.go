@@ -21,6 +21,9 @@ const (
 	HeaderRole        = "X-Ledger-Role"
 	HeaderReason      = "X-Ledger-Reason"
 	HeaderRequireRole = "X-Ledger-Require-Role"
+	// HeaderRequire: "aal2" refuses a session without a second factor
+	// (403, X-Ledger-Reason forbidden:step_up).
+	HeaderRequire = "X-Ledger-Require"
 
 	gatewayPath = "/v1/authz"
 )
@@ -132,6 +135,10 @@ func (a *API) authz(w http.ResponseWriter, r *http.Request) {
 	role := roleOf(v)
 	if required := r.Header.Get(HeaderRequireRole); required != "" && !roleAllowed(role, required) {
 		authzDenied(w, http.StatusForbidden, "forbidden:role")
+		return
+	}
+	if r.Header.Get(HeaderRequire) == AAL2 && !v.Session.MFA() {
+		authzDenied(w, http.StatusForbidden, "forbidden:step_up")
 		return
 	}
 	h := w.Header()

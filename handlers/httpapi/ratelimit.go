@@ -51,6 +51,7 @@ var credentialRoutes = []string{
 	"POST /v1/auth/code/request",
 	"POST /v1/auth/code/verify",
 	"POST /v1/auth/magic",
+	"POST /v1/auth/login/mfa",
 }
 
 // errRateLimited is the per-address limits' refusal; its row in the error

@@ -27,6 +27,8 @@ type apiError struct {
 	// Optional details, for token verdicts.
 	Expired   string `json:"expired,omitempty"`
 	RevokedBy string `json:"revoked_by,omitempty"`
+	// MFATicket is MFA_REQUIRED's ticket (mfa.go), also in Args.
+	MFATicket string `json:"mfa_ticket,omitempty"`
 	// Args are the error's parameters, as in Bubble's error bodies (seed
 	// 004): always present, {} when there are none.
 	Args map[string]any `json:"args"`
