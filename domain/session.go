@@ -33,7 +33,7 @@ func (r Reason) Kind() string {
 }
 
 // Detail is what follows the colon: idle|max or
-// logout|revoke_others|terminated|session_limit|admin.
+// logout|revoke_others|terminated|session_limit|admin|user_erased.
 func (r Reason) Detail() string {
 	for i := 0; i < len(r); i++ {
 		if r[i] == ':' {
@@ -212,6 +212,8 @@ func (s *Session) Apply(e Event) error {
 		if e.SessionID == s.id {
 			s.revoke(e.Time, ReasonRevokedAdmin)
 		}
+	case EventUserErased:
+		s.revoke(e.Time, ReasonRevokedUserErased)
 	case EventOtherSessionsRevoked:
 		p, err := DecodePayload[OtherSessionsRevoked](e)
 		if err != nil {

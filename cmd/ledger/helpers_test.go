@@ -131,6 +131,7 @@ func joining(a *testLedger) option {
 		c.NATSURL = a.ll.emb.ClientURL()
 		c.NATS = natsauth.ClientConfig{NkeyFile: filepath.Join(a.cfg.DataDir, "nats", "writer.nk")}
 		c.SigningKeyFile = signingKeyPath(a.cfg.LogConfig)
+		c.MasterKeyFile = masterKeyPath(a.cfg.LogConfig)
 	}
 }
 

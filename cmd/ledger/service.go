@@ -19,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/datakeys"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/httpapi"
+	"github.com/sessionledger/ledger/handlers/ports"
 	"github.com/sessionledger/ledger/handlers/query"
 	"github.com/sessionledger/ledger/projections"
 )
@@ -42,6 +44,10 @@ type LogConfig struct {
 	// SigningKeyFile is the key ring (PEM); default <data-dir>/signing.key,
 	// created at a new ledger's first start.
 	SigningKeyFile string
+	// MasterKeyFile wraps the users' data keys (PEM, 0600); default
+	// <data-dir>/master.key, created at a new ledger's first start. Every
+	// instance sharing a ledger needs the same one (datakeys.go).
+	MasterKeyFile string
 	// NATS authenticates this process to an external NATS (--nats-url).
 	NATS natsauth.ClientConfig
 }
@@ -102,6 +108,10 @@ type ServiceConfig struct {
 	// AuthzUnavailableStatus is /v1/authz's status when the ledger cannot
 	// vouch for a token: 401 (default), 403 or 503.
 	AuthzUnavailableStatus int
+	// DataKeyCacheTTL is how long unwrapped data keys stay in memory: a
+	// key erased on another instance stops working here within it.
+	// Default datakeys.DefaultCacheTTL.
+	DataKeyCacheTTL time.Duration
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -110,7 +120,7 @@ func newID() string { return eventstore.NewEventID() }
 
 // application wires the command and query handlers to the adapters: the
 // projection reads, the event store writes.
-func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, unknown *command.UnknownEmails, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
+func application(proj *projections.Projection, store *eventstore.Store, secrets ports.Secrets, uses *query.UseRecorder, unknown *command.UnknownEmails, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
 	users, err := command.NewUsers(proj, store, cfg.Now)
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
@@ -122,23 +132,23 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	}
 	commands, err := command.New(command.Deps{
 		Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
-		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys,
+		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys, Secrets: secrets,
 	})
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
 	}
-	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj})
+	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj, Secrets: secrets})
 	return commands, queries, err
 }
 
 // adminApplication wires the admin commands and the key checks.
-func adminApplication(proj *projections.Projection, store *eventstore.Store, cfg ServiceConfig) (command.AdminHandlers, query.AccessHandler, error) {
+func adminApplication(proj *projections.Projection, store *eventstore.Store, secrets ports.Secrets, cfg ServiceConfig) (command.AdminHandlers, query.AccessHandler, error) {
 	users, err := command.NewUsers(proj, store, cfg.Now)
 	if err != nil {
 		return command.AdminHandlers{}, query.AccessHandler{}, err
 	}
 	admin, err := command.NewAdmin(command.AdminDeps{
-		Users: users, Registry: proj, Log: store, Owners: proj, Now: cfg.Now, NewID: newID,
+		Users: users, Registry: proj, Log: store, Owners: proj, Now: cfg.Now, NewID: newID, Secrets: secrets,
 	})
 	if err != nil {
 		return command.AdminHandlers{}, query.AccessHandler{}, err
@@ -152,6 +162,7 @@ type Service struct {
 	log      *slog.Logger
 	ll       *ledgerLog
 	proj     *projections.Projection
+	secrets  *datakeys.Store // the users' data keys (ports.Secrets)
 	fresh    *projections.Freshness
 	integ    *projections.Integrity
 	uses     *query.UseRecorder
@@ -237,6 +248,11 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 			return nil, err
 		}
 	}
+	// The users' data keys: after the signing key, so that a start
+	// against someone else's ledger is refused for that first.
+	if s.secrets, err = openSecrets(ctx, s.ll, cfg.LogConfig, cfg.DataKeyCacheTTL, true, log); err != nil {
+		return nil, err
+	}
 	s.ll.store.RegisterMetrics(reg)
 	s.ll.store.SetTrust(s.proj, s.proj)
 	s.ll.store.SetVerifier(ring)
@@ -304,11 +320,11 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	s.stopUnknown = s.runTally(cfg.TallyEvery)
 
-	commands, queries, err := application(s.proj, s.ll.store, s.uses, s.unknown, hasher, cfg)
+	commands, queries, err := application(s.proj, s.ll.store, s.secrets, s.uses, s.unknown, hasher, cfg)
 	if err != nil {
 		return nil, err
 	}
-	admin, access, err := adminApplication(s.proj, s.ll.store, cfg)
+	admin, access, err := adminApplication(s.proj, s.ll.store, s.secrets, cfg)
 	if err != nil {
 		return nil, err
 	}

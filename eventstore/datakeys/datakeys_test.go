@@ -269,7 +269,7 @@ func TestReaderCannotReadBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer scancel()
 	if _, err := js.Stream(sctx, datakeys.StreamName("")); err == nil {
 		t.Error("the reader got the bucket's stream info")
@@ -280,14 +280,14 @@ func TestReaderCannotReadBucket(t *testing.T) {
 		"$JS.API.DIRECT.GET." + datakeys.StreamName("") + ".$KV." + datakeys.DefaultBucket + ".user.u1",
 		"$JS.API.CONSUMER.CREATE." + datakeys.StreamName(""),
 	} {
-		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		rctx, rcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		msg, err := reader.RequestWithContext(rctx, subj, []byte(`{"last_by_subj":"$KV.LEDGER_DATAKEYS.user.u1"}`))
 		rcancel()
 		if err == nil && len(msg.Data) > 0 && !bytes.Contains(msg.Data, []byte("error")) {
 			t.Errorf("reader %s answered: %s", subj, msg.Data)
 		}
 	}
-	octx, ocancel := context.WithTimeout(ctx, time.Second)
+	octx, ocancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer ocancel()
 	if _, err := datakeys.Open(octx, reader, datakeys.Config{Master: masterKey(t)}); err == nil {
 		t.Error("the reader opened the bucket")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // Deps are what every command handler needs. All are required except
@@ -29,6 +30,9 @@ type Deps struct {
 	// APIKeys bound personal API keys; the zero value is
 	// domain.DefaultAPIKeyRules.
 	APIKeys domain.APIKeyRules
+	// Secrets seals personal data (the email at signup) and secrets under
+	// each user's data key.
+	Secrets ports.Secrets
 }
 
 type (
@@ -68,8 +72,8 @@ type Handlers struct {
 // rather than at the first request.
 func New(d Deps) (Handlers, error) {
 	switch {
-	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Unknown == nil, d.Now == nil, d.NewID == nil:
-		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Unknown, Now and NewID are required")
+	case d.Users == nil, d.Log == nil, d.Hasher == nil, d.Creds == nil, d.Unknown == nil, d.Now == nil, d.NewID == nil, d.Secrets == nil:
+		return Handlers{}, errors.New("command.New: Users, Log, Hasher, Creds, Unknown, Now, NewID and Secrets are required")
 	}
 	if err := d.Policy.Validate(); err != nil {
 		return Handlers{}, fmt.Errorf("command.New: %w", err)

@@ -49,7 +49,7 @@ type Ledger struct {
 
 	// The read model.
 	users    map[string]user                       // user id -> registration
-	emails   map[string]string                     // normalized email -> user id
+	emails   map[string]string                     // email hash -> user id (not erased)
 	claims   map[string]string                     // email hash -> user of the first claim
 	sessions map[string]map[string]*domain.Session // user id -> session id -> session
 	owners   map[string]string                     // session id -> user id
@@ -66,7 +66,10 @@ type Ledger struct {
 	failFacts    error
 }
 
-type user struct{ email, passwordHash string }
+type user struct {
+	emailHash, passwordHash string
+	erased                  bool
+}
 
 // NewLedger is an empty ledger.
 func NewLedger() *Ledger {
@@ -306,10 +309,28 @@ func (l *Ledger) fold(e domain.Event) error {
 		if err != nil {
 			return err
 		}
-		if owner, taken := l.emails[p.Email]; taken && owner != e.UserID {
+		if owner, taken := l.emails[p.Hash()]; taken && owner != e.UserID {
 			return fmt.Errorf("handlerstest: event %s: email already belongs to another user", e.ID)
 		}
-		l.emails[p.Email], l.users[e.UserID] = e.UserID, user{email: p.Email, passwordHash: p.PasswordHash}
+		l.emails[p.Hash()], l.users[e.UserID] = e.UserID, user{emailHash: p.Hash(), passwordHash: p.PasswordHash}
+	case domain.EventUserErased:
+		u, ok := l.users[e.UserID]
+		if !ok {
+			return fmt.Errorf("handlerstest: event %s: erasure of an unknown user", e.ID)
+		}
+		for _, s := range l.sessions[e.UserID] {
+			if err := s.Apply(e); err != nil {
+				return err
+			}
+		}
+		if l.emails[u.emailHash] == e.UserID {
+			delete(l.emails, u.emailHash)
+		}
+		if l.claims[u.emailHash] == e.UserID {
+			delete(l.claims, u.emailHash)
+		}
+		u.erased, u.passwordHash = true, ""
+		l.users[e.UserID] = u
 	case domain.EventSessionStarted:
 		s, err := domain.SessionFromEvent(e)
 		if err != nil {
@@ -416,7 +437,7 @@ func (l *Ledger) LoadUser(userID string, _ ...string) (*domain.User, ports.Versi
 	for _, s := range l.sessions[userID] {
 		ss = append(ss, copySession(s))
 	}
-	return domain.NewUser(userID, u.email, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)), v, nil
+	return domain.NewUser(userID, u.emailHash, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)).WithErased(u.erased), v, nil
 }
 
 // WaitFor returns at once: every append is applied when it returns.
@@ -438,7 +459,7 @@ func (l *Ledger) Accepted(_ context.Context, seq uint64) error {
 func (l *Ledger) Credentials(email string) (string, string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	userID, ok := l.emails[email]
+	userID, ok := l.emails[domain.EmailHash(email)]
 	if !ok {
 		return "", "", domain.ErrUserNotFound
 	}
