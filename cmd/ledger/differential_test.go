@@ -164,6 +164,19 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			if s, ok := pick(); ok {
 				l.withKey(t, "POST", "/v1/admin/users/"+s.uid+"/revoke-sessions", testAdminKey, nil)
 			}
+		case a < 82:
+			// An admin erases the account of a session's email (user_erased
+			// revokes every live session of it), and the email signs up
+			// again as a new user; the old sessions stay observed.
+			if s, ok := pick(); ok {
+				if r := l.withKey(t, "POST", "/v1/admin/users/"+emails[s.email]+"/erase", testAdminKey, nil); r.Status != 200 {
+					t.Fatalf("seed %d: erase: %d %s", seed, r.Status, r.Raw)
+				}
+				l.clock.Advance(time.Second)
+				tok, uid, sid := l.signup(t, s.email, pw, keep)
+				emails[s.email] = uid
+				sessions = append(sessions, session{tok, sid, uid, s.email})
+			}
 		}
 		settle()
 		for range 3 {
@@ -215,7 +228,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
-	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin"} {
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin", "TOKEN_REVOKEDuser_erased"} {
 		if kinds[k] == 0 {
 			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}
