@@ -243,8 +243,9 @@ func (l *Ledger) UserHistory(_ context.Context, userID string) ([]ports.StoredEv
 	return slices.Clone(l.history[userSubject(userID)]), nil
 }
 
-// EmailHistory is an email's claims and the user of the first accepted one,
-// or ports.ErrNotInLog.
+// EmailHistory is an email's claims and the user of the claim in force
+// (the last accepted one: a later claim lands only after the erasure of
+// the user before), or ports.ErrNotInLog.
 func (l *Ledger) EmailHistory(_ context.Context, email string) (string, []ports.StoredEvent, error) {
 	normalized, err := domain.NormalizeEmail(email)
 	if err != nil {
@@ -253,12 +254,16 @@ func (l *Ledger) EmailHistory(_ context.Context, email string) (string, []ports.
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	history := l.history[emailSubject(domain.EmailHash(normalized))]
+	userID := ""
 	for _, se := range history {
 		if se.Err == nil && se.Event.Type == domain.EventEmailClaimed {
-			return se.Event.UserID, slices.Clone(history), nil
+			userID = se.Event.UserID
 		}
 	}
-	return "", nil, fmt.Errorf("email %s: %w", normalized, ports.ErrNotInLog)
+	if userID == "" {
+		return "", nil, fmt.Errorf("email %s: %w", normalized, ports.ErrNotInLog)
+	}
+	return userID, slices.Clone(history), nil
 }
 
 // append stores e on subject, with an id and a time no earlier than the
