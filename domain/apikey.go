@@ -316,7 +316,7 @@ func (u *User) LoginWithAPIKey(l APIKeyLogin, at time.Time, p Policy, r APIKeyRu
 	k, found := u.apiKeys[l.KeyID]
 	match := k.Hash.Equal(l.Secret) // on the zero hash too when not found: the same work either way
 	if l.Malformed || !found || !match || k.ExpiredAt(at) {
-		return u.failLogin(LoginFailedWrongAPIKey, l.Email, at, t), false
+		return u.failLogin(LoginFailedWrongAPIKey, EmailHash(l.Email), at, t), false
 	}
 	if at.Sub(k.LastUsedAt) >= r.UseGranularity {
 		events = append(events, newEvent(EventAPIKeyUsed, u.id, "", at, APIKeyUsed{KeyID: k.ID}))

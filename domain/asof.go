@@ -104,6 +104,11 @@ func explain(s *Session, v Verdict, started, lastUse, revoked Event) string {
 				why += fmt.Sprintf(": the start of session %s went over the limit of %d live sessions per user, which revokes the oldest live ones", p.BySessionID, p.Limit)
 			}
 		}
+		if revoked.Type == EventUserErased {
+			if p, err := DecodePayload[UserErased](revoked); err == nil {
+				why += ": the user was erased by " + p.By
+			}
+		}
 		if revoked.Type == EventSessionRevokedByAdmin {
 			if p, err := DecodePayload[SessionRevokedByAdmin](revoked); err == nil {
 				why += ": by " + p.By

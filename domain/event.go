@@ -24,6 +24,7 @@ const (
 	EventLoginFailed          EventType = "login_failed"
 	EventLoginThrottled       EventType = "login_throttled"
 	EventLoginFailuresTallied EventType = "login_failures_tallied"
+	EventUserErased           EventType = "user_erased" // erase.go
 	// Key events live on the ledger's key subject; see keys.go.
 	EventSigningKeyIntroduced EventType = "signing_key_introduced"
 	EventSigningKeyRotated    EventType = "signing_key_rotated"
@@ -39,7 +40,7 @@ func (t EventType) known() bool {
 	switch t {
 	case EventEmailClaimed, EventUserRegistered, EventSessionStarted, EventSessionUsed,
 		EventSessionLoggedOut, EventOtherSessionsRevoked, EventSessionTerminated, EventLoginFailed,
-		EventLoginThrottled, EventLoginFailuresTallied,
+		EventLoginThrottled, EventLoginFailuresTallied, EventUserErased,
 		EventSigningKeyIntroduced, EventSigningKeyRotated:
 		return true
 	case EventSessionEvicted: // limit.go
@@ -152,8 +153,14 @@ type (
 	EmailClaimed struct {
 		EmailHash string `json:"email_hash"`
 	}
+	// UserRegistered carries the email as EmailHash (what logins and
+	// claims look it up by) and EmailSealed (the email encrypted under
+	// the user's data key, unreadable once the user is erased). Events
+	// written before sealing carry the email in clear in Email instead.
 	UserRegistered struct {
-		Email        string `json:"email"`
+		Email        string `json:"email,omitempty"`
+		EmailHash    string `json:"email_hash,omitempty"`
+		EmailSealed  string `json:"email_sealed,omitempty"`
 		PasswordHash string `json:"password_hash"`
 	}
 	SessionStarted struct {
@@ -202,6 +209,15 @@ type (
 		Throttled int       `json:"throttled"` // attempts refused by the throttle
 	}
 )
+
+// Hash is the registration's email hash: the one it carries, or that of
+// the clear email of an older event.
+func (p UserRegistered) Hash() string {
+	if p.EmailHash == "" && p.Email != "" {
+		return EmailHash(p.Email)
+	}
+	return p.EmailHash
+}
 
 // Login failure reasons recorded in login_failed.
 const (

@@ -285,17 +285,6 @@ func (u *User) ChangePassword(callerSessionID, checkedHash, newHash string, revo
 	}), revoked, nil
 }
 
-// LiveSessions counts the user's sessions live at `at`.
-func (u *User) LiveSessions(at time.Time) int {
-	n := 0
-	for _, s := range u.sessions {
-		if s.live(at) {
-			n++
-		}
-	}
-	return n
-}
-
 // RequestChallenge decides a new challenge of purpose p. At most one is
 // issued per purpose every r.RequestEvery (ErrChallengeTooSoon); a new one
 // replaces the previous.
@@ -322,8 +311,8 @@ type ChallengeAnswer struct {
 	LinkID     string
 	LinkSecret TokenHash
 	// Key is the code hash key of a signing key id (ChallengeKey).
-	Key   func(kid string) ([]byte, bool)
-	Email string // normalized, for login_failed's email hash
+	Key       func(kid string) ([]byte, bool)
+	EmailHash string // for login_failed
 }
 
 // AnswerChallenge checks an answer against the user's open challenge of
@@ -355,7 +344,7 @@ func (u *User) AnswerChallenge(a ChallengeAnswer, at time.Time, t LoginThrottle)
 	}
 	next, throttled := t.Fail(u.failures, at)
 	failed = []Event{newEvent(EventLoginFailed, u.id, "", at, LoginFailed{
-		Reason: LoginFailedWrongCode, EmailHash: EmailHash(a.Email), InARow: next.InARow, ChallengeID: tried,
+		Reason: LoginFailedWrongCode, EmailHash: a.EmailHash, InARow: next.InARow, ChallengeID: tried,
 	})}
 	if throttled {
 		failed = append(failed, newEvent(EventLoginThrottled, u.id, "", at, LoginThrottled{

@@ -83,7 +83,7 @@ func TestChallengeTriesAndExpiry(t *testing.T) {
 		wrong = "000001"
 	}
 	answer := func(c string, at time.Time) ([]domain.Event, bool) {
-		_, failed, ok := u.AnswerChallenge(domain.ChallengeAnswer{Purpose: domain.PurposePasswordReset, Via: domain.ViaCode, Code: c, Key: keys, Email: "a@example.com"}, at, domain.DefaultLoginThrottle())
+		_, failed, ok := u.AnswerChallenge(domain.ChallengeAnswer{Purpose: domain.PurposePasswordReset, Via: domain.ViaCode, Code: c, Key: keys, EmailHash: domain.EmailHash("a@example.com")}, at, domain.DefaultLoginThrottle())
 		return failed, ok
 	}
 	if _, ok := answer(code, t0.Add(r.ResetTTL)); ok {

@@ -34,7 +34,7 @@ func (r Reason) Kind() string {
 
 // Detail is what follows the colon: idle|max or
 // logout|revoke_others|terminated|session_limit|admin|password_changed|
-// password_reset.
+// password_reset|user_erased.
 func (r Reason) Detail() string {
 	for i := 0; i < len(r); i++ {
 		if r[i] == ':' {
@@ -223,6 +223,8 @@ func (s *Session) Apply(e Event) error {
 		}
 	case EventPasswordReset:
 		s.revoke(e.Time, ReasonRevokedPasswordReset)
+	case EventUserErased:
+		s.revoke(e.Time, ReasonRevokedUserErased)
 	case EventOtherSessionsRevoked:
 		p, err := DecodePayload[OtherSessionsRevoked](e)
 		if err != nil {

@@ -164,15 +164,22 @@ func (e *ThrottledError) RetryAfter() time.Duration { return e.Wait }
 // login_failed event, and a login_throttled event if this failure throttles
 // the account.
 func (u *User) FailLogin(normalizedEmail string, at time.Time, r LoginThrottle) []Event {
-	return u.failLogin(LoginFailedWrongPassword, normalizedEmail, at, r)
+	return u.failLogin(LoginFailedWrongPassword, EmailHash(normalizedEmail), at, r)
+}
+
+// FailCurrentPassword decides a wrong current password given with the
+// account's own token (a password change): the account's email is known
+// only by its hash.
+func (u *User) FailCurrentPassword(at time.Time, r LoginThrottle) []Event {
+	return u.failLogin(LoginFailedWrongPassword, u.email, at, r)
 }
 
 // failLogin decides a failed login for a reason that counts towards the
 // throttle (a wrong password or a wrong API key).
-func (u *User) failLogin(reason, normalizedEmail string, at time.Time, r LoginThrottle) []Event {
+func (u *User) failLogin(reason, emailHash string, at time.Time, r LoginThrottle) []Event {
 	next, throttled := r.Fail(u.failures, at)
 	events := []Event{newEvent(EventLoginFailed, u.id, "", at, LoginFailed{
-		Reason: reason, EmailHash: EmailHash(normalizedEmail), InARow: next.InARow,
+		Reason: reason, EmailHash: emailHash, InARow: next.InARow,
 	})}
 	if throttled {
 		events = append(events, newEvent(EventLoginThrottled, u.id, "", at, LoginThrottled{

@@ -1,6 +1,8 @@
 package domain
 
 import (
+	"errors"
+	"strings"
 	"time"
 )
 
@@ -17,6 +19,7 @@ type User struct {
 	role         Role                  // see access.go
 	challenges   map[Purpose]Challenge // latest per purpose; see lifecycle.go
 	mfa          MFA                   // see mfa.go
+	erased       bool                  // see erase.go
 }
 
 // NewUser rebuilds a user from stored state (a projection or a replay).
@@ -34,8 +37,11 @@ func NewUser(id, email, passwordHash string, sessions []*Session) *User {
 	return u
 }
 
-func (u *User) ID() string           { return u.id }
-func (u *User) Email() string        { return u.email }
+func (u *User) ID() string { return u.id }
+
+// EmailHash is the hash of the user's normalized email (EmailHash): the
+// email itself is only in user_registered, sealed under the user's key.
+func (u *User) EmailHash() string    { return u.email }
 func (u *User) PasswordHash() string { return u.passwordHash }
 
 // SessionCount is how many sessions the user was rebuilt with.
@@ -48,12 +54,19 @@ func (u *User) Session(id string) (*Session, bool) {
 }
 
 // Register decides a new account. The email must already be normalized and
-// the password hashed; the raw password never reaches the domain.
-func Register(userID, normalizedEmail, passwordHash string, at time.Time) (Event, error) {
+// the password hashed; the raw password never reaches the domain, and the
+// email reaches the log only as its hash and sealedEmail (the email
+// encrypted under the user's data key by the caller; see ports.Secrets).
+func Register(userID, normalizedEmail, sealedEmail, passwordHash string, at time.Time) (Event, error) {
 	if e, err := NormalizeEmail(normalizedEmail); err != nil || e != normalizedEmail {
 		return Event{}, ErrInvalidEmail
 	}
-	return newEvent(EventUserRegistered, userID, "", at, UserRegistered{Email: normalizedEmail, PasswordHash: passwordHash}), nil
+	if strings.Contains(sealedEmail, "@") {
+		return Event{}, errors.New("register: the sealed email must not be the email")
+	}
+	return newEvent(EventUserRegistered, userID, "", at, UserRegistered{
+		EmailHash: EmailHash(normalizedEmail), EmailSealed: sealedEmail, PasswordHash: passwordHash,
+	}), nil
 }
 
 // StartSession decides a login. The max deadline and idle window come from

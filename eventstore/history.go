@@ -28,7 +28,10 @@ func (s *Reader) History(ctx context.Context, subject string, fn func(StoredEven
 var ErrNotInLog = ports.ErrNotInLog
 
 // EmailHistory is an email's claims, each judged as a projection judges it
-// (see CheckedHistory), and the user of the first authentic one.
+// (see CheckedHistory), and the user of the claim in force: the last
+// authentic one. Claims append at the subject's version, so a later one
+// lands only once the user of the one before was erased (or it lost no
+// race: the first).
 func (s *Reader) EmailHistory(ctx context.Context, email string) (string, []StoredEvent, error) {
 	normalized, err := domain.NormalizeEmail(email)
 	if err != nil {
@@ -38,12 +41,16 @@ func (s *Reader) EmailHistory(ctx context.Context, email string) (string, []Stor
 	if err != nil {
 		return "", nil, err
 	}
+	userID := ""
 	for _, se := range history {
 		if se.Err == nil && se.Event.Type == domain.EventEmailClaimed {
-			return se.Event.UserID, history, nil
+			userID = se.Event.UserID
 		}
 	}
-	return "", nil, fmt.Errorf("email %s: %w", normalized, ErrNotInLog)
+	if userID == "" {
+		return "", nil, fmt.Errorf("email %s: %w", normalized, ErrNotInLog)
+	}
+	return userID, history, nil
 }
 
 // UserOfSession finds the user a session belongs to by scanning the log for

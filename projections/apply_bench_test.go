@@ -41,7 +41,7 @@ func (l *benchLog) users(tb testing.TB, events int) {
 		uid := fmt.Sprintf("user-%d-%d", len(l.Recs), u)
 		email := fmt.Sprintf("bench-%d-%d@example.com", len(l.Recs), u)
 		subject := eventstore.UserSubject(uid)
-		reg, err := domain.Register(uid, email, "argon2id-hash", l.at)
+		reg, err := domain.Register(uid, email, "", "argon2id-hash", l.at)
 		if err != nil {
 			tb.Fatal(err)
 		}

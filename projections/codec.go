@@ -22,11 +22,15 @@ import (
 //	                         (t̄: the session's start time, 12 bytes as in
 //	                         appendTime, every bit inverted, so that both
 //	                         indexes iterate newest first, then by id)
-//	u<user id>               user record (JSON: email, password hash)
+//	u<user id>               user record (JSON: email hash, password hash,
+//	                         registration time, erased)
 //	v<subject>               the subject's version: last sequence (8 bytes),
 //	                         time of its last authentic event (12), its hash
-//	e<normalized email>      email -> user id and password hash (JSON)
-//	c<email hash>            user id of the email's first authentic claim
+//	e<email hash>            email -> user id and password hash (JSON), by
+//	                         the hex SHA-256 of the normalized email (never
+//	                         the email); dropped when the user is erased
+//	c<email hash>            user id of the email's authentic claim in force
+//	                         (the first; after its user's erasure, the next)
 //	f<user id>               the user's recent failed logins (JSON
 //	                         domain.LoginFailures); absent after a success
 //	k<user id>\x00<key id>   a user's API key that is not revoked (JSON,
@@ -81,8 +85,10 @@ var (
 // *LayoutError, and it is rebuilt from the stream. Version 1 (no mlayout
 // key) kept every session of a user in one index; version 2 keeps the hot
 // and the all-sessions indexes, ordered newest first; version 3 adds the
-// revocations (R) and the access registries (r, K, H).
-const LayoutVersion = 4
+// revocations (R) and the access registries (r, K, H); version 5 keys the
+// email index by the email's hash and keeps no email in the user record
+// (erasure).
+const LayoutVersion = 5
 
 func digestKey(seq uint64) []byte { return binary.BigEndian.AppendUint64([]byte{prefixDigest}, seq) }
 
@@ -102,7 +108,7 @@ func decodeVersion(b []byte) (eventstore.Version, error) {
 func sessionKey(id string) []byte      { return append([]byte{prefixSession}, id...) }
 func userKey(id string) []byte         { return append([]byte{prefixUser}, id...) }
 func versionKey(subject string) []byte { return append([]byte{prefixVersion}, subject...) }
-func emailKey(e string) []byte         { return append([]byte{prefixEmail}, e...) }
+func emailKey(hash string) []byte      { return append([]byte{prefixEmail}, hash...) }
 func claimKey(emailHash string) []byte { return append([]byte{prefixClaim}, emailHash...) }
 func failuresKey(userID string) []byte { return append([]byte{prefixFailures}, userID...) }
 func roleKey(userID string) []byte     { return append([]byte{prefixRole}, userID...) }
@@ -168,9 +174,10 @@ func decodeUint64(b []byte) (uint64, error) {
 }
 
 type userRecord struct {
-	Email        string    `json:"email"`
-	PasswordHash string    `json:"password_hash"`
+	EmailHash    string    `json:"email_hash"`
+	PasswordHash string    `json:"password_hash,omitempty"`
 	RegisteredAt time.Time `json:"registered_at"`
+	Erased       bool      `json:"erased,omitempty"`
 }
 
 type emailRecord struct {
@@ -199,6 +206,7 @@ var reasonCodes = []domain.Reason{
 	domain.ReasonNone, domain.ReasonRevokedLogout, domain.ReasonRevokedOthers, domain.ReasonRevokedTerminated,
 	domain.ReasonRevokedSessionLimit, domain.ReasonRevokedAdmin,
 	domain.ReasonRevokedPasswordChanged, domain.ReasonRevokedPasswordReset, // lifecycle.go
+	domain.ReasonRevokedUserErased, // erase.go
 }
 
 func encodeSession(s domain.SessionSnapshot) []byte {

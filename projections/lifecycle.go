@@ -118,7 +118,7 @@ func (p *Projection) foldPassword(b *pebble.Batch, e domain.Event, seq uint64) e
 	if err := b.Set(userKey(e.UserID), mustJSON(rec), nil); err != nil {
 		return err
 	}
-	if err := b.Set(emailKey(rec.Email), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: hash}), nil); err != nil {
+	if err := b.Set(emailKey(rec.EmailHash), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: hash}), nil); err != nil {
 		return err
 	}
 	sessions, err := userSessions(b, e.UserID)

@@ -577,6 +577,8 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 			}
 		}
 		return prune(b, e.UserID, e.Time)
+	case domain.EventUserErased:
+		return p.foldErasure(b, e, seq)
 	case domain.EventAPIKeyCreated, domain.EventAPIKeyRevoked, domain.EventAPIKeyUsed:
 		return foldAPIKey(b, e) // apikeys.go
 	case domain.EventMFAEnrolmentStarted, domain.EventMFAEnrolled, domain.EventMFADisabled, domain.EventMFAChallenged,
@@ -639,7 +641,11 @@ func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
 	if err != nil {
 		return reject(RejectInvalid, err)
 	}
-	if _, closer, err := b.Get(emailKey(p.Email)); err == nil {
+	emailHash := p.Hash()
+	if emailHash == "" {
+		return reject(RejectInvalid, fmt.Errorf("event %s: no email", e.ID))
+	}
+	if _, closer, err := b.Get(emailKey(emailHash)); err == nil {
 		closer.Close()
 		// The claim protocol lets only one registration per email reach
 		// the log; should another ever appear, the first one keeps it.
@@ -647,10 +653,64 @@ func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return err
 	}
-	if err := b.Set(userKey(e.UserID), mustJSON(userRecord{Email: p.Email, PasswordHash: p.PasswordHash, RegisteredAt: e.Time}), nil); err != nil {
+	if err := b.Set(userKey(e.UserID), mustJSON(userRecord{EmailHash: emailHash, PasswordHash: p.PasswordHash, RegisteredAt: e.Time}), nil); err != nil {
 		return err
 	}
-	return b.Set(emailKey(p.Email), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: p.PasswordHash}), nil)
+	return b.Set(emailKey(emailHash), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: p.PasswordHash}), nil)
+}
+
+// foldErasure applies user_erased: every live session of the user is
+// revoked (Session.Apply), and the email is freed: its index entry and its
+// claim go, so the email can sign up again (as a new user, whose claim the
+// signup appends at the email subject's version). The user record stays,
+// marked erased and without its password hash, so that erasing again is
+// a no-op decision.
+func (p *Projection) foldErasure(b *pebble.Batch, e domain.Event, seq uint64) error {
+	var rec userRecord
+	switch err := getJSON(b, userKey(e.UserID), &rec); {
+	case errors.Is(err, pebble.ErrNotFound):
+		return reject(RejectInvalid, fmt.Errorf("event %s: erasure of a user who never registered", e.ID))
+	case err != nil:
+		return err
+	}
+	sessions, err := userSessions(b, e.UserID)
+	if err != nil {
+		return err
+	}
+	for _, s := range sessions {
+		if err := p.applyToSession(b, s, e, seq); err != nil {
+			return err
+		}
+	}
+	if err := prune(b, e.UserID, e.Time); err != nil {
+		return err
+	}
+	if rec.Erased {
+		return nil
+	}
+	var owner emailRecord
+	switch err := getJSON(b, emailKey(rec.EmailHash), &owner); {
+	case err == nil && owner.UserID == e.UserID:
+		if err := b.Delete(emailKey(rec.EmailHash), nil); err != nil {
+			return err
+		}
+	case err != nil && !errors.Is(err, pebble.ErrNotFound):
+		return err
+	}
+	switch v, closer, err := b.Get(claimKey(rec.EmailHash)); {
+	case err == nil:
+		mine := string(v) == e.UserID
+		closer.Close()
+		if mine {
+			if err := b.Delete(claimKey(rec.EmailHash), nil); err != nil {
+				return err
+			}
+		}
+	case !errors.Is(err, pebble.ErrNotFound):
+		return err
+	}
+	rec.Erased, rec.PasswordHash = true, ""
+	return b.Set(userKey(e.UserID), mustJSON(rec), nil)
 }
 
 // applyToSession folds e into s and stores it; if e revoked it, the

@@ -28,7 +28,7 @@ func history(t *testing.T) (log *eventstoretest.Log, sids []string) {
 	log = eventstoretest.NewLog(t, eventstoretest.Key(t, 1), t0)
 	subject := eventstore.UserSubject("u1")
 	u := domain.NewUser("u1", "a@example.com", "hash", nil)
-	reg, err := domain.Register("u1", "a@example.com", "hash", t0)
+	reg, err := domain.Register("u1", "a@example.com", "v1.sealed", "hash", t0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,10 +37,12 @@ func (p *Projection) UserOfSession(_ context.Context, sessionID string) (string,
 }
 
 // Credentials returns the user id and password hash registered for a
-// normalized email, or domain.ErrUserNotFound.
+// normalized email, or domain.ErrUserNotFound (also once the user is
+// erased). The email is looked up by its hash: the projection holds no
+// email.
 func (p *Projection) Credentials(email string) (userID, passwordHash string, err error) {
 	var rec emailRecord
-	err = getJSON(p.db, emailKey(email), &rec)
+	err = getJSON(p.db, emailKey(domain.EmailHash(email)), &rec)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return "", "", domain.ErrUserNotFound
 	}
@@ -107,7 +109,7 @@ func (p *Projection) LoadUser(userID string, sessionIDs ...string) (*domain.User
 	if err != nil {
 		return nil, version, err
 	}
-	return domain.NewUser(userID, rec.Email, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys).WithRole(role).WithChallenges(challenges).WithMFA(mfa), version, nil
+	return domain.NewUser(userID, rec.EmailHash, rec.PasswordHash, sessions).WithFailures(failures).WithAPIKeys(keys).WithRole(role).WithChallenges(challenges).WithMFA(mfa).WithErased(rec.Erased), version, nil
 }
 
 // LoginFailures is a user's recent failed logins, which decide whether the
@@ -193,8 +195,8 @@ func (p *Projection) Accepted(ctx context.Context, seq uint64) error {
 	}
 }
 
-// ClaimedUser is the user id of an email's first authentic claim, or
-// domain.ErrUserNotFound.
+// ClaimedUser is the user id of the email's authentic claim in force (the
+// first, unless its user was erased), or domain.ErrUserNotFound.
 func (p *Projection) ClaimedUser(emailHash string) (string, error) {
 	v, closer, err := p.db.Get(claimKey(emailHash))
 	if errors.Is(err, pebble.ErrNotFound) {

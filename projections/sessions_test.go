@@ -27,7 +27,7 @@ type userLog struct {
 
 func newUserLog(t *testing.T) *userLog {
 	l := &userLog{Log: eventstoretest.NewLog(t, eventstoretest.Key(t, 1), t0), user: domain.NewUser("u1", "a@example.com", "hash", nil)}
-	reg, err := domain.Register("u1", "a@example.com", "hash", t0)
+	reg, err := domain.Register("u1", "a@example.com", "v1.sealed", "hash", t0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,13 @@ type auditFlags struct {
 // run opens the log (a data dir or --nats-url), calls fn with it until
 // SIGINT/SIGTERM, and closes it.
 func (f auditFlags) run(fn func(ctx context.Context, store *eventstore.Store) error) error {
+	return f.runWithSecrets(func(ctx context.Context, store *eventstore.Store, _ query.SecretOpener) error { return fn(ctx, store) })
+}
+
+// runWithSecrets is run, with the users' data keys too if this machine has
+// the master key and the identity may read the bucket (else nil: sealed
+// emails show as "(sealed)").
+func (f auditFlags) runWithSecrets(fn func(ctx context.Context, store *eventstore.Store, secrets query.SecretOpener) error) error {
 	ctx, stop := signalContext()
 	defer stop()
 	ll, err := openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger(), false)
@@ -60,7 +67,11 @@ func (f auditFlags) run(fn func(ctx context.Context, store *eventstore.Store) er
 	if ring, err := keyfile.LoadRing(signingKeyPath(f.config())); err == nil {
 		ll.store.SetVerifier(ring)
 	}
-	return fn(ctx, ll.store)
+	var secrets query.SecretOpener
+	if s := secretsForAudit(ctx, ll, f.config()); s != nil {
+		secrets = s
+	}
+	return fn(ctx, ll.store, secrets)
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -150,13 +161,17 @@ func (c *auditHistoryCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	return c.run(func(ctx context.Context, store *eventstore.Store) error {
-		return auditHistory(ctx, store, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
+	return c.runWithSecrets(func(ctx context.Context, store *eventstore.Store, secrets query.SecretOpener) error {
+		return auditHistory(ctx, store, secrets, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
 	})
 }
 
-func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
+// auditHistory prints events; registrations with their email as
+// query.RevealEmail shows it (the email, "(erased)", or "(sealed)" without
+// secrets).
+func auditHistory(ctx context.Context, store *eventstore.Store, secrets query.SecretOpener, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
 	audit := auditOf(store)
+	audit.Secrets = secrets
 	var events []eventstore.StoredEvent
 	var err error
 	switch {
@@ -172,8 +187,14 @@ func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionI
 	}
 	enc := json.NewEncoder(out)
 	for _, se := range events {
+		var shown string
+		if se.Err == nil {
+			shown = audit.RevealEmail(ctx, se.Event)
+		}
 		if asJSON {
-			if err := enc.Encode(httpapi.StoredEventJSON(se)); err != nil {
+			b := httpapi.StoredEventJSON(se)
+			b.Email = shown
+			if err := enc.Encode(b); err != nil {
 				return err
 			}
 			continue
@@ -182,13 +203,17 @@ func auditHistory(ctx context.Context, store *eventstore.Store, userID, sessionI
 			fmt.Fprintf(out, "#%-6d REJECTED message on %s: %v\n", se.Seq, se.Subject, se.Err)
 			continue
 		}
-		fmt.Fprintf(out, "#%-6d %s\n", se.Seq, describe(se.Event))
+		fmt.Fprintf(out, "#%-6d %s\n", se.Seq, describeWith(se.Event, shown))
 	}
 	return nil
 }
 
 // describe is one human-readable line for an event.
-func describe(e domain.Event) string {
+func describe(e domain.Event) string { return describeWith(e, "") }
+
+// describeWith is describe, with a registration's email as the audit may
+// show it (query.RevealEmail) in place of its sealed form.
+func describeWith(e domain.Event, email string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %-22s", e.Time.UTC().Format(time.RFC3339), e.Type)
 	if e.UserID != "" {
@@ -196,6 +221,9 @@ func describe(e domain.Event) string {
 	}
 	if e.SessionID != "" {
 		fmt.Fprintf(&b, " session=%s", e.SessionID)
+	}
+	if email != "" {
+		fmt.Fprintf(&b, " email=%s", email)
 	}
 	var payload map[string]any
 	dec := json.NewDecoder(bytes.NewReader(e.Payload))
@@ -207,8 +235,13 @@ func describe(e domain.Event) string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if email != "" && (k == "email" || k == "email_sealed") {
+			continue
+		}
 		v := fmt.Sprint(payload[k])
 		switch k {
+		case "email_sealed":
+			v = "(sealed)"
 		case "password_hash":
 			v = "(argon2id)"
 		case "token_hash", "email_hash", "key_hash":

@@ -200,7 +200,7 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	}
 	for name, who := range map[string][3]string{"user": {uid, "", ""}, "session": {"", sid, ""}, "email": {"", "", "CLI@example.com"}} {
 		out.Reset()
-		if err := auditHistory(ctx, ll.store, who[0], who[1], who[2], time.Time{}, time.Time{}, true, &out); err != nil {
+		if err := auditHistory(ctx, ll.store, nil, who[0], who[1], who[2], time.Time{}, time.Time{}, true, &out); err != nil {
 			t.Fatalf("history by %s: %v", name, err)
 		}
 		lines := strings.Count(out.String(), "\n")

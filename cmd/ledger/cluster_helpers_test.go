@@ -41,8 +41,9 @@ func TestMain(m *testing.M) {
 // production.
 type testCluster struct {
 	*embedded.Cluster
-	ids     *natsauth.Identities
-	keyFile string
+	ids        *natsauth.Identities
+	keyFile    string
+	masterFile string // the master key every ledger on it shares
 }
 
 // startNATSCluster runs a 3-node JetStream cluster for the test.
@@ -57,13 +58,17 @@ func startNATSCluster(t *testing.T) *testCluster {
 	if _, err := keyfile.Create(keyFile); err != nil {
 		t.Fatal(err)
 	}
+	masterFile := filepath.Join(dir, "master.key")
+	if _, err := keyfile.CreateMasterKey(masterFile); err != nil {
+		t.Fatal(err)
+	}
 	c, err := embedded.StartCluster(embedded.ClusterConfig{Name: "test", Dir: dir, Nodes: 3,
 		Users: ids.ServerUsers(eventstore.DefaultStream)})
 	if err != nil {
 		t.Fatalf("start NATS cluster: %v", err)
 	}
 	t.Cleanup(c.Shutdown)
-	return &testCluster{Cluster: c, ids: ids, keyFile: keyFile}
+	return &testCluster{Cluster: c, ids: ids, keyFile: keyFile, masterFile: masterFile}
 }
 
 // onCluster points an instance at the cluster with automatic replicas, as
@@ -74,13 +79,14 @@ func onCluster(c *testCluster) option {
 		cfg.StreamReplicas = 0
 		cfg.NATS = natsauth.ClientConfig{NkeyFile: c.ids.WriterFile}
 		cfg.SigningKeyFile = c.keyFile
+		cfg.MasterKeyFile = c.masterFile
 	}
 }
 
 // procArgs are the flags of a ledger process on the cluster.
 func (c *testCluster) procArgs(dataDir string) []string {
 	privateDir(dataDir)
-	return []string{"--nats-url", c.URLs(), "--nats-nkey", c.ids.WriterFile, "--signing-key", c.keyFile, "--data-dir", dataDir}
+	return []string{"--nats-url", c.URLs(), "--nats-nkey", c.ids.WriterFile, "--signing-key", c.keyFile, "--master-key-file", c.masterFile, "--data-dir", dataDir}
 }
 
 func withMaxLag(d time.Duration) option {

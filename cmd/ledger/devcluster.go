@@ -72,6 +72,7 @@ func (c *devClusterCmd) Run() error {
 	// The first instance creates the ledger and its signing key; the others
 	// write to the same ledger, so they sign with the same key.
 	keyFile := filepath.Join(c.Dir, "ledger-1", signingKeyFile)
+	masterFile := filepath.Join(c.Dir, "ledger-1", masterKeyFile)
 	for i := range c.Instances {
 		lc := LogConfig{
 			DataDir: filepath.Join(c.Dir, fmt.Sprintf("ledger-%d", i+1)),
@@ -81,6 +82,7 @@ func (c *devClusterCmd) Run() error {
 		}
 		if i > 0 {
 			lc.SigningKeyFile = keyFile
+			lc.MasterKeyFile = masterFile
 		}
 		if c.ReadStream != "" && i == c.Instances-1 {
 			lc.ReadStream = c.ReadStream

@@ -186,16 +186,31 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			if s, ok := pick(); ok {
 				l.withKey(t, "POST", "/v1/admin/users/"+s.uid+"/revoke-sessions", testAdminKey, nil)
 			}
-		case a < 83:
+		case a < 82:
+			// An admin erases the account of a session's email (user_erased
+			// revokes every live session of it), and the email signs up
+			// again as a new user; the old sessions stay observed.
+			if s, ok := pick(); ok {
+				if r := l.withKey(t, "POST", "/v1/admin/users/"+emails[s.email]+"/erase", testAdminKey, nil); r.Status != 200 {
+					t.Fatalf("seed %d: erase: %d %s", seed, r.Status, r.Raw)
+				}
+				l.clock.Advance(time.Second)
+				tok, uid, sid := l.signup(t, s.email, pw, keep)
+				emails[s.email] = uid
+				sessions = append(sessions, session{tok, sid, uid, s.email})
+			}
+		case a < 85:
 			// A password change (to the same password, so the workload's
 			// logins go on) revokes the user's other live sessions
-			// (password_changed).
+			// (password_changed), here one logged in just before.
 			if s, ok := pick(); ok {
+				tok, sid := login(s.email, keep)
+				sessions = append(sessions, session{tok, sid, emails[s.email], s.email})
 				if r := l.do(t, "POST", "/v1/auth/password", s.token, map[string]any{"current_password": pw, "new_password": pw}); r.Status != 200 && r.Status != 401 {
 					t.Fatalf("seed %d: password change: %d %s", seed, r.Status, r.Raw)
 				}
 			}
-		case a < 85:
+		case a < 87:
 			// A user enrols in TOTP, with a fresh session (mfa_enrolled).
 			email := emailList[rnd.IntN(len(emailList))]
 			if _, enrolled := secrets[emails[email]]; !enrolled {
@@ -204,7 +219,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 				l.clock.Advance(30 * time.Second)
 				secrets[emails[email]], _ = l.enrol(t, tok)
 			}
-		case a < 86:
+		case a < 88:
 			// An enrolled user turns the second factor off.
 			email := emailList[rnd.IntN(len(emailList))]
 			if secret, enrolled := secrets[emails[email]]; enrolled {
@@ -273,7 +288,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
-	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin", "TOKEN_REVOKEDpassword_changed"} {
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin", "TOKEN_REVOKEDpassword_changed", "TOKEN_REVOKEDuser_erased"} {
 		if kinds[k] == 0 {
 			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}

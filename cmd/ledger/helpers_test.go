@@ -22,7 +22,6 @@ import (
 	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
-	"github.com/sessionledger/ledger/handlers/handlerstest"
 )
 
 // fakeClock is the injected "now" of a test service.
@@ -97,11 +96,8 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// Tests log in from one address many times on purpose; the
 		// per-address limit has its own test (TestOneAddressIsLimited).
 		AddressRate: math.Inf(1),
-		// The in-memory key store of the ports' fake (the real adapter
-		// is wired by NewSecrets, secrets.go).
-		Secrets: handlerstest.NewSecrets(),
-		Now:     clock.Now,
-		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:         clock.Now,
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
 
@@ -138,6 +134,7 @@ func joining(a *testLedger) option {
 		c.NATSURL = a.ll.emb.ClientURL()
 		c.NATS = natsauth.ClientConfig{NkeyFile: filepath.Join(a.cfg.DataDir, "nats", "writer.nk")}
 		c.SigningKeyFile = signingKeyPath(a.cfg.LogConfig)
+		c.MasterKeyFile = masterKeyPath(a.cfg.LogConfig)
 	}
 }
 

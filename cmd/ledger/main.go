@@ -26,13 +26,14 @@ type logFlags struct {
 	Stream         string `name:"stream" default:"${default_stream}" env:"LEDGER_STREAM" help:"JetStream stream name."`
 	StreamReplicas int    `name:"stream-replicas" default:"0" env:"LEDGER_STREAM_REPLICAS" help:"Replicas when the stream is created. 0 (default) picks: 1 for the embedded server or a standalone nats-server, 3 when --nats-url reaches a cluster."`
 	SigningKeyFile string `name:"signing-key" env:"LEDGER_SIGNING_KEY_FILE" placeholder:"FILE" help:"The ledger's signing key ring (PEM, mode 0600). Every instance writing to one ledger needs the same file. Default: <data-dir>/signing.key, created at a new ledger's first start."`
+	MasterKeyFile  string `name:"master-key-file" env:"LEDGER_MASTER_KEY_FILE" placeholder:"FILE" help:"The master key (PEM, mode 0600) that wraps every user's data key (the sealed emails and secrets; erasure destroys a user's). Every instance sharing a ledger needs the same file. Default: <data-dir>/master.key, created at a new ledger's first start."`
 	readFlags
 	natsAuthFlags
 }
 
 func (f logFlags) config() LogConfig {
 	return LogConfig{DataDir: f.DataDir, NATSURL: f.NATSURL, NATSListen: f.NATSListen, NoSync: f.NATSNoSync, Stream: f.Stream, StreamReplicas: f.StreamReplicas,
-		ReadStream: f.ReadStream, ReadStreamCluster: f.ReadStreamCluster, SigningKeyFile: f.SigningKeyFile,
+		ReadStream: f.ReadStream, ReadStreamCluster: f.ReadStreamCluster, SigningKeyFile: f.SigningKeyFile, MasterKeyFile: f.MasterKeyFile,
 		NATS: natsauth.ClientConfig{NkeyFile: f.NkeyFile, CredsFile: f.CredsFile, TLSCA: f.TLSCA, TLSCert: f.TLSCert, TLSKey: f.TLSKey}}
 }
 
@@ -81,6 +82,7 @@ type serveCmd struct {
 	ThrottleWindow     time.Duration `name:"login-throttle-window" default:"${default_throttle_window}" env:"LEDGER_LOGIN_THROTTLE_WINDOW" help:"A failed login this long after the previous one starts the count over."`
 	ThrottleBase       time.Duration `name:"login-throttle-base" default:"${default_throttle_base}" env:"LEDGER_LOGIN_THROTTLE_BASE" help:"First throttle; each further failed login doubles it."`
 	ThrottleMax        time.Duration `name:"login-throttle-max" default:"${default_throttle_max}" env:"LEDGER_LOGIN_THROTTLE_MAX" help:"Longest throttle."`
+	DataKeyCacheTTL    time.Duration `name:"data-key-cache-ttl" default:"${default_data_key_cache_ttl}" env:"LEDGER_DATA_KEY_CACHE_TTL" help:"How long unwrapped user data keys stay in memory: after an erasure on another instance, the user's sealed data stays readable here at most this long."`
 	ShutdownTimeout    time.Duration `name:"shutdown-timeout" default:"${default_shutdown_timeout}" env:"LEDGER_SHUTDOWN_TIMEOUT" help:"How long graceful shutdown waits for in-flight requests."`
 	freshnessFlags
 	addressFlags
@@ -156,6 +158,7 @@ func (c *serveCmd) Run() error {
 
 		AuthzUnavailableStatus: c.AuthzUnavailableStatus,
 		Notify:                 c.notifyConfig(),
+		DataKeyCacheTTL:        c.DataKeyCacheTTL,
 	})
 	if err != nil {
 		return err

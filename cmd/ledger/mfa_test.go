@@ -9,8 +9,6 @@ import (
 
 	"github.com/pquerna/otp/totp"
 	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/handlers/handlerstest"
-	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 // code is the real TOTP code of a base32 secret at an instant, as an
@@ -245,10 +243,9 @@ func TestTOTPEndToEnd(t *testing.T) {
 func TestTOTPThrottleAndInstances(t *testing.T) {
 	clock := newClock()
 	rule := domain.LoginThrottle{After: 3, Window: time.Hour, Base: 30 * time.Second, Max: 2 * time.Minute}
-	secrets := handlerstest.NewSecrets() // one key store for both, as the real adapter is
-	shared := func(c *ServiceConfig) { c.Secrets = secrets }
-	a := startLedger(t, t.TempDir(), clock, listening, withThrottle(rule), shared)
-	b := startLedger(t, t.TempDir(), clock, joining(a), withThrottle(rule), shared)
+	// b joins a's ledger with a's master key: one key store for both.
+	a := startLedger(t, t.TempDir(), clock, listening, withThrottle(rule))
+	b := startLedger(t, t.TempDir(), clock, joining(a), withThrottle(rule))
 	const email, pw = "throttle-totp@example.com", "throttle password"
 	tok, userID, _ := a.signup(t, email, pw, true)
 	secret, _ := a.enrol(t, tok)
@@ -301,19 +298,4 @@ func syncTo(t *testing.T, from, to *testLedger) {
 		}
 		return nil
 	})
-}
-
-// TestTOTPUnavailableWithoutKeyStore: without a key store (the default
-// until the real ports.Secrets adapter is wired, secrets.go) the second
-// factor answers 503 MFA_UNAVAILABLE and nothing is appended.
-func TestTOTPUnavailableWithoutKeyStore(t *testing.T) {
-	l := startLedger(t, t.TempDir(), newClock(), func(c *ServiceConfig) { c.Secrets = nil })
-	tok, userID, _ := l.signup(t, "nokeys@example.com", "no keys password", true)
-	if r := l.do(t, "POST", "/v1/mfa/totp", tok, nil); r.Status != 503 || r.str("reason") != "MFA_UNAVAILABLE" {
-		t.Fatalf("enrol without a key store: %d %s", r.Status, r.Raw)
-	}
-	if n := len(l.auditEvents(t, userID)); n != 2 {
-		t.Fatalf("%d events, want registration and session only", n)
-	}
-	var _ ports.Secrets = noSecrets{}
 }

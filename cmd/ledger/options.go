@@ -15,6 +15,7 @@ import (
 	kongyaml "github.com/alecthomas/kong-yaml"
 	"github.com/alexedwards/argon2id"
 	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore/datakeys"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/httpapi"
 	"gopkg.in/yaml.v3"
@@ -52,6 +53,9 @@ const (
 	defaultAdminFailureBurst = 5
 	// Buckets remembered per limit (about 270 bytes each: 18 MiB at most).
 	defaultTrackedAddresses = 65536
+	// Unwrapped data keys stay in memory this long: a user erased on
+	// another instance has their sealed data unreadable here within it.
+	defaultDataKeyCacheTTL = datakeys.DefaultCacheTTL
 )
 
 // defaultHashConcurrency is one argon2id run per core: more only queue in
@@ -93,6 +97,7 @@ func flagDefaults() kong.Vars {
 		"default_address_rate":           strconv.FormatFloat(defaultAddressRate, 'g', -1, 64),
 		"default_address_burst":          strconv.Itoa(defaultAddressBurst),
 		"default_tracked_addresses":      strconv.Itoa(defaultTrackedAddresses),
+		"default_data_key_cache_ttl":     defaultDataKeyCacheTTL.String(),
 
 		"default_authz_unavailable_status": strconv.Itoa(httpapi.DefaultAuthzUnavailableStatus),
 	}
@@ -138,6 +143,9 @@ func (c *ServiceConfig) EnsureDefaults() {
 	}
 	if c.HashConcurrency == 0 {
 		c.HashConcurrency = defaultHashConcurrency()
+	}
+	if c.DataKeyCacheTTL == 0 {
+		c.DataKeyCacheTTL = defaultDataKeyCacheTTL
 	}
 	if c.HashQueue == 0 {
 		c.HashQueue = defaultHashQueue()

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
+	"github.com/sessionledger/ledger/eventstore/datakeys"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
 	"github.com/sessionledger/ledger/handlers/command"
 	"github.com/sessionledger/ledger/handlers/httpapi"
@@ -43,6 +44,10 @@ type LogConfig struct {
 	// SigningKeyFile is the key ring (PEM); default <data-dir>/signing.key,
 	// created at a new ledger's first start.
 	SigningKeyFile string
+	// MasterKeyFile wraps the users' data keys (PEM, 0600); default
+	// <data-dir>/master.key, created at a new ledger's first start. Every
+	// instance sharing a ledger needs the same one (datakeys.go).
+	MasterKeyFile string
 	// NATS authenticates this process to an external NATS (--nats-url).
 	NATS natsauth.ClientConfig
 }
@@ -111,9 +116,10 @@ type ServiceConfig struct {
 	Notify NotifyConfig
 	// Challenges bound codes and links; zero: the defaults.
 	Challenges domain.ChallengeRules
-	// Secrets seals users' secrets (TOTP) under each user's data key;
-	// nil: NewSecrets builds it (secrets.go).
-	Secrets ports.Secrets
+	// DataKeyCacheTTL is how long unwrapped data keys stay in memory: a
+	// key erased on another instance stops working here within it.
+	// Default datakeys.DefaultCacheTTL.
+	DataKeyCacheTTL time.Duration
 }
 
 func projectionDir(dataDir string) string { return filepath.Join(dataDir, "projection") }
@@ -122,7 +128,7 @@ func newID() string { return eventstore.NewEventID() }
 
 // application wires the command and query handlers to the adapters: the
 // projection reads, the event store writes.
-func application(proj *projections.Projection, store *eventstore.Store, uses *query.UseRecorder, unknown *command.UnknownEmails, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
+func application(proj *projections.Projection, store *eventstore.Store, secrets ports.Secrets, uses *query.UseRecorder, unknown *command.UnknownEmails, hasher *command.BoundedHasher, cfg ServiceConfig) (command.Handlers, query.Handlers, error) {
 	users, err := command.NewUsers(proj, store, cfg.Now)
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
@@ -134,12 +140,12 @@ func application(proj *projections.Projection, store *eventstore.Store, uses *qu
 	}
 	commands, err := command.New(command.Deps{
 		Users: users, Log: store, Hasher: hasher, Creds: proj, Policy: cfg.Policy, Now: cfg.Now, NewID: newID,
-		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys, Secrets: cfg.Secrets,
+		Throttle: cfg.LoginThrottle, Unknown: unknown, APIKeys: keys, Secrets: secrets,
 	})
 	if err != nil {
 		return command.Handlers{}, query.Handlers{}, err
 	}
-	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj})
+	queries, err := query.New(query.Deps{Sessions: proj, Uses: uses, Log: store, Now: cfg.Now, Revocations: proj, APIKeys: proj, Secrets: secrets})
 	return commands, queries, err
 }
 
@@ -161,13 +167,13 @@ func lifecycleApplication(proj *projections.Projection, store *eventstore.Store,
 }
 
 // adminApplication wires the admin commands and the key checks.
-func adminApplication(proj *projections.Projection, store *eventstore.Store, cfg ServiceConfig) (command.AdminHandlers, query.AccessHandler, error) {
+func adminApplication(proj *projections.Projection, store *eventstore.Store, secrets ports.Secrets, cfg ServiceConfig) (command.AdminHandlers, query.AccessHandler, error) {
 	users, err := command.NewUsers(proj, store, cfg.Now)
 	if err != nil {
 		return command.AdminHandlers{}, query.AccessHandler{}, err
 	}
 	admin, err := command.NewAdmin(command.AdminDeps{
-		Users: users, Registry: proj, Log: store, Owners: proj, Now: cfg.Now, NewID: newID,
+		Users: users, Registry: proj, Log: store, Owners: proj, Now: cfg.Now, NewID: newID, Secrets: secrets,
 	})
 	if err != nil {
 		return command.AdminHandlers{}, query.AccessHandler{}, err
@@ -181,6 +187,7 @@ type Service struct {
 	log      *slog.Logger
 	ll       *ledgerLog
 	proj     *projections.Projection
+	secrets  *datakeys.Store // the users' data keys (ports.Secrets)
 	fresh    *projections.Freshness
 	integ    *projections.Integrity
 	uses     *query.UseRecorder
@@ -268,6 +275,11 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 			return nil, err
 		}
 	}
+	// The users' data keys: after the signing key, so that a start
+	// against someone else's ledger is refused for that first.
+	if s.secrets, err = openSecrets(ctx, s.ll, cfg.LogConfig, cfg.DataKeyCacheTTL, true, log); err != nil {
+		return nil, err
+	}
 	s.ll.store.RegisterMetrics(reg)
 	s.ll.store.SetTrust(s.proj, s.proj)
 	s.ll.store.SetVerifier(ring)
@@ -335,16 +347,11 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	s.stopUnknown = s.runTally(cfg.TallyEvery)
 
-	if cfg.Secrets == nil {
-		if cfg.Secrets, err = NewSecrets(ctx, cfg, s); err != nil {
-			return nil, fmt.Errorf("key store for users' secrets: %w", err)
-		}
-	}
-	commands, queries, err := application(s.proj, s.ll.store, s.uses, s.unknown, hasher, cfg)
+	commands, queries, err := application(s.proj, s.ll.store, s.secrets, s.uses, s.unknown, hasher, cfg)
 	if err != nil {
 		return nil, err
 	}
-	admin, access, err := adminApplication(s.proj, s.ll.store, cfg)
+	admin, access, err := adminApplication(s.proj, s.ll.store, s.secrets, cfg)
 	if err != nil {
 		return nil, err
 	}

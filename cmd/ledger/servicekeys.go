@@ -32,6 +32,12 @@ var cliOperator = domain.Principal{Operator: "cli"}
 // withWritableLog opens the log for writing, as `keys rotate` does, and runs fn
 // with the signing key ring.
 func withWritableLog(f logFlags, o outputFlags, fn func(ctx context.Context, store *eventstore.Store, ring *domain.Keyring) error) error {
+	return withWritableLedger(f, o, func(ctx context.Context, ll *ledgerLog, ring *domain.Keyring) error { return fn(ctx, ll.store, ring) })
+}
+
+// withWritableLedger is withWritableLog with the open log itself (its NATS
+// connection reaches the data keys too).
+func withWritableLedger(f logFlags, o outputFlags, fn func(ctx context.Context, ll *ledgerLog, ring *domain.Keyring) error) error {
 	ctx, stop := signalContext()
 	defer stop()
 	cfg := f.config()
@@ -48,7 +54,7 @@ func withWritableLog(f logFlags, o outputFlags, fn func(ctx context.Context, sto
 		return err
 	}
 	ll.store.SetVerifier(ring)
-	return fn(ctx, ll.store, ring)
+	return fn(ctx, ll, ring)
 }
 
 // decideRetrying runs store.Decide, again after a conflict with another
@@ -224,6 +230,86 @@ func (c *keysRevokeCmd) revoke(out io.Writer) error {
 // usersCmd manages users from the CLI.
 type usersCmd struct {
 	SetRole usersSetRoleCmd `cmd:"" name:"set-role" help:"Give a user a role (admin, user, guest): a user_role_changed event. This is how the first admin is made."`
+	Erase   usersEraseCmd   `cmd:"" name:"erase" help:"Erase a user: a user_erased event (every live session revoked, the email free to sign up again), then the user's data key destroyed, so the sealed email and secrets in the log become unreadable. Again: nothing appended, the key destroyed again."`
+}
+
+type usersEraseCmd struct {
+	logFlags
+	outputFlags
+	User string `name:"user" required:"" help:"User id (from signup's user_id, or 'ledger audit history --email')."`
+}
+
+func (c *usersEraseCmd) Run() error { return c.erase(os.Stdout) }
+
+func (c *usersEraseCmd) erase(out io.Writer) error {
+	return withWritableLedger(c.logFlags, c.outputFlags, func(ctx context.Context, ll *ledgerLog, ring *domain.Keyring) error {
+		secrets, err := openSecrets(ctx, ll, c.config(), 0, true, c.logger())
+		if err != nil {
+			return err
+		}
+		already, revoked := false, 0
+		v, err := decideRetrying(ctx, ll.store, ring, eventstore.UserSubject(c.User), func(history []domain.Event, at time.Time) ([]domain.Event, error) {
+			u, err := foldUser(c.User, history)
+			if err != nil {
+				return nil, err
+			}
+			e, ok := u.Erase(cliOperator, at)
+			already, revoked = !ok, u.LiveSessions(at)
+			if !ok {
+				return nil, nil
+			}
+			return []domain.Event{e}, nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := secrets.Destroy(ctx, c.User); err != nil {
+			return fmt.Errorf("user %s is erased in the log, but its data key was not destroyed (run this again to finish): %w", c.User, err)
+		}
+		if already {
+			fmt.Fprintf(out, "user %s was already erased; its data key is destroyed\n", c.User)
+		} else {
+			fmt.Fprintf(out, "user %s erased at sequence %d (%d live sessions revoked); its data key is destroyed\n", c.User, v.Seq, revoked)
+		}
+		return nil
+	})
+}
+
+// foldUser is what the CLI's decisions need of a user, folded from the
+// user's authentic events: its sessions, role and erasure.
+func foldUser(userID string, history []domain.Event) (*domain.User, error) {
+	registered, erased := false, false
+	role := domain.RoleUser
+	var sessions []*domain.Session
+	for _, e := range history {
+		switch e.Type {
+		case domain.EventUserRegistered:
+			registered = true
+		case domain.EventUserErased:
+			erased = true
+		case domain.EventSessionStarted:
+			s, err := domain.SessionFromEvent(e)
+			if err != nil {
+				return nil, err
+			}
+			sessions = append(sessions, s)
+			continue
+		}
+		for _, s := range sessions {
+			if err := s.Apply(e); err != nil {
+				return nil, err
+			}
+		}
+		r, err := domain.ApplyRole(role, e)
+		if err != nil {
+			return nil, err
+		}
+		role = r
+	}
+	if !registered {
+		return nil, fmt.Errorf("%w: %s", domain.ErrUserNotFound, userID)
+	}
+	return domain.NewUser(userID, "", "", sessions).WithRole(role).WithErased(erased), nil
 }
 
 type usersSetRoleCmd struct {

@@ -20,7 +20,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/sessionledger/ledger/eventstore/datakeys"
 	"github.com/sessionledger/ledger/eventstore/natsauth"
+	ledgerports "github.com/sessionledger/ledger/handlers/ports"
 )
 
 const deployDir = "../../deploy/nats"
@@ -261,6 +263,33 @@ func TestDeployCluster(t *testing.T) {
 	})
 	readerErrs.waitDenied(t, "ledger.user.u0", "$JS.API.STREAM.UPDATE.LEDGER")
 	ledgerErrs.waitDenied(t, "$JS.API.STREAM.UPDATE.LEDGER", "$JS.API.STREAM.DELETE.LEDGER", "$JS.API.STREAM.PURGE.LEDGER")
+
+	// ledger: the users' data keys in their own R3 bucket, which it
+	// creates, writes and erases from (secure delete); the reader cannot
+	// open it.
+	var master [32]byte
+	master[0] = 1
+	var dk *datakeys.Store
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		var err error
+		dk, err = datakeys.Open(ctx, lnc, datakeys.Config{Create: true, Replicas: 3, Master: master})
+		return err
+	})
+	sealed, err := dk.Seal(ctx, "u1", "email", []byte("ann@example.com"))
+	if err != nil {
+		t.Fatalf("ledger seals under a data key: %v", err)
+	}
+	if err := dk.Destroy(ctx, "u1"); err != nil {
+		t.Fatalf("ledger destroys a data key: %v", err)
+	}
+	if _, err := dk.Open(ctx, "u1", "email", sealed); !errors.Is(err, ledgerports.ErrErased) {
+		t.Fatalf("after Destroy: %v", err)
+	}
+	octx, ocancel := context.WithTimeout(ctx, time.Second)
+	if _, err := datakeys.Open(octx, rnc, datakeys.Config{Master: master}); err == nil {
+		t.Error("the reader opened the data keys' bucket")
+	}
+	ocancel()
 
 	// operator: the one who edits the stream.
 	ojs := newJS(t, asUser(operator))

@@ -47,6 +47,8 @@ type AdminDeps struct {
 	Now      func() time.Time
 	NewID    func() string // key and app ids
 	Rand     io.Reader
+	// Secrets destroys an erased user's data key.
+	Secrets ports.Secrets
 }
 
 // AdminHandlers are the admin commands, wired once.
@@ -58,12 +60,13 @@ type AdminHandlers struct {
 	SetRole          SetRoleHandler
 	RevokeSession    AdminRevokeSessionHandler
 	RevokeSessions   AdminRevokeSessionsHandler
+	EraseUser        EraseUserHandler
 }
 
 // NewAdmin builds the admin commands, refusing missing dependencies.
 func NewAdmin(d AdminDeps) (AdminHandlers, error) {
-	if d.Users == nil || d.Registry == nil || d.Log == nil || d.Owners == nil || d.Now == nil || d.NewID == nil {
-		return AdminHandlers{}, errors.New("command.NewAdmin: Users, Registry, Log, Owners, Now and NewID are required")
+	if d.Users == nil || d.Registry == nil || d.Log == nil || d.Owners == nil || d.Now == nil || d.NewID == nil || d.Secrets == nil {
+		return AdminHandlers{}, errors.New("command.NewAdmin: Users, Registry, Log, Owners, Now, NewID and Secrets are required")
 	}
 	if d.Rand == nil {
 		d.Rand = rand.Reader
@@ -72,6 +75,7 @@ func NewAdmin(d AdminDeps) (AdminHandlers, error) {
 		CreateServiceKey: CreateServiceKeyHandler{d}, RevokeServiceKey: RevokeServiceKeyHandler{d},
 		RegisterApp: RegisterAppHandler{d}, RevokeApp: RevokeAppHandler{d},
 		SetRole: SetRoleHandler{d}, RevokeSession: AdminRevokeSessionHandler{d}, RevokeSessions: AdminRevokeSessionsHandler{d},
+		EraseUser: EraseUserHandler{d},
 	}, nil
 }
 
@@ -270,4 +274,42 @@ func (h AdminRevokeSessionsHandler) Handle(ctx context.Context, by domain.Princi
 		return events, err
 	})
 	return revoked, seq, err
+}
+
+// Erasure is what EraseUser did: how many live sessions the user_erased
+// event revoked, and whether the user was erased already (then nothing
+// was appended, and the data key was destroyed again).
+type Erasure struct {
+	Revoked int
+	Already bool
+	Seq     uint64
+}
+
+// EraseUserHandler erases a user: a user_erased event (which revokes every
+// live session of the user and frees the email), then the destruction of
+// the user's data key, which makes the sealed email and secrets in the log
+// unreadable. The event comes first: should the destruction fail, the
+// erasure is decided and the caller erases again (which appends nothing
+// and destroys the key).
+type EraseUserHandler struct{ AdminDeps }
+
+func (h EraseUserHandler) Handle(ctx context.Context, by domain.Principal, userID string) (Erasure, error) {
+	var out Erasure
+	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+		e, ok := u.Erase(by, at)
+		out = Erasure{Already: !ok}
+		if !ok {
+			return nil, nil
+		}
+		out.Revoked = u.LiveSessions(at)
+		return []domain.Event{e}, nil
+	})
+	if err != nil {
+		return Erasure{}, err
+	}
+	out.Seq = seq
+	if err := h.Secrets.Destroy(ctx, userID); err != nil {
+		return out, fmt.Errorf("erase user %s: erased in the log, but its data key was not destroyed (erase again to finish): %w", userID, err)
+	}
+	return out, nil
 }

@@ -22,6 +22,7 @@ type fixture struct {
 	unknown *UnknownEmails
 	ledger  *handlerstest.Ledger
 	hasher  *handlerstest.Hasher
+	secrets *handlerstest.Secrets
 	users   *Users
 	h       Handlers
 	now     time.Time
@@ -29,7 +30,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	fx := &fixture{ledger: handlerstest.NewLedger(), hasher: &handlerstest.Hasher{}, now: t0}
+	fx := &fixture{ledger: handlerstest.NewLedger(), hasher: &handlerstest.Hasher{}, secrets: handlerstest.NewSecrets(), now: t0}
 	now := func() time.Time { return fx.now }
 	var err error
 	if fx.users, err = NewUsers(fx.ledger, fx.ledger, now); err != nil {
@@ -40,7 +41,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	fx.h, err = New(Deps{Users: fx.users, Log: fx.ledger, Hasher: fx.hasher, Creds: fx.ledger, Policy: domain.DefaultPolicy(),
-		Throttle: testThrottle, Unknown: fx.unknown, Secrets: handlerstest.NewSecrets(),
+		Throttle: testThrottle, Unknown: fx.unknown, Secrets: fx.secrets,
 		Now: now, NewID: func() string { ids++; return fmt.Sprintf("id-%d", ids) }})
 	if err != nil {
 		t.Fatal(err)

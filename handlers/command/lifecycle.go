@@ -129,7 +129,7 @@ func (h ChangePasswordHandler) Handle(ctx context.Context, caller SessionRef, c 
 	}
 	if !ok {
 		if _, err := h.Users.Update(ctx, caller.UserID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-			return u.FailLogin(u.Email(), at, h.Throttle), nil
+			return u.FailCurrentPassword(at, h.Throttle), nil
 		}); err != nil {
 			return 0, 0, fmt.Errorf("record failed password check: %w", err)
 		}
@@ -281,12 +281,10 @@ func (d LifecycleDeps) decideAnswer(ctx context.Context, purpose domain.Purpose,
 	if u == nil {
 		return 0, domain.ErrInvalidCode
 	}
-	if email == "" {
-		email = u.Email()
-	} else if u.Email() != email {
+	if email != "" && domain.EmailHash(email) != u.EmailHash() {
 		return 0, domain.ErrInvalidCode
 	}
-	ans.Email = email
+	ans.EmailHash = u.EmailHash()
 	matched, prepared := false, prepare == nil
 	if _, _, ok := u.AnswerChallenge(ans, domain.NextEventTime(d.Now(), version.Time), d.Throttle); ok && !prepared {
 		if err := prepare(); err != nil {

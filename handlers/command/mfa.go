@@ -20,10 +20,6 @@ import (
 // event, and opened only to check a code; it is never in the log, the data
 // dir or the logs in clear.
 
-// ErrNoSecrets is what a key store answers when none is configured: the
-// second factor is unavailable.
-var ErrNoSecrets = errors.New("no key store for users' secrets is configured")
-
 // SecretPurposeTOTP is the ports.Secrets purpose of a TOTP secret.
 const SecretPurposeTOTP = "totp"
 
@@ -103,7 +99,7 @@ func (h StartMFAHandler) Handle(ctx context.Context, caller SessionRef) (MFAEnro
 			return nil, err
 		}
 		key, err := totp.Generate(totp.GenerateOpts{
-			Issuer: h.issuer(), AccountName: u.Email(), Period: domain.TOTPStepSeconds,
+			Issuer: h.issuer(), AccountName: u.ID(), Period: domain.TOTPStepSeconds, // the email is sealed
 			Secret: secret, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1,
 		})
 		if err != nil {

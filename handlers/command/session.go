@@ -30,8 +30,8 @@ type Deps struct {
 	// APIKeys bound personal API keys; the zero value is
 	// domain.DefaultAPIKeyRules.
 	APIKeys domain.APIKeyRules
-	// Secrets seals a user's TOTP secret under the user's data key
-	// (mfa.go); required.
+	// Secrets seals personal data (the email at signup) and secrets (a
+	// TOTP seed, mfa.go) under each user's data key; required.
 	Secrets ports.Secrets
 	// TOTPIssuer names the ledger in authenticator apps;
 	// DefaultTOTPIssuer when empty.

@@ -43,9 +43,20 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 	if err != nil {
 		return Issued{}, err
 	}
+	// The email reaches the log only sealed under the user's own data
+	// key (and as its hash), so that erasing the user makes it unreadable.
+	sealed, err := h.Secrets.Seal(ctx, userID, SecretEmail, []byte(email))
+	if errors.Is(err, ports.ErrErased) {
+		// The claim names a user erased since (a claim this signup lost
+		// to a moment ago): the email is free again; try once more.
+		return Issued{}, fmt.Errorf("signup: %w", domain.ErrEmailTaken)
+	}
+	if err != nil {
+		return Issued{}, fmt.Errorf("seal email: %w", err)
+	}
 	var issued Issued
 	seq, err := h.Users.Create(ctx, userID, func(at time.Time) ([]domain.Event, error) {
-		reg, err := domain.Register(userID, email, hash, at)
+		reg, err := domain.Register(userID, email, sealed, hash, at)
 		if err != nil {
 			return nil, err
 		}
@@ -63,11 +74,16 @@ func (h SignupHandler) Handle(ctx context.Context, c Credentials) (Issued, error
 	return issued, nil
 }
 
+// SecretEmail is the purpose the email is sealed under (ports.Secrets).
+const SecretEmail = "email"
+
 // claim appends a claim on the email's subject, expecting no authentic
 // claim there, and returns the user id the email belongs to: ours, or that
 // of whoever claimed it first. Only an authentic claim counts: a message
 // someone without the signing key put on the subject makes the first append
-// conflict, and is then passed over.
+// conflict, and is then passed over. A claim whose user was erased does
+// not count either (ClaimedUser no longer reports it): the new claim is
+// appended at the subject's current version, after the old ones.
 func (h SignupHandler) claim(ctx context.Context, email string) (string, error) {
 	emailHash := domain.EmailHash(email)
 	userID := h.NewID()

@@ -49,7 +49,7 @@ type Ledger struct {
 
 	// The read model.
 	users    map[string]user                       // user id -> registration
-	emails   map[string]string                     // normalized email -> user id
+	emails   map[string]string                     // email hash -> user id (not erased)
 	claims   map[string]string                     // email hash -> user of the first claim
 	sessions map[string]map[string]*domain.Session // user id -> session id -> session
 	owners   map[string]string                     // session id -> user id
@@ -67,7 +67,10 @@ type Ledger struct {
 	failFacts    error
 }
 
-type user struct{ email, passwordHash string }
+type user struct {
+	emailHash, passwordHash string
+	erased                  bool
+}
 
 // NewLedger is an empty ledger.
 func NewLedger() *Ledger {
@@ -242,8 +245,9 @@ func (l *Ledger) UserHistory(_ context.Context, userID string) ([]ports.StoredEv
 	return slices.Clone(l.history[userSubject(userID)]), nil
 }
 
-// EmailHistory is an email's claims and the user of the first accepted one,
-// or ports.ErrNotInLog.
+// EmailHistory is an email's claims and the user of the claim in force
+// (the last accepted one: a later claim lands only after the erasure of
+// the user before), or ports.ErrNotInLog.
 func (l *Ledger) EmailHistory(_ context.Context, email string) (string, []ports.StoredEvent, error) {
 	normalized, err := domain.NormalizeEmail(email)
 	if err != nil {
@@ -252,12 +256,16 @@ func (l *Ledger) EmailHistory(_ context.Context, email string) (string, []ports.
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	history := l.history[emailSubject(domain.EmailHash(normalized))]
+	userID := ""
 	for _, se := range history {
 		if se.Err == nil && se.Event.Type == domain.EventEmailClaimed {
-			return se.Event.UserID, slices.Clone(history), nil
+			userID = se.Event.UserID
 		}
 	}
-	return "", nil, fmt.Errorf("email %s: %w", normalized, ports.ErrNotInLog)
+	if userID == "" {
+		return "", nil, fmt.Errorf("email %s: %w", normalized, ports.ErrNotInLog)
+	}
+	return userID, slices.Clone(history), nil
 }
 
 // append stores e on subject, with an id and a time no earlier than the
@@ -308,10 +316,28 @@ func (l *Ledger) fold(e domain.Event) error {
 		if err != nil {
 			return err
 		}
-		if owner, taken := l.emails[p.Email]; taken && owner != e.UserID {
+		if owner, taken := l.emails[p.Hash()]; taken && owner != e.UserID {
 			return fmt.Errorf("handlerstest: event %s: email already belongs to another user", e.ID)
 		}
-		l.emails[p.Email], l.users[e.UserID] = e.UserID, user{email: p.Email, passwordHash: p.PasswordHash}
+		l.emails[p.Hash()], l.users[e.UserID] = e.UserID, user{emailHash: p.Hash(), passwordHash: p.PasswordHash}
+	case domain.EventUserErased:
+		u, ok := l.users[e.UserID]
+		if !ok {
+			return fmt.Errorf("handlerstest: event %s: erasure of an unknown user", e.ID)
+		}
+		for _, s := range l.sessions[e.UserID] {
+			if err := s.Apply(e); err != nil {
+				return err
+			}
+		}
+		if l.emails[u.emailHash] == e.UserID {
+			delete(l.emails, u.emailHash)
+		}
+		if l.claims[u.emailHash] == e.UserID {
+			delete(l.claims, u.emailHash)
+		}
+		u.erased, u.passwordHash = true, ""
+		l.users[e.UserID] = u
 	case domain.EventSessionStarted:
 		s, err := domain.SessionFromEvent(e)
 		if err != nil {
@@ -427,7 +453,7 @@ func (l *Ledger) LoadUser(userID string, _ ...string) (*domain.User, ports.Versi
 	for _, s := range l.sessions[userID] {
 		ss = append(ss, copySession(s))
 	}
-	return domain.NewUser(userID, u.email, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)).WithMFA(l.mfa[userID]), v, nil
+	return domain.NewUser(userID, u.emailHash, u.passwordHash, ss).WithFailures(l.failures[userID]).WithAPIKeys(l.apiKeys(userID)).WithMFA(l.mfa[userID]).WithErased(u.erased), v, nil
 }
 
 // WaitFor returns at once: every append is applied when it returns.
@@ -449,7 +475,7 @@ func (l *Ledger) Accepted(_ context.Context, seq uint64) error {
 func (l *Ledger) Credentials(email string) (string, string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	userID, ok := l.emails[email]
+	userID, ok := l.emails[domain.EmailHash(email)]
 	if !ok {
 		return "", "", domain.ErrUserNotFound
 	}

@@ -109,6 +109,7 @@ func (a *API) routes() []routeRow {
 		row("PUT", "/v1/admin/users/{id}/role", Admins, domain.ScopeAdmin, a.setRole),
 		row("GET", "/v1/admin/users/{id}/sessions", Admins, domain.ScopeAdmin, a.adminUserSessions),
 		row("POST", "/v1/admin/users/{id}/revoke-sessions", Admins, domain.ScopeAdmin, a.adminRevokeUserSessions),
+		row("POST", "/v1/admin/users/{id}/erase", Admins, domain.ScopeAdmin, a.eraseUser),
 		row("DELETE", "/v1/admin/sessions/{id}", Admins, domain.ScopeAdmin, a.adminRevokeSession),
 		row("GET", "/healthz", Everyone, "", a.healthz),
 		row("GET", "/readyz", Everyone, "", a.readyz),

@@ -246,3 +246,24 @@ func (a *API) adminRevokeUserSessions(w http.ResponseWriter, r *http.Request) {
 	}
 	successAt(w, http.StatusOK, revokedResponse{Revoked: revoked, Seq: seq}, seq)
 }
+
+type erasureResponse struct {
+	Already bool   `json:"already_erased"`
+	Revoked int    `json:"revoked"`
+	Seq     uint64 `json:"seq"`
+	UserID  string `json:"user_id"`
+}
+
+// eraseUser erases a user: user_erased (every live session revoked, the
+// email free for a new signup), then the user's data key destroyed, so the
+// sealed email and secrets in the log are unreadable. Again: 200, nothing
+// appended, the key destroyed again.
+func (a *API) eraseUser(w http.ResponseWriter, r *http.Request) {
+	userID := r.PathValue("id")
+	out, err := a.cfg.Admin.EraseUser.Handle(r.Context(), principalOf(r), userID)
+	if err != nil {
+		a.adminUserError(w, r, err)
+		return
+	}
+	successAt(w, http.StatusOK, erasureResponse{Already: out.Already, Revoked: out.Revoked, Seq: out.Seq, UserID: userID}, out.Seq)
+}

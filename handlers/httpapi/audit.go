@@ -63,7 +63,11 @@ func (a *API) auditUserEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			body := userEventsBody{UserID: userID, Events: make([]StoredEventBody, 0, len(events))}
 			for _, se := range events {
-				body.Events = append(body.Events, StoredEventJSON(se))
+				b := StoredEventJSON(se)
+				if se.Err == nil {
+					b.Email = a.cfg.Queries.Audit.RevealEmail(r.Context(), se.Event)
+				}
+				body.Events = append(body.Events, b)
 			}
 			writeJSON(w, http.StatusOK, body)
 			return

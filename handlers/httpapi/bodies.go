@@ -182,6 +182,11 @@ func AsOfJSON(res query.AsOf) AsOfBody {
 // by the HTTP API and `ledger audit`: where it sits, and the event as stored
 // (or why it is not one).
 type StoredEventBody struct {
+	// Email is a user_registered event's email as the audit may show it:
+	// the email, "(erased)" once the user's data key is destroyed, or
+	// "(sealed)" where it cannot be opened (query.RevealEmail). The event
+	// itself holds only its hash and sealed form.
+	Email    string        `json:"email,omitempty"`
 	Error    string        `json:"error,omitempty"`
 	Event    *domain.Event `json:"event,omitempty"`
 	Seq      uint64        `json:"seq"`

@@ -74,7 +74,6 @@ var errorTable = []struct {
 	{domain.ErrMFAAlreadyEnabled, http.StatusConflict, "MFA_ALREADY_ENABLED", "a second factor is already enabled for this account; disable it first", 0},
 	{domain.ErrMFANotEnabled, http.StatusConflict, "MFA_NOT_ENABLED", "no second factor is enabled for this account", 0},
 	{domain.ErrMFANotPending, http.StatusConflict, "MFA_NOT_PENDING", "no enrolment is pending: POST /v1/mfa/totp first", 0},
-	{command.ErrNoSecrets, http.StatusServiceUnavailable, "MFA_UNAVAILABLE", "two-factor authentication is not available on this ledger (no key store for secrets is configured)", 0},
 	// The per-address limits (ratelimit.go) set their own Retry-After.
 	{errRateLimited, http.StatusTooManyRequests, "RATE_LIMITED", "too many requests from this address; retry after Retry-After seconds", 1},
 }

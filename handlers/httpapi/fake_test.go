@@ -25,6 +25,7 @@ func (s seededRand) Read(p []byte) (int, error) { return s.r.Read(p) }
 // key "admin".
 func fakeAPI(now func() time.Time) (*API, error) {
 	f := handlerstest.NewLedger()
+	secrets := handlerstest.NewSecrets()
 	users, err := command.NewUsers(f, f, now)
 	if err != nil {
 		return nil, err
@@ -37,7 +38,7 @@ func fakeAPI(now func() time.Time) (*API, error) {
 	var idMu sync.Mutex
 	commands, err := command.New(command.Deps{
 		Users: users, Log: f, Hasher: &handlerstest.Hasher{}, Creds: f, Policy: domain.DefaultPolicy(), Now: now,
-		Throttle: domain.DefaultLoginThrottle(), Unknown: unknown, Secrets: handlerstest.NewSecrets(),
+		Throttle: domain.DefaultLoginThrottle(), Unknown: unknown, Secrets: secrets,
 		NewID: func() string {
 			idMu.Lock()
 			defer idMu.Unlock()
@@ -55,7 +56,7 @@ func fakeAPI(now func() time.Time) (*API, error) {
 	}
 	reg := &fakeRegistry{users: f, version: map[string]ports.Version{}}
 	var keyIDs atomic.Int64
-	admin, err := command.NewAdmin(command.AdminDeps{Users: users, Registry: reg, Log: fakeRegistryLog{reg}, Owners: f, Now: now,
+	admin, err := command.NewAdmin(command.AdminDeps{Users: users, Registry: reg, Log: fakeRegistryLog{reg}, Owners: f, Now: now, Secrets: secrets,
 		NewID: func() string { return "key-" + strconv.FormatInt(keyIDs.Add(1), 10) }, Rand: seededRand{rand.NewChaCha8([32]byte{2})}})
 	if err != nil {
 		return nil, err

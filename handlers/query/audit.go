@@ -31,6 +31,53 @@ type (
 type AuditHandler struct {
 	Owners sessionOwners
 	Log    userHistory
+	// Secrets opens sealed emails for RevealEmail; nil shows them as
+	// EmailSealed.
+	Secrets SecretOpener
+}
+
+// SecretOpener is the part of ports.Secrets the audit needs.
+type SecretOpener interface {
+	Open(ctx context.Context, userID, purpose, sealed string) ([]byte, error)
+}
+
+// What the audit shows for a registration's email when it cannot show the
+// email itself.
+const (
+	EmailErased = "(erased)" // the user's data key was destroyed
+	EmailSealed = "(sealed)" // this reader cannot open it (no data keys at hand)
+)
+
+// SecretEmail is the purpose emails are sealed under (as the signup seals
+// them).
+const SecretEmail = "email"
+
+// RevealEmail is the email of a user_registered event as an auditor may
+// see it: the email, EmailErased once the user's data key is destroyed, or
+// EmailSealed if it cannot be opened here. Other events have none ("").
+// Registrations written before emails were sealed show theirs as stored.
+func (h AuditHandler) RevealEmail(ctx context.Context, e domain.Event) string {
+	if e.Type != domain.EventUserRegistered {
+		return ""
+	}
+	p, err := domain.DecodePayload[domain.UserRegistered](e)
+	if err != nil {
+		return ""
+	}
+	if p.EmailSealed == "" {
+		return p.Email
+	}
+	if h.Secrets == nil {
+		return EmailSealed
+	}
+	clear, err := h.Secrets.Open(ctx, e.UserID, SecretEmail, p.EmailSealed)
+	switch {
+	case errors.Is(err, ports.ErrErased):
+		return EmailErased
+	case err != nil:
+		return EmailSealed
+	}
+	return string(clear)
 }
 
 // AsOf is an as-of verdict with the stream position of each event cited.

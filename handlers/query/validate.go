@@ -78,6 +78,9 @@ type Deps struct {
 	Revocations revocationLog
 	// APIKeys lists personal API keys (apikeys.go).
 	APIKeys apiKeyReader
+	// Secrets, if set, opens the sealed emails the audit shows
+	// (otherwise they show as "(sealed)").
+	Secrets SecretOpener
 }
 
 // Handlers are the read side's queries, wired once.
@@ -98,7 +101,7 @@ func New(d Deps) (Handlers, error) {
 	return Handlers{
 		Validate: ValidateHandler{Sessions: d.Sessions, Roles: roles, Uses: d.Uses, Now: d.Now},
 		Sessions: SessionsHandler{Sessions: d.Sessions, Now: d.Now},
-		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log},
+		Audit:    AuditHandler{Owners: d.Sessions, Log: d.Log, Secrets: d.Secrets},
 		Feed:     FeedHandler{Log: d.Revocations},
 		APIKeys:  APIKeysHandler{Keys: d.APIKeys, Now: d.Now},
 	}, nil

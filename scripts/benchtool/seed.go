@@ -187,7 +187,7 @@ func seedDataset(ctx context.Context, dir string, sessions, perUser, pool, touch
 		}
 		uid := newID()
 		email := fmt.Sprintf("bench-%07d@example.com", u)
-		reg, err := domain.Register(uid, email, pwHash, base.Add(-time.Minute))
+		reg, err := domain.Register(uid, email, "", pwHash, base.Add(-time.Minute))
 		if err != nil {
 			genErr = err
 			break
