@@ -307,6 +307,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		}, nil, trusted, 7, eventstore.ProblemSignature, -1},
 		{"dropped event", func(r []eventstore.Record) []eventstore.Record { return append(r[:5], r[6:]...) }, nil, trusted, 7, eventstore.ProblemMissing, 7},
 		{"two events swapped", func(r []eventstore.Record) []eventstore.Record { r[3], r[5] = r[5], r[3]; return r }, nil, trusted, 4, eventstore.ProblemReordered, 5},
+		{"an old event replayed at the end", func(r []eventstore.Record) []eventstore.Record { return append(r, r[3]) }, nil, trusted, 12, eventstore.ProblemReordered, 3},
 		{"newest event re-hashed, caught by a pin", func(r []eventstore.Record) []eventstore.Record { r[10] = alter(r[10], true); return r },
 			map[uint64]eventstore.StreamDigest{11: clean.Digest}, trusted, 11, eventstore.ProblemPin, -1},
 		{"garbage appended", func(r []eventstore.Record) []eventstore.Record {

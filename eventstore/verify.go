@@ -90,21 +90,29 @@ type VerifyOptions struct {
 // against what the ledger really wrote. Verify also checks that stream
 // sequences are contiguous and that pinned stream digests still match.
 // Problems are listed in stream order.
+//
+// Memory is bounded by the number of subjects (the last authentic hash of
+// each), not by the number of events: no hash is kept once its subject has
+// moved on. Telling a broken link apart as missing or reordered needs to
+// know whether the hash it names was an authentic event earlier in the
+// stream; a clean stream never asks, and a stream with broken links is read
+// a second time to answer for those links only (memory bounded by the
+// number of problems).
 func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
-	heads := map[string]string{}     // subject -> hash of its last authentic event
-	seen := map[string]bool{}        // every authentic event hash so far
-	unresolved := map[string][]int{} // unknown prev hash -> problem indexes
+	heads := map[string]string{} // subject -> hash of its last authentic event
+	// Broken links: the prev hash they name -> problem indexes. pending are
+	// unresolved so far; every broken link is also in links, for the second
+	// read.
+	pending := map[string][]int{}
+	links := map[string][]int{}
 	var chain domain.KeyChain
 	var digest StreamDigest
 	var prevSeq uint64
 	problem := func(r Record, e domain.Event, kind, detail string) {
 		rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Kind: kind, Detail: detail})
 	}
-	// The order is domain.Judge's (hash, link, then signature), spelt out
-	// here because the hashes were checked ahead of time on several cores
-	// and a broken link is told apart as missing or reordered.
-	check := func(it *verifyItem) {
+	check := func(it *verifyItem) bool {
 		r, e := it.rec, it.event
 		rep.Messages++
 		if r.Seq != prevSeq+1 {
@@ -123,45 +131,30 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		if o.Progress != nil && r.Seq%4096 == 0 {
 			o.Progress(r.Seq, 0)
 		}
-		if _, ok := heads[r.Subject]; !ok {
-			heads[r.Subject] = ""
-		}
-		if it.decodeErr != nil {
-			problem(r, e, ProblemCorrupt, it.decodeErr.Error())
-			return
-		}
-		if it.hashErr != nil {
-			problem(r, e, ProblemAltered, "content does not match the event's hash")
-			return
-		}
-		if head := heads[r.Subject]; e.PrevHash != head {
-			p := Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID}
-			switch {
-			case seen[e.PrevHash]:
-				p.Kind, p.Detail = ProblemReordered, "links to an earlier event than the subject's previous one"
-			default:
-				p.Kind, p.Detail = ProblemMissing, "links to an event that is not in the stream before it"
-				unresolved[e.PrevHash] = append(unresolved[e.PrevHash], len(rep.Problems))
-			}
-			rep.Problems = append(rep.Problems, p)
-			return
-		}
-		// Last, because it folds key events into the chain.
-		if err := chain.Authenticate(e, it); err != nil {
-			problem(r, e, ProblemSignature, err.Error())
-			return
+		switch kind, detail := judgeVerifyItem(it, heads, &chain); kind {
+		case "":
+		case ProblemMissing:
+			// Or reordered: settled below if the event it links to comes
+			// later, by the second read if it came earlier.
+			idx := len(rep.Problems)
+			problem(r, e, kind, detail)
+			pending[e.PrevHash] = append(pending[e.PrevHash], idx)
+			links[e.PrevHash] = append(links[e.PrevHash], idx)
+			return true
+		default:
+			problem(r, e, kind, detail)
+			return true
 		}
 		// An event that shows up after one linking to it was stored out of
 		// order; the earlier report was not a loss.
-		if idx, ok := unresolved[e.Hash]; ok {
+		if idx, ok := pending[e.Hash]; ok {
 			for _, i := range idx {
 				rep.Problems[i].Kind = ProblemReordered
 				rep.Problems[i].Detail = fmt.Sprintf("stored before the event it links to (event %s, seq %d)", e.ID, r.Seq)
 			}
-			delete(unresolved, e.Hash)
+			delete(pending, e.Hash)
 		}
-		seen[e.Hash] = true
-		heads[r.Subject] = e.Hash
+		return true
 	}
 	err := verifyPipeline(ctx, s.stream, o.Workers, check)
 	if err != nil {
@@ -172,6 +165,11 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 	rep.Digest = digest
 	rep.Keys = chain.Order
 	rep.Anchored = chain.Anchored(o.Trusted)
+	if len(links) > 0 {
+		if err := s.linksToEarlier(ctx, o.Workers, links, rep.Problems); err != nil {
+			return rep, err
+		}
+	}
 	if len(o.Trusted) > 0 && !rep.Anchored {
 		detail := "the log introduces no signing key"
 		if len(chain.Order) > 0 {
@@ -186,6 +184,74 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 	}
 	sort.SliceStable(rep.Problems, func(i, j int) bool { return rep.Problems[i].Seq < rep.Problems[j].Seq })
 	return rep, nil
+}
+
+// judgeVerifyItem is domain.Judge's order (hash, link, then signature),
+// spelt out because the hashes were checked ahead of time on several cores
+// and a broken link is reported as ProblemMissing for the caller to refine.
+// An authentic event becomes its subject's head ("" returned).
+func judgeVerifyItem(it *verifyItem, heads map[string]string, chain *domain.KeyChain) (kind, detail string) {
+	r, e := it.rec, it.event
+	head, ok := heads[r.Subject]
+	if !ok {
+		heads[r.Subject] = ""
+	}
+	switch {
+	case it.decodeErr != nil:
+		return ProblemCorrupt, it.decodeErr.Error()
+	case it.hashErr != nil:
+		return ProblemAltered, "content does not match the event's hash"
+	case e.PrevHash != head:
+		return ProblemMissing, "links to an event that is not in the stream before it"
+	}
+	// Last, because it folds key events into the chain.
+	if err := chain.Authenticate(e, it); err != nil {
+		return ProblemSignature, err.Error()
+	}
+	heads[r.Subject] = e.Hash
+	return "", ""
+}
+
+// linksToEarlier re-reads the stream, judging it as Verify did, up to the
+// last broken link, and marks as reordered each broken link whose hash was
+// an authentic event before it: it links to an earlier event than its
+// subject's previous one. links maps a hash to the problems naming it.
+func (s *Reader) linksToEarlier(ctx context.Context, workers int, links map[string][]int, problems []Problem) error {
+	var last uint64
+	for _, idx := range links {
+		for _, i := range idx {
+			last = max(last, problems[i].Seq)
+		}
+	}
+	heads := map[string]string{}
+	var chain domain.KeyChain
+	return verifyPipeline(ctx, s.stream, workers, func(it *verifyItem) bool {
+		if it.rec.Seq >= last {
+			return false
+		}
+		if kind, _ := judgeVerifyItem(it, heads, &chain); kind != "" {
+			return true
+		}
+		idx, ok := links[it.event.Hash]
+		if !ok {
+			return true
+		}
+		rest := idx[:0]
+		for _, i := range idx {
+			if problems[i].Seq > it.rec.Seq {
+				problems[i].Kind = ProblemReordered
+				problems[i].Detail = "links to an earlier event than the subject's previous one"
+			} else {
+				rest = append(rest, i)
+			}
+		}
+		if len(rest) == 0 {
+			delete(links, it.event.Hash)
+		} else {
+			links[it.event.Hash] = rest
+		}
+		return len(links) > 0
+	})
 }
 
 func keyIDs(keys []domain.PublicKey) string {
@@ -221,9 +287,11 @@ func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
 
 // verifyPipeline reads the stream, checks hashes and Ed25519 signatures on
 // several cores (about 80 µs each on one), and hands the results to judge
-// in stream order. Keys are learnt from key events as they are read, before
-// they are judged; judge only trusts a result for the key it finds in force.
-func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, judge func(*verifyItem)) error {
+// in stream order, until judge returns false. Keys are learnt from key
+// events as they are read, before they are judged; judge only trusts a
+// result for the key it finds in force. Memory is bounded by the channels'
+// capacity and the keys, whatever the stream's length.
+func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, judge func(*verifyItem) bool) error {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
@@ -274,12 +342,23 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, j
 			return nil
 		})
 	}()
+	stopped := false
 	for it := range ordered {
+		if stopped {
+			continue // drain: the reader stops at the cancel
+		}
 		<-it.done
-		judge(it)
+		if !judge(it) {
+			stopped = true
+			cancel()
+		}
 	}
 	wg.Wait()
-	return <-readErr
+	err := <-readErr
+	if stopped && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // ErrTampered is returned by callers that treat any problem as failure.

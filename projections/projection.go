@@ -22,9 +22,10 @@ import (
 
 // Projection is the Pebble-backed read model of the ledger.
 type Projection struct {
-	db      *pebble.DB
-	log     *slog.Logger
-	metrics *metrics
+	db       *pebble.DB
+	readOnly bool // opened with ReadOnly: nothing is written, not even at Close
+	log      *slog.Logger
+	metrics  *metrics
 
 	applyMu sync.Mutex // one writer: the live router or a bulk read
 	written []string   // sessions the current batch writes (under applyMu)
@@ -85,6 +86,14 @@ func WithBlockCache(bytes int64) Option {
 	return func(o *pebble.Options) { o.CacheSize = bytes }
 }
 
+// ReadOnly opens an existing projection for reading only (an auditor's
+// lookups in a stopped server's data dir): nothing is written, and a
+// projection that does not exist, or would need a write to be opened, is
+// an error.
+func ReadOnly() Option {
+	return func(o *pebble.Options) { o.ReadOnly = true }
+}
+
 // Open opens (or creates) the projection in dir and reads its checkpoint.
 // keys are the signing keys this instance holds: every event is checked
 // against them before it is applied.
@@ -126,7 +135,7 @@ func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Reg
 		db.Close()
 		return nil, err
 	}
-	p := &Projection{db: db, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
+	p := &Projection{db: db, readOnly: opts.ReadOnly, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
 	p.applied = applied
 	if p.roles, err = loadRoles(db); err != nil {
 		db.Close()
@@ -199,6 +208,9 @@ func checkLayout(db *pebble.DB, dir string, applied uint64) error {
 func (p *Projection) Close() error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
+	if p.readOnly {
+		return p.db.Close()
+	}
 	if err := p.db.Flush(); err != nil {
 		p.db.Close()
 		return fmt.Errorf("flush projection: %w", err)

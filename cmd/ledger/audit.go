@@ -45,13 +45,15 @@ type auditFlags struct {
 // run opens the log (a data dir or --nats-url), calls fn with it until
 // SIGINT/SIGTERM, and closes it.
 func (f auditFlags) run(fn func(ctx context.Context, store *eventstore.Store) error) error {
-	return f.runWithSecrets(func(ctx context.Context, store *eventstore.Store, _ query.SecretOpener) error { return fn(ctx, store) })
+	return f.runWith(false, false, func(ctx context.Context, src auditSource, _ query.SecretOpener) error { return fn(ctx, src.store) })
 }
 
-// runWithSecrets is run, with the users' data keys too if this machine has
-// the master key and the identity may read the bucket (else nil: sealed
-// emails show as "(sealed)").
-func (f auditFlags) runWithSecrets(fn func(ctx context.Context, store *eventstore.Store, secrets query.SecretOpener) error) error {
+// runWith is run, with withSecrets the users' data keys too if this machine
+// has the master key and the identity may read the bucket (else nil: sealed
+// emails show as "(sealed)"). With hint, and a data dir this process
+// locked (no --nats-url), the data dir's projection is opened read-only as
+// the index of sessions point queries start from (see auditSource).
+func (f auditFlags) runWith(hint, withSecrets bool, fn func(ctx context.Context, src auditSource, secrets query.SecretOpener) error) error {
 	ctx, stop := signalContext()
 	defer stop()
 	ll, err := openLog(ctx, f.config(), outputFlags{LogLevel: f.LogLevel, LogFormat: "text"}.logger(), false)
@@ -68,10 +70,72 @@ func (f auditFlags) runWithSecrets(fn func(ctx context.Context, store *eventstor
 		ll.store.SetVerifier(ring)
 	}
 	var secrets query.SecretOpener
-	if s := secretsForAudit(ctx, ll, f.config()); s != nil {
-		secrets = s
+	if withSecrets {
+		if s := secretsForAudit(ctx, ll, f.config()); s != nil {
+			secrets = s
+		}
 	}
-	return fn(ctx, ll.store, secrets)
+	src := auditSource{store: ll.store}
+	if hint && f.NATSURL == "" {
+		if p, why := openSessionIndex(f.DataDir); p != nil {
+			defer p.Close()
+			src.index = p
+		} else {
+			src.noIndex = why
+		}
+	}
+	return fn(ctx, src, secrets)
+}
+
+// openSessionIndex opens a stopped data dir's projection read-only, or
+// says why it cannot (the data dir is locked by this process already).
+func openSessionIndex(dataDir string) (*projections.Projection, string) {
+	dir := projectionDir(dataDir)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, "the data dir has no projection"
+	}
+	p, err := projections.Open(dir, domain.NewKeyring(), nil, nil, projections.ReadOnly())
+	if err != nil {
+		return nil, "the projection does not open: " + err.Error()
+	}
+	return p, ""
+}
+
+// auditSource is what the audit commands read: the log, and for point
+// queries about a session an index of sessions (a stopped data dir's
+// projection). The index is a cache the auditor need not trust: it only
+// says which user's subject to read, and the answer comes from that
+// subject, checked (query.HintedOwners); without an index, or if the log
+// does not confirm it, the whole stream is read, and Warn says so.
+type auditSource struct {
+	store   *eventstore.Store
+	index   sessionIndex // nil: none
+	noIndex string       // why there is none, if known
+	warn    io.Writer    // fallback notes; nil: os.Stderr
+}
+
+// sessionIndex maps a session to its user (projections.Projection does).
+type sessionIndex interface {
+	UserOfSession(ctx context.Context, sessionID string) (string, error)
+}
+
+// handler is the audit queries over the source.
+func (s auditSource) handler(secrets query.SecretOpener) query.AuditHandler {
+	warn := s.warn
+	if warn == nil {
+		warn = os.Stderr
+	}
+	owners := &query.HintedOwners{Log: s.store.Reader, Scan: s.store.Reader,
+		Fallback: func(sessionID, why string) {
+			if s.index == nil && s.noIndex != "" {
+				why = s.noIndex
+			}
+			fmt.Fprintf(warn, "note: finding the user of session %s by reading the whole stream: %s\n", sessionID, why)
+		}}
+	if s.index != nil {
+		owners.Hint = s.index
+	}
+	return query.AuditHandler{Owners: owners, Log: owners, Secrets: secrets}
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -103,19 +167,13 @@ func (c *auditVerdictCmd) Run() error {
 	if at.IsZero() {
 		at = time.Now().UTC()
 	}
-	return c.run(func(ctx context.Context, store *eventstore.Store) error {
-		return auditVerdict(ctx, store, c.Session, at, c.JSON, os.Stdout)
+	return c.runWith(true, false, func(ctx context.Context, src auditSource, _ query.SecretOpener) error {
+		return auditVerdict(ctx, src, c.Session, at, c.JSON, os.Stdout)
 	})
 }
 
-// auditOf is the audit queries over the log alone: sessions are mapped to
-// their users by reading the stream, with no projection at hand.
-func auditOf(store *eventstore.Store) query.AuditHandler {
-	return query.AuditHandler{Owners: store.Reader, Log: store.Reader}
-}
-
-func auditVerdict(ctx context.Context, store *eventstore.Store, sessionID string, at time.Time, asJSON bool, out io.Writer) error {
-	res, err := auditOf(store).SessionAsOf(ctx, sessionID, at)
+func auditVerdict(ctx context.Context, src auditSource, sessionID string, at time.Time, asJSON bool, out io.Writer) error {
+	res, err := src.handler(nil).SessionAsOf(ctx, sessionID, at)
 	if err != nil {
 		return err
 	}
@@ -161,17 +219,16 @@ func (c *auditHistoryCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	return c.runWithSecrets(func(ctx context.Context, store *eventstore.Store, secrets query.SecretOpener) error {
-		return auditHistory(ctx, store, secrets, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
+	return c.runWith(c.Session != "", true, func(ctx context.Context, src auditSource, secrets query.SecretOpener) error {
+		return auditHistory(ctx, src, secrets, c.User, c.Session, c.Email, since, until, c.JSON, os.Stdout)
 	})
 }
 
 // auditHistory prints events; registrations with their email as
 // query.RevealEmail shows it (the email, "(erased)", or "(sealed)" without
 // secrets).
-func auditHistory(ctx context.Context, store *eventstore.Store, secrets query.SecretOpener, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
-	audit := auditOf(store)
-	audit.Secrets = secrets
+func auditHistory(ctx context.Context, src auditSource, secrets query.SecretOpener, userID, sessionID, email string, since, until time.Time, asJSON bool, out io.Writer) error {
+	audit := src.handler(secrets)
 	var events []eventstore.StoredEvent
 	var err error
 	switch {

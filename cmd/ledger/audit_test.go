@@ -186,7 +186,7 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	ctx := context.Background()
 	ll := openAuditLog(t, cfg)
 	var out bytes.Buffer
-	if err := auditVerdict(ctx, ll.store, sid, at, true, &out); err != nil {
+	if err := auditVerdict(ctx, auditSource{store: ll.store}, sid, at, true, &out); err != nil {
 		t.Fatal(err)
 	}
 	var cli map[string]any
@@ -195,12 +195,12 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 		t.Errorf("CLI verdict %v differs from the live audit answer %s", cli, live.Raw)
 	}
 	out.Reset()
-	if err := auditVerdict(ctx, ll.store, sid, at, false, &out); err != nil || !strings.Contains(out.String(), "revoked: logout") {
+	if err := auditVerdict(ctx, auditSource{store: ll.store}, sid, at, false, &out); err != nil || !strings.Contains(out.String(), "revoked: logout") {
 		t.Errorf("human verdict: %v %q", err, out.String())
 	}
 	for name, who := range map[string][3]string{"user": {uid, "", ""}, "session": {"", sid, ""}, "email": {"", "", "CLI@example.com"}} {
 		out.Reset()
-		if err := auditHistory(ctx, ll.store, nil, who[0], who[1], who[2], time.Time{}, time.Time{}, true, &out); err != nil {
+		if err := auditHistory(ctx, auditSource{store: ll.store}, nil, who[0], who[1], who[2], time.Time{}, time.Time{}, true, &out); err != nil {
 			t.Fatalf("history by %s: %v", name, err)
 		}
 		lines := strings.Count(out.String(), "\n")
@@ -221,7 +221,7 @@ func TestAuditCLIOnAStoppedDataDir(t *testing.T) {
 	if err := auditVerify(ctx, ll.store, nil, publicKeys(t, cfg), false, false, &out); err != nil || !strings.HasPrefix(out.String(), "OK:") || strings.Contains(out.String(), "note:") {
 		t.Errorf("verify: %v %q", err, out.String())
 	}
-	if err := auditVerdict(ctx, ll.store, strings.Repeat("c", 32), at, false, &out); err == nil {
+	if err := auditVerdict(ctx, auditSource{store: ll.store}, strings.Repeat("c", 32), at, false, &out); err == nil {
 		t.Error("verdict for an unknown session succeeded")
 	}
 	ll.close()
@@ -284,7 +284,7 @@ func TestAuditCLIAgainstARunningServersNATS(t *testing.T) {
 		t.Fatalf("verify over NATS: %v %q", err, out.String())
 	}
 	out.Reset()
-	if err := auditVerdict(ctx, ll.store, sid, l.clock.Now(), false, &out); err != nil || !strings.Contains(out.String(), "verdict  valid") {
+	if err := auditVerdict(ctx, auditSource{store: ll.store}, sid, l.clock.Now(), false, &out); err != nil || !strings.Contains(out.String(), "verdict  valid") {
 		t.Fatalf("verdict over NATS: %v %q", err, out.String())
 	}
 }

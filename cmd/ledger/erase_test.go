@@ -109,21 +109,21 @@ func TestEraseUserEndToEnd(t *testing.T) {
 		t.Fatal("the audit found no data keys in the data dir")
 	}
 	out.Reset()
-	if err := auditHistory(ctx, ll.store, secrets, uid, "", "", time.Time{}, time.Time{}, false, &out); err != nil {
+	if err := auditHistory(ctx, auditSource{store: ll.store}, secrets, uid, "", "", time.Time{}, time.Time{}, false, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "user_registered") || !strings.Contains(out.String(), "email=(erased)") || !strings.Contains(out.String(), "user_erased") {
 		t.Fatalf("history of the erased user:\n%s", out.String())
 	}
 	out.Reset()
-	if err := auditHistory(ctx, ll.store, secrets, "", "", "erase.me@example.com", time.Time{}, time.Time{}, true, &out); err != nil {
+	if err := auditHistory(ctx, auditSource{store: ll.store}, secrets, "", "", "erase.me@example.com", time.Time{}, time.Time{}, true, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), `"email":"erase.me@example.com"`) || !strings.Contains(out.String(), uid2) {
 		t.Fatalf("history by email:\n%s", out.String())
 	}
 	out.Reset()
-	if err := auditHistory(ctx, ll.store, nil, uid2, "", "", time.Time{}, time.Time{}, false, &out); err != nil || !strings.Contains(out.String(), "email=(sealed)") {
+	if err := auditHistory(ctx, auditSource{store: ll.store}, nil, uid2, "", "", time.Time{}, time.Time{}, false, &out); err != nil || !strings.Contains(out.String(), "email=(sealed)") {
 		t.Fatalf("history without data keys: %v\n%s", err, out.String())
 	}
 }

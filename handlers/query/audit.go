@@ -199,3 +199,93 @@ func InWindow(se ports.StoredEvent, since, until time.Time) bool {
 	t := se.Event.Time
 	return (since.IsZero() || !t.Before(since)) && (until.IsZero() || !t.After(until))
 }
+
+// HintedOwners maps a session to its user through an index the auditor
+// need not trust (Hint: a stopped data dir's projection, one lookup), and
+// confirms the answer in the log: the user's subject, read and judged as
+// UserHistory judges it (hash, chain, signature), must hold an authentic
+// session_started of that session for that user. If the hint has no answer
+// or the log does not confirm it, the session's user is found by Scan
+// (reading the whole stream) and Fallback, if set, is told why. Only the
+// user's subject and the key subject are read otherwise.
+//
+// It is also the userHistory of the handler it serves (AuditHandler.Log):
+// the history read to confirm a user is handed over, not read again.
+type HintedOwners struct {
+	Hint     sessionOwners
+	Log      userHistory
+	Scan     sessionOwners
+	Fallback func(sessionID, why string)
+
+	lastUser    string
+	lastHistory []ports.StoredEvent
+}
+
+// UserOfSession implements sessionOwners.
+func (o *HintedOwners) UserOfSession(ctx context.Context, sessionID string) (string, error) {
+	why := "no index of sessions at hand"
+	if o.Hint != nil {
+		userID, err := o.Hint.UserOfSession(ctx, sessionID)
+		switch {
+		case err != nil:
+			why = "the projection does not know the session (" + err.Error() + ")"
+		case !plainToken(userID):
+			why = "the projection names a malformed user id"
+		default:
+			history, err := o.Log.UserHistory(ctx, userID)
+			if err != nil {
+				return "", err
+			}
+			if startedIn(history, userID, sessionID) {
+				o.lastUser, o.lastHistory = userID, history
+				return userID, nil
+			}
+			why = "the log of the user the projection names (" + userID + ") holds no authentic start of the session"
+		}
+	}
+	if o.Fallback != nil {
+		o.Fallback(sessionID, why)
+	}
+	return o.Scan.UserOfSession(ctx, sessionID)
+}
+
+// UserHistory implements userHistory, once from what UserOfSession read.
+func (o *HintedOwners) UserHistory(ctx context.Context, userID string) ([]ports.StoredEvent, error) {
+	if o.lastHistory != nil && userID == o.lastUser {
+		h := o.lastHistory
+		o.lastUser, o.lastHistory = "", nil
+		return h, nil
+	}
+	return o.Log.UserHistory(ctx, userID)
+}
+
+// EmailHistory implements userHistory.
+func (o *HintedOwners) EmailHistory(ctx context.Context, email string) (string, []ports.StoredEvent, error) {
+	return o.Log.EmailHistory(ctx, email)
+}
+
+// startedIn reports whether a user's judged history starts the session.
+func startedIn(history []ports.StoredEvent, userID, sessionID string) bool {
+	for _, se := range history {
+		if se.Err == nil && se.Event.Type == domain.EventSessionStarted && se.Event.SessionID == sessionID && se.Event.UserID == userID {
+			return true
+		}
+	}
+	return false
+}
+
+// plainToken: a non-empty id that cannot widen a subject filter (no
+// wildcards, separators or spaces), as the ledger's user ids are.
+func plainToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -106,12 +106,12 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
 	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
 	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
-	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick)")
+	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), or audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query)")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack | --attack-only] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack|audit | --attack-only] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
@@ -139,10 +139,10 @@ func main() {
 		*only = "attack"
 	}
 	switch *only {
-	case "", "attack":
+	case "", "attack", "audit":
 		s.only = *only
 	default:
-		fmt.Fprintf(os.Stderr, "bench: --only %q: the only phase that runs alone is attack\n", *only)
+		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are attack and audit\n", *only)
 		os.Exit(2)
 	}
 	s.attackFlags = strings.Fields(*attackFlags)
@@ -309,6 +309,17 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		if err := r.attackBench(ctx, small); err != nil {
 			return fmt.Errorf("under attack: %w", err)
 		}
+	} else if s.only == "audit" {
+		large, err := seedDataset(ctx, filepath.Join(workDir, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
+		if err != nil {
+			return fmt.Errorf("seed large: %w", err)
+		}
+		if err := r.rebuildBench(ctx, large); err != nil {
+			return fmt.Errorf("rebuild: %w", err)
+		}
+		if err := r.auditPhase(ctx, large); err != nil {
+			return err
+		}
 	} else if largePool, err = r.allPhases(ctx, pwHash); err != nil {
 		return err
 	}
@@ -366,8 +377,8 @@ func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 	if err := r.rebuildBench(ctx, large); err != nil {
 		return 0, fmt.Errorf("rebuild: %w", err)
 	}
-	if err := r.selfProfile("cpu-verify-benchtool.pprof", func() error { return r.verifyBench(ctx, large) }); err != nil {
-		return 0, fmt.Errorf("audit verify: %w", err)
+	if err := r.auditPhase(ctx, large); err != nil {
+		return 0, err
 	}
 	small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
 	if err != nil {
@@ -405,6 +416,22 @@ func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 		return 0, fmt.Errorf("under attack: %w", err)
 	}
 	return large.poolSize, nil
+}
+
+// auditPhase is the auditor's tools on the large data set, server stopped
+// and its projection built (by the rebuild): audit verify in this process
+// against raw reads, then as a command (its peak RSS), then point queries.
+func (r *runner) auditPhase(ctx context.Context, large *dataset) error {
+	if err := r.selfProfile("cpu-verify-benchtool.pprof", func() error { return r.verifyBench(ctx, large) }); err != nil {
+		return fmt.Errorf("audit verify: %w", err)
+	}
+	if err := r.verifyRSSBench(ctx, large); err != nil {
+		return fmt.Errorf("audit verify command: %w", err)
+	}
+	if err := r.pointQueryBench(ctx, large); err != nil {
+		return fmt.Errorf("audit point query: %w", err)
+	}
+	return nil
 }
 
 func withDetail(f Figure, d map[string]any) Figure {
