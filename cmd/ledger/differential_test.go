@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -61,7 +62,10 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 		// Low enough that logins meet the live-session limit.
 		c.Policy.MaxSessionsPerUser = 3
 	}
-	l := startLedger(t, t.TempDir(), newClock(), cheap)
+	// Codes and links go to a real HTTP server (the signed webhook).
+	const hookSecret = "differential-webhook-0123456789"
+	hook, notices := webhookSink(t, hookSecret)
+	l := startLedger(t, t.TempDir(), newClock(), cheap, viaWebhook(t, hook, hookSecret))
 	start := l.clock.Now()
 	ctx := context.Background()
 
@@ -80,6 +84,9 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	// with a real code (in the body, or through a ticket), always on a
 	// step after the last one used (the clock moves a step first).
 	secrets := map[string]string{}
+	// Sessions started by an emailed code or link: session id -> method.
+	methods := map[string]string{}
+	resets := 0
 	login := func(email string, keep bool) (string, string) {
 		secret, enrolled := secrets[emails[email]]
 		if !enrolled {
@@ -97,6 +104,42 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			t.Fatalf("seed %d: MFA login of %s: %d %s", seed, email, r.Status, r.Raw)
 		}
 		return r.str("response", "token"), r.str("response", "session_id")
+	}
+	// challenge requests a code and link for a known email and returns the
+	// notice delivered. Every request waits out the answer's 100 ms floor
+	// unless the client goes away: the notice is sent once the request is
+	// in the log, so on its arrival the request is dropped and the floor
+	// with it (which keeps the run to a couple of seconds).
+	challenge := func(path, email string) map[string]string {
+		// One request per account and purpose a minute: past it.
+		l.clock.Advance(61 * time.Second)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			r, err := request(rctx, l.URL(), "POST", path, "", nil, map[string]string{"email": email})
+			if err == nil && r.Status != 202 {
+				err = fmt.Errorf("%d %s", r.Status, r.Raw)
+			}
+			done <- err
+		}()
+		var n map[string]string
+		select {
+		case n = <-notices:
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, errNoAnswer) {
+				t.Fatalf("seed %d: %s %s: %v", seed, path, email, err)
+			}
+		case err := <-done: // answered before the notice came
+			cancel()
+			if err != nil {
+				t.Fatalf("seed %d: %s %s: %v", seed, path, email, err)
+			}
+			n = nextNotice(t, notices)
+		}
+		if n["email"] != email {
+			t.Fatalf("seed %d: %s for %s: notice %v", seed, path, email, n)
+		}
+		return n
 	}
 	pick := func() (session, bool) {
 		if len(sessions) == 0 {
@@ -210,7 +253,43 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 					t.Fatalf("seed %d: password change: %d %s", seed, r.Status, r.Raw)
 				}
 			}
+		case a < 86:
+			// A password reset (to the same password) by the emailed code
+			// or the link: every session of the user is revoked
+			// (password_reset), here one logged in just before too.
+			if s, ok := pick(); ok {
+				tok, sid := login(s.email, keep)
+				sessions = append(sessions, session{tok, sid, emails[s.email], s.email})
+				n := challenge("/v1/auth/password/reset-request", s.email)
+				body := map[string]any{"email": s.email, "code": n["code"], "new_password": pw}
+				if rnd.IntN(2) == 0 {
+					body = map[string]any{"token": n["token"], "new_password": pw}
+				}
+				if r := l.do(t, "POST", "/v1/auth/password/reset", "", body); r.Status != 200 || r.get("response", "revoked") == float64(0) {
+					t.Fatalf("seed %d: password reset: %d %s", seed, r.Status, r.Raw)
+				}
+				resets++
+			}
 		case a < 87:
+			// A login by an emailed code (method email_code) or by the
+			// magic link (magic_link).
+			email := emailList[rnd.IntN(len(emailList))]
+			n := challenge("/v1/auth/code/request", email)
+			method := "email_code"
+			var r response
+			if rnd.IntN(2) == 0 {
+				r = l.do(t, "POST", "/v1/auth/code/verify", "", map[string]any{"email": email, "code": n["code"], "keep_logged_in": keep})
+			} else {
+				method = "magic_link"
+				r = l.do(t, "POST", "/v1/auth/magic", "", map[string]any{"token": n["token"], "keep_logged_in": keep})
+			}
+			if r.Status != 200 {
+				t.Fatalf("seed %d: %s login of %s: %d %s", seed, method, email, r.Status, r.Raw)
+			}
+			sid := r.str("response", "session_id")
+			sessions = append(sessions, session{r.str("response", "token"), sid, emails[email], email})
+			methods[sid] = method
+		case a < 89:
 			// A user enrols in TOTP, with a fresh session (mfa_enrolled).
 			email := emailList[rnd.IntN(len(emailList))]
 			if _, enrolled := secrets[emails[email]]; !enrolled {
@@ -219,7 +298,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 				l.clock.Advance(30 * time.Second)
 				secrets[emails[email]], _ = l.enrol(t, tok)
 			}
-		case a < 88:
+		case a < 90:
 			// An enrolled user turns the second factor off.
 			email := emailList[rnd.IntN(len(emailList))]
 			if secret, enrolled := secrets[emails[email]]; enrolled {
@@ -244,7 +323,11 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	history := map[string][]eventstore.StoredEvent{}
 	mismatches := 0
 	kinds := map[string]int{}
+	byMethod := map[string]int{}
 	for _, o := range observed {
+		if m, ok := methods[o.s.sid]; ok {
+			byMethod[m]++
+		}
 		stored, ok := history[o.s.uid]
 		if !ok {
 			var err error
@@ -277,10 +360,15 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d verdicts compared over %s simulated, %d mismatches; verdict mix %v; %d uses recorded; %d MFA logins",
-		len(observed), l.clock.Now().Sub(start).Round(time.Hour), mismatches, kinds, uses, mfaLogins)
+	t.Logf("%d verdicts compared over %s simulated, %d mismatches; verdict mix %v; %d uses recorded; %d MFA logins; %d password resets; verdicts of email sessions %v",
+		len(observed), l.clock.Now().Sub(start).Round(time.Hour), mismatches, kinds, uses, mfaLogins, resets, byMethod)
 	if mfaLogins == 0 {
 		t.Errorf("seed %d: no MFA login among the observed users; the second factor is not exercised", seed)
+	}
+	for _, m := range []string{"email_code", "magic_link"} {
+		if byMethod[m] == 0 {
+			t.Errorf("seed %d: no verdict on a session of method %s; login by email is not exercised", seed, m)
+		}
 	}
 	if uses == 0 {
 		t.Errorf("seed %d: no session_used event was recorded; the idle rule is not exercised", seed)
@@ -288,7 +376,7 @@ func TestDifferentialLiveVersusReplay(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("seed %d: %d of %d verdicts differ between live validation and log replay", seed, mismatches, len(observed))
 	}
-	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin", "TOKEN_REVOKEDpassword_changed", "TOKEN_REVOKEDuser_erased"} {
+	for _, k := range []string{"", "TOKEN_EXPIREDidle", "TOKEN_EXPIREDmax", "TOKEN_REVOKEDlogout", "TOKEN_REVOKEDsession_limit", "TOKEN_REVOKEDadmin", "TOKEN_REVOKEDpassword_changed", "TOKEN_REVOKEDpassword_reset", "TOKEN_REVOKEDuser_erased"} {
 		if kinds[k] == 0 {
 			t.Errorf("seed %d: the workload never produced verdict %q; it is not exercising the rules", seed, k)
 		}

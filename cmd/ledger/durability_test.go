@@ -288,7 +288,15 @@ func TestNoSecretsAtRest(t *testing.T) {
 	dir := t.TempDir()
 	const hookSecret = "webhook-secret-0123456789abcdef"
 	hook, notices := webhookSink(t, hookSecret)
-	l := startLedger(t, dir, newClock(), viaWebhook(t, hook, hookSecret))
+	// Codes and links also go by SMTP, with AUTH over STARTTLS: the
+	// SMTP password is in no file and no log line either.
+	const smtpUser, smtpPassword = "ledger-mailer", "smtp-secret-password-0123456789"
+	cert, certKey := selfSignedCert(t)
+	smtpAddr, mails := startSMTPSink(t, "-tls-cert", cert, "-tls-key", certKey, "-user", smtpUser, "-pass", smtpPassword)
+	l := startLedger(t, dir, newClock(), viaWebhook(t, hook, hookSecret), func(c *ServiceConfig) {
+		c.Notify.SMTPURL, c.Notify.SMTPFrom, c.Notify.SMTPCAFile = "smtp://"+smtpAddr, "ledger@example.com", cert
+		c.Notify.SMTPUsername, c.Notify.SMTPPassword = smtpUser, smtpPassword
+	})
 	passwords := []string{"first secret password", "second secret password", "wrong guess password"}
 	var tokens []string
 	tok, _, _ := l.signup(t, "secrets@example.com", passwords[0], true)
@@ -397,6 +405,9 @@ func TestNoSecretsAtRest(t *testing.T) {
 		t.Fatalf("erase: %d %s", r.Status, r.Raw)
 	}
 	l.signup(t, "erased@example.com", passwords[1], true)
+	if m := nextMail(t, mails); m.AuthUser != smtpUser {
+		t.Fatalf("SMTP delivery without AUTH: %+v", m)
+	}
 	logs := l.logs.String()
 	l.stop()
 
@@ -405,6 +416,7 @@ func TestNoSecretsAtRest(t *testing.T) {
 		needles["password "+p] = p
 	}
 	needles["admin key"], needles["wrong admin key"] = testAdminKey, wrongAdminKey
+	needles["smtp password"] = smtpPassword
 	for _, email := range []string{"secrets@example.com", "secrets2@example.com", "nobody@example.com", "erased@example.com"} {
 		needles["email "+email] = email
 	}

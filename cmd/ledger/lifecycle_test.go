@@ -26,9 +26,12 @@ import (
 
 // sinkMessage is one message the SMTP sink received.
 type sinkMessage struct {
-	From string   `json:"from"`
-	To   []string `json:"to"`
-	Data string   `json:"data"`
+	From       string   `json:"from"`
+	To         []string `json:"to"`
+	Data       string   `json:"data"`
+	TLS        bool     `json:"tls"`
+	TLSVersion string   `json:"tls_version"`
+	AuthUser   string   `json:"auth_user"`
 }
 
 var (
@@ -38,9 +41,10 @@ var (
 )
 
 // startSMTPSink builds cmd/ledger/internal/smtpsink (a go-smtp server)
-// once and runs it as a separate process on a loopback port; every
-// message it receives arrives on the channel.
-func startSMTPSink(t *testing.T) (addr string, msgs <-chan sinkMessage) {
+// once and runs it as a separate process on a loopback port, with args
+// (-tls-cert, -tls-key, -implicit-tls, -user, -pass); every message it
+// receives arrives on the channel.
+func startSMTPSink(t *testing.T, args ...string) (addr string, msgs <-chan sinkMessage) {
 	t.Helper()
 	smtpSinkOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "smtpsink")
@@ -58,7 +62,7 @@ func startSMTPSink(t *testing.T) (addr string, msgs <-chan sinkMessage) {
 	if smtpSinkErr != nil {
 		t.Fatalf("build the SMTP sink: %v", smtpSinkErr)
 	}
-	cmd := exec.Command(smtpSinkBin)
+	cmd := exec.Command(smtpSinkBin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +94,10 @@ func startSMTPSink(t *testing.T) (addr string, msgs <-chan sinkMessage) {
 // mailed is a delivered code and link token.
 type mailed struct {
 	To, Subject, Code, Token string
+	Body                     string
+	TLS                      bool   // the message came over TLS
+	TLSVersion               string // and this version
+	AuthUser                 string // after AUTH as this user
 }
 
 var (
@@ -111,7 +119,7 @@ func nextMail(t *testing.T, msgs <-chan sinkMessage) mailed {
 			body = quotedprintable.NewReader(msg.Body)
 		}
 		text, _ := io.ReadAll(body)
-		out := mailed{To: strings.Join(m.To, ","), Subject: msg.Header.Get("Subject")}
+		out := mailed{To: strings.Join(m.To, ","), Subject: msg.Header.Get("Subject"), Body: string(text), TLS: m.TLS, TLSVersion: m.TLSVersion, AuthUser: m.AuthUser}
 		if c := codeRE.FindStringSubmatch(string(text)); c != nil {
 			out.Code = c[1]
 		}

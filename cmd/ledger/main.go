@@ -103,6 +103,7 @@ type addressFlags struct {
 // notifyFlags are where emailed codes and links go (notify.go).
 type notifyFlags struct {
 	SMTPURL          string `name:"smtp-url" env:"LEDGER_SMTP_URL" placeholder:"URL" help:"Send codes and links by SMTP: smtp://[user:pass@]host[:587] (STARTTLS required; ?starttls=optional or off to relax) or smtps://host[:465] (implicit TLS). Credentials may instead come from LEDGER_SMTP_USERNAME and LEDGER_SMTP_PASSWORD."`
+	SMTPCAFile       string `name:"smtp-ca-file" env:"LEDGER_SMTP_CA_FILE" placeholder:"FILE" help:"CA certificates (PEM) to verify the SMTP server's certificate with, instead of the system's (a private CA or a self-signed server)."`
 	SMTPFrom         string `name:"smtp-from" env:"LEDGER_SMTP_FROM" placeholder:"ADDRESS" help:"From address of the messages (needed with --smtp-url)."`
 	MailTemplates    string `name:"mail-templates" env:"LEDGER_MAIL_TEMPLATES" placeholder:"DIR" help:"Directory of password_reset.txt and login.txt (Go text/template; first line the subject) overriding the built-in messages."`
 	NotifyWebhook    string `name:"notify-webhook" env:"LEDGER_NOTIFY_WEBHOOK" placeholder:"URL" help:"POST every code and link as JSON to this URL (for apps that send their own mail), signed: X-Ledger-Signature: sha256=<HMAC-SHA256 of the body>."`
@@ -111,8 +112,12 @@ type notifyFlags struct {
 	LinkURL          string `name:"link-url" env:"LEDGER_LINK_URL" placeholder:"URL" help:"Where emailed links point (your app's page): URL?token=<token>; the page POSTs the token to /v1/auth/password/reset or /v1/auth/magic. Unset: messages carry the code only."`
 }
 
-func (f notifyFlags) notifyConfig() NotifyConfig {
-	return NotifyConfig{SMTPURL: f.SMTPURL, SMTPFrom: f.SMTPFrom, SMTPUsername: os.Getenv("LEDGER_SMTP_USERNAME"), SMTPPassword: os.Getenv("LEDGER_SMTP_PASSWORD"),
+// smtpPasswordEnv is the only way to give the SMTP password apart from the
+// URL; like the admin key, it is removed from the environment once read.
+const smtpPasswordEnv = "LEDGER_SMTP_PASSWORD"
+
+func (f notifyFlags) notifyConfig(smtpPassword string) NotifyConfig {
+	return NotifyConfig{SMTPURL: f.SMTPURL, SMTPFrom: f.SMTPFrom, SMTPUsername: os.Getenv("LEDGER_SMTP_USERNAME"), SMTPPassword: smtpPassword, SMTPCAFile: f.SMTPCAFile,
 		MailTemplates: f.MailTemplates, Webhook: f.NotifyWebhook, WebhookSecretFile: f.NotifyWebhookKey, DevPrintCodes: f.DevPrintCodes, LinkURL: f.LinkURL}
 }
 
@@ -127,6 +132,8 @@ func (c *serveCmd) Run() error {
 	applyMemoryLimit(c.MemoryLimitMiB, log)
 	adminKey := os.Getenv(adminKeyEnv)
 	_ = os.Unsetenv(adminKeyEnv) // from here on only its hash is kept
+	smtpPassword := os.Getenv(smtpPasswordEnv)
+	_ = os.Unsetenv(smtpPasswordEnv) // from here on only the SMTP sender holds it
 	svc, err := StartService(ctx, ServiceConfig{
 		LogConfig: c.config(),
 		HTTPAddr:  c.HTTP,
@@ -157,7 +164,7 @@ func (c *serveCmd) Run() error {
 		},
 
 		AuthzUnavailableStatus: c.AuthzUnavailableStatus,
-		Notify:                 c.notifyConfig(),
+		Notify:                 c.notifyConfig(smtpPassword),
 		DataKeyCacheTTL:        c.DataKeyCacheTTL,
 	})
 	if err != nil {

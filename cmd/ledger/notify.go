@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -53,6 +55,10 @@ type NotifyConfig struct {
 	SMTPFrom     string
 	SMTPUsername string
 	SMTPPassword string
+	// SMTPCAFile is a PEM file of CA certificates the SMTP server's
+	// certificate is verified with instead of the system's (a private CA,
+	// or a self-signed server).
+	SMTPCAFile string
 	// MailTemplates is a directory of <purpose>.txt files (first line
 	// the subject) overriding the built-in messages.
 	MailTemplates string
@@ -84,6 +90,8 @@ func (c NotifyConfig) validate(httpAddr string) []error {
 		if c.SMTPFrom == "" {
 			errs = append(errs, errors.New("--smtp-url needs --smtp-from"))
 		}
+	} else if c.SMTPCAFile != "" {
+		errs = append(errs, errors.New("--smtp-ca-file needs --smtp-url"))
 	}
 	if c.Webhook != "" {
 		if u, err := url.Parse(c.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -96,6 +104,18 @@ func (c NotifyConfig) validate(httpAddr string) []error {
 	if c.LinkURL != "" {
 		if u, err := url.Parse(c.LinkURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, errors.New("--link-url must be an http:// or https:// URL"))
+		}
+	}
+	if c.MailTemplates != "" {
+		if st, err := os.Stat(c.MailTemplates); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("--mail-templates %s is not a directory", c.MailTemplates))
+		} else if _, err := loadTemplates(c.MailTemplates); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.SMTPCAFile != "" {
+		if _, err := smtpTLSConfig(c.SMTPCAFile, "localhost"); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.DevPrintCodes && !loopbackAddr(httpAddr) {
@@ -142,6 +162,39 @@ It works once, for {{.Minutes}} minutes. If you did not ask for it, ignore this 
 `,
 }
 
+// loadTemplates parses the built-in templates, each overridden by
+// <dir>/<purpose>.txt if there is one, and tries each on a sample message:
+// a template that does not parse or does not execute (a misspelt field)
+// is refused at start, not at the first delivery.
+func loadTemplates(dir string) (map[domain.Purpose]*template.Template, error) {
+	templates := map[domain.Purpose]*template.Template{}
+	for p, text := range builtinTemplates {
+		name := "built-in " + string(p) + " template"
+		if dir != "" {
+			path := filepath.Join(dir, string(p)+".txt")
+			if b, err := os.ReadFile(path); err == nil {
+				text, name = string(b), path
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("--mail-templates: %w", err)
+			}
+		}
+		t, err := template.New(string(p)).Option("missingkey=error").Parse(text)
+		if err != nil {
+			return nil, fmt.Errorf("--mail-templates: %s: %w", name, err)
+		}
+		sample := message{Email: "user@example.com", Purpose: string(p), Code: "123456", Link: "https://example.com/?token=x", Minutes: 10}
+		var buf bytes.Buffer
+		if err := t.Execute(&buf, sample); err != nil {
+			return nil, fmt.Errorf("--mail-templates: %s: %w", name, err)
+		}
+		if subject, _, _ := strings.Cut(buf.String(), "\n"); strings.TrimSpace(subject) == "" {
+			return nil, fmt.Errorf("--mail-templates: %s: the first line (the subject) is empty", name)
+		}
+		templates[p] = t
+	}
+	return templates, nil
+}
+
 type sender interface {
 	name() string
 	send(ctx context.Context, n command.Notice, m message) error
@@ -152,9 +205,11 @@ type notifier struct {
 	queue   chan command.Notice
 	senders []sender
 	linkURL string
-	results *prometheus.CounterVec
-	wg      sync.WaitGroup
-	once    sync.Once
+	// smtpPassword is scrubbed from logged errors.
+	smtpPassword string
+	results      *prometheus.CounterVec
+	wg           sync.WaitGroup
+	once         sync.Once
 }
 
 // newNotifier builds the delivery of cfg, or nil if none is configured.
@@ -162,20 +217,9 @@ func newNotifier(cfg NotifyConfig, log *slog.Logger, reg prometheus.Registerer) 
 	if !cfg.enabled() {
 		return nil, nil
 	}
-	templates := map[domain.Purpose]*template.Template{}
-	for p, text := range builtinTemplates {
-		if cfg.MailTemplates != "" {
-			if b, err := os.ReadFile(filepath.Join(cfg.MailTemplates, string(p)+".txt")); err == nil {
-				text = string(b)
-			} else if !errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("--mail-templates: %w", err)
-			}
-		}
-		t, err := template.New(string(p)).Parse(text)
-		if err != nil {
-			return nil, fmt.Errorf("mail template %s: %w", p, err)
-		}
-		templates[p] = t
+	templates, err := loadTemplates(cfg.MailTemplates)
+	if err != nil {
+		return nil, err
 	}
 	n := &notifier{log: log, queue: make(chan command.Notice, deliveryQueue), linkURL: cfg.LinkURL,
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -186,6 +230,7 @@ func newNotifier(cfg NotifyConfig, log *slog.Logger, reg prometheus.Registerer) 
 			return nil, err
 		}
 		n.senders = append(n.senders, s)
+		n.smtpPassword = s.password
 	}
 	if cfg.Webhook != "" {
 		secret, err := readSecretFile(cfg.WebhookSecretFile, "--notify-webhook-secret-file")
@@ -232,7 +277,7 @@ func (n *notifier) run() {
 			cancel()
 			if err != nil {
 				n.results.WithLabelValues(s.name(), "failed").Inc()
-				n.log.Error("delivery failed", "channel", s.name(), "purpose", no.Purpose, "err", scrub(err, no))
+				n.log.Error("delivery failed", "channel", s.name(), "purpose", no.Purpose, "err", scrub(err, no.Token, no.Code, n.smtpPassword))
 				continue
 			}
 			n.results.WithLabelValues(s.name(), "sent").Inc()
@@ -241,10 +286,11 @@ func (n *notifier) run() {
 	}
 }
 
-// scrub keeps a code or token out of an error that might echo it.
-func scrub(err error, no command.Notice) string {
+// scrub keeps a code, token or the SMTP password out of an error that
+// might echo it.
+func scrub(err error, secrets ...string) string {
 	s := err.Error()
-	for _, secret := range []string{no.Token, no.Code} {
+	for _, secret := range secrets {
 		if secret != "" {
 			s = strings.ReplaceAll(s, secret, "[redacted]")
 		}
@@ -299,6 +345,7 @@ func readSecretFile(path, what string) ([]byte, error) {
 // smtpSender sends a text message through an SMTP server.
 type smtpSender struct {
 	host      string
+	password  string
 	opts      []mail.Option
 	from      string
 	templates map[domain.Purpose]*template.Template
@@ -330,6 +377,13 @@ func newSMTPSender(cfg NotifyConfig, templates map[domain.Purpose]*template.Temp
 		}
 	}
 	opts = append(opts, mail.WithPort(port))
+	if cfg.SMTPCAFile != "" {
+		tc, err := smtpTLSConfig(cfg.SMTPCAFile, u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, mail.WithTLSConfig(tc))
+	}
 	user, pass := u.User.Username(), ""
 	if p, ok := u.User.Password(); ok {
 		pass = p
@@ -343,7 +397,21 @@ func newSMTPSender(cfg NotifyConfig, templates map[domain.Purpose]*template.Temp
 	if user != "" {
 		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover), mail.WithUsername(user), mail.WithPassword(pass))
 	}
-	return &smtpSender{host: u.Hostname(), opts: opts, from: cfg.SMTPFrom, templates: templates}, nil
+	return &smtpSender{host: u.Hostname(), password: pass, opts: opts, from: cfg.SMTPFrom, templates: templates}, nil
+}
+
+// smtpTLSConfig verifies the SMTP server (named host) with the CA
+// certificates in caFile only.
+func smtpTLSConfig(caFile, host string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--smtp-ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--smtp-ca-file %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}, nil
 }
 
 func (s *smtpSender) name() string { return "smtp" }
