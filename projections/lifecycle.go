@@ -121,16 +121,7 @@ func (p *Projection) foldPassword(b *pebble.Batch, e domain.Event, seq uint64) e
 	if err := b.Set(emailKey(rec.EmailHash), mustJSON(emailRecord{UserID: e.UserID, PasswordHash: hash}), nil); err != nil {
 		return err
 	}
-	sessions, err := userSessions(b, e.UserID)
-	if err != nil {
-		return err
-	}
-	for _, s := range sessions {
-		if err := p.applyToSession(b, s, e, seq); err != nil {
-			return err
-		}
-	}
-	return prune(b, e.UserID, e.Time)
+	return p.applyToUser(b, e, seq)
 }
 
 // ChallengeUser is the user of a challenge, or domain.ErrUserNotFound.

@@ -579,16 +579,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		}
 		return nil
 	case domain.EventOtherSessionsRevoked:
-		sessions, err := userSessions(b, e.UserID)
-		if err != nil {
-			return err
-		}
-		for _, s := range sessions {
-			if err := p.applyToSession(b, s, e, seq); err != nil {
-				return err
-			}
-		}
-		return prune(b, e.UserID, e.Time)
+		return p.applyToUser(b, e, seq)
 	case domain.EventUserErased:
 		return p.foldErasure(b, e, seq)
 	case domain.EventAPIKeyCreated, domain.EventAPIKeyRevoked, domain.EventAPIKeyUsed:
@@ -685,16 +676,7 @@ func (p *Projection) foldErasure(b *pebble.Batch, e domain.Event, seq uint64) er
 	case err != nil:
 		return err
 	}
-	sessions, err := userSessions(b, e.UserID)
-	if err != nil {
-		return err
-	}
-	for _, s := range sessions {
-		if err := p.applyToSession(b, s, e, seq); err != nil {
-			return err
-		}
-	}
-	if err := prune(b, e.UserID, e.Time); err != nil {
+	if err := p.applyToUser(b, e, seq); err != nil {
 		return err
 	}
 	if rec.Erased {
@@ -723,6 +705,22 @@ func (p *Projection) foldErasure(b *pebble.Batch, e domain.Event, seq uint64) er
 	}
 	rec.Erased, rec.PasswordHash = true, ""
 	return b.Set(userKey(e.UserID), mustJSON(rec), nil)
+}
+
+// applyToUser folds an event about all of a user's sessions (a
+// revocation of every other one, or of all) into each hot session, then
+// prunes the ones it killed from the hot index.
+func (p *Projection) applyToUser(b *pebble.Batch, e domain.Event, seq uint64) error {
+	sessions, err := userSessions(b, e.UserID)
+	if err != nil {
+		return err
+	}
+	for _, s := range sessions {
+		if err := p.applyToSession(b, s, e, seq); err != nil {
+			return err
+		}
+	}
+	return prune(b, e.UserID, e.Time)
 }
 
 // applyToSession folds e into s and stores it; if e revoked it, the
