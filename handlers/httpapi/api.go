@@ -234,13 +234,19 @@ func (a *API) readCredentials(w http.ResponseWriter, r *http.Request, keepLogged
 		writeError(w, e)
 		return command.Credentials{}, false
 	}
-	if req.Email == nil || req.Password == nil {
+	return credentialsFrom(w, req.Email, req.Password, req.KeepLoggedIn, keepLoggedIn)
+}
+
+// credentialsFrom checks a decoded body's credentials; keepByDefault is
+// what a body without keep_logged_in means.
+func credentialsFrom(w http.ResponseWriter, email, password *string, keep *bool, keepByDefault bool) (command.Credentials, bool) {
+	if email == nil || password == nil {
 		writeError(w, invalidRequest("email and password are required"))
 		return command.Credentials{}, false
 	}
-	c := command.Credentials{Email: *req.Email, Password: *req.Password, KeepLoggedIn: keepLoggedIn}
-	if req.KeepLoggedIn != nil {
-		c.KeepLoggedIn = *req.KeepLoggedIn
+	c := command.Credentials{Email: *email, Password: *password, KeepLoggedIn: keepByDefault}
+	if keep != nil {
+		c.KeepLoggedIn = *keep
 	}
 	return c, true
 }
@@ -262,15 +268,9 @@ func (a *API) readLogin(w http.ResponseWriter, r *http.Request, keepLoggedIn boo
 		writeError(w, e)
 		return command.Credentials{}, false
 	}
-	if req.Email == nil || req.Password == nil {
-		writeError(w, invalidRequest("email and password are required"))
-		return command.Credentials{}, false
-	}
-	c := command.Credentials{Email: *req.Email, Password: *req.Password, KeepLoggedIn: keepLoggedIn, TOTPCode: req.TOTPCode}
-	if req.KeepLoggedIn != nil {
-		c.KeepLoggedIn = *req.KeepLoggedIn
-	}
-	return c, true
+	c, ok := credentialsFrom(w, req.Email, req.Password, req.KeepLoggedIn, keepLoggedIn)
+	c.TOTPCode = req.TOTPCode
+	return c, ok
 }
 
 func (a *API) signup(w http.ResponseWriter, r *http.Request) {
