@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -29,21 +28,13 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	l.signup(t, "bounded@example.com", "bounded password", false)
 	busy := map[string]int{}
 	for burst := 0; burst < 5 && (busy["known"] == 0 || busy["unknown"] == 0); burst++ {
-		var wg sync.WaitGroup
-		answers := make([]response, 24)
-		errs := make([]error, len(answers))
-		for i := range answers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				email := "bounded@example.com"
-				if i%2 == 1 {
-					email = fmt.Sprintf("nobody-%d@example.com", i)
-				}
-				answers[i], errs[i] = request(context.Background(), l.URL(), "POST", "/v1/auth/login", "", nil, creds{email, "wrong password", false})
-			}()
-		}
-		wg.Wait()
+		answers, errs := concurrently(24, func(i int) (response, error) {
+			email := "bounded@example.com"
+			if i%2 == 1 {
+				email = fmt.Sprintf("nobody-%d@example.com", i)
+			}
+			return request(context.Background(), l.URL(), "POST", "/v1/auth/login", "", nil, creds{email, "wrong password", false})
+		})
 		for i, r := range answers {
 			who := map[bool]string{true: "known", false: "unknown"}[i%2 == 0]
 			switch {
@@ -158,17 +149,9 @@ func TestUnknownEmailFloodWritesOneTally(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	before := l.lastSeq(t)
 	const n = 48
-	answers := make([]response, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			answers[i], errs[i] = request(context.Background(), l.URL(), "POST", "/v1/auth/login", "", nil, creds{fmt.Sprintf("made-up-%d@example.com", i), "a wrong password", false})
-		}()
-	}
-	wg.Wait()
+	answers, errs := concurrently(n, func(i int) (response, error) {
+		return request(context.Background(), l.URL(), "POST", "/v1/auth/login", "", nil, creds{fmt.Sprintf("made-up-%d@example.com", i), "a wrong password", false})
+	})
 	for i, r := range answers {
 		if errs[i] != nil || r.Status != 400 || r.str("reason") != "INVALID_LOGIN_CREDENTIALS" {
 			t.Fatalf("login %d: %d %s %v", i, r.Status, r.Raw, errs[i])

@@ -135,28 +135,19 @@ func compareVerdicts(t *testing.T, when string, want, got map[string]verdict) {
 func TestParallelSignupsOneEmail(t *testing.T) {
 	l := startLedger(t, t.TempDir(), newClock())
 	const n = 50
-	codes := make([]int, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			email := "race@example.com"
-			if i%2 == 1 {
-				email = "RACE@Example.com"
-			}
-			r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/signup", "", nil, creds{email, fmt.Sprintf("password %d", i), true})
-			codes[i], errs[i] = r.Status, err
-		}()
-	}
-	wg.Wait()
+	answers, errs := concurrently(n, func(i int) (response, error) {
+		email := "race@example.com"
+		if i%2 == 1 {
+			email = "RACE@Example.com"
+		}
+		return request(context.Background(), l.URL(), "POST", "/v1/auth/signup", "", nil, creds{email, fmt.Sprintf("password %d", i), true})
+	})
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 	count := map[int]int{}
-	for _, c := range codes {
-		count[c]++
+	for _, r := range answers {
+		count[r.Status]++
 	}
 	if count[201] != 1 || count[409] != n-1 {
 		t.Fatalf("status counts %v, want one 201 and %d 409", count, n-1)
@@ -229,27 +220,19 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 	a := startLedger(t, t.TempDir(), clock, listening)
 	b := startLedger(t, t.TempDir(), clock, joining(a))
 	const n = 20
-	codes := make([]int, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l := a
-			if i%2 == 1 {
-				l = b
-			}
-			r, err := request(context.Background(), l.URL(), "POST", "/v1/auth/signup", "", nil, creds{"shared@example.com", "shared password", true})
-			codes[i], errs[i] = r.Status, err
-		}()
-	}
-	wg.Wait()
+	answers, errs := concurrently(n, func(i int) (response, error) {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		return request(context.Background(), l.URL(), "POST", "/v1/auth/signup", "", nil, creds{"shared@example.com", "shared password", true})
+	})
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 	created := 0
-	for _, c := range codes {
+	for _, r := range answers {
+		c := r.Status
 		if c == http.StatusCreated {
 			created++
 		} else if c != http.StatusConflict {

@@ -321,6 +321,23 @@ func (l *testLedger) events(t *testing.T, subject string) []domain.Event {
 	return out
 }
 
+// concurrently sends n requests at once, the i-th built by req, and
+// returns every answer and error by index (workers never fail the test;
+// the caller judges).
+func concurrently(n int, req func(i int) (response, error)) ([]response, []error) {
+	answers, errs := make([]response, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i], errs[i] = req(i)
+		}()
+	}
+	wg.Wait()
+	return answers, errs
+}
+
 // checkFor calls f every sleep until it returns nil, and fails the test
 // with f's last error if that has not happened after total, as nats-server's
 // tests do: the error says what was last observed.
