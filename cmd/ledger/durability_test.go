@@ -230,13 +230,13 @@ func TestEmailUniqueAcrossProcesses(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	created := 0
-	for _, r := range answers {
-		c := r.Status
-		if c == http.StatusCreated {
+	created, codes := 0, make([]int, len(answers))
+	for i, r := range answers {
+		codes[i] = r.Status
+		if r.Status == http.StatusCreated {
 			created++
-		} else if c != http.StatusConflict {
-			t.Errorf("unexpected status %d", c)
+		} else if r.Status != http.StatusConflict {
+			t.Errorf("unexpected status %d", r.Status)
 		}
 	}
 	if created != 1 {
