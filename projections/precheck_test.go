@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,10 +85,11 @@ func trustMix(t *testing.T) (log *eventstoretest.Log, k1, k2, k3 domain.SigningK
 				log.AddSigned(t, u.subject, logout(u.id, sid, tick()), forger)
 			case 1: // the ledger's key id, but a MAC that does not match
 				sealed(u.subject, logout(u.id, sid, tick()), log.Head(u.subject), log.Key, func(e *domain.Event) {
-					e.MAC = "A" + e.MAC[1:]
-					if e.MAC == "A"+e.MAC[1:] && e.MAC[0] == 'A' {
-						e.MAC = "B" + e.MAC[1:]
+					first := "A"
+					if e.MAC[0] == 'A' {
+						first = "B"
 					}
+					e.MAC = first + e.MAC[1:]
 				})
 			case 2: // no MAC at all
 				sealed(u.subject, logout(u.id, sid, tick()), log.Head(u.subject), log.Key, func(e *domain.Event) { e.MAC = "" })
@@ -189,6 +191,11 @@ func TestChecksAheadGiveTheSameVerdicts(t *testing.T) {
 			for _, want := range []string{projections.RejectDecode, projections.RejectHash, projections.RejectSignature, projections.RejectChain, projections.RejectInvalid} {
 				if reasons[want] == 0 {
 					t.Errorf("no rejection for %q in the mix: %v", want, reasons)
+				}
+			}
+			for _, want := range []string{"MAC does not match", "is in force", "unsigned", "already introduced", "links to", "hash does not match"} {
+				if !slices.ContainsFunc(one.rejected, func(r projections.Rejected) bool { return strings.Contains(r.Detail, want) }) {
+					t.Errorf("no rejection saying %q in the mix", want)
 				}
 			}
 			if ring.block != (one.err != "") || (!ring.block && one.applied != uint64(len(recs))) {
