@@ -23,8 +23,16 @@ const (
 // reasons) and why, or "" and nil; an error matching ErrKeyUnavailable is
 // not a verdict and comes back with no reason, for the caller to wait on.
 func Judge(e Event, head string, authenticate func(Event) error) (reason string, err error) {
-	if err := e.CheckHash(); err != nil {
-		return RejectHash, err
+	return JudgeHashed(e, e.CheckHash(), head, authenticate)
+}
+
+// JudgeHashed is Judge for a caller that has already run e.CheckHash()
+// (ahead of the log order, on another core: the hash depends on nothing
+// but the event) and passes what it returned as hashErr. The verdict is
+// Judge's.
+func JudgeHashed(e Event, hashErr error, head string, authenticate func(Event) error) (reason string, err error) {
+	if hashErr != nil {
+		return RejectHash, hashErr
 	}
 	if e.PrevHash != head {
 		return RejectChain, fmt.Errorf("event %s links to %q, but its subject's last authentic event is %q", e.ID, e.PrevHash, head)

@@ -188,13 +188,26 @@ func (r *Keyring) Newest() (SigningKey, bool) {
 }
 
 func (r *Keyring) Verify(e Event, key PublicKey) error {
-	k, ok := r.keys[key.ID]
+	return r.verifyUnder(e, key.ID)
+}
+
+// VerifyNamed checks e's MAC under the key e names (its kid), as Verify
+// would under that key: the same answer, for a caller that checks MACs
+// ahead of the log order. It says nothing about whether that key is in
+// force at e's place in the log; only a KeyChain can, and Authenticate
+// must still be asked.
+func (r *Keyring) VerifyNamed(e Event) error {
+	return r.verifyUnder(e, e.KeyID)
+}
+
+func (r *Keyring) verifyUnder(e Event, id string) error {
+	k, ok := r.keys[id]
 	if !ok {
-		return fmt.Errorf("%w: key %s", ErrKeyUnavailable, key.ID)
+		return fmt.Errorf("%w: key %s", ErrKeyUnavailable, id)
 	}
 	got, err := authEncoding.DecodeString(e.MAC)
 	if err != nil || !hmac.Equal(got, k.macOf(eventMessage(e.Hash))) {
-		return fmt.Errorf("%w: MAC does not match under key %s", ErrNotAuthentic, key.ID)
+		return fmt.Errorf("%w: MAC does not match under key %s", ErrNotAuthentic, id)
 	}
 	return nil
 }

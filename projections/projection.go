@@ -29,6 +29,8 @@ type Projection struct {
 
 	applyMu sync.Mutex // one writer: the live router or a bulk read
 	written []string   // sessions the current batch writes (under applyMu)
+	checks  []checked  // a large batch's checks done ahead (under applyMu; precheck.go)
+	inline  checked    // a small batch's checks of the message at hand (under applyMu)
 	cache   *sessionCache
 	// roles are the users whose role is not the default, in memory so that
 	// validate answers with a role without a read; roleChanges are the
@@ -304,7 +306,18 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	p.written = p.written[:0]
 	clear(p.roleChanges)
 	var blocked error
-	for _, r := range recs {
+	// Decoding, hashing and the MAC under the kid a message names need no
+	// order: a large batch has them done ahead, on every core (precheck.go).
+	// Everything else below goes in stream order.
+	start := 0
+	for start < len(recs) && recs[start].Seq <= last {
+		start++
+	}
+	ahead := p.startChecks(recs[start:], p.checks)
+	if ahead != nil {
+		defer func() { p.checks = ahead.close() }()
+	}
+	for i, r := range recs {
 		if r.Seq <= last {
 			continue
 		}
@@ -312,7 +325,14 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 			blocked = fmt.Errorf("%w: sequence %d follows %d: %w", ErrBlocked, r.Seq, last, eventstore.ErrStreamTampered)
 			break
 		}
-		e, err := p.apply(b, &keys, r)
+		var c *checked
+		if ahead != nil && i >= start {
+			c = ahead.get(i - start)
+		} else {
+			p.inline = p.check(r.Data, false) // the MAC, if asked, in apply
+			c = &p.inline
+		}
+		e, err := p.apply(b, &keys, r, c)
 		var rej *rejection
 		switch {
 		case err == nil:
@@ -461,29 +481,39 @@ func (p *Projection) KeyChain() []domain.PublicKey {
 	return append([]domain.PublicKey(nil), p.chain.Order...)
 }
 
-// apply checks one message and folds it into the batch. It returns a
+// apply checks one message and folds it into the batch. c is what its
+// order-independent checks found (decoding, its hash, perhaps its MAC under
+// the key it names); the rest is judged here, in stream order. It returns a
 // *rejection for a message it will not apply, domain.ErrKeyUnavailable if it
 // cannot tell, and any other error for a failure to read or write state.
-func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Record) (domain.Event, error) {
+func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Record, c *checked) (domain.Event, error) {
 	v, err := getVersion(b, r.Subject)
 	if err != nil {
 		return domain.Event{}, err
 	}
 	// Whatever the message, the subject's next append expects it as the
-	// subject's last sequence; only an authentic event moves the head.
+	// subject's last sequence; only an authentic event moves the head. A
+	// message that cannot be judged here (the key in force is not held)
+	// writes nothing: the batch may still commit what came before it.
 	v.Seq = r.Seq
-	if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
-		return domain.Event{}, err
+	e := c.e
+	var verdict error
+	if c.decErr != nil {
+		verdict = reject(RejectDecode, c.decErr)
+	} else {
+		verifier := precheckedVerifier{keys: p.keys, c: c}
+		switch reason, err := domain.JudgeHashed(e, c.hashErr, v.Head, func(e domain.Event) error { return keys.forEvent(e).Authenticate(e, verifier) }); {
+		case reason != "":
+			verdict = reject(reason, err)
+		case err != nil:
+			return e, err // the key in force is not held here: wait, do not judge
+		}
 	}
-	e, err := domain.DecodeEvent(r.Data)
-	if err != nil {
-		return e, reject(RejectDecode, err)
-	}
-	switch reason, err := domain.Judge(e, v.Head, func(e domain.Event) error { return keys.forEvent(e).Authenticate(e, p.keys) }); {
-	case reason != "":
-		return e, reject(reason, err)
-	case err != nil:
-		return e, err // the key in force is not held here: wait, do not judge
+	if verdict != nil {
+		if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
+			return e, err
+		}
+		return e, verdict
 	}
 	// From here the event is the ledger's own: it is the subject's head
 	// even if the rules below refuse it. The subject's time never goes
