@@ -54,8 +54,24 @@ type Cluster struct {
 }
 
 // StartCluster starts every node and waits until JetStream has a meta
-// leader that sees all of them.
+// leader that sees all of them. When it picked free ports itself and a node
+// does not come up (the port may have been taken between picking and
+// binding, and a node that cannot bind only times out), it tries again with
+// other ports, three times in all.
 func StartCluster(cfg ClusterConfig) (*Cluster, error) {
+	picked := len(cfg.ClientPorts) < cfg.Nodes || len(cfg.RoutePorts) < cfg.Nodes || cfg.Nodes <= 0
+	for _, p := range append(append([]int(nil), cfg.ClientPorts...), cfg.RoutePorts...) {
+		picked = picked || p == 0
+	}
+	for attempt := 1; ; attempt++ {
+		c, err := startCluster(cfg)
+		if err == nil || !picked || attempt == 3 {
+			return c, err
+		}
+	}
+}
+
+func startCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.Name == "" {
 		cfg.Name = "ledger"
 	}
@@ -141,6 +157,9 @@ func pickPorts(host string, fixed []int, n int) ([]int, error) {
 	return out, nil
 }
 
+// nodeReady bounds how long one node may take to accept connections.
+const nodeReady = 20 * time.Second
+
 func (c *Cluster) start(i int) error {
 	o := *c.opts[i] // NewServer keeps and mutates its options
 	o.Routes = append(o.Routes[:0:0], c.opts[i].Routes...)
@@ -152,9 +171,9 @@ func (c *Cluster) start(i int) error {
 		srv.SetLoggerV2(c.cfg.Logger, false, false, false)
 	}
 	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
+	if !srv.ReadyForConnections(nodeReady) {
 		srv.Shutdown()
-		return fmt.Errorf("nats node %d: not ready after 30s", i+1)
+		return fmt.Errorf("nats node %d: not ready after %s", i+1, nodeReady)
 	}
 	c.mu.Lock()
 	c.nodes[i] = srv
