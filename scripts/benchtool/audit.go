@@ -158,21 +158,7 @@ func (r *runner) verifyRSSBench(ctx context.Context, ds *dataset) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	var hwm int64
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var waitErr error
-poll:
-	for {
-		if h, _, err := procStatus(cmd.Process.Pid); err == nil {
-			hwm = max(hwm, h)
-		}
-		select {
-		case waitErr = <-exited:
-			break poll
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	hwm, waitErr := waitPeakRSS(cmd, 50*time.Millisecond)
 	took := time.Since(start)
 	if waitErr != nil || !strings.HasPrefix(out.String(), "OK:") {
 		return fmt.Errorf("ledger audit verify: %v\n%s", waitErr, out.Bytes())

@@ -41,11 +41,6 @@ func (r *runner) rebuildBench(ctx context.Context, ds *dataset) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	// Peak RSS: VmHWM, read until the process exits (rusage would report
-	// the bench process's own size, inherited at exec).
-	var hwm int64
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	if r.prof != "" {
 		go func() {
 			secs := max(5, min(30, ds.events/20_000))
@@ -54,18 +49,7 @@ func (r *runner) rebuildBench(ctx context.Context, ds *dataset) error {
 			}
 		}()
 	}
-	var waitErr error
-poll:
-	for {
-		if h, _, err := procStatus(cmd.Process.Pid); err == nil {
-			hwm = max(hwm, h)
-		}
-		select {
-		case waitErr = <-exited:
-			break poll
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	hwm, waitErr := waitPeakRSS(cmd, 100*time.Millisecond)
 	if waitErr != nil {
 		return fmt.Errorf("ledger rebuild: %w\n%s", waitErr, out.Bytes())
 	}
@@ -142,4 +126,23 @@ func rawReadStream(ctx context.Context, stream jetstream.Stream) (float64, int, 
 	}
 	el := time.Since(start)
 	return float64(n) / el.Seconds(), n, nil
+}
+
+// waitPeakRSS waits for a started command and returns its peak RSS
+// (VmHWM, read every `every` until it exits: rusage would report the bench
+// process's own size, inherited at exec) and Wait's error.
+func waitPeakRSS(cmd *exec.Cmd, every time.Duration) (int64, error) {
+	var hwm int64
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for {
+		if h, _, err := procStatus(cmd.Process.Pid); err == nil {
+			hwm = max(hwm, h)
+		}
+		select {
+		case err := <-exited:
+			return hwm, err
+		case <-time.After(every):
+		}
+	}
 }
