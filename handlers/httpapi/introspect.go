@@ -7,9 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/sessionledger/ledger/domain"
-	"github.com/sessionledger/ledger/handlers/query"
 )
 
 // IntrospectPath is OAuth 2.0 token introspection (RFC 7662): what a
@@ -43,12 +40,13 @@ func (a *API) introspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := a.cfg.Queries.Validate.Handle(r.Context(), token, true)
-	inactive := errors.Is(err, query.ErrTokenInvalid) || errors.Is(err, domain.ErrUserNotFound)
-	if err != nil && !inactive {
+	// Whatever validate would answer TOKEN_INVALID (the error table decides)
+	// is an inactive token here, not a failure.
+	if err != nil && errorFor(err).Reason != "TOKEN_INVALID" {
 		a.writeDomainError(w, r, err)
 		return
 	}
-	if err != nil || !v.Verdict.Valid {
+	if err != nil || !v.Verdict.Valid { // err: TOKEN_INVALID
 		writeJSON(w, http.StatusOK, introspection{Active: false})
 		return
 	}
