@@ -99,13 +99,13 @@ func TestReplicasReadYourWrites(t *testing.T) {
 	})
 
 	t.Run("logout propagation", func(t *testing.T) {
-		// 400 sessions over 8 accounts: each stays under the live-session
+		// 120 sessions over 8 accounts: each stays under the live-session
 		// cap, which would otherwise revoke the oldest.
 		const accounts = 8
 		for i := range accounts {
 			a.signup(t, fmt.Sprintf("propagation-%d@example.com", i), pw, true)
 		}
-		const n = 400
+		const n = 120
 		tokens := make([]string, n)
 		errs := make(chan error, n)
 		var wg sync.WaitGroup
@@ -217,7 +217,7 @@ func TestReplicasReadYourWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		appendUses(t, a, sess.UserID(), sess.ID(), clock.Now(), 20000)
+		appendUses(t, a, sess.UserID(), sess.ID(), clock.Now(), 4000)
 		converge(t, 60*time.Second, a, b)
 		start := time.Now()
 		late := startLedger(t, t.TempDir(), clock, onCluster(c))
