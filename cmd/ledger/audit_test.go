@@ -272,6 +272,7 @@ func jsonSeq(seq uint64) string {
 // TestAuditCLIAgainstARunningServersNATS: the audit tools also work through
 // a NATS URL while the server runs, without its data dir or HTTP.
 func TestAuditCLIAgainstARunningServersNATS(t *testing.T) {
+	parallelFault(t)
 	l := startLedger(t, t.TempDir(), newClock(), func(c *ServiceConfig) { c.NATSListen = "127.0.0.1:0" })
 	_, _, sid := l.signup(t, "url@example.com", "url password", true)
 	ctx := context.Background()

@@ -188,6 +188,16 @@ func sortedDurations(ds []time.Duration) []time.Duration {
 	return out
 }
 
+// parallelFault marks a test that mostly waits (for NATS nodes to stop,
+// elect and restart, for max-lag to pass, for a killed process) as one that
+// may run beside another such test: on two cores the suite would otherwise
+// spend a minute or more idle. Only tests that touch no process-wide state
+// (environment, working directory, flags) may call it.
+func parallelFault(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+}
+
 // ledgerBin is the ledger binary, built once per test run for the tests
 // that need a real process to kill.
 var ledgerBin struct {

@@ -215,6 +215,7 @@ func (w *writeLoad) checkInLog(t *testing.T, l *testLedger) {
 // the log afterwards, writes resume once a new leader is elected, and both
 // instances converge to the same projection.
 func TestReplicasSurviveNATSNodeLoss(t *testing.T) {
+	parallelFault(t)
 	c := startNATSCluster(t)
 	clock := newClock()
 	a := startLedger(t, t.TempDir(), clock, onCluster(c), withMaxLag(2*time.Second))
@@ -273,6 +274,7 @@ func TestReplicasSurviveNATSNodeLoss(t *testing.T) {
 // PROJECTION_BEHIND, never a stale 200) and /readyz fails; when NATS comes
 // back it catches up and serves again, without being restarted.
 func TestReplicasFailClosedWhenNATSDown(t *testing.T) {
+	parallelFault(t)
 	c := startNATSCluster(t)
 	clock := newClock()
 	const maxLag = time.Second

@@ -17,6 +17,7 @@ import (
 // every acknowledged write is in the log, and it converges with the other
 // instance.
 func TestReplicasKill9ResumesFromCheckpoint(t *testing.T) {
+	parallelFault(t)
 	if testing.Short() {
 		t.Skip("builds and runs the ledger binary")
 	}

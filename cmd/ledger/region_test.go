@@ -21,6 +21,7 @@ import (
 // sequence on the origin → wait for the projection fed by the mirror)
 // still settles every concurrent write.
 func TestRegionMirror(t *testing.T) {
+	parallelFault(t)
 	c := startNATSCluster(t)
 	clock := newClock()
 	east := startLedger(t, t.TempDir(), clock, onCluster(c))

@@ -19,6 +19,7 @@ import (
 // catches up and ends with the same projection. The subtests share the
 // cluster and the two instances only: each signs up its own user.
 func TestReplicasReadYourWrites(t *testing.T) {
+	parallelFault(t)
 	c := startNATSCluster(t)
 	clock := newClock()
 	a := startLedger(t, t.TempDir(), clock, onCluster(c))
