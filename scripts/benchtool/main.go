@@ -99,6 +99,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == attackClientArg {
 		os.Exit(attackClientMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == bareHTTPArg {
+		os.Exit(bareHTTPMain(os.Args[2:]))
+	}
 	quick := flag.Bool("quick", false, "smaller data set (100k) and shorter runs: one to two minutes")
 	out := flag.String("out", "bench-results.json", "where to write the figures as JSON (relative paths are taken from the directory scripts/bench was started in)")
 	large := flag.Int("large", 0, "sessions in the large data set (default 1000000, 100000 with --quick)")
@@ -410,6 +413,7 @@ func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 	r.add(withDetail(sf, map[string]any{"pool_large": large.poolSize, "pool_small": small.poolSize,
 		"validate_large_rps": largeRes.validatePeak, "validate_small_rps": smallRes.validatePeak,
 		"healthz_large_rps": largeRes.healthzPeak, "healthz_small_rps": smallRes.healthzPeak,
+		"bare_large_rps": largeRes.barePeak, "bare_small_rps": smallRes.barePeak,
 		"raw_ratio": largeRes.validatePeak / smallRes.validatePeak}))
 
 	if err := r.attackBench(ctx, small); err != nil {
@@ -462,8 +466,8 @@ func commandLine() string {
 
 // orderFigures keeps the table in the order of the issue.
 func orderFigures(fs []Figure) []Figure {
-	order := []string{"validate_throughput", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
-		"validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
+	order := []string{"validate_throughput", "validate_vs_bare", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
+		"validate_vs_bare_large", "validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
 		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
 	for _, sc := range attackScenarios {
 		for _, k := range attackKinds {
