@@ -16,7 +16,7 @@ type validateResult struct {
 	validatePeak   float64
 	healthzPeak    float64
 	barePeak       float64 // the bare net/http server, interleaved with both
-	hwmBeforeTouch int64 // server VmHWM before the touched run
+	hwmBeforeTouch int64   // server VmHWM before the touched run
 }
 
 // serveSmall serves the small data set, letting the server catch up from
