@@ -160,9 +160,6 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	f = ratioFigure("validate_vs_bare"+suffix, fmt.Sprintf("validate vs bare net/http (separate process), %s sessions", size),
 		"req/s", va.rps(), bw.rps(), "bare net/http", 0.8)
 	f.Note = fmt.Sprintf("bare p50 %.2f / p99 %.2f ms", ms(bw.P50), ms(bw.P99))
-	if n := prBare.note(); n != "" {
-		f.Note += "; " + n
-	}
 	r.add(withDetail(withDetail(f, prBare.detail()), map[string]any{"validate": va.detail(), "bare": bw.detail(),
 		"bare_body_bytes": len(bareBody), "token_pool": ds.poolSize, "wrk": fmt.Sprintf("-t%d -c%d", r.s.threads, r.s.conns)}))
 	bare.stop()
