@@ -34,11 +34,11 @@ const bareListening = "bare-http listening "
 
 // bareBody is shaped like validate's answer to a seeded session (the
 // fields of handlers/httpapi.validResponse, in the order encoding/json
-// writes them, ids as long as the ledger's), so both send about the same
-// bytes.
+// writes them, ids as long as the ledger's: a 32-hex-digit session id, a
+// UUID user id), so both send about the same bytes.
 var bareBody = []byte(`{"aal":"aal1","expires_at":"2026-12-22T18:07:33Z","idle_expires_at":"2026-12-22T18:07:33Z",` +
 	`"keep_logged_in":true,"max_expires_at":"2027-02-20T18:07:33Z","method":"password","mfa":false,"role":"user",` +
-	`"session_id":"019aac1f-7b4d-7c3e-9a51-2f0d6c1e8b47","user_id":"019aac1f-7b4c-7f12-8e0a-5b3c9d2e1f60","valid":true}` + "\n")
+	`"session_id":"7c3e9a512f0d6c1e8b47019aac1f7b4d","user_id":"019aac1f-7b4c-7f12-8e0a-5b3c9d2e1f60","valid":true}` + "\n")
 
 // bareHandler answers every request with bareBody, after reading the
 // request's body (a POST's) to the end.
@@ -48,7 +48,7 @@ func bareHandler(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Ledger-User-Id", "019aac1f-7b4c-7f12-8e0a-5b3c9d2e1f60")
-	h.Set("X-Ledger-Session-Id", "019aac1f-7b4d-7c3e-9a51-2f0d6c1e8b47")
+	h.Set("X-Ledger-Session-Id", "7c3e9a512f0d6c1e8b47019aac1f7b4d")
 	h.Set("X-Ledger-Role", "user")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(bareBody)

@@ -65,3 +65,11 @@ func TestInterleaveN(t *testing.T) {
 		t.Fatalf("pair %+v", p)
 	}
 }
+
+// TestBareBodySize keeps the bare answer the size of validate's (310 bytes
+// for a seeded session, with a newline) within a few bytes.
+func TestBareBodySize(t *testing.T) {
+	if n := len(bareBody); n < 290 || n > 330 {
+		t.Fatalf("bare body is %d bytes", n)
+	}
+}
