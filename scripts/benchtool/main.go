@@ -14,7 +14,8 @@
 //  3. seeds a small one (10k); times the per-event checks against decoding
 //     alone, and the live apply (one record per ApplyBatch) against
 //     catch-up batches, in this process on the small set's events;
-//  4. serves the small set: wrk on /healthz vs /v1/validate, an open-loop
+//  4. serves the small set: wrk on /v1/validate vs /healthz and vs a bare
+//     net/http server in a process of its own (bare.go), an open-loop
 //     run at half the validate peak for latency, a touched run, then logins
 //     over HTTP vs raw argon2id;
 //  5. appends through eventstore.Store vs raw JetStream publishes;
@@ -27,6 +28,10 @@
 //     while validates run at a fixed rate and a legitimate client logs in
 //     to another account (attack.go). --only attack runs this phase alone,
 //     after seeding the small set.
+//
+// --only growth runs none of that: for each of --growth-sizes (events),
+// it seeds a data set, rebuilds it, measures its size on disk, serves it
+// and measures validate, then deletes it (growth.go).
 //
 // Everything listens on 127.0.0.1 only; NATS is embedded and not exposed,
 // and admits only the data dir's nkey identities, as `ledger serve` does.
