@@ -73,3 +73,45 @@ func (p pairResult) note() string {
 	sort.Float64s(rs)
 	return fmt.Sprintf("%d slice pairs, ratio %.2f–%.2f", len(rs), rs[0], rs[len(rs)-1])
 }
+
+// interleaveN runs every fn for total each, in rounds of one slice of each
+// (one second or more), the order reversed every other round (A B C,
+// C B A, A B C, ...), so that load from other tenants falls on all alike.
+// rates holds each round's rate of each fn, in the order of fns.
+func interleaveN(total, minSlice time.Duration, fns ...func(time.Duration) (float64, time.Duration, error)) (ops, secs []float64, rates [][]float64, err error) {
+	n := max(1, int(total/minSlice))
+	slice := total / time.Duration(n)
+	ops, secs = make([]float64, len(fns)), make([]float64, len(fns))
+	for i := 0; i < n; i++ {
+		rate := make([]float64, len(fns))
+		for k := range fns {
+			j := k
+			if i%2 == 1 {
+				j = len(fns) - 1 - k
+			}
+			o, el, err := fns[j](slice)
+			if err != nil {
+				return ops, secs, rates, err
+			}
+			ops[j] += o
+			secs[j] += el.Seconds()
+			if el > 0 {
+				rate[j] = o / el.Seconds()
+			}
+		}
+		rates = append(rates, rate)
+	}
+	return ops, secs, rates, nil
+}
+
+// pairOf is the pair (a as the baseline, b as the subject) out of an
+// interleaveN run.
+func pairOf(ops, secs []float64, rates [][]float64, a, b int) pairResult {
+	p := pairResult{opsA: ops[a], opsB: ops[b], secsA: secs[a], secsB: secs[b]}
+	for _, r := range rates {
+		if r[a] > 0 {
+			p.sliceRatios = append(p.sliceRatios, r[b]/r[a])
+		}
+	}
+	return p
+}

@@ -14,7 +14,8 @@
 //  3. seeds a small one (10k); times the per-event checks against decoding
 //     alone, and the live apply (one record per ApplyBatch) against
 //     catch-up batches, in this process on the small set's events;
-//  4. serves the small set: wrk on /healthz vs /v1/validate, an open-loop
+//  4. serves the small set: wrk on /v1/validate vs /healthz and vs a bare
+//     net/http server in a process of its own (bare.go), an open-loop
 //     run at half the validate peak for latency, a touched run, then logins
 //     over HTTP vs raw argon2id;
 //  5. appends through eventstore.Store vs raw JetStream publishes;
@@ -27,6 +28,10 @@
 //     while validates run at a fixed rate and a legitimate client logs in
 //     to another account (attack.go). --only attack runs this phase alone,
 //     after seeding the small set.
+//
+// --only growth runs none of that: for each of --growth-sizes (events),
+// it seeds a data set, rebuilds it, measures its size on disk, serves it
+// and measures validate, then deletes it (growth.go).
 //
 // Everything listens on 127.0.0.1 only; NATS is embedded and not exposed,
 // and admits only the data dir's nkey identities, as `ledger serve` does.
@@ -74,6 +79,7 @@ type settings struct {
 	attackWorkers int           // attacking connections per group (one account, unknown emails)
 	attackFlags   []string      // extra `ledger serve` flags for the attacked servers
 	only          string        // run only this phase ("attack"); "" for all
+	growthSizes   []int         // --only growth: events per data set
 }
 
 func defaults(quick bool) settings {
@@ -99,6 +105,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == attackClientArg {
 		os.Exit(attackClientMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == bareHTTPArg {
+		os.Exit(bareHTTPMain(os.Args[2:]))
+	}
 	quick := flag.Bool("quick", false, "smaller data set (100k) and shorter runs: one to two minutes")
 	out := flag.String("out", "bench-results.json", "where to write the figures as JSON (relative paths are taken from the directory scripts/bench was started in)")
 	large := flag.Int("large", 0, "sessions in the large data set (default 1000000, 100000 with --quick)")
@@ -106,12 +115,13 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
 	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
 	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
-	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), or audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query)")
+	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query), or growth (the growth table: for each of --growth-sizes, seed, rebuild, disk use, serve and validate, then delete)")
+	growthSizes := flag.String("growth-sizes", defaultGrowthSizes, "with --only growth: the sizes, in events, comma-separated (k = 1,000, m = 1,000,000); 10m takes the better part of an hour")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack|audit | --attack-only] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack|audit|growth | --attack-only] [--growth-sizes 10k,100k,1m,10m] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
@@ -139,10 +149,21 @@ func main() {
 		*only = "attack"
 	}
 	switch *only {
-	case "", "attack", "audit":
+	case "", "attack", "audit", "growth":
 		s.only = *only
 	default:
-		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are attack and audit\n", *only)
+		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are attack, audit and growth\n", *only)
+		os.Exit(2)
+	}
+	if s.only == "growth" {
+		sizes, err := parseSizes(*growthSizes)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: --growth-sizes:", err)
+			os.Exit(2)
+		}
+		s.growthSizes = sizes
+	} else if given["growth-sizes"] {
+		fmt.Fprintln(os.Stderr, "bench: --growth-sizes goes with --only growth")
 		os.Exit(2)
 	}
 	s.attackFlags = strings.Fields(*attackFlags)
@@ -175,7 +196,9 @@ type Report struct {
 	LoadAvg   [2]string `json:"loadavg_start_end"`
 	Settings  any       `json:"settings"`
 	Figures   []Figure  `json:"figures"`
-	Notes     []string  `json:"notes,omitempty"`
+	// Growth is the growth table (--only growth), one row per size.
+	Growth []GrowthRow `json:"growth,omitempty"`
+	Notes  []string    `json:"notes,omitempty"`
 }
 
 // Figure is one measured value, the baseline it is compared with, and the
@@ -231,7 +254,9 @@ type runner struct {
 	// check cost (0 until measured).
 	rebuildUS float64
 	figures   []Figure
+	growth    []GrowthRow
 	notes     []string
+	keep      bool // keep the data sets (--keep)
 }
 
 func (r *runner) add(f Figure) {
@@ -274,8 +299,10 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 			return err
 		}
 	}
-	r := &runner{s: s, work: workDir, prof: profDir}
-	if s.only == "" {
+	r := &runner{s: s, work: workDir, prof: profDir, keep: keep}
+	if s.only == "growth" {
+		logf("work dir %s (mode %s, sizes %v events)", workDir, mode(s), s.growthSizes)
+	} else if s.only == "" {
 		logf("work dir %s (mode %s, large set %d sessions)", workDir, mode(s), s.large)
 	} else {
 		logf("work dir %s (mode %s)", workDir, mode(s))
@@ -301,7 +328,57 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 	}
 
 	largePool := 0
-	if s.only == "attack" {
+	report := func() Report {
+		settings := map[string]any{
+			"small_sessions": s.small, "large_sessions": s.large, "sessions_per_user": s.perUser,
+			"token_pool_large": largePool, "wrk_threads": s.threads, "wrk_connections": s.conns,
+			"peak_run_s": s.peakDur.Seconds(), "open_loop_run_s": s.openDur.Seconds(),
+			"append_run_s": s.appendDur.Seconds(), "login_run_s": s.loginDur.Seconds(),
+			"touched_run_s": s.touchDur.Seconds(), "touched_pool": s.touchPool,
+			"check_rounds": checkRounds, "apply_chunk": applyChunk, "apply_pairs": s.applyPairs,
+			"gomaxprocs": runtime.GOMAXPROCS(0),
+			"attack_s":   s.attackDur.Seconds(), "attack_connections_per_group": s.attackWorkers,
+			"attack_peak_run_s": s.attackPeakDur.Seconds(), "attack_server_flags": strings.Join(s.attackFlags, " "), "only": s.only,
+		}
+		if s.only == "growth" {
+			settings = map[string]any{
+				"growth_sizes_events": s.growthSizes, "sessions_per_user": s.perUser, "token_pool_max": growthPool,
+				"wrk_threads": s.threads, "wrk_connections": s.conns, "peak_run_s": s.peakDur.Seconds(),
+				"dedupe_wait": s.dedupeWait, "gomaxprocs": runtime.GOMAXPROCS(0), "only": s.only,
+			}
+		}
+		return Report{
+			Mode:      mode(s),
+			Command:   commandLine(),
+			StartedAt: started.UTC(),
+			Seconds:   time.Since(started).Seconds(),
+			Machine:   describeMachine(),
+			LoadAvg:   [2]string{loadStart, loadAvg()},
+			Settings:  settings,
+			Figures:   orderFigures(r.figures),
+			Growth:    r.growth,
+			Notes:     r.notes,
+		}
+	}
+	writeReport := func(rep Report) error {
+		data, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(outPath, append(data, '\n'), 0o644)
+	}
+	if s.only == "growth" {
+		// The JSON is written after every size, so that a long run
+		// (10M) leaves what it finished if it is stopped.
+		flush := func() {
+			if err := writeReport(report()); err != nil {
+				logf("write %s: %v", outPath, err)
+			}
+		}
+		if err := r.growthPhase(ctx, pwHash, flush); err != nil {
+			return err
+		}
+	} else if s.only == "attack" {
 		small, err := seedDataset(ctx, filepath.Join(workDir, "small"), s.small, s.perUser, s.small, s.touchPool, pwHash)
 		if err != nil {
 			return fmt.Errorf("seed small: %w", err)
@@ -327,34 +404,9 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		r.note("profiled run (--profile): the server had a pprof listener and was sampled during some runs")
 	}
 
-	rep := Report{
-		Mode:      mode(s),
-		Command:   commandLine(),
-		StartedAt: started.UTC(),
-		Seconds:   time.Since(started).Seconds(),
-		Machine:   describeMachine(),
-		LoadAvg:   [2]string{loadStart, loadAvg()},
-		Settings: map[string]any{
-			"small_sessions": s.small, "large_sessions": s.large, "sessions_per_user": s.perUser,
-			"token_pool_large": largePool, "wrk_threads": s.threads, "wrk_connections": s.conns,
-			"peak_run_s": s.peakDur.Seconds(), "open_loop_run_s": s.openDur.Seconds(),
-			"append_run_s": s.appendDur.Seconds(), "login_run_s": s.loginDur.Seconds(),
-			"touched_run_s": s.touchDur.Seconds(), "touched_pool": s.touchPool,
-			"check_rounds": checkRounds, "apply_chunk": applyChunk, "apply_pairs": s.applyPairs,
-			"gomaxprocs": runtime.GOMAXPROCS(0),
-			"attack_s":   s.attackDur.Seconds(), "attack_connections_per_group": s.attackWorkers,
-			"attack_peak_run_s": s.attackPeakDur.Seconds(), "attack_server_flags": strings.Join(s.attackFlags, " "), "only": s.only,
-		},
-		Figures: orderFigures(r.figures),
-		Notes:   r.notes,
-	}
-	table := renderTable(rep)
-	fmt.Print(table)
-	data, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(outPath, append(data, '\n'), 0o644); err != nil {
+	rep := report()
+	fmt.Print(renderTable(rep))
+	if err := writeReport(rep); err != nil {
 		return err
 	}
 	logf("wrote %s in %s", outPath, time.Since(started).Round(time.Second))
@@ -410,6 +462,7 @@ func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 	r.add(withDetail(sf, map[string]any{"pool_large": large.poolSize, "pool_small": small.poolSize,
 		"validate_large_rps": largeRes.validatePeak, "validate_small_rps": smallRes.validatePeak,
 		"healthz_large_rps": largeRes.healthzPeak, "healthz_small_rps": smallRes.healthzPeak,
+		"bare_large_rps": largeRes.barePeak, "bare_small_rps": smallRes.barePeak,
 		"raw_ratio": largeRes.validatePeak / smallRes.validatePeak}))
 
 	if err := r.attackBench(ctx, small); err != nil {
@@ -462,8 +515,8 @@ func commandLine() string {
 
 // orderFigures keeps the table in the order of the issue.
 func orderFigures(fs []Figure) []Figure {
-	order := []string{"validate_throughput", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
-		"validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
+	order := []string{"validate_throughput", "validate_vs_bare", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
+		"validate_vs_bare_large", "validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
 		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
 	for _, sc := range attackScenarios {
 		for _, k := range attackKinds {
@@ -491,8 +544,13 @@ func renderTable(rep Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nledger benchmark (%s mode), %s, %d CPUs (%s), %s, load average %s at start, %s at end\n\n", rep.Mode,
 		rep.StartedAt.Format(time.RFC3339), rep.Machine.NProc, rep.Machine.CPUModel, rep.Machine.GoVersion, rep.LoadAvg[0], rep.LoadAvg[1])
-	fmt.Fprintln(&b, "| figure | value | baseline | ratio | goal | met |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	if len(rep.Growth) > 0 {
+		fmt.Fprint(&b, renderGrowth(rep.Growth))
+	}
+	if len(rep.Figures) > 0 {
+		fmt.Fprintln(&b, "| figure | value | baseline | ratio | goal | met |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	}
 	for _, f := range rep.Figures {
 		base, ratio := "-", "-"
 		if f.Baseline > 0 {

@@ -30,43 +30,22 @@ func (r *runner) rebuildBench(ctx context.Context, ds *dataset) error {
 	}
 	logf("raw ordered-consumer read: %d events at %.0f events/s", rawEvents, rawRate)
 
-	logf("ledger rebuild --data-dir %s", ds.dir)
 	inWindow := time.Since(ds.seededAt) < 2*time.Minute
 	env, addrFile := r.pprofEnv("rebuild")
-	cmd := exec.CommandContext(ctx, r.ledger, "rebuild", "--data-dir", ds.dir, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return err
-	}
+	var profiled func()
 	if r.prof != "" {
-		go func() {
+		profiled = func() {
 			secs := max(5, min(30, ds.events/20_000))
 			if err := r.fetchProfile(ctx, addrFile, fmt.Sprintf("profile?seconds=%d", secs), "cpu-rebuild.pprof"); err != nil {
 				logf("profile rebuild: %v", err)
 			}
-		}()
+		}
 	}
-	hwm, waitErr := waitPeakRSS(cmd, 100*time.Millisecond)
-	if waitErr != nil {
-		return fmt.Errorf("ledger rebuild: %w\n%s", waitErr, out.Bytes())
+	rb, err := r.ledgerRebuild(ctx, ds, env, profiled)
+	if err != nil {
+		return err
 	}
-	m := rebuildDone.FindSubmatch(out.Bytes())
-	if m == nil {
-		return fmt.Errorf("ledger rebuild: no summary line in output:\n%s", out.Bytes())
-	}
-	// Every seeded event must pass the checks; a rejection means the bench
-	// wrote a ledger the server does not accept, and the rate would not be
-	// that of applying it.
-	if rej := rebuildRejected.FindSubmatch(out.Bytes()); rej != nil {
-		return fmt.Errorf("ledger rebuild rejected %s seeded messages:\n%s", rej[1], out.Bytes())
-	}
-	events, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	rate, _ := strconv.ParseFloat(string(m[3]), 64)
-	took, _ := time.ParseDuration(string(m[2]))
-	logf("%s", m[0])
+	events, rate, took, hwm := rb.events, rb.rate, rb.took, rb.hwm
 
 	f := ratioFigure("rebuild_rate", fmt.Sprintf("rebuild rate (ledger rebuild, %d events, each checked: hash, chain, MAC)", events), "events/s",
 		rate, rawRate, "raw ordered-consumer read", 0.7)
@@ -75,6 +54,55 @@ func (r *runner) rebuildBench(ctx context.Context, ds *dataset) error {
 		"us_per_event": 1e6 / rate, "rebuild_vmhwm_mib": float64(hwm) / mib, "dedupe_window_rebuilt": inWindow}))
 	r.rebuildUS = 1e6 / rate
 	return nil
+}
+
+// rebuildRun is one `ledger rebuild` as its summary line reports it, and
+// the command's peak RSS.
+type rebuildRun struct {
+	events int64
+	rate   float64 // events/s
+	took   time.Duration
+	hwm    int64         // VmHWM, bytes
+	wall   time.Duration // the whole command, start to exit
+}
+
+// ledgerRebuild runs `ledger rebuild` on a stopped data set (with env
+// added to its environment, and started() called in a goroutine once it
+// runs, if given) and fails if it rejects a single message.
+func (r *runner) ledgerRebuild(ctx context.Context, ds *dataset, env []string, started func()) (rebuildRun, error) {
+	logf("ledger rebuild --data-dir %s", ds.dir)
+	cmd := exec.CommandContext(ctx, r.ledger, "rebuild", "--data-dir", ds.dir, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		return rebuildRun{}, err
+	}
+	if started != nil {
+		go started()
+	}
+	hwm, waitErr := waitPeakRSS(cmd, 100*time.Millisecond)
+	wall := time.Since(begin)
+	if waitErr != nil {
+		return rebuildRun{}, fmt.Errorf("ledger rebuild: %w\n%s", waitErr, out.Bytes())
+	}
+	m := rebuildDone.FindSubmatch(out.Bytes())
+	if m == nil {
+		return rebuildRun{}, fmt.Errorf("ledger rebuild: no summary line in output:\n%s", out.Bytes())
+	}
+	// Every seeded event must pass the checks; a rejection means the bench
+	// wrote a ledger the server does not accept, and the rate would not be
+	// that of applying it.
+	if rej := rebuildRejected.FindSubmatch(out.Bytes()); rej != nil {
+		return rebuildRun{}, fmt.Errorf("ledger rebuild rejected %s seeded messages:\n%s", rej[1], out.Bytes())
+	}
+	events, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	rate, _ := strconv.ParseFloat(string(m[3]), 64)
+	took, _ := time.ParseDuration(string(m[2]))
+	logf("%s", m[0])
+	return rebuildRun{events: events, rate: rate, took: took, hwm: hwm, wall: wall}, nil
 }
 
 // rawRead reads the whole stream of dataDir through an ordered consumer with

@@ -15,7 +15,8 @@ import (
 type validateResult struct {
 	validatePeak   float64
 	healthzPeak    float64
-	hwmBeforeTouch int64 // server VmHWM before the touched run
+	barePeak       float64 // the bare net/http server, interleaved with both
+	hwmBeforeTouch int64   // server VmHWM before the touched run
 }
 
 // serveSmall serves the small data set, letting the server catch up from
@@ -124,17 +125,29 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	validate := target{path: "/v1/validate?touch=false", tokens: ds.poolFile}
 	touched := target{path: "/v1/validate", tokens: ds.touchFile}
 
-	// Warm up both paths (connections, caches, page cache).
-	for _, t := range []target{healthz, validate} {
+	// The second baseline: a bare net/http server in a process of its own
+	// (bare.go), sent the same requests as validate.
+	bare, err := startBare(ctx)
+	if err != nil {
+		return validateResult{}, err
+	}
+	defer bare.stop()
+	bareT := target{path: validate.path, tokens: validate.tokens, base: bare.url}
+
+	// Warm up every path (connections, caches, page cache).
+	for _, t := range []target{healthz, validate, bareT} {
 		if _, err := r.runWrk(ctx, srv.url, t, time.Second); err != nil {
 			return validateResult{}, err
 		}
 	}
-	hz, va, pr, err := r.peakPair(ctx, srv.url, healthz, validate)
+	// Interleaved: /healthz, validate, bare; bare, validate, /healthz; ...
+	runs, ops, secs, rates, err := r.peakRuns(ctx, srv.url, healthz, validate, bareT)
 	if err != nil {
 		return validateResult{}, err
 	}
-	res := validateResult{validatePeak: va.rps(), healthzPeak: hz.rps()}
+	hz, va, bw := runs[0], runs[1], runs[2]
+	pr, prBare := pairOf(ops, secs, rates, 0, 1), pairOf(ops, secs, rates, 2, 1)
+	res := validateResult{validatePeak: va.rps(), healthzPeak: hz.rps(), barePeak: bw.rps()}
 	f := ratioFigure("validate_throughput"+suffix, fmt.Sprintf("validate throughput (touch=false), %s sessions", size),
 		"req/s", va.rps(), hz.rps(), "/healthz", 0.8)
 	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; /healthz p50 %.2f / p99 %.2f ms", ms(va.P50), ms(va.P99), ms(hz.P50), ms(hz.P99))
@@ -144,6 +157,12 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 		d0["server_catch_up"] = r.catchUp
 	}
 	r.add(withDetail(withDetail(f, pr.detail()), d0))
+	f = ratioFigure("validate_vs_bare"+suffix, fmt.Sprintf("validate vs bare net/http (separate process), %s sessions", size),
+		"req/s", va.rps(), bw.rps(), "bare net/http", 0.8)
+	f.Note = fmt.Sprintf("bare p50 %.2f / p99 %.2f ms", ms(bw.P50), ms(bw.P99))
+	r.add(withDetail(withDetail(f, prBare.detail()), map[string]any{"validate": va.detail(), "bare": bw.detail(),
+		"bare_body_bytes": len(bareBody), "token_pool": ds.poolSize, "wrk": fmt.Sprintf("-t%d -c%d", r.s.threads, r.s.conns)}))
+	bare.stop()
 	if r.prof != "" {
 		err := r.profileWhile(ctx, addrFile, "cpu-validate"+suffix+".pprof", int(r.s.peakDur/time.Second), func() error {
 			_, err := r.runWrk(ctx, srv.url, validate, r.s.peakDur)

@@ -114,15 +114,21 @@ func (w wrkResult) detail() map[string]any {
 	}
 }
 
-// target is one wrk load: a path and, for validate, a token pool.
+// target is one wrk load: a path and, for validate, a token pool; base,
+// if set, is the server to load instead of the one runWrk is given (the
+// bare net/http baseline).
 type target struct {
 	path   string
 	tokens string
+	base   string
 }
 
 // runWrk runs wrk for whole seconds against base+t.path.
 func (r *runner) runWrk(ctx context.Context, base string, t target, dur time.Duration) (wrkResult, error) {
 	secs := max(1, int(dur.Round(time.Second)/time.Second))
+	if t.base != "" {
+		base = t.base
+	}
 	args := []string{
 		"-t", strconv.Itoa(r.s.threads), "-c", strconv.Itoa(r.s.conns), "-d", strconv.Itoa(secs) + "s",
 		"--timeout", "5s", "-s", r.lua, base + "/", "--", t.path, t.tokens, strconv.Itoa(r.s.threads),
@@ -146,13 +152,15 @@ func (r *runner) runWrk(ctx context.Context, base string, t target, dur time.Dur
 	return wrkResult{}, fmt.Errorf("wrk %s: no result line in output:\n%s", t.path, out)
 }
 
-// peakPair measures a baseline and a subject at full load, interleaved in
-// one-second slices.
-func (r *runner) peakPair(ctx context.Context, base string, a, b target) (ra, rb wrkResult, p pairResult, err error) {
-	var seen [2]bool
-	var res [2]wrkResult
-	run := func(i int, t target) func(time.Duration) (float64, time.Duration, error) {
-		return func(d time.Duration) (float64, time.Duration, error) {
+// peakRuns measures targets at full load, interleaved in one-second slices
+// (interleaveN), and returns each target's merged run and the per-round
+// rates (in the order of ts) for pairOf.
+func (r *runner) peakRuns(ctx context.Context, base string, ts ...target) (res []wrkResult, ops, secs []float64, rates [][]float64, err error) {
+	res = make([]wrkResult, len(ts))
+	seen := make([]bool, len(ts))
+	fns := make([]func(time.Duration) (float64, time.Duration, error), len(ts))
+	for i, t := range ts {
+		fns[i] = func(d time.Duration) (float64, time.Duration, error) {
 			w, err := r.runWrk(ctx, base, t, d)
 			if err != nil {
 				return 0, 0, err
@@ -165,6 +173,6 @@ func (r *runner) peakPair(ctx context.Context, base string, a, b target) (ra, rb
 			return float64(w.Requests), time.Duration(w.DurationUS) * time.Microsecond, nil
 		}
 	}
-	p, err = interleave(r.s.peakDur, time.Second, run(0, a), run(1, b))
-	return res[0], res[1], p, err
+	ops, secs, rates, err = interleaveN(r.s.peakDur, time.Second, fns...)
+	return res, ops, secs, rates, err
 }
