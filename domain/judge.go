@@ -46,3 +46,36 @@ func JudgeHashed(e Event, hashErr error, head string, authenticate func(Event) e
 		return "", err
 	}
 }
+
+// JudgeUse is Judge for a message on a user's use subject, which holds
+// nothing but that user's session_used events, each standing alone. A use
+// only ever moves a live session's idle deadline later (Session.Apply: it
+// cannot revive a dead session), so uses fold as a maximum: a lost use can
+// only end a session sooner, and their order changes nothing. They therefore
+// need neither a chain nor the user's expected-sequence check, and writers
+// on several instances may append them concurrently. What stands in for the
+// chain: the event links to no predecessor (a link would fork as soon as
+// two writers raced), is a session_used of userID (the subject's user), and
+// is authenticated by the key in force like any other event. The rules come
+// before authentication so that no other kind of event, a key event least
+// of all, is ever folded into the key chain from a use subject.
+func JudgeUse(e Event, hashErr error, userID string, authenticate func(Event) error) (reason string, err error) {
+	switch {
+	case hashErr != nil:
+		return RejectHash, hashErr
+	case e.PrevHash != "":
+		return RejectChain, fmt.Errorf("event %s on a use subject links to %q: uses stand alone", e.ID, e.PrevHash)
+	case e.Type != EventSessionUsed:
+		return RejectInvalid, fmt.Errorf("event %s: a use subject holds only %s events, not %s", e.ID, EventSessionUsed, e.Type)
+	case e.UserID != userID || e.SessionID == "":
+		return RejectInvalid, fmt.Errorf("event %s: a use of user %q's session %q on the use subject of user %q", e.ID, e.UserID, e.SessionID, userID)
+	}
+	switch err := authenticate(e); {
+	case err == nil:
+		return "", nil
+	case errors.Is(err, ErrNotAuthentic):
+		return RejectSignature, err
+	default:
+		return "", err
+	}
+}

@@ -181,3 +181,47 @@ func TestJudge(t *testing.T) {
 		}
 	}
 }
+
+// TestJudgeUse: a use subject takes standalone, authentic uses of its own
+// user, and nothing else; the rules are checked before authentication, so
+// that nothing but a use ever reaches the key chain from there.
+func TestJudgeUse(t *testing.T) {
+	k := key(t, 1)
+	use := sealed(t, domain.SessionUse("u", "s", t0), "e1", "", k)
+	linked := sealed(t, domain.SessionUse("u", "s", t0), "e2", "head", k)
+	asLogout := domain.SessionUse("u", "s", t0)
+	asLogout.Type = domain.EventSessionLoggedOut
+	logout := sealed(t, asLogout, "e3", "", k)
+	noSession := sealed(t, domain.SessionUse("u", "", t0), "e4", "", k)
+	altered := use
+	altered.Time = altered.Time.Add(time.Second)
+	ok := func(domain.Event) error { return nil }
+	authCalled := false
+	spy := func(domain.Event) error { authCalled = true; return nil }
+	cases := []struct {
+		name   string
+		e      domain.Event
+		user   string
+		auth   func(domain.Event) error
+		reason string
+		unsure bool
+	}{
+		{"authentic use", use, "u", ok, "", false},
+		{"altered", altered, "u", ok, domain.RejectHash, false},
+		{"linked", linked, "u", ok, domain.RejectChain, false},
+		{"not a use", logout, "u", spy, domain.RejectInvalid, false},
+		{"another user's use", use, "v", spy, domain.RejectInvalid, false},
+		{"no session", noSession, "u", spy, domain.RejectInvalid, false},
+		{"forged", use, "u", func(domain.Event) error { return domain.ErrNotAuthentic }, domain.RejectSignature, false},
+		{"key not held", use, "u", func(domain.Event) error { return domain.ErrKeyUnavailable }, "", true},
+	}
+	for _, c := range cases {
+		reason, err := domain.JudgeUse(c.e, c.e.CheckHash(), c.user, c.auth)
+		if reason != c.reason || (err != nil) != (c.reason != "" || c.unsure) {
+			t.Errorf("%s: reason %q, err %v; want %q", c.name, reason, err, c.reason)
+		}
+	}
+	if authCalled {
+		t.Error("an event the use subject's rules refuse was authenticated (and could have reached the key chain)")
+	}
+}

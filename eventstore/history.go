@@ -76,8 +76,38 @@ func (s *Reader) UserOfSession(ctx context.Context, sessionID string) (string, e
 	return "", fmt.Errorf("session %s: %w", sessionID, ErrNotInLog)
 }
 
-// UserHistory is every message on a user's subject, each judged as a
-// projection judges it (see CheckedHistory).
+// UserHistory is every message on a user's subject and on its use subject
+// (UseSubject), in stream order, each judged as a projection judges it (see
+// CheckedHistory): whatever replays a user's history must see the uses
+// recorded apart from it, or an as-of verdict would miss them.
 func (s *Reader) UserHistory(ctx context.Context, userID string) ([]StoredEvent, error) {
-	return s.CheckedHistory(ctx, UserSubject(userID))
+	authenticate, err := s.authenticator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	chained, err := checked(ctx, s.stream, UserSubject(userID), authenticate)
+	if err != nil {
+		return nil, err
+	}
+	uses, err := checkedUses(ctx, s.stream, userID, authenticate)
+	if err != nil {
+		return nil, err
+	}
+	return mergeBySeq(chained, uses), nil
+}
+
+// mergeBySeq merges two lists in stream order, each already in it.
+func mergeBySeq(a, b []StoredEvent) []StoredEvent {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]StoredEvent, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].Seq < b[0].Seq {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }

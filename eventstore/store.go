@@ -236,7 +236,7 @@ func (s *Store) EmailVersion(ctx context.Context, emailHash string) (Version, er
 }
 
 // RecordFacts appends facts, each to its user's subject, or for no known
-// user to AnonSubject (see AppendFacts).
+// user to AnonSubject (see AppendFacts). Uses go through RecordUses.
 func (s *Store) RecordFacts(ctx context.Context, facts []ports.Fact) (int, error) {
 	pubs := make([]Publication, len(facts))
 	for i, f := range facts {
@@ -247,6 +247,63 @@ func (s *Store) RecordFacts(ctx context.Context, facts []ports.Fact) (int, error
 		pubs[i] = Publication{Subject: subject, Event: f.Event, MsgID: f.DedupKey, At: f.At}
 	}
 	return s.AppendFacts(ctx, pubs)
+}
+
+// RecordUses appends session_used events, each to its user's use subject
+// (UseSubject), sealed with no predecessor and published without the
+// expected-last-subject-sequence header: the server then never loads the
+// user's history to check it, and uses from any number of instances go in
+// side by side (see domain.JudgeUse for why a use needs no chain). The
+// Nats-Msg-Id (DedupKey, else the event id) still makes instances recording
+// the same use write it once. Facts that are not uses of a known user's
+// session are refused, not sent elsewhere. It returns how many were stored.
+func (s *Store) RecordUses(ctx context.Context, facts []ports.Fact) (stored int, err error) {
+	key, err := s.signingKey()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		sema = make(chan struct{}, 32)
+	)
+	for _, f := range facts {
+		e := f.Event
+		if e.Type != domain.EventSessionUsed || e.UserID == "" || e.SessionID == "" {
+			err = errors.Join(err, fmt.Errorf("record uses: %s of user %q, session %q is not a use", e.Type, e.UserID, e.SessionID))
+			continue
+		}
+		wg.Add(1)
+		sema <- struct{}{}
+		go func() {
+			defer func() { <-sema; wg.Done() }()
+			e := s.appendUse(ctx, key, e, f.DedupKey)
+			mu.Lock()
+			defer mu.Unlock()
+			if e != nil {
+				err = errors.Join(err, e)
+			} else {
+				stored++
+			}
+		}()
+	}
+	wg.Wait()
+	return stored, err
+}
+
+func (s *Store) appendUse(ctx context.Context, key domain.SigningKey, e domain.Event, msgID string) error {
+	subject := UseSubject(e.UserID)
+	data, err := s.sealAt(&e, Version{}, key)
+	if err != nil {
+		return err
+	}
+	if msgID == "" {
+		msgID = e.ID
+	}
+	if _, _, err := s.publishWith(ctx, subject, data, msgID, e.ID, nil); err != nil {
+		return fmt.Errorf("append %s to %s: %w", e.Type, subject, err)
+	}
+	return nil
 }
 
 // Append writes events to one subject in order, each given an id (if it
@@ -367,11 +424,28 @@ func (s *Reader) CheckedHistory(ctx context.Context, subject string) ([]StoredEv
 		chain := &domain.KeyChain{}
 		return checked(ctx, stream, subject, func(e domain.Event, _ uint64) error { return chain.Authenticate(e, v) })
 	}
-	_, timeline, _, err := keyTimeline(ctx, stream, v)
+	authenticate, err := s.authenticator(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return checked(ctx, stream, subject, func(e domain.Event, seq uint64) error {
+	if userID, ok := UseSubjectUser(subject); ok {
+		return checkedUses(ctx, stream, userID, authenticate)
+	}
+	return checked(ctx, stream, subject, authenticate)
+}
+
+// authenticator checks an event against the key in force at its sequence,
+// from the key subject as it stands now.
+func (s *Reader) authenticator(ctx context.Context) (func(domain.Event, uint64) error, error) {
+	v := s.verifier
+	if v == nil {
+		v = domain.SignatureVerifier{}
+	}
+	_, timeline, _, err := keyTimeline(ctx, s.stream, v)
+	if err != nil {
+		return nil, err
+	}
+	return func(e domain.Event, seq uint64) error {
 		var key *domain.PublicKey
 		for i := range timeline {
 			if timeline[i].from <= seq {
@@ -385,7 +459,30 @@ func (s *Reader) CheckedHistory(ctx context.Context, subject string) ([]StoredEv
 			return fmt.Errorf("%w: signed by key %s, but key %s was in force", domain.ErrNotAuthentic, e.KeyID, key.ID)
 		}
 		return v.Verify(e, *key)
+	}, nil
+}
+
+// checkedUses judges a use subject's messages as a projection does
+// (domain.JudgeUse): each on its own, there being no chain.
+func checkedUses(ctx context.Context, stream jetstream.Stream, userID string, authenticate func(domain.Event, uint64) error) ([]StoredEvent, error) {
+	var out []StoredEvent
+	err := readStream(ctx, stream, ReadOptions{Subject: UseSubject(userID)}, func(r Record) error {
+		se := Decode(r)
+		if se.Err != nil {
+			se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, domain.RejectDecode, se.Err)
+		} else {
+			reason, err := domain.JudgeUse(se.Event, se.Event.CheckHash(), userID, func(e domain.Event) error { return authenticate(e, r.Seq) })
+			switch {
+			case reason != "":
+				se.Err = fmt.Errorf("%w (%s): %v", ErrNotAuthentic, reason, err)
+			case err != nil:
+				return err
+			}
+		}
+		out = append(out, se)
+		return nil
 	})
+	return out, err
 }
 
 func checked(ctx context.Context, stream jetstream.Stream, subject string, authenticate func(domain.Event, uint64) error) ([]StoredEvent, error) {
@@ -418,9 +515,17 @@ func checked(ctx context.Context, stream jetstream.Stream, subject string, authe
 // conflict; publish then looks for its own event right after the expected
 // version and, if it is there, returns its sequence.
 func (s *Store) publish(ctx context.Context, subject string, data []byte, msgID, eventID string, expected uint64) (seq uint64, duplicate bool, err error) {
-	opts := []jetstream.PublishOpt{
-		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(s.name),
-		jetstream.WithExpectLastSequencePerSubject(expected),
+	return s.publishWith(ctx, subject, data, msgID, eventID, &expected)
+}
+
+// publishWith is publish; a nil expected publishes without the
+// expected-last-subject-sequence header (a standalone use).
+func (s *Store) publishWith(ctx context.Context, subject string, data []byte, msgID, eventID string, expectedSeq *uint64) (seq uint64, duplicate bool, err error) {
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(s.name)}
+	var expected uint64
+	if expectedSeq != nil {
+		expected = *expectedSeq
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(expected))
 	}
 	// Retries stop after ~5 s in all, so a write with NATS down fails while
 	// its HTTP request can still be answered.

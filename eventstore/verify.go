@@ -23,6 +23,7 @@ const (
 	ProblemCorrupt   = "corrupt"   // not a readable event
 	ProblemGap       = "gap"       // stream sequences absent
 	ProblemPin       = "pin"       // stream digest differs from a pinned one
+	ProblemMisplaced = "misplaced" // on a use subject, but not a standalone use of its user
 )
 
 // Problem is one place where the log is not what was written.
@@ -50,8 +51,12 @@ type Checkpoint struct {
 
 // VerifyReport is the result of re-reading a whole stream.
 type VerifyReport struct {
-	Messages    uint64       `json:"messages"`
+	Messages uint64 `json:"messages"`
+	// Subjects are the hash chains; use subjects have none, and their
+	// events (Uses) are checked one by one: hash, no predecessor, a use of
+	// the subject's user, signature.
 	Subjects    int          `json:"subjects"`
+	Uses        uint64       `json:"uses"`
 	LastSeq     uint64       `json:"last_seq"`
 	Digest      StreamDigest `json:"-"`
 	Problems    []Problem    `json:"problems"`
@@ -89,6 +94,10 @@ type VerifyOptions struct {
 // does not become its subject's head, so the events after it are judged
 // against what the ledger really wrote. Verify also checks that stream
 // sequences are contiguous and that pinned stream digests still match.
+// Use subjects (UseSubject) hold no chain: each of their events is checked
+// on its own (hash, no predecessor, a use of the subject's user, signature;
+// see domain.JudgeUse), so dropping a use there is not detected by Verify,
+// only by a pinned digest; a lost use can only end a session sooner.
 // Problems are listed in stream order.
 //
 // Memory is bounded by the number of subjects (the last authentic hash of
@@ -130,6 +139,13 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 		if o.Progress != nil && r.Seq%4096 == 0 {
 			o.Progress(r.Seq, 0)
+		}
+		if userID, ok := UseSubjectUser(r.Subject); ok {
+			rep.Uses++
+			if kind, detail := judgeVerifyUse(it, userID, &chain); kind != "" {
+				problem(r, e, kind, detail)
+			}
+			return true
 		}
 		switch kind, detail := judgeVerifyItem(it, heads, &chain); kind {
 		case "":
@@ -212,6 +228,28 @@ func judgeVerifyItem(it *verifyItem, heads map[string]string, chain *domain.KeyC
 	return "", ""
 }
 
+// judgeVerifyUse is domain.JudgeUse for a message on a use subject: no
+// chain to follow, so it neither reads nor moves a head.
+func judgeVerifyUse(it *verifyItem, userID string, chain *domain.KeyChain) (kind, detail string) {
+	if it.decodeErr != nil {
+		return ProblemCorrupt, it.decodeErr.Error()
+	}
+	reason, err := domain.JudgeUse(it.event, it.hashErr, userID, func(e domain.Event) error { return chain.Authenticate(e, it) })
+	switch reason {
+	case "":
+		if err != nil { // a key this reader cannot check with: not authentic to it
+			return ProblemSignature, err.Error()
+		}
+		return "", ""
+	case domain.RejectHash:
+		return ProblemAltered, "content does not match the event's hash"
+	case domain.RejectSignature:
+		return ProblemSignature, err.Error()
+	default:
+		return ProblemMisplaced, err.Error()
+	}
+}
+
 // linksToEarlier re-reads the stream, judging it as Verify did, up to the
 // last broken link, and marks as reordered each broken link whose hash was
 // an authentic event before it: it links to an earlier event than its
@@ -228,6 +266,10 @@ func (s *Reader) linksToEarlier(ctx context.Context, workers int, links map[stri
 	return verifyPipeline(ctx, s.stream, workers, func(it *verifyItem) bool {
 		if it.rec.Seq >= last {
 			return false
+		}
+		if userID, ok := UseSubjectUser(it.rec.Subject); ok {
+			judgeVerifyUse(it, userID, &chain) // nothing links to a use
+			return true
 		}
 		if kind, _ := judgeVerifyItem(it, heads, &chain); kind != "" {
 			return true

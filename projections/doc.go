@@ -10,6 +10,12 @@
 //     Anything else is rejected: recorded with its reason, counted, and
 //     never a subject's head, so the subject's next legitimate event links
 //     past it.
+//   - A user's use subject (eventstore.UseSubject) has no chain and no
+//     head: it takes only standalone session_used events of its user
+//     (domain.JudgeUse), checked for hash and MAC like any other, folded
+//     exactly as a use on the user's subject, and never moves the user's
+//     subject's version. Uses fold as a maximum, so their order and
+//     repetition change nothing.
 //   - The checkpoint (the last applied stream sequence) is written in the
 //     same Pebble batch as the state it covers, so a crash can never leave
 //     the two apart, and re-applying a message is a no-op. It only ever

@@ -487,6 +487,9 @@ func (p *Projection) KeyChain() []domain.PublicKey {
 // *rejection for a message it will not apply, domain.ErrKeyUnavailable if it
 // cannot tell, and any other error for a failure to read or write state.
 func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Record, c *checked) (domain.Event, error) {
+	if userID, ok := eventstore.UseSubjectUser(r.Subject); ok {
+		return p.applyUse(b, keys, r, c, userID)
+	}
 	v, err := getVersion(b, r.Subject)
 	if err != nil {
 		return domain.Event{}, err
@@ -529,6 +532,33 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 		return e, err
 	}
 	return e, p.fold(b, e, before, r.Seq)
+}
+
+// applyUse is apply for a message on a user's use subject: a standalone
+// session_used (domain.JudgeUse) or a rejection. A use subject has no chain,
+// so nothing records a version or head for it, and the user's subject keeps
+// its own: appends there expect its sequence, which a use must not move.
+// The use folds exactly as one on the user's subject would, against the
+// user subject's time (see fold); folding the same use again changes
+// nothing, whatever came in between, since a use only moves a deadline to
+// its own time if that is later.
+func (p *Projection) applyUse(b *pebble.Batch, keys *keyChainTx, r eventstore.Record, c *checked, userID string) (domain.Event, error) {
+	e := c.e
+	if c.decErr != nil {
+		return e, reject(RejectDecode, c.decErr)
+	}
+	verifier := precheckedVerifier{keys: p.keys, c: c}
+	switch reason, err := domain.JudgeUse(e, c.hashErr, userID, func(e domain.Event) error { return keys.forEvent(e).Authenticate(e, verifier) }); {
+	case reason != "":
+		return e, reject(reason, err)
+	case err != nil:
+		return e, err // the key in force is not held here: wait, do not judge
+	}
+	user, err := getVersion(b, eventstore.UserSubject(userID))
+	if err != nil {
+		return e, err
+	}
+	return e, p.fold(b, e, user.Time, r.Seq)
 }
 
 // fold applies an authentic event's effect on the read model. before is

@@ -32,7 +32,7 @@ type auditCmd struct {
 	Verdict auditVerdictCmd `cmd:"" help:"Recompute a session's verdict at an instant from the log, and explain it."`
 	History auditHistoryCmd `cmd:"" help:"Print the events of a user, a session or an email, in order."`
 	Export  auditExportCmd  `cmd:"" help:"Write every event as JSON lines to stdout."`
-	Verify  auditVerifyCmd  `cmd:"" help:"Re-read the whole stream and check every hash chain and pinned digest."`
+	Verify  auditVerifyCmd  `cmd:"" help:"Re-read the whole stream and check every hash chain (and each standalone use), signature and pinned digest."`
 	Digest  auditDigestCmd  `cmd:"" help:"Print the projection's state digest and stream digest checkpoints (stopped server's data dir)."`
 }
 
@@ -432,7 +432,7 @@ func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]e
 			cps = append(cps, map[string]any{"seq": c.Seq, "stream_digest": c.Digest.String()})
 		}
 		if err := json.NewEncoder(out).Encode(map[string]any{
-			"ok": rep.OK(), "messages": rep.Messages, "subjects": rep.Subjects, "last_seq": rep.LastSeq,
+			"ok": rep.OK(), "messages": rep.Messages, "subjects": rep.Subjects, "uses": rep.Uses, "last_seq": rep.LastSeq,
 			"stream_digest": rep.Digest.String(), "problems": rep.Problems, "checkpoints": cps,
 			"signing_keys": keyIDList(rep.Keys), "anchored": rep.Anchored,
 		}); err != nil {
@@ -447,6 +447,9 @@ func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]e
 		if rep.OK() {
 			fmt.Fprintf(out, "OK: %d events on %d subjects verified (hashes, chains, signatures by %s); chain head at seq %d: %d:%s\n",
 				rep.Messages, rep.Subjects, strings.Join(keyIDList(rep.Keys), " then "), rep.LastSeq, rep.LastSeq, rep.Digest)
+			if rep.Uses > 0 {
+				fmt.Fprintf(out, "use subjects (ledger.use.<user>): %d events, no chains; each checked on its own (hash, no predecessor, a use of its subject's user, signature)\n", rep.Uses)
+			}
 			if !rep.Anchored {
 				fmt.Fprintln(out, "note: no trusted public key was given (--public-key), so this shows one key signed every event, not whose key it is")
 			}

@@ -334,7 +334,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	log.Info("bootstrap admin key (every scope)", "from", adminKeyFrom)
 	if s.uses, err = query.NewUseRecorder(query.UseRecorderConfig{
 		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
-		Log: s.ll.store, Versions: s.proj, Logger: log, Registerer: reg,
+		Log: s.ll.store, Logger: log, Registerer: reg,
 	}); err != nil {
 		return nil, err
 	}

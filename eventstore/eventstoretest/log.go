@@ -88,3 +88,28 @@ func (l *Log) Rotate(tb testing.TB, next domain.SigningKey, at time.Time) events
 	l.Key = next
 	return r
 }
+
+// AddUse appends a use the way the ledger records one now: on its user's
+// use subject, sealed with no predecessor (see domain.JudgeUse), signed
+// with the log's key.
+func (l *Log) AddUse(tb testing.TB, e domain.Event) eventstore.Record {
+	tb.Helper()
+	return l.AddStandalone(tb, eventstore.UseSubject(e.UserID), e, l.Key)
+}
+
+// AddStandalone seals e with no predecessor, signs it with k and appends it
+// to subject, leaving every subject's head as it was.
+func (l *Log) AddStandalone(tb testing.TB, subject string, e domain.Event, k domain.SigningKey) eventstore.Record {
+	tb.Helper()
+	if e.ID == "" {
+		e.ID = fmt.Sprintf("ev-%d", len(l.Recs)+1)
+	}
+	if err := e.Seal("", k); err != nil {
+		tb.Fatal(err)
+	}
+	data, err := e.Encode()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l.Raw(subject, data, e.Time)
+}

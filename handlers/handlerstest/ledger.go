@@ -20,12 +20,11 @@
 //     version's Head is that id, and only sequences decide conflicts.
 //   - Every append is applied at once: WaitFor never waits, and Accepted
 //     reports only what RejectNext injected.
-//   - UserVersion takes a context, as the log's does (command's eventLog);
-//     the projection's UserVersion(userID) (query.UseRecorderConfig's
-//     Versions) is not offered.
+//   - UserVersion takes a context, as the log's does (command's eventLog).
 package handlerstest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -87,6 +86,7 @@ func NewLedger() *Ledger {
 // Subjects, named like the event store's; nothing parses them.
 func userSubject(userID string) string     { return "user." + userID }
 func emailSubject(emailHash string) string { return "email." + emailHash }
+func useSubject(userID string) string      { return "use." + userID }
 
 const anonSubject = "anon"
 
@@ -112,7 +112,7 @@ func (l *Ledger) RejectNext(n int) {
 	l.rejectNext = n
 }
 
-// FailFacts makes RecordFacts fail with err, storing nothing; nil heals it.
+// FailFacts makes RecordFacts and RecordUses fail with err, storing nothing; nil heals it.
 func (l *Ledger) FailFacts(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -223,6 +223,35 @@ func (l *Ledger) RecordFacts(_ context.Context, facts []ports.Fact) (int, error)
 	return len(facts), nil
 }
 
+// RecordUses appends uses, each to its user's use subject, standalone (no
+// version read or checked), and folds them; a DedupKey stored before is not
+// stored again. Facts reports them with the other facts.
+func (l *Ledger) RecordUses(_ context.Context, facts []ports.Fact) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failFacts != nil {
+		return 0, l.failFacts
+	}
+	for _, f := range facts {
+		if f.Event.Type != domain.EventSessionUsed || f.Event.UserID == "" {
+			return 0, fmt.Errorf("handlerstest: %s of user %q is not a use", f.Event.Type, f.Event.UserID)
+		}
+		if f.DedupKey != "" {
+			if l.dedup[f.DedupKey] {
+				continue
+			}
+			l.dedup[f.DedupKey] = true
+		}
+		// Standalone: no version to follow, and its time is its own.
+		if err := l.fold(f.Event); err != nil {
+			return 0, err
+		}
+		l.store(useSubject(f.Event.UserID), f.Event, nil)
+		l.facts = append(l.facts, f)
+	}
+	return len(facts), nil
+}
+
 // UserVersion is a user's history's version now.
 func (l *Ledger) UserVersion(_ context.Context, userID string) (ports.Version, error) {
 	l.mu.Lock()
@@ -242,7 +271,9 @@ func (l *Ledger) EmailVersion(_ context.Context, emailHash string) (ports.Versio
 func (l *Ledger) UserHistory(_ context.Context, userID string) ([]ports.StoredEvent, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.Clone(l.history[userSubject(userID)]), nil
+	h := append(slices.Clone(l.history[userSubject(userID)]), l.history[useSubject(userID)]...)
+	slices.SortFunc(h, func(a, b ports.StoredEvent) int { return cmp.Compare(a.Seq, b.Seq) })
+	return h, nil
 }
 
 // EmailHistory is an email's claims and the user of the claim in force

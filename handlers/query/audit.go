@@ -12,7 +12,9 @@ import (
 
 type (
 	// userHistory reads histories from the log, each message judged as
-	// the projection judges it (Err set on the ones it would reject).
+	// the projection judges it (Err set on the ones it would reject). A
+	// user's history is everything a replay of the user must fold, in log
+	// order: its chained subject and the uses recorded apart from it.
 	userHistory interface {
 		UserHistory(ctx context.Context, userID string) ([]ports.StoredEvent, error)
 		// EmailHistory is an email's claims, and the user of the first
@@ -202,12 +204,13 @@ func InWindow(se ports.StoredEvent, since, until time.Time) bool {
 
 // HintedOwners maps a session to its user through an index the auditor
 // need not trust (Hint: a stopped data dir's projection, one lookup), and
-// confirms the answer in the log: the user's subject, read and judged as
+// confirms the answer in the log: the user's history, read and judged as
 // UserHistory judges it (hash, chain, signature), must hold an authentic
 // session_started of that session for that user. If the hint has no answer
 // or the log does not confirm it, the session's user is found by Scan
 // (reading the whole stream) and Fallback, if set, is told why. Only the
-// user's subject and the key subject are read otherwise.
+// user's history (its subject and its use subject) and the key subject are
+// read otherwise.
 //
 // It is also the userHistory of the handler it serves (AuditHandler.Log):
 // the history read to confirm a user is handed over, not read again.

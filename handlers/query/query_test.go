@@ -69,7 +69,7 @@ func appendTo(t *testing.T, l *handlerstest.Ledger, events ...domain.Event) {
 	}
 }
 
-func recorder(t *testing.T, log factLog, queue int) (*UseRecorder, *prometheus.Registry) {
+func recorder(t *testing.T, log useLog, queue int) (*UseRecorder, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	r, err := NewUseRecorder(UseRecorderConfig{Granularity: time.Hour, QueueSize: queue, Log: log, Registerer: reg})

@@ -14,14 +14,12 @@ import (
 	"github.com/sessionledger/ledger/handlers/ports"
 )
 
-type (
-	factLog interface {
-		RecordFacts(ctx context.Context, facts []ports.Fact) (int, error)
-	}
-	versionReader interface {
-		UserVersion(userID string) (ports.Version, error)
-	}
-)
+// useLog records uses where they need no head of their user's history
+// (the event store puts each on the user's use subject, standalone): a
+// recorder reads nothing to record one.
+type useLog interface {
+	RecordUses(ctx context.Context, facts []ports.Fact) (int, error)
+}
 
 // UseRecorder turns validations into session_used events, at most one per
 // session per granularity. The idle deadline therefore runs from the last
@@ -31,8 +29,7 @@ type (
 // counts it rather than slowing validation down.
 type UseRecorder struct {
 	granularity time.Duration
-	log         factLog
-	versions    versionReader
+	log         useLog
 	logger      *slog.Logger
 
 	queue   chan domain.Event
@@ -49,12 +46,9 @@ type UseRecorder struct {
 type UseRecorderConfig struct {
 	Granularity time.Duration
 	QueueSize   int
-	Log         factLog
-	// Versions, if set, supplies each user history's version from the
-	// local projection, so appending a use needs no read from the log.
-	Versions   versionReader
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Log         useLog
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 }
 
 func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
@@ -75,7 +69,7 @@ func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
 		return cnt
 	}
 	return &UseRecorder{
-		granularity: c.Granularity, log: c.Log, versions: c.Versions, logger: c.Logger,
+		granularity: c.Granularity, log: c.Log, logger: c.Logger,
 		queue:    make(chan domain.Event, c.QueueSize),
 		done:     make(chan struct{}),
 		queued:   counter("ledger_uses_queued_total", "Session uses queued for recording."),
@@ -149,13 +143,8 @@ func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 	facts := make([]ports.Fact, len(events))
 	for i, e := range events {
 		facts[i] = ports.Fact{Event: e, DedupKey: r.dedupKey(e)}
-		if r.versions != nil {
-			if v, err := r.versions.UserVersion(e.UserID); err == nil && v.Seq > 0 {
-				facts[i].At = &v
-			}
-		}
 	}
-	stored, err := r.log.RecordFacts(ctx, facts)
+	stored, err := r.log.RecordUses(ctx, facts)
 	r.appended.Add(float64(stored))
 	if err != nil {
 		r.failed.Add(float64(len(events) - stored))
