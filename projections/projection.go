@@ -31,7 +31,10 @@ type Projection struct {
 	written []string   // sessions the current batch writes (under applyMu)
 	checks  []checked  // a large batch's checks done ahead (under applyMu; precheck.go)
 	inline  checked    // a small batch's checks of the message at hand (under applyMu)
-	cache   *sessionCache
+	// fresh, during a rebuild into an empty store, answers the fold's
+	// reads of keys the rebuild never wrote (under applyMu; rebuild.go).
+	fresh *freshReader
+	cache *sessionCache
 	// roles are the users whose role is not the default, in memory so that
 	// validate answers with a role without a read; roleChanges are the
 	// current batch's (under applyMu), published when it commits.
@@ -136,6 +139,15 @@ func Open(dir string, keys *domain.Keyring, log *slog.Logger, reg prometheus.Reg
 	if err := checkLayout(db, dir, applied); err != nil {
 		db.Close()
 		return nil, err
+	}
+	switch _, closer, err := db.Get(keyRebuilding); {
+	case err == nil:
+		closer.Close()
+		db.Close()
+		return nil, fmt.Errorf("open projection %s: %w", dir, ErrInterruptedRebuild)
+	case !errors.Is(err, pebble.ErrNotFound):
+		db.Close()
+		return nil, fmt.Errorf("read rebuild mark: %w", err)
 	}
 	p := &Projection{db: db, readOnly: opts.ReadOnly, log: log, metrics: newMetrics(reg), advance: make(chan struct{}), cache: newSessionCache(SessionCacheSize), keys: keys, chain: &domain.KeyChain{}}
 	p.applied = applied
@@ -301,6 +313,10 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	keys := keyChainTx{chain: p.chain}
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
+	if p.fresh != nil {
+		p.fresh.f.begin(b)
+		defer p.fresh.f.begin(nil)
+	}
 	applied := make(map[domain.EventType]int)
 	rejected := make(map[string]int)
 	p.written = p.written[:0]
@@ -369,6 +385,12 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 		}
 	}
 	if last > p.Applied() {
+		if p.fresh != nil {
+			// The filter must hold every key the batch commits.
+			if err := p.fresh.f.sync(); err != nil {
+				return err
+			}
+		}
 		if err := p.commit(b, last, digest, keys); err != nil {
 			return err
 		}
@@ -487,7 +509,7 @@ func (p *Projection) KeyChain() []domain.PublicKey {
 // *rejection for a message it will not apply, domain.ErrKeyUnavailable if it
 // cannot tell, and any other error for a failure to read or write state.
 func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Record, c *checked) (domain.Event, error) {
-	v, err := getVersion(b, r.Subject)
+	v, err := getVersion(p.rd(b), r.Subject)
 	if err != nil {
 		return domain.Event{}, err
 	}
@@ -550,7 +572,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		if err != nil {
 			return reject(RejectInvalid, err)
 		}
-		if _, closer, err := b.Get(claimKey(c.EmailHash)); err == nil {
+		if _, closer, err := p.rd(b).Get(claimKey(c.EmailHash)); err == nil {
 			closer.Close()
 			return nil // the first claim holds; later ones lost the race
 		} else if !errors.Is(err, pebble.ErrNotFound) {
@@ -558,13 +580,13 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		}
 		return b.Set(claimKey(c.EmailHash), []byte(e.UserID), nil)
 	case domain.EventUserRegistered:
-		return applyUserRegistered(b, e)
+		return applyUserRegistered(b, p.rd(b), e)
 	case domain.EventSessionStarted:
 		s, err := domain.SessionFromEvent(e)
 		if err != nil {
 			return reject(RejectInvalid, err)
 		}
-		switch _, err := getSession(b, e.SessionID); {
+		switch _, err := getSession(p.rd(b), e.SessionID); {
 		case err == nil:
 			return nil // already applied under another message id
 		case !errors.Is(err, domain.ErrSessionNotFound):
@@ -573,7 +595,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		if err := p.putSession(b, s); err != nil {
 			return err
 		}
-		if err := foldFailures(b, e); err != nil {
+		if err := foldFailures(b, p.rd(b), e); err != nil {
 			return err
 		}
 		if err := b.Set(indexKey(prefixAllIndex, e.UserID, s.StartedAt(), s.ID()), nil, nil); err != nil {
@@ -621,7 +643,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		if e.UserID == "" {
 			return nil // an unknown email: for the audit trail only
 		}
-		if err := foldFailures(b, e); err != nil {
+		if err := foldFailures(b, p.rd(b), e); err != nil {
 			return err
 		}
 		return foldChallenges(b, e) // a wrong code is a try (lifecycle.go)
@@ -640,8 +662,8 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 
 // foldFailures keeps an account's recent failed logins, which the login
 // throttle decides from; a session start clears them.
-func foldFailures(b *pebble.Batch, e domain.Event) error {
-	f, err := getFailures(b, e.UserID)
+func foldFailures(b *pebble.Batch, r reader, e domain.Event) error {
+	f, err := getFailures(r, e.UserID)
 	if err != nil {
 		return err
 	}
@@ -669,7 +691,7 @@ func getFailures(r reader, userID string) (domain.LoginFailures, error) {
 	return f, nil
 }
 
-func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
+func applyUserRegistered(b *pebble.Batch, r reader, e domain.Event) error {
 	p, err := domain.DecodePayload[domain.UserRegistered](e)
 	if err != nil {
 		return reject(RejectInvalid, err)
@@ -678,7 +700,7 @@ func applyUserRegistered(b *pebble.Batch, e domain.Event) error {
 	if emailHash == "" {
 		return reject(RejectInvalid, fmt.Errorf("event %s: no email", e.ID))
 	}
-	if _, closer, err := b.Get(emailKey(emailHash)); err == nil {
+	if _, closer, err := r.Get(emailKey(emailHash)); err == nil {
 		closer.Close()
 		// The claim protocol lets only one registration per email reach
 		// the log; should another ever appear, the first one keeps it.

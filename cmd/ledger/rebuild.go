@@ -58,7 +58,7 @@ func rebuildProjection(ctx context.Context, ll *ledgerLog, cfg LogConfig, ring *
 	}
 	start := time.Now()
 	lastPrint := time.Time{}
-	err = proj.CatchUp(ctx, ll.read, func(applied, target uint64) {
+	err = proj.Rebuild(ctx, ll.read, func(applied, target uint64) {
 		if time.Since(lastPrint) < 500*time.Millisecond && applied < target {
 			return
 		}

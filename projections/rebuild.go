@@ -1,0 +1,215 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"math/bits"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// A rebuild replays the whole stream into an empty projection. Applying an
+// event reads before it writes: is this session already there (the same
+// session_started under two message ids), does this email belong to
+// someone, has this user failed logins to clear, what is the subject's
+// version. On replay into an empty store most of those keys do not exist,
+// and Pebble answers "not found" only after looking in every memtable and
+// level that may hold the key.
+//
+// Into an EMPTY store, a key exists only if this rebuild wrote it. So a
+// rebuild keeps a filter of every key it has written (a Bloom filter:
+// false positives, never false negatives), fed from the batch itself (its
+// representation is append-only: each lookup first reads the entries added
+// since the last one). A lookup of a key the filter has never seen answers
+// "not found" without asking Pebble; any other goes to Pebble as before.
+// The answers, and so the verdicts and the state, are the same as the
+// ordinary path's: only the work to get them changes. A false positive
+// costs a Pebble lookup, nothing else.
+
+// absentFilter is a Bloom filter of the keys written since the projection
+// was empty.
+type absentFilter struct {
+	seed  maphash.Seed
+	bits  []uint64
+	mask  uint64 // len(bits)*64 - 1
+	batch *pebble.Batch
+	off   int // how much of batch's representation has been read
+}
+
+// filterHashes is how many bits a key sets.
+const filterHashes = 4
+
+// newAbsentFilter sizes the filter for about events events (some 8 keys
+// each at 8 bits per key), between 1 and 32 MiB.
+func newAbsentFilter(events uint64) *absentFilter {
+	n := max(events*64, 1<<23)
+	n = min(n, 1<<28)
+	n = 1 << bits.Len64(n-1) // a power of two
+	return &absentFilter{seed: maphash.MakeSeed(), bits: make([]uint64, n/64), mask: n - 1}
+}
+
+func (f *absentFilter) add(key []byte) {
+	h := maphash.Bytes(f.seed, key)
+	h1, h2 := h, (h>>32)|(h<<32)|1
+	for i := range uint64(filterHashes) {
+		x := (h1 + i*h2) & f.mask
+		f.bits[x>>6] |= 1 << (x & 63)
+	}
+}
+
+func (f *absentFilter) mayHave(key []byte) bool {
+	h := maphash.Bytes(f.seed, key)
+	h1, h2 := h, (h>>32)|(h<<32)|1
+	for i := range uint64(filterHashes) {
+		x := (h1 + i*h2) & f.mask
+		if f.bits[x>>6]&(1<<(x&63)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// begin makes b the batch whose writes the filter follows.
+func (f *absentFilter) begin(b *pebble.Batch) {
+	f.batch, f.off = b, 0
+}
+
+// sync adds the keys the batch has written since the last sync. Every kind
+// of entry counts (a deletion's key too): the filter only has to hold every
+// key that may exist, and more is harmless.
+func (f *absentFilter) sync() error {
+	if f.batch == nil {
+		return nil
+	}
+	repr := f.batch.Repr()
+	if f.off == 0 {
+		f.off = batchrepr.HeaderLen
+	}
+	if f.off >= len(repr) {
+		return nil
+	}
+	r := batchrepr.Reader(repr[f.off:])
+	for {
+		_, key, _, ok, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("read rebuild batch: %w", err)
+		}
+		if !ok {
+			break
+		}
+		f.add(key)
+	}
+	f.off = len(repr)
+	return nil
+}
+
+// freshReader is the batch as the fold reads it during a rebuild: a key the
+// filter has never seen is not there.
+type freshReader struct {
+	f *absentFilter
+}
+
+func (r *freshReader) Get(key []byte) ([]byte, io.Closer, error) {
+	if err := r.f.sync(); err != nil {
+		return nil, nil, err
+	}
+	if !r.f.mayHave(key) {
+		return nil, nil, pebble.ErrNotFound
+	}
+	return r.f.batch.Get(key)
+}
+
+func (r *freshReader) NewIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
+	return r.f.batch.NewIter(o)
+}
+
+// rd is what the fold reads the batch b through: b itself, or during a
+// rebuild into an empty store b behind the filter of written keys.
+func (p *Projection) rd(b *pebble.Batch) reader {
+	if p.fresh == nil {
+		return b
+	}
+	return p.fresh
+}
+
+// ErrInterruptedRebuild is what Open answers for a projection a rebuild
+// started and did not finish: it must be dropped and rebuilt.
+var ErrInterruptedRebuild = errors.New("the projection is an interrupted rebuild: it must be rebuilt from the stream (ledger serve rebuilds it at start; or stop the server and run ledger rebuild)")
+
+// rebuildBatch is how many messages a rebuild applies per Pebble batch.
+const rebuildBatch = 8192
+
+// Rebuild folds the whole stream into this projection, which must be empty
+// (just created): the same checks and folds as CatchUp, in larger batches,
+// with the reads of keys this rebuild never wrote answered by a filter
+// instead of Pebble. The projection is marked as being rebuilt until the
+// end, so that Open refuses one a crash interrupted (ErrInterruptedRebuild)
+// instead of serving it as if it were complete.
+func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, progress func(applied, target uint64)) error {
+	if p.readOnly {
+		return errors.New("rebuild: the projection is open read-only")
+	}
+	if err := p.checkEmpty(); err != nil {
+		return err
+	}
+	target, err := store.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	// Synced, and so durable before any batch the rebuild commits.
+	if err := p.db.Set(keyRebuilding, []byte{1}, pebble.Sync); err != nil {
+		return fmt.Errorf("mark rebuild: %w", err)
+	}
+	p.applyMu.Lock()
+	p.fresh = &freshReader{f: newAbsentFilter(target)}
+	p.fresh.f.add(keyRebuilding)
+	p.fresh.f.add(keyLayout)
+	p.applyMu.Unlock()
+	defer func() {
+		p.applyMu.Lock()
+		p.fresh = nil
+		p.applyMu.Unlock()
+	}()
+	if err := p.catchUp(ctx, store, target, rebuildBatch, progress); err != nil {
+		return err
+	}
+	if p.Applied() < target {
+		return fmt.Errorf("rebuild: applied %d of %d", p.Applied(), target)
+	}
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	// The mark goes with a synced write after every batch: a crash before
+	// it leaves the mark, and after it the whole projection.
+	if err := p.db.Flush(); err != nil {
+		return fmt.Errorf("flush rebuild: %w", err)
+	}
+	if err := p.db.Delete(keyRebuilding, pebble.Sync); err != nil {
+		return fmt.Errorf("mark rebuild done: %w", err)
+	}
+	return nil
+}
+
+// checkEmpty fails unless the projection holds nothing but its layout mark:
+// the filter's answers are only right for a store that starts empty.
+func (p *Projection) checkEmpty() error {
+	if p.Applied() != 0 {
+		return fmt.Errorf("rebuild: the projection is not empty (applied %d)", p.Applied())
+	}
+	it, err := p.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if !bytes.Equal(it.Key(), keyLayout) {
+			return fmt.Errorf("rebuild: the projection is not empty (it holds %q)", it.Key())
+		}
+	}
+	return it.Error()
+}
