@@ -91,6 +91,20 @@ func WithBlockCache(bytes int64) Option {
 	return func(o *pebble.Options) { o.CacheSize = bytes }
 }
 
+// ForRebuild tunes Pebble for writing a whole projection at once (ledger
+// rebuild): larger memtables, no write-ahead log (a rebuild interrupted
+// before its end is refused at Open and done again, see Rebuild), and L0
+// left to grow instead of compacted while the rebuild writes; the next
+// ordinary Open compacts it in the background.
+func ForRebuild() Option {
+	return func(o *pebble.Options) {
+		o.MemTableSize = 64 << 20
+		o.DisableWAL = true
+		o.L0CompactionThreshold = 32
+		o.L0StopWritesThreshold = 1000
+	}
+}
+
 // ReadOnly opens an existing projection for reading only (an auditor's
 // lookups in a stopped server's data dir): nothing is written, and a
 // projection that does not exist, or would need a write to be opened, is

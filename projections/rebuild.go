@@ -176,8 +176,10 @@ func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, prog
 	if err != nil {
 		return err
 	}
-	// Synced, and so durable before any batch the rebuild commits.
-	if err := p.db.Set(keyRebuilding, []byte{1}, pebble.Sync); err != nil {
+	// Written before any batch the rebuild commits, and so durable before
+	// any of them: the write-ahead log, or without one (ForRebuild) the
+	// memtables, are made durable in order.
+	if err := p.db.Set(keyRebuilding, []byte{1}, pebble.NoSync); err != nil {
 		return fmt.Errorf("mark rebuild: %w", err)
 	}
 	p.applyMu.Lock()
@@ -201,13 +203,15 @@ func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, prog
 	}
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	// The mark goes with a synced write after every batch: a crash before
-	// it leaves the mark, and after it the whole projection.
+	// The mark goes after every batch, and the flush makes it durable with
+	// them (without a write-ahead log, see ForRebuild, nothing is durable
+	// until flushed; memtables are flushed in order): a crash before the
+	// flush leaves the mark, after it the whole projection.
+	if err := p.db.Delete(keyRebuilding, pebble.NoSync); err != nil {
+		return fmt.Errorf("mark rebuild done: %w", err)
+	}
 	if err := p.db.Flush(); err != nil {
 		return fmt.Errorf("flush rebuild: %w", err)
-	}
-	if err := p.db.Delete(keyRebuilding, pebble.Sync); err != nil {
-		return fmt.Errorf("mark rebuild done: %w", err)
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ func rebuildProjection(ctx context.Context, ll *ledgerLog, cfg LogConfig, ring *
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("drop projection: %w", err)
 	}
-	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(256<<20))
+	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(64<<20), projections.ForRebuild())
 	if err != nil {
 		return err
 	}
