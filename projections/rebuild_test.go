@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -199,16 +202,24 @@ func TestRebuildMatchesTheOrdinaryPath(t *testing.T) {
 	p.Close()
 
 	for _, c := range []struct {
-		batch int
-		bits  uint64
-	}{{1, 0}, {7, 0}, {100, 0}, {len(recs), 0}, {8192, 0}, {33, 64}} {
-		t.Run(fmt.Sprintf("batch %d bits %d", c.batch, c.bits), func(t *testing.T) {
+		batch   int
+		bits    uint64
+		options bool // ForRebuild's Pebble options, as ledger rebuild opens it
+	}{{1, 0, false}, {7, 0, true}, {100, 0, false}, {len(recs), 0, true}, {8192, 0, true}, {33, 64, false}} {
+		t.Run(fmt.Sprintf("batch %d bits %d options %v", c.batch, c.bits, c.options), func(t *testing.T) {
 			defer projections.SetRebuild(c.batch, c.bits)()
 			dir := t.TempDir()
-			p := open(t, dir, ring)
+			var opts []projections.Option
+			if c.options {
+				opts = append(opts, projections.ForRebuild(), projections.WithBlockCache(1<<20))
+			}
+			p, err := projections.Open(dir, ring, nil, nil, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
 			before := projections.FilterAnswered()
 			var calls int
-			err := p.Rebuild(ctx, store, func(applied, target uint64) {
+			err = p.Rebuild(ctx, store, func(applied, target uint64) {
 				calls++
 				if target != uint64(len(recs)) {
 					t.Errorf("progress: target %d, want %d", target, len(recs))
@@ -246,8 +257,11 @@ func TestInterruptedRebuildIsRefused(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	noK3 := domain.NewKeyring(slices.DeleteFunc(ring.Keys(), func(k domain.SigningKey) bool { return k.ID() == k3.ID() })...)
-	p := open(t, dir, noK3)
-	err := p.Rebuild(ctx, store, nil)
+	p, err := projections.Open(dir, noK3, nil, nil, projections.ForRebuild())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Rebuild(ctx, store, nil)
 	if !errors.Is(err, projections.ErrBlocked) {
 		t.Fatalf("rebuild without the third key: %v", err)
 	}
@@ -274,4 +288,55 @@ func TestInterruptedRebuildIsRefused(t *testing.T) {
 		t.Fatal("rebuild into a projection that is not empty")
 	}
 	p.Close()
+}
+
+// TestRebuildSurvivesACrash: without a write-ahead log (ForRebuild), what a
+// crash keeps of a rebuild is what was flushed, and perhaps some of what
+// was written and not synced. A crash in the middle leaves a projection
+// Open refuses (or, if nothing was kept, an empty one); a crash right
+// after Rebuild returned keeps the whole projection.
+func TestRebuildSurvivesACrash(t *testing.T) {
+	log, ring, k3 := rebuildMix(t)
+	store := startStream(t, log.Recs)
+	ctx := context.Background()
+	noK3 := domain.NewKeyring(slices.DeleteFunc(ring.Keys(), func(k domain.SigningKey) bool { return k.ID() == k3.ID() })...)
+	want := applyInBatches(t, log.Recs, ring, 1)
+	for _, c := range []struct {
+		name     string
+		ring     *domain.Keyring
+		unsynced int // percent of what was not synced that the crash keeps
+	}{{"stopped in the middle", noK3, 0}, {"stopped in the middle, some unsynced writes kept", noK3, 50}, {"finished", ring, 0}, {"finished, some unsynced writes kept", ring, 50}} {
+		t.Run(c.name, func(t *testing.T) {
+			defer projections.SetRebuild(16, 0)()
+			fs := vfs.NewCrashableMem()
+			opts := []projections.Option{projections.ForRebuild(), func(o *pebble.Options) {
+				o.FS = fs
+				o.MemTableSize = 64 << 10 // flushes every few batches
+			}}
+			p, err := projections.Open("proj", c.ring, nil, nil, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rerr := p.Rebuild(ctx, store, nil)
+			crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: c.unsynced, RNG: rand.New(rand.NewPCG(1, 2))})
+			p.Close()
+			p, err = projections.Open("proj", ring, nil, nil, func(o *pebble.Options) { o.FS = crashed })
+			if rerr != nil {
+				switch {
+				case errors.Is(err, projections.ErrInterruptedRebuild):
+				case err == nil && p.Applied() == 0:
+					t.Log("the crash kept nothing")
+					p.Close()
+				default:
+					t.Fatalf("rebuild stopped (%v); after the crash: %v", rerr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			sameOutcome(t, "after the crash", outcomeOf(t, p, nil), want)
+		})
+	}
 }
