@@ -34,7 +34,9 @@ type Projection struct {
 	// fresh, during a rebuild into an empty store, answers the fold's
 	// reads of keys the rebuild never wrote (under applyMu; rebuild.go).
 	fresh *freshReader
-	cache *sessionCache
+	// current is the checks of the message being applied (under applyMu).
+	current *checked
+	cache   *sessionCache
 	// roles are the users whose role is not the default, in memory so that
 	// validate answers with a role without a read; roleChanges are the
 	// current batch's (under applyMu), published when it commits.
@@ -533,6 +535,8 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 	// writes nothing: the batch may still commit what came before it.
 	v.Seq = r.Seq
 	e := c.e
+	p.current = c
+	defer func() { p.current = nil }()
 	var verdict error
 	if c.decErr != nil {
 		verdict = reject(RejectDecode, c.decErr)
@@ -596,7 +600,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 	case domain.EventUserRegistered:
 		return applyUserRegistered(b, p.rd(b), e)
 	case domain.EventSessionStarted:
-		s, err := domain.SessionFromEvent(e)
+		s, err := p.sessionStarted(e)
 		if err != nil {
 			return reject(RejectInvalid, err)
 		}
