@@ -401,12 +401,6 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 		}
 	}
 	if last > p.Applied() {
-		if p.fresh != nil {
-			// The filter must hold every key the batch commits.
-			if err := p.fresh.f.sync(); err != nil {
-				return err
-			}
-		}
 		if err := p.commit(b, last, digest, keys); err != nil {
 			return err
 		}
@@ -436,6 +430,12 @@ func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.Stre
 	}
 	if keys.changed {
 		if err := b.Set(keyKeyChain, mustJSON(keys.chain.State()), nil); err != nil {
+			return err
+		}
+	}
+	if p.fresh != nil {
+		// During a rebuild, the filter must hold every key committed.
+		if err := p.fresh.f.sync(); err != nil {
 			return err
 		}
 	}

@@ -31,7 +31,10 @@ import (
 // "not found" without asking Pebble; any other goes to Pebble as before.
 // The answers, and so the verdicts and the state, are the same as the
 // ordinary path's: only the work to get them changes. A false positive
-// costs a Pebble lookup, nothing else.
+// costs a Pebble lookup, nothing else. Only the fold's reads go through
+// the filter (see Projection.rd), and only ApplyBatch writes what they read;
+// the few writes outside it (the rebuild mark, the stream's creation time)
+// are keys no fold reads.
 
 // absentFilter is a Bloom filter of the keys written since the projection
 // was empty.
