@@ -165,11 +165,13 @@ var ErrInterruptedRebuild = errors.New("the projection is an interrupted rebuild
 var rebuildBatch = 2048
 
 // Rebuild folds the whole stream into this projection, which must be empty
-// (just created): the same checks and folds as CatchUp, in larger batches,
-// with the reads of keys this rebuild never wrote answered by a filter
-// instead of Pebble. The projection is marked as being rebuilt until the
-// end, so that Open refuses one a crash interrupted (ErrInterruptedRebuild)
-// instead of serving it as if it were complete.
+// (just created): the same checks and folds as CatchUp, with the reads of
+// keys this rebuild never wrote answered by a filter instead of Pebble. The
+// projection is marked as being rebuilt until Rebuild returns, so that Open
+// refuses one a crash interrupted (ErrInterruptedRebuild) instead of
+// serving whatever part of it the crash kept. A rebuild that returns an
+// error (blocked, cancelled) leaves the projection as far as it got, with
+// its checkpoint there, as CatchUp would.
 func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, progress func(applied, target uint64)) error {
 	if p.readOnly {
 		return errors.New("rebuild: the projection is open read-only")
@@ -200,18 +202,27 @@ func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, prog
 		filterAnswered.Add(f.answered)
 		p.log.Debug("rebuild: reads of keys never written answered without Pebble", "answered", f.answered, "asked_pebble", f.asked)
 	}()
-	if err := p.catchUp(ctx, store, target, rebuildBatch, progress); err != nil {
-		return err
+	err = p.catchUp(ctx, store, target, rebuildBatch, progress)
+	if err == nil && p.Applied() < target {
+		err = fmt.Errorf("rebuild: applied %d of %d", p.Applied(), target)
 	}
-	if p.Applied() < target {
-		return fmt.Errorf("rebuild: applied %d of %d", p.Applied(), target)
+	// What the batches committed is a consistent projection up to its
+	// checkpoint whether or not the rebuild got to the end (blocked at a
+	// key not held here, cancelled): CatchUp can go on from it as from any
+	// other. Only a crash, which leaves the mark, loses it.
+	if ferr := p.endRebuild(); ferr != nil {
+		return errors.Join(err, ferr)
 	}
+	return err
+}
+
+// endRebuild takes the mark away after every batch, and the flush makes
+// it durable with them (without a write-ahead log, see ForRebuild, nothing
+// is durable until flushed; memtables are flushed in order): a crash
+// before the flush leaves the mark, after it the projection as applied.
+func (p *Projection) endRebuild() error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	// The mark goes after every batch, and the flush makes it durable with
-	// them (without a write-ahead log, see ForRebuild, nothing is durable
-	// until flushed; memtables are flushed in order): a crash before the
-	// flush leaves the mark, after it the whole projection.
 	if err := p.db.Delete(keyRebuilding, pebble.NoSync); err != nil {
 		return fmt.Errorf("mark rebuild done: %w", err)
 	}
