@@ -94,16 +94,16 @@ func WithBlockCache(bytes int64) Option {
 }
 
 // ForRebuild tunes Pebble for writing a whole projection at once (ledger
-// rebuild): larger memtables, no write-ahead log (a rebuild interrupted
-// before its end is refused at Open and done again, see Rebuild), and L0
-// left to grow instead of compacted while the rebuild writes; the next
-// ordinary Open compacts it in the background.
+// rebuild): larger memtables (fewer, larger flushes and so fewer
+// compactions) and no write-ahead log (a rebuild a crash interrupts is
+// refused at Open and done again, see Rebuild). Compactions keep their
+// usual thresholds: letting L0 grow to 32 files saved nothing on 125k
+// events and cost a third more CPU on 1.25M, where every read and every
+// iterator of the fold goes through each L0 file.
 func ForRebuild() Option {
 	return func(o *pebble.Options) {
-		o.MemTableSize = 64 << 20
+		o.MemTableSize = 32 << 20
 		o.DisableWAL = true
-		o.L0CompactionThreshold = 32
-		o.L0StopWritesThreshold = 1000
 	}
 }
 
