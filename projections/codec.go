@@ -78,6 +78,9 @@ var (
 	keyStream   = []byte("mstream")
 	keyRejected = []byte("mrejected")
 	keyLayout   = []byte("mlayout")
+	// keyRebuilding marks a projection a rebuild has started and not
+	// finished (rebuild.go).
+	keyRebuilding = []byte("mrebuilding")
 )
 
 // LayoutVersion is the version of the key layout above. A projection

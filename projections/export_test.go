@@ -10,3 +10,17 @@ func SetCheckWorkers(n int) (restore func()) {
 
 // PipelinesStarted counts the batches whose messages were checked ahead.
 func PipelinesStarted() uint64 { return pipelinesStarted.Load() }
+
+// SetRebuild makes Rebuild apply batches of batch messages with a filter of
+// bits bits (0: the usual size) until the returned func restores them.
+func SetRebuild(batch int, bits uint64) (restore func()) {
+	prevBatch, prevBits := rebuildBatch, filterBits
+	rebuildBatch = batch
+	if bits > 0 {
+		filterBits = func(uint64) uint64 { return bits }
+	}
+	return func() { rebuildBatch, filterBits = prevBatch, prevBits }
+}
+
+// FilterAnswered counts the reads rebuild filters answered without Pebble.
+func FilterAnswered() uint64 { return filterAnswered.Load() }

@@ -220,34 +220,71 @@ func (p *Projection) CatchUp(ctx context.Context, store *eventstore.Reader, prog
 	if err != nil {
 		return err
 	}
+	return p.catchUp(ctx, store, target, catchUpBatch, progress)
+}
+
+// catchUpBatch is how many messages CatchUp applies per Pebble batch.
+const catchUpBatch = 2048
+
+// catchUp applies the stream from the checkpoint up to target (and what
+// follows it in the same read) in batches of batchSize. The read runs ahead
+// of the apply by at most two batches, on its own goroutine, so that the
+// stream read and the apply overlap; the batches are applied in order, on
+// the caller's goroutine, and the first failure stops the read.
+func (p *Projection) catchUp(ctx context.Context, store *eventstore.Reader, target uint64, batchSize int, progress func(applied, target uint64)) error {
 	if target <= p.Applied() {
 		if progress != nil {
 			progress(p.Applied(), target)
 		}
 		return nil
 	}
-	const batchSize = 2048
-	batch := make([]eventstore.Record, 0, batchSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []eventstore.Record, 2)
+	readErr := make(chan error, 1)
+	from := p.Applied() + 1
+	go func() {
+		defer close(batches)
+		send := func(batch []eventstore.Record) error {
+			select {
+			case batches <- batch:
+				return nil
+			case <-rctx.Done():
+				return rctx.Err()
+			}
 		}
-		err := p.ApplyBatch(batch)
-		batch = batch[:0]
+		batch := make([]eventstore.Record, 0, batchSize)
+		err := store.ReadFrom(rctx, from, func(r eventstore.Record) error {
+			batch = append(batch, r)
+			if len(batch) == batchSize || r.Seq >= target {
+				if err := send(batch); err != nil {
+					return err
+				}
+				batch = make([]eventstore.Record, 0, batchSize)
+			}
+			return nil
+		})
+		if err == nil && len(batch) > 0 {
+			err = send(batch)
+		}
+		readErr <- err
+	}()
+	var applyErr error
+	for batch := range batches {
+		if applyErr != nil {
+			continue // the read is stopping
+		}
+		applyErr = p.ApplyBatch(batch)
 		if progress != nil {
 			progress(p.Applied(), target)
 		}
-		return err
-	}
-	err = store.ReadFrom(ctx, p.Applied()+1, func(r eventstore.Record) error {
-		batch = append(batch, r)
-		if len(batch) == batchSize || r.Seq >= target {
-			return flush()
+		if applyErr != nil {
+			cancel()
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	return flush()
+	err := <-readErr
+	if applyErr != nil {
+		return applyErr
+	}
+	return err
 }

@@ -27,7 +27,7 @@ func foldMFA(b *pebble.Batch, e domain.Event) error {
 		return reject(RejectInvalid, fmt.Errorf("event %s: %s without a user", e.ID, e.Type))
 	}
 	if e.Type == domain.EventMFAFailed {
-		return foldFailures(b, e)
+		return foldFailures(b, b, e)
 	}
 	m, err := getMFA(b, e.UserID)
 	if err != nil {

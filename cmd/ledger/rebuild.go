@@ -52,13 +52,13 @@ func rebuildProjection(ctx context.Context, ll *ledgerLog, cfg LogConfig, ring *
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("drop projection: %w", err)
 	}
-	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(256<<20))
+	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(64<<20), projections.ForRebuild())
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	lastPrint := time.Time{}
-	err = proj.CatchUp(ctx, ll.read, func(applied, target uint64) {
+	err = proj.Rebuild(ctx, ll.read, func(applied, target uint64) {
 		if time.Since(lastPrint) < 500*time.Millisecond && applied < target {
 			return
 		}

@@ -248,17 +248,29 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	var layout *projections.LayoutError
 	switch s.proj, err = projections.Open(projectionDir(cfg.DataDir), ring, log, reg); {
-	case errors.As(err, &layout):
-		// Written by an older version under another key layout: rebuild
-		// it from the stream, which must hold what it had applied.
+	case errors.As(err, &layout), errors.Is(err, projections.ErrInterruptedRebuild):
+		// Written by an older version under another key layout, or a
+		// rebuild that did not finish: rebuild it from the stream, which
+		// must hold what it had applied.
+		var applied uint64
+		if layout != nil {
+			applied = layout.Applied
+		}
 		if err := s.ll.openStore(ctx, cfg.LogConfig, false); err != nil {
 			if errors.Is(err, eventstore.ErrStreamMissing) {
-				return nil, errLedgerLost(streamName(cfg.LogConfig), layout.Applied, err)
+				return nil, errLedgerLost(streamName(cfg.LogConfig), applied, err)
 			}
 			return nil, err
 		}
-		log.Warn("the projection has an older key layout; rebuilding it from the stream", "layout", layout.Found, "want", layout.Want, "applied", layout.Applied)
+		if layout != nil {
+			log.Warn("the projection has an older key layout; rebuilding it from the stream", "layout", layout.Found, "want", layout.Want, "applied", layout.Applied)
+		} else {
+			log.Warn("the projection is an interrupted rebuild; rebuilding it from the stream")
+		}
 		if err := rebuildProjection(ctx, s.ll, cfg.LogConfig, ring, io.Discard, log); err != nil {
+			if layout == nil {
+				return nil, fmt.Errorf("rebuild interrupted projection: %w", err)
+			}
 			return nil, fmt.Errorf("rebuild projection of layout %d: %w", layout.Found, err)
 		}
 		if s.proj, err = projections.Open(projectionDir(cfg.DataDir), ring, log, reg); err != nil {

@@ -226,3 +226,47 @@ func TestOldProjectionLayoutIsRebuiltAtStart(t *testing.T) {
 		t.Errorf("a logged-out session after the rebuild: %+v", v)
 	}
 }
+
+// TestInterruptedRebuildIsRebuiltAtStart: a data dir whose projection
+// carries the mark of a rebuild that did not finish is rebuilt from the
+// stream when the server starts, instead of being served as complete.
+func TestInterruptedRebuildIsRebuiltAtStart(t *testing.T) {
+	dir, clock := t.TempDir(), newClock()
+	l := startLedger(t, dir, clock)
+	const pw = "rebuild password"
+	tok, _, _ := l.signup(t, "rebuild@example.com", pw, true)
+	out, _ := l.login(t, "rebuild@example.com", pw, true)
+	l.do(t, "POST", "/v1/auth/logout", out, nil)
+	applied := l.proj.Applied()
+	l.stop()
+
+	// As a rebuild stopped half way leaves it: the mark, and part of the
+	// stream (here: the last events' sessions are gone).
+	db, err := pebble.Open(projectionDir(dir), &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("mrebuilding"), []byte{1}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteRange([]byte("s"), []byte("t"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	l = startLedger(t, dir, clock)
+	if got := l.proj.Applied(); got != applied {
+		t.Fatalf("after the rebuild at start, applied %d, want %d", got, applied)
+	}
+	if !strings.Contains(l.logs.String(), "interrupted rebuild; rebuilding") {
+		t.Errorf("the start did not say it rebuilt the projection: %s", l.logs.String())
+	}
+	if v := l.verdict(t, tok); v.Status != 200 {
+		t.Errorf("a live session after the rebuild: %+v", v)
+	}
+	if v := l.verdict(t, out); v.Status != 401 || v.Detail != "logout" {
+		t.Errorf("a logged-out session after the rebuild: %+v", v)
+	}
+}
