@@ -74,6 +74,15 @@ func rebuildMix(t *testing.T) (log *eventstoretest.Log, ring *domain.Keyring, k3
 			sids = append(sids, sid)
 			starts = append(starts, log.Add(t, u.subject, u.u.StartSession(sid, h, "password", true, false, tick(), domain.DefaultPolicy())))
 			log.Add(t, u.subject, domain.SessionUse(u.id, sid, tick()))
+			// Uses on the use subject too: standalone, one replayed as a
+			// second message, one for a session its user never started.
+			use := log.AddUse(t, domain.SessionUse(u.id, sid, tick()))
+			if i%3 == 0 {
+				log.Raw(use.Subject, use.Data, at)
+			}
+			if i%5 == 0 {
+				log.AddUse(t, domain.SessionUse(u.id, "no-such-session-"+sid, tick()))
+			}
 			switch (i + round) % 4 {
 			case 0: // the same bytes again, as a second message
 				log.Raw(u.subject, starts[len(starts)-1].Data, at)
