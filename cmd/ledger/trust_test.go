@@ -341,15 +341,20 @@ func TestRevocationIndependentOfClocks(t *testing.T) {
 	check("a logout decided 10 s behind the session's start", fast, seqOf(t, r), 401, "TOKEN_REVOKED")
 
 	// A logout decided on the fast clock is final on the slow one.
-	slow, _ := login(behind)
-	r = ahead.do(t, "POST", "/v1/auth/logout", slow, nil)
+	// The login was made on the other instance: wait for it (min_seq), or
+	// the logout may find no such session yet.
+	slow, loginSeq := login(behind)
+	r = doURL(t, ahead.URL(), "POST", "/v1/auth/logout", slow, minSeq(loginSeq), nil)
+	if r.Status != 200 {
+		t.Fatalf("logout on the fast instance: %d %s", r.Status, r.Raw)
+	}
 	check("a logout decided 5 s ahead", slow, seqOf(t, r), 401, "TOKEN_REVOKED")
 
 	// logout-others decided on the slow clock revokes a session started on
 	// the fast one (and the signup's), and it stays revoked an hour later.
 	other, _ := login(ahead)
-	keeper, _ := login(behind)
-	r = behind.do(t, "POST", "/v1/auth/logout-others", keeper, nil)
+	keeper, keeperSeq := login(behind)
+	r = doURL(t, behind.URL(), "POST", "/v1/auth/logout-others", keeper, minSeq(keeperSeq), nil)
 	if r.Status != 200 || r.get("response", "revoked") != 2.0 {
 		t.Fatalf("logout-others on the slow instance: %d %s, want 2 revoked", r.Status, r.Raw)
 	}
