@@ -37,14 +37,7 @@ func JudgeHashed(e Event, hashErr error, head string, authenticate func(Event) e
 	if e.PrevHash != head {
 		return RejectChain, fmt.Errorf("event %s links to %q, but its subject's last authentic event is %q", e.ID, e.PrevHash, head)
 	}
-	switch err := authenticate(e); {
-	case err == nil:
-		return "", nil
-	case errors.Is(err, ErrNotAuthentic):
-		return RejectSignature, err
-	default:
-		return "", err
-	}
+	return authentic(e, authenticate)
 }
 
 // JudgeUse is Judge for a message on a user's use subject, which holds
@@ -70,6 +63,13 @@ func JudgeUse(e Event, hashErr error, userID string, authenticate func(Event) er
 	case e.UserID != userID || e.SessionID == "":
 		return RejectInvalid, fmt.Errorf("event %s: a use of user %q's session %q on the use subject of user %q", e.ID, e.UserID, e.SessionID, userID)
 	}
+	return authentic(e, authenticate)
+}
+
+// authentic is the last check of every judgment: a signature (or MAC) that
+// does not verify is a rejection; any other failure (the key in force is
+// not held here) is an error, and no verdict.
+func authentic(e Event, authenticate func(Event) error) (reason string, err error) {
 	switch err := authenticate(e); {
 	case err == nil:
 		return "", nil
