@@ -86,7 +86,7 @@ func onCluster(c *testCluster) option {
 // procArgs are the flags of a ledger process on the cluster.
 func (c *testCluster) procArgs(dataDir string) []string {
 	privateDir(dataDir)
-	return []string{"--nats-url", c.URLs(), "--nats-nkey", c.ids.WriterFile, "--signing-key", c.keyFile, "--master-key-file", c.masterFile, "--data-dir", dataDir}
+	return []string{"--nats-url", c.URLs(), "--nats-nkey", c.ids.WriterFile, "--signing-key", c.keyFile, "--master-key-file", c.masterFile, "--data-dir", dataDir, "--min-seq-wait", "20s"} // as testConfig
 }
 
 func withMaxLag(d time.Duration) option {

@@ -92,6 +92,13 @@ func testConfig(dir string, clock *fakeClock, logs io.Writer) ServiceConfig {
 		// shedding has its own test (TestPasswordChecksAreBounded).
 		HashQueue: 1024,
 		HashWait:  time.Minute,
+		// A request with min_seq waits until its instance has applied that
+		// sequence. Tests check the answer, not how soon it comes: on two
+		// loaded cores (two 3-node clusters at once under -race) an instance
+		// can trail by seconds, and the production bound (2 s) answered 503
+		// PROJECTION_BEHIND in CI. The bound itself has its own tests
+		// (projections' TestFreshnessFailsClosed, and abuse_test.go).
+		MinSeqWait: 20 * time.Second,
 		// Refusals are held briefly, not for the production second: the
 		// tarpit still runs, the suite does not wait on it.
 		TarpitMax: 10 * time.Millisecond,

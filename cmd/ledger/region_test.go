@@ -25,7 +25,7 @@ func TestRegionMirror(t *testing.T) {
 	c := startNATSCluster(t)
 	clock := newClock()
 	east := startLedger(t, t.TempDir(), clock, onCluster(c))
-	west := startLedger(t, t.TempDir(), clock, onCluster(c), readingMirror("LEDGER_WEST"), withMinSeqWait(300*time.Millisecond))
+	west := startLedger(t, t.TempDir(), clock, onCluster(c), readingMirror("LEDGER_WEST"))
 	if got := west.ll.read.StreamName(); got != "LEDGER_WEST" {
 		t.Fatalf("west reads %s", got)
 	}

@@ -23,7 +23,7 @@ func TestReplicasReadYourWrites(t *testing.T) {
 	c := startNATSCluster(t)
 	clock := newClock()
 	a := startLedger(t, t.TempDir(), clock, onCluster(c))
-	b := startLedger(t, t.TempDir(), clock, onCluster(c), withMinSeqWait(300*time.Millisecond))
+	b := startLedger(t, t.TempDir(), clock, onCluster(c))
 
 	info, err := a.ll.store.JetStream().Stream(context.Background(), "LEDGER")
 	if err != nil {
