@@ -270,7 +270,9 @@ func (s *Store) RecordUses(ctx context.Context, facts []ports.Fact) (stored int,
 	for _, f := range facts {
 		e := f.Event
 		if e.Type != domain.EventSessionUsed || e.UserID == "" || e.SessionID == "" {
+			mu.Lock() // the goroutines of earlier facts may be joining theirs
 			err = errors.Join(err, fmt.Errorf("record uses: %s of user %q, session %q is not a use", e.Type, e.UserID, e.SessionID))
+			mu.Unlock()
 			continue
 		}
 		wg.Add(1)
