@@ -36,6 +36,11 @@ func TestRecordUsesStandsAlone(t *testing.T) {
 	if _, err := store.RecordUses(ctx, []ports.Fact{{Event: domain.TallyUnknownEmailLogins(domain.LoginFailuresTallied{})}}); err == nil {
 		t.Error("RecordUses took something other than a use")
 	}
+	// A batch with one fact refused stores the others and says so.
+	mixed := []ports.Fact{{Event: use("u8", sid, 4)}, {Event: domain.TallyUnknownEmailLogins(domain.LoginFailuresTallied{})}, {Event: use("u8", sid, 5)}}
+	if n, err := store.RecordUses(ctx, mixed); err == nil || n != 2 {
+		t.Errorf("a batch with one refused fact: RecordUses = %d %v, want 2 and an error", n, err)
+	}
 	// The user's subject did not move: an append at its version still lands.
 	logout := domain.SessionUse("u8", sid, at.Add(time.Hour))
 	logout.Type, logout.ID = domain.EventSessionLoggedOut, "logout"
@@ -65,12 +70,12 @@ func TestRecordUsesStandsAlone(t *testing.T) {
 			}
 			types = append(types, string(se.Event.Type))
 		}
-		if got := strings.Join(types, " "); got != "session_started session_used session_used session_logged_out" {
+		if got := strings.Join(types, " "); got != "session_started session_used session_used session_used session_used session_logged_out" {
 			t.Errorf("%s: history %s (the duplicate dedupe key stored once)", name, got)
 		}
 	}
 	rep, err := store.Verify(ctx, eventstore.VerifyOptions{Trusted: []domain.PublicKey{testKey.Public()}})
-	if err != nil || !rep.OK() || rep.Uses != 2 || rep.Subjects != 2 {
+	if err != nil || !rep.OK() || rep.Uses != 4 || rep.Subjects != 2 {
 		t.Fatalf("verify: %+v uses %d subjects %d %v", rep.Problems, rep.Uses, rep.Subjects, err)
 	}
 }
