@@ -12,6 +12,7 @@ import (
 	"github.com/sessionledger/ledger/domain"
 	"github.com/sessionledger/ledger/eventstore"
 	"github.com/sessionledger/ledger/eventstore/keyfile"
+	"github.com/sessionledger/ledger/handlers/ports"
 )
 
 const appendWorkers = 4
@@ -219,10 +220,78 @@ func (r *runner) appendMode(ctx context.Context, syncAlways bool) error {
 	if err != nil {
 		return fmt.Errorf("append facts: %w", err)
 	}
-	f = ratioFigure("append_facts", "append rate, Store.AppendFacts of session_used (1 writer, fsync per message)", "events/s",
+	f = ratioFigure("append_facts", "append rate, Store.AppendFacts (failed logins and tallies; 1 writer, fsync per message)", "events/s",
 		pr.rateB(), pr.rateA(), "js.Publish+ExpectLastSeqPerSubject", 0.7)
 	f.Note = pr.note()
 	r.add(withDetail(withDetail(f, pr.detail()), map[string]any{"store_events": pr.opsB, "raw_events": pr.opsA}))
+
+	// Uses as the recorder appends them now: Store.RecordUses of a batch,
+	// each use sealed on its own and published to its user's use subject
+	// without an expected sequence, up to 32 at once. Baseline: the same
+	// kind of bytes (standalone, signed uses, made ahead) published
+	// asynchronously to the same subjects, all acks awaited per batch.
+	useSubjects := make([]string, len(storeLanes))
+	rawUses := make([][]byte, len(storeLanes))
+	for i, l := range storeLanes {
+		e := l.events[0]
+		useSubjects[i] = eventstore.UseSubject(e.UserID)
+		e.ID = newID()
+		if err := e.Seal("", key); err != nil {
+			return err
+		}
+		if rawUses[i], err = e.Encode(); err != nil {
+			return err
+		}
+	}
+	usesStore := func(d time.Duration) (float64, time.Duration, error) {
+		facts := make([]ports.Fact, batch)
+		n, el, err := laneLoop(ctx, 1, d, func(_, _ int) error {
+			for i := range facts {
+				e := storeLanes[i%len(storeLanes)].events[0]
+				e.ID = newID()
+				facts[i] = ports.Fact{Event: e}
+			}
+			n, err := store.RecordUses(ctx, facts)
+			if err == nil && n != batch {
+				err = fmt.Errorf("stored %d of %d", n, batch)
+			}
+			return err
+		})
+		return float64(n * batch), el, err
+	}
+	usesRaw := func(d time.Duration) (float64, time.Duration, error) {
+		n, el, err := laneLoop(ctx, 1, d, func(_, _ int) error {
+			acks := make([]jetstream.PubAckFuture, 0, batch)
+			for i := range batch {
+				// A fresh message id each time, or the duplicate window
+				// would answer from memory.
+				a, err := js.PublishAsync(useSubjects[i%len(useSubjects)], rawUses[i%len(rawUses)], jetstream.WithMsgID(newID()))
+				if err != nil {
+					return err
+				}
+				acks = append(acks, a)
+			}
+			for _, a := range acks {
+				select {
+				case <-a.Ok():
+				case err := <-a.Err():
+					return err
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+		return float64(n * batch), el, err
+	}
+	pr, err = interleave(r.s.appendDur, r.appendSlice(), usesRaw, usesStore)
+	if err != nil {
+		return fmt.Errorf("record uses: %w", err)
+	}
+	f = ratioFigure("record_uses", "append rate, Store.RecordUses of session_used (the uses path: use subjects, no expected sequence; fsync per message)", "events/s",
+		pr.rateB(), pr.rateA(), "js.PublishAsync of the same kind of bytes", 0.7)
+	f.Note = pr.note()
+	r.add(withDetail(withDetail(f, pr.detail()), map[string]any{"store_events": pr.opsB, "raw_events": pr.opsA, "batch": batch}))
 	return nil
 }
 

@@ -517,7 +517,7 @@ func commandLine() string {
 func orderFigures(fs []Figure) []Figure {
 	order := []string{"validate_throughput", "validate_vs_bare", "validate_touched", "validate_p99_half_peak", "validate_throughput_large",
 		"validate_vs_bare_large", "validate_touched_large", "validate_p99_half_peak_large", "validate_scale", "append_rate", "append_rate_nosync",
-		"append_facts", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
+		"append_facts", "record_uses", "rebuild_rate", "check_cost", "live_apply_rate", "verify_rate", "login_rate", "memory"}
 	for _, sc := range attackScenarios {
 		for _, k := range attackKinds {
 			order = append(order, attackFigureID(sc.id, k))
