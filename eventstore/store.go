@@ -133,6 +133,7 @@ type Store struct {
 	*Reader
 	created  bool
 	appends  *prometheus.CounterVec
+	appendAt prometheus.Histogram // latency of acknowledged appends at a version
 	keys     KeySource
 	versions VersionSource
 	newID    func() string
@@ -166,7 +167,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if newID == nil {
 		newID = NewEventID
 	}
-	return &Store{Reader: &Reader{js: js, stream: stream, name: sc.Name}, created: created, appends: newAppendCounter(),
+	return &Store{Reader: &Reader{js: js, stream: stream, name: sc.Name}, created: created, appends: newAppendCounter(), appendAt: newAppendLatency(),
 		keys: cfg.Keys, versions: cfg.Versions, newID: newID}, nil
 }
 
@@ -529,6 +530,7 @@ func (s *Store) publishWith(ctx context.Context, subject string, data []byte, ms
 		expected = *expectedSeq
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(expected))
 	}
+	start := time.Now()
 	// Retries stop after ~5 s in all, so a write with NATS down fails while
 	// its HTTP request can still be answered.
 	ctx, cancelAll := context.WithTimeout(ctx, 5*time.Second)
@@ -543,6 +545,9 @@ func (s *Store) publishWith(ctx context.Context, subject string, data []byte, ms
 				s.appends.WithLabelValues("duplicate").Inc()
 			} else {
 				s.appends.WithLabelValues("ok").Inc()
+			}
+			if expectedSeq != nil {
+				s.appendAt.Observe(time.Since(start).Seconds())
 			}
 			return ack.Sequence, ack.Duplicate, nil
 		}

@@ -396,5 +396,21 @@ func TestHTTPContract(t *testing.T) {
 				t.Errorf("metrics lack %s", m)
 			}
 		}
+		// A login's parts: one password check, one append at the user's version.
+		hashes, hashTime := metricValue(t, l, "ledger_password_hashes_total"), metricValue(t, l, "ledger_password_hash_seconds_total")
+		appends := metricValue(t, l, "ledger_append_duration_seconds_count")
+		l.signup(t, "metrics@example.com", pw, false)
+		l.login(t, "metrics@example.com", pw, false)
+		if got := metricValue(t, l, "ledger_password_hashes_total") - hashes; got != 2 {
+			t.Errorf("a signup and a login ran %v password hashes, want 2", got)
+		}
+		if metricValue(t, l, "ledger_password_hash_seconds_total") <= hashTime {
+			t.Error("password hash time did not grow")
+		}
+		// The signup publishes the email claim, the registration and its
+		// session; the login publishes its session.
+		if got := metricValue(t, l, "ledger_append_duration_seconds_count") - appends; got != 4 {
+			t.Errorf("a signup and a login timed %v events appended at a version, want 4", got)
+		}
 	})
 }

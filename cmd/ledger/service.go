@@ -338,6 +338,14 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ledger_password_checks_refused_total", Help: "Password hashes and checks refused (503 BUSY) because --hash-concurrency and --hash-queue were full."},
 		func() float64 { return float64(hasher.Refused()) }))
+	// With the HTTP latency of logins, these tell how much of a login is its
+	// password hash and how much is everything else.
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ledger_password_hashes_total", Help: "Password hashes and checks run (argon2id), unknown-email burns included."},
+		func() float64 { n, _ := hasher.Hashing(); return float64(n) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ledger_password_hash_seconds_total", Help: "Time spent inside password hashes and checks, waiting for a slot excluded."},
+		func() float64 { _, d := hasher.Hashing(); return d.Seconds() }))
 	if !adminKeySet {
 		if adminKey, adminKeyFrom, err = dataDirAdminKey(cfg.DataDir, log); err != nil {
 			return nil, err

@@ -30,6 +30,8 @@ type BoundedHasher struct {
 	wait    time.Duration
 	waiting atomic.Int64
 	refused atomic.Uint64
+	hashes  atomic.Uint64 // hashes done
+	hashing atomic.Int64  // nanoseconds spent in them
 }
 
 // NewBoundedHasher bounds inner. concurrency must be at least 1; queue may
@@ -69,11 +71,25 @@ func (b *BoundedHasher) acquire() error {
 
 func (b *BoundedHasher) release() { <-b.slots }
 
+// Hashing reports how many hashes ran (checks and burns included) and the
+// time spent inside them, queueing excluded: what logins spend on
+// passwords, to tell apart from what they spend on everything else.
+func (b *BoundedHasher) Hashing() (count uint64, spent time.Duration) {
+	return b.hashes.Load(), time.Duration(b.hashing.Load())
+}
+
+// track counts one hash that started at start (deferred, after acquire).
+func (b *BoundedHasher) track(start time.Time) {
+	b.hashing.Add(int64(time.Since(start)))
+	b.hashes.Add(1)
+}
+
 func (b *BoundedHasher) Hash(password string) (string, error) {
 	if err := b.acquire(); err != nil {
 		return "", err
 	}
 	defer b.release()
+	defer b.track(time.Now())
 	return b.inner.Hash(password)
 }
 
@@ -82,6 +98,7 @@ func (b *BoundedHasher) Verify(password, hash string) (bool, error) {
 		return false, err
 	}
 	defer b.release()
+	defer b.track(time.Now())
 	return b.inner.Verify(password, hash)
 }
 
@@ -90,5 +107,6 @@ func (b *BoundedHasher) Burn(password string) error {
 		return err
 	}
 	defer b.release()
+	defer b.track(time.Now())
 	return b.inner.Burn(password)
 }

@@ -18,8 +18,8 @@ func (b blockingHasher) Verify(string, string) (bool, error) { b.hold("verify");
 func (b blockingHasher) Burn(string) error                   { b.hold("burn"); return nil }
 
 // TestHashingIsBounded: one slot, one waiter: the third concurrent check is
-// refused at once, a waiter gives up after the wait, and a refused Burn
-// looks exactly like a refused Verify.
+// refused at once, a waiter gives up after the wait, a refused Burn looks
+// exactly like a refused Verify, and only admitted hashes are counted.
 func TestHashingIsBounded(t *testing.T) {
 	inner := blockingHasher{started: make(chan string, 8), release: make(chan struct{})}
 	b, err := NewBoundedHasher(inner, 1, 1, time.Hour)
@@ -53,6 +53,10 @@ func TestHashingIsBounded(t *testing.T) {
 	}
 	if b.Refused() != 2 {
 		t.Fatalf("refused %d, want 2", b.Refused())
+	}
+	// Only admitted hashes count, and their time is what they ran for.
+	if n, spent := b.Hashing(); n != 2 || spent <= 0 {
+		t.Fatalf("Hashing() = %d, %v; want the 2 admitted hashes and their time", n, spent)
 	}
 
 	short, _ := NewBoundedHasher(inner, 1, 1, 10*time.Millisecond)

@@ -248,7 +248,7 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	return res, nil
 }
 
-// scrapeMetrics reads the unlabelled counters of /metrics.
+// scrapeMetrics reads the samples of /metrics, by series.
 func scrapeMetrics(base string) map[string]float64 {
 	out := map[string]float64{}
 	resp, err := http.Get(base + "/metrics")
@@ -263,8 +263,10 @@ func scrapeMetrics(base string) map[string]float64 {
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok || strings.Contains(name, "{") {
+		// A labelled series is kept under its name with its labels, as
+		// the exposition writes it: ledger_x{route="..."}.
+		name, val, ok := cutSeries(line)
+		if !ok {
 			continue
 		}
 		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
@@ -272,6 +274,15 @@ func scrapeMetrics(base string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// cutSeries splits an exposition line into its series (name and labels,
+// which may hold spaces) and its value.
+func cutSeries(line string) (series, value string, ok bool) {
+	if end := strings.LastIndexByte(line, '}'); end >= 0 {
+		return line[:end+1], strings.TrimSpace(line[end+1:]), true
+	}
+	return strings.Cut(line, " ")
 }
 
 func ms(us int64) float64 { return float64(us) / 1000 }
