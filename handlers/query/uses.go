@@ -27,8 +27,16 @@ type useLog interface {
 // use. Touch never blocks: uses go into a bounded queue, a background loop
 // appends them in batches, and a full queue drops the use and
 // counts it rather than slowing validation down.
+//
+// The loop paces itself (Spread). Recording a use costs the process about
+// a third of a millisecond of CPU (the signature, the fsynced publish
+// through the embedded server, the projection applying it back), and a
+// burst of uses (many sessions coming due at once) recorded flat out
+// takes that from the validations on the same cores. A use only slides an
+// idle deadline of days by at most a granularity, so it can wait seconds.
 type UseRecorder struct {
 	granularity time.Duration
+	spread      time.Duration
 	log         useLog
 	logger      *slog.Logger
 
@@ -36,6 +44,9 @@ type UseRecorder struct {
 	pending sync.Map // session id -> struct{}: a use is queued or in flight
 
 	done chan struct{}
+
+	hurry atomic.Int32  // Flush calls waiting: no pacing while > 0
+	wake  chan struct{} // wakes a paused loop when Flush starts
 
 	enqueued, handled atomic.Uint64 // uses accepted by Touch, and processed by flush
 
@@ -46,9 +57,16 @@ type UseRecorder struct {
 type UseRecorderConfig struct {
 	Granularity time.Duration
 	QueueSize   int
-	Log         useLog
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Spread paces the recording: what is queued is appended at about
+	// queued/Spread uses a second, never slower than MinUseRate, so a burst
+	// of uses is spread over about Spread rather than recorded as fast as
+	// the log takes it. Once the queue is half full there is no pause, so
+	// pacing never drops a use the unpaced loop would have kept. 0: no
+	// pacing.
+	Spread     time.Duration
+	Log        useLog
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
@@ -69,9 +87,10 @@ func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
 		return cnt
 	}
 	return &UseRecorder{
-		granularity: c.Granularity, log: c.Log, logger: c.Logger,
+		granularity: c.Granularity, spread: max(c.Spread, 0), log: c.Log, logger: c.Logger,
 		queue:    make(chan domain.Event, c.QueueSize),
 		done:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 		queued:   counter("ledger_uses_queued_total", "Session uses queued for recording."),
 		dropped:  counter("ledger_uses_dropped_total", "Session uses dropped because the queue was full."),
 		appended: counter("ledger_uses_appended_total", "session_used events appended to the stream."),
@@ -102,17 +121,27 @@ func (r *UseRecorder) Touch(s *domain.Session, at time.Time) bool {
 	}
 }
 
+// MinUseRate is the slowest a paced recorder appends (uses a second): a
+// lone use waits at most a pace tick, and a burst's tail does not crawl.
+const MinUseRate = 100
+
+// maxUseBatch is the most uses one flush hands the log.
+const maxUseBatch = 512
+
+// paceTick is about how often a paced loop flushes a batch.
+const paceTick = 50 * time.Millisecond
+
 // Run appends queued uses until ctx ends, then flushes what is queued.
 func (r *UseRecorder) Run(ctx context.Context) {
 	defer close(r.done)
-	const maxBatch = 512
-	batch := make([]domain.Event, 0, maxBatch)
+	batch := make([]domain.Event, 0, maxUseBatch)
 	for {
 		select {
 		case e := <-r.queue:
+			size, rate := r.pace(1 + len(r.queue))
 			batch = append(batch[:0], e)
 		drain:
-			for len(batch) < maxBatch {
+			for len(batch) < size {
 				select {
 				case e := <-r.queue:
 					batch = append(batch, e)
@@ -120,17 +149,54 @@ func (r *UseRecorder) Run(ctx context.Context) {
 					break drain
 				}
 			}
+			started := time.Now()
 			r.flush(context.WithoutCancel(ctx), batch)
+			if rate > 0 {
+				r.pause(ctx, time.Duration(float64(len(batch))/rate*float64(time.Second))-time.Since(started))
+			}
 		case <-ctx.Done():
 			for {
-				select {
-				case e := <-r.queue:
-					r.flush(context.WithoutCancel(ctx), []domain.Event{e})
-				default:
+				batch = batch[:0]
+			rest:
+				for len(batch) < maxUseBatch {
+					select {
+					case e := <-r.queue:
+						batch = append(batch, e)
+					default:
+						break rest
+					}
+				}
+				if len(batch) == 0 {
 					return
 				}
+				r.flush(context.WithoutCancel(ctx), batch)
 			}
 		}
+	}
+}
+
+// pace decides, with backlog uses queued, how many to flush now and at
+// what rate (uses a second; 0: no pause after them).
+func (r *UseRecorder) pace(backlog int) (size int, rate float64) {
+	if r.spread <= 0 || r.hurry.Load() > 0 || backlog >= cap(r.queue)/2 {
+		return maxUseBatch, 0
+	}
+	rate = max(float64(backlog)/r.spread.Seconds(), MinUseRate)
+	size = min(max(int(rate*paceTick.Seconds()), 1), maxUseBatch)
+	return size, rate
+}
+
+// pause waits d, or less if ctx ends or Flush asks for haste.
+func (r *UseRecorder) pause(ctx context.Context, d time.Duration) {
+	if d <= 0 || r.hurry.Load() > 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-r.wake:
 	}
 }
 
@@ -158,7 +224,14 @@ func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 
 // Flush waits until every use queued before the call has been appended (or
 // has failed), so a caller can then wait for the projection to apply them.
+// The loop does not pace itself while a Flush waits.
 func (r *UseRecorder) Flush(ctx context.Context) error {
+	r.hurry.Add(1)
+	defer r.hurry.Add(-1)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 	target := r.enqueued.Load()
 	for r.handled.Load() < target {
 		select {
