@@ -40,7 +40,9 @@ type UseRecorder struct {
 	log         useLog
 	logger      *slog.Logger
 
-	queue   chan domain.Event
+	// The queue holds pointers: a buffer of 65536 events would be 12 MiB
+	// the collector scans on every cycle, full or empty.
+	queue   chan *queuedUse
 	pending sync.Map // session id -> struct{}: a use is queued or in flight
 
 	done chan struct{}
@@ -88,7 +90,7 @@ func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
 	}
 	return &UseRecorder{
 		granularity: c.Granularity, spread: max(c.Spread, 0), log: c.Log, logger: c.Logger,
-		queue:    make(chan domain.Event, c.QueueSize),
+		queue:    make(chan *queuedUse, c.QueueSize),
 		done:     make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		queued:   counter("ledger_uses_queued_total", "Session uses queued for recording."),
@@ -108,9 +110,8 @@ func (r *UseRecorder) Touch(s *domain.Session, at time.Time) bool {
 	if _, busy := r.pending.LoadOrStore(s.ID(), struct{}{}); busy {
 		return false
 	}
-	e := domain.SessionUse(s.UserID(), s.ID(), at)
 	select {
-	case r.queue <- e:
+	case r.queue <- &queuedUse{userID: s.UserID(), sessionID: s.ID(), at: at}:
 		r.enqueued.Add(1)
 		r.queued.Inc()
 		return true
@@ -120,6 +121,14 @@ func (r *UseRecorder) Touch(s *domain.Session, at time.Time) bool {
 		return false
 	}
 }
+
+// queuedUse is a use waiting in the queue; the loop makes it an event.
+type queuedUse struct {
+	userID, sessionID string
+	at                time.Time
+}
+
+func (u *queuedUse) event() domain.Event { return domain.SessionUse(u.userID, u.sessionID, u.at) }
 
 // MinUseRate is the slowest a paced recorder appends (uses a second): a
 // lone use waits at most a pace tick, and a burst's tail does not crawl.
@@ -137,14 +146,14 @@ func (r *UseRecorder) Run(ctx context.Context) {
 	batch := make([]domain.Event, 0, maxUseBatch)
 	for {
 		select {
-		case e := <-r.queue:
+		case u := <-r.queue:
 			size, rate := r.pace(1 + len(r.queue))
-			batch = append(batch[:0], e)
+			batch = append(batch[:0], u.event())
 		drain:
 			for len(batch) < size {
 				select {
-				case e := <-r.queue:
-					batch = append(batch, e)
+				case u := <-r.queue:
+					batch = append(batch, u.event())
 				default:
 					break drain
 				}
@@ -160,8 +169,8 @@ func (r *UseRecorder) Run(ctx context.Context) {
 			rest:
 				for len(batch) < maxUseBatch {
 					select {
-					case e := <-r.queue:
-						batch = append(batch, e)
+					case u := <-r.queue:
+						batch = append(batch, u.event())
 					default:
 						break rest
 					}
