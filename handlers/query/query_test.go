@@ -168,6 +168,16 @@ func TestValidate(t *testing.T) {
 	if err != nil || !v.Verdict.Valid || !v.Verdict.IdleExpiresAt.Equal(now.Add(30*domain.Day)) {
 		t.Fatalf("live token: %+v %v; want valid with the idle deadline the queued use gives", v.Verdict, err)
 	}
+	// While that use waits to be recorded, later validates answer with the
+	// same deadline, not the one before it.
+	queuedAt := now
+	now = now.Add(time.Minute)
+	if v, err := q.Validate.Handle(ctx, liveTok, true); err != nil || !v.Verdict.IdleExpiresAt.Equal(queuedAt.Add(30*domain.Day)) {
+		t.Fatalf("live token, use still queued: %+v %v; want the idle deadline of the queued use", v.Verdict, err)
+	}
+	if got := testutil.ToFloat64(uses.queued); got != 1 {
+		t.Fatalf("%v uses queued, want 1", got)
+	}
 	if v, err := q.Validate.Handle(ctx, revokedTok, false); err != nil || v.Verdict.Reason != domain.ReasonRevokedLogout {
 		t.Fatalf("revoked token: %+v %v", v.Verdict, err)
 	}

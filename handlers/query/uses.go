@@ -43,7 +43,7 @@ type UseRecorder struct {
 	// The queue holds pointers: a buffer of 65536 events would be 12 MiB
 	// the collector scans on every cycle, full or empty.
 	queue   chan *queuedUse
-	pending sync.Map // session id -> struct{}: a use is queued or in flight
+	pending sync.Map // session id -> *queuedUse: a use is queued or in flight
 
 	done chan struct{}
 
@@ -104,21 +104,44 @@ func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
 // granularity old and none is already on its way. It reports whether it
 // queued one.
 func (r *UseRecorder) Touch(s *domain.Session, at time.Time) bool {
+	_, queued, _ := r.touch(s, at)
+	return queued
+}
+
+// TouchedAt is Touch for validate: it returns the time of the use of s
+// that is queued or on its way (queued now, or by an earlier validate), so
+// that every validate until the projection applies it answers with the
+// deadline it will give. ok is false if there is none (s was used within
+// the granularity, or the queue was full).
+func (r *UseRecorder) TouchedAt(s *domain.Session, at time.Time) (useAt time.Time, ok bool) {
+	useAt, _, ok = r.touch(s, at)
+	return useAt, ok
+}
+
+// touch reports the time of the use of s queued or on its way, whether
+// this call queued it, and whether there is one.
+func (r *UseRecorder) touch(s *domain.Session, at time.Time) (useAt time.Time, queued, ok bool) {
 	if at.Sub(s.LastUseAt()) < r.granularity {
-		return false
+		return time.Time{}, false, false
 	}
-	if _, busy := r.pending.LoadOrStore(s.ID(), struct{}{}); busy {
-		return false
+	// Load first: while a use waits, every validate of its session finds it
+	// here and allocates nothing.
+	if u, busy := r.pending.Load(s.ID()); busy {
+		return u.(*queuedUse).at, false, true
+	}
+	u := &queuedUse{userID: s.UserID(), sessionID: s.ID(), at: at}
+	if prev, busy := r.pending.LoadOrStore(s.ID(), u); busy {
+		return prev.(*queuedUse).at, false, true
 	}
 	select {
-	case r.queue <- &queuedUse{userID: s.UserID(), sessionID: s.ID(), at: at}:
+	case r.queue <- u:
 		r.enqueued.Add(1)
 		r.queued.Inc()
-		return true
+		return at, true, true
 	default:
 		r.pending.Delete(s.ID())
 		r.dropped.Inc()
-		return false
+		return time.Time{}, false, false
 	}
 }
 
