@@ -594,12 +594,19 @@ func (p *Projection) applyUse(b *pebble.Batch, keys *keyChainTx, r eventstore.Re
 	case err != nil:
 		return e, err // the key in force is not held here: wait, do not judge
 	}
-	user, err := getVersion(p.rd(b), eventstore.UserSubject(userID))
-	if err != nil {
-		return e, err
-	}
-	return e, p.fold(b, e, user.Time, r.Seq)
+	// A use that moves the session's last use finds it live at its own
+	// time. If the session had been pruned from the hot index, a decision
+	// found it dead at a later time: the use is late. Otherwise its index
+	// key is still there. So such a use may put the key back without reading
+	// the user's version to tell the two apart: the write is a no-op in the
+	// second case, and that read is a Pebble miss for nearly every use.
+	return e, p.fold(b, e, useAlwaysLate, r.Seq)
 }
+
+// useAlwaysLate is the "before" applyUse folds a use with: later than any
+// event's time, so that a use that moves a session's last use always
+// (re)writes its hot index key (see applyUse).
+var useAlwaysLate = time.Unix(1<<62, 0)
 
 // fold applies an authentic event's effect on the read model. before is
 // the time of the subject before the event.

@@ -242,3 +242,37 @@ func TestOldLayoutIsRefused(t *testing.T) {
 	open(t, fresh, l.Ring()).Close()
 	open(t, fresh, l.Ring()).Close()
 }
+
+// TestLateUseOnTheUseSubjectRevivesAPrunedSession: the same with the use on
+// the user's use subject, which the projection folds without reading the
+// user's version; a use that is not late leaves what writes load as it was.
+func TestLateUseOnTheUseSubjectRevivesAPrunedSession(t *testing.T) {
+	l := newUserLog(t)
+	p := domain.DefaultPolicy()
+	old := l.start(t, t0, p)
+	login := t0.Add(31 * domain.Day) // old is idle-expired (30 days) by now
+	cur := l.start(t, login, p)
+	proj := open(t, t.TempDir(), l.Ring())
+	defer proj.Close()
+	l.AddUse(t, domain.SessionUse("u1", cur, login.Add(time.Hour))) // not late
+	if err := proj.ApplyBatch(l.Recs); err != nil {
+		t.Fatal(err)
+	}
+	if u, _, _ := proj.LoadUser("u1"); u.SessionCount() != 1 {
+		t.Fatalf("after the login and a use of the live session, %d sessions loaded, want only the live one", u.SessionCount())
+	}
+	if s := mustSession(t, proj, cur); !s.LastUseAt().Equal(login.Add(time.Hour)) {
+		t.Fatalf("live session's last use %s, want the use's time", s.LastUseAt())
+	}
+	l.AddUse(t, domain.SessionUse("u1", old, t0.Add(29*domain.Day))) // late: before the login's time
+	if err := proj.ApplyBatch(l.Recs); err != nil {
+		t.Fatal(err)
+	}
+	u, version, err := proj.LoadUser("u1")
+	if err != nil || u.SessionCount() != 2 {
+		t.Fatalf("after a late use, %d sessions loaded (%v), want the revived one back", u.SessionCount(), err)
+	}
+	if !version.Time.Equal(login) {
+		t.Fatalf("the user's time went from %s to %s: a use must not move it", login, version.Time)
+	}
+}

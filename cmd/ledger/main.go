@@ -69,6 +69,7 @@ type serveCmd struct {
 	RequireAppKey      bool          `name:"require-app-key" env:"LEDGER_REQUIRE_APP_KEY" help:"Signup and login need the key of a registered app in X-API-Key (pk_live_…; POST /v1/admin/apps); otherwise 401 APP_KEY_INVALID."`
 	UseGranularity     time.Duration `name:"use-granularity" default:"${default_use_granularity}" env:"LEDGER_USE_GRANULARITY" help:"Record at most one session_used event per session per this interval."`
 	UseQueue           int           `name:"use-queue" default:"${default_use_queue}" env:"LEDGER_USE_QUEUE" help:"Uses waiting to be appended; beyond this they are dropped and counted."`
+	UseSpread          time.Duration `name:"use-spread" default:"${default_use_spread}" env:"LEDGER_USE_SPREAD" help:"Pace the recording of uses: what is queued is appended at about queued/this uses a second (at least 100/s; unpaced once the queue is half full), so a burst of uses does not take the CPU validations need. 0: as fast as the log takes them."`
 	MaxKeepLoggedIn    time.Duration `name:"max-keep-logged-in" default:"${default_max_keep_logged_in}" env:"LEDGER_MAX_KEEP_LOGGED_IN" help:"Max session lifetime with keep_logged_in (365 days)."`
 	MaxSession         time.Duration `name:"max-session" default:"${default_max_session}" env:"LEDGER_MAX_SESSION" help:"Max session lifetime without keep_logged_in."`
 	MaxMFAKeepLoggedIn time.Duration `name:"max-mfa-keep-logged-in" default:"${default_max_mfa_keep_logged_in}" env:"LEDGER_MAX_MFA_KEEP_LOGGED_IN" help:"Max lifetime of a 2FA session with keep_logged_in (30 days)."`
@@ -144,6 +145,7 @@ func (c *serveCmd) Run() error {
 		},
 		UseGranularity:   c.UseGranularity,
 		UseQueueSize:     c.UseQueue,
+		UseSpread:        spreadFlag(c.UseSpread),
 		PasswordParams:   command.OWASPParams,
 		Logger:           log,
 		AdminKey:         adminKey,

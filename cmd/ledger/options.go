@@ -26,11 +26,14 @@ import (
 // interpolated from them (flagDefaults), and tests and the dev cluster start
 // from them.
 const (
-	defaultDataDir         = "./data"
-	defaultStream          = "LEDGER"
-	defaultHTTP            = "127.0.0.1:8080"
-	defaultUseGranularity  = time.Hour
-	defaultUseQueue        = 65536
+	defaultDataDir        = "./data"
+	defaultStream         = "LEDGER"
+	defaultHTTP           = "127.0.0.1:8080"
+	defaultUseGranularity = time.Hour
+	defaultUseQueue       = 65536
+	// A burst of uses is recorded over about this long (see
+	// query.UseRecorder): a use slides an idle deadline of days.
+	defaultUseSpread       = 30 * time.Second
 	defaultMaxLag          = 5 * time.Second
 	defaultMinSeqWait      = 2 * time.Second
 	defaultShutdownTimeout = 15 * time.Second
@@ -82,6 +85,7 @@ func flagDefaults() kong.Vars {
 		"default_http":                   defaultHTTP,
 		"default_use_granularity":        defaultUseGranularity.String(),
 		"default_use_queue":              strconv.Itoa(defaultUseQueue),
+		"default_use_spread":             defaultUseSpread.String(),
 		"default_max_lag":                defaultMaxLag.String(),
 		"default_min_seq_wait":           defaultMinSeqWait.String(),
 		"default_shutdown_timeout":       defaultShutdownTimeout.String(),
@@ -128,6 +132,9 @@ func (c *ServiceConfig) EnsureDefaults() {
 	}
 	if c.UseQueueSize == 0 {
 		c.UseQueueSize = defaultUseQueue
+	}
+	if c.UseSpread == 0 {
+		c.UseSpread = defaultUseSpread
 	}
 	if c.PasswordParams == (argon2id.Params{}) {
 		c.PasswordParams = command.OWASPParams
@@ -332,6 +339,15 @@ func applyMemoryLimit(mib int64, log *slog.Logger) {
 	}
 	debug.SetMemoryLimit(mib << 20)
 	log.Debug("soft memory limit", "mib", mib)
+}
+
+// spreadFlag maps --use-spread 0 ("unpaced") to ServiceConfig's negative,
+// whose zero value means its default.
+func spreadFlag(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // tarpitFlag maps --tarpit-max 0 ("do not hold") to httpapi's "none",

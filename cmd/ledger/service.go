@@ -60,6 +60,9 @@ type ServiceConfig struct {
 	Policy         domain.Policy
 	UseGranularity time.Duration
 	UseQueueSize   int
+	// UseSpread paces the use recorder (query.UseRecorderConfig.Spread):
+	// 0 is defaultUseSpread, negative records uses unpaced.
+	UseSpread      time.Duration
 	PasswordParams argon2id.Params
 	Now            func() time.Time
 	Logger         *slog.Logger
@@ -353,7 +356,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}
 	log.Info("bootstrap admin key (every scope)", "from", adminKeyFrom)
 	if s.uses, err = query.NewUseRecorder(query.UseRecorderConfig{
-		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize,
+		Granularity: cfg.UseGranularity, QueueSize: cfg.UseQueueSize, Spread: cfg.UseSpread,
 		Log: s.ll.store, Logger: log, Registerer: reg,
 	}); err != nil {
 		return nil, err

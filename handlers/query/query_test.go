@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,6 +168,16 @@ func TestValidate(t *testing.T) {
 	if err != nil || !v.Verdict.Valid || !v.Verdict.IdleExpiresAt.Equal(now.Add(30*domain.Day)) {
 		t.Fatalf("live token: %+v %v; want valid with the idle deadline the queued use gives", v.Verdict, err)
 	}
+	// While that use waits to be recorded, later validates answer with the
+	// same deadline, not the one before it.
+	queuedAt := now
+	now = now.Add(time.Minute)
+	if v, err := q.Validate.Handle(ctx, liveTok, true); err != nil || !v.Verdict.IdleExpiresAt.Equal(queuedAt.Add(30*domain.Day)) {
+		t.Fatalf("live token, use still queued: %+v %v; want the idle deadline of the queued use", v.Verdict, err)
+	}
+	if got := testutil.ToFloat64(uses.queued); got != 1 {
+		t.Fatalf("%v uses queued, want 1", got)
+	}
 	if v, err := q.Validate.Handle(ctx, revokedTok, false); err != nil || v.Verdict.Reason != domain.ReasonRevokedLogout {
 		t.Fatalf("revoked token: %+v %v", v.Verdict, err)
 	}
@@ -315,5 +326,129 @@ func TestSessionsPages(t *testing.T) {
 	}
 	if q, err := ParseSessionsQuery(nil, ptr(""), nil); err != nil || q.Limit != DefaultSessionsLimit || q.After != nil || q.All {
 		t.Errorf("defaults: %+v %v", q, err)
+	}
+}
+
+// batchLog records the size of every batch it is handed.
+type batchLog struct {
+	mu      sync.Mutex
+	batches []int
+	facts   []ports.Fact
+	first   chan struct{} // closed at the first batch, if set
+}
+
+func (l *batchLog) RecordUses(_ context.Context, facts []ports.Fact) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.batches = append(l.batches, len(facts))
+	l.facts = append(l.facts, facts...)
+	if l.first != nil && len(l.batches) == 1 {
+		close(l.first)
+	}
+	return len(facts), nil
+}
+
+func (l *batchLog) recorded() ([]int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.batches), len(l.facts)
+}
+
+// touchMany queues a use of n fresh sessions.
+func touchMany(t *testing.T, r *UseRecorder, n int) {
+	t.Helper()
+	for i := range n {
+		s, _ := session(t, fmt.Sprintf("u%d", i), t0)
+		if !r.Touch(s, t0.Add(2*time.Hour)) {
+			t.Fatalf("use %d not queued", i)
+		}
+	}
+}
+
+func pacedRecorder(t *testing.T, log useLog, queue int, spread time.Duration) *UseRecorder {
+	t.Helper()
+	r, err := NewUseRecorder(UseRecorderConfig{Granularity: time.Hour, QueueSize: queue, Spread: spread, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestPacedRecorderSpreadsABurst: a burst below half the queue is handed to
+// the log a pace tick's worth at a time, not all at once; past half the
+// queue, or without a spread, it goes in full batches.
+func TestPacedRecorderSpreadsABurst(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		queue, burst int
+		spread       time.Duration
+		first        int
+	}{
+		{name: "paced at the floor rate", queue: 4096, burst: 1000, spread: time.Hour, first: int(MinUseRate * paceTick.Seconds())},
+		{name: "paced at backlog/spread", queue: 4096, burst: 2000, spread: time.Second, first: int(2000 * paceTick.Seconds())},
+		{name: "half the queue: no pacing", queue: 2048, burst: 1024, spread: time.Hour, first: maxUseBatch},
+		{name: "no spread: no pacing", queue: 4096, burst: 1000, spread: 0, first: maxUseBatch},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			log := &batchLog{first: make(chan struct{})}
+			r := pacedRecorder(t, log, c.queue, c.spread)
+			touchMany(t, r, c.burst)
+			ctx, cancel := context.WithCancel(context.Background())
+			go r.Run(ctx)
+			<-log.first // before Flush, which lifts the pacing
+			if err := r.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			r.Wait()
+			batches, n := log.recorded()
+			if n != c.burst {
+				t.Fatalf("%d uses recorded, want %d", n, c.burst)
+			}
+			if batches[0] != c.first {
+				t.Fatalf("first batch of %d uses, want %d (batches %v)", batches[0], c.first, batches)
+			}
+		})
+	}
+}
+
+// TestPace: the batch and rate a backlog gets.
+func TestPace(t *testing.T) {
+	r := pacedRecorder(t, &batchLog{}, 4096, 10*time.Second)
+	for _, c := range []struct {
+		backlog, size int
+		rate          float64
+	}{
+		{backlog: 1, size: int(MinUseRate * paceTick.Seconds()), rate: MinUseRate},
+		{backlog: 500, size: int(MinUseRate * paceTick.Seconds()), rate: MinUseRate},
+		{backlog: 2000, size: int(200 * paceTick.Seconds()), rate: 200},
+		{backlog: 2047, size: int(204.7 * paceTick.Seconds()), rate: 204.7},
+		{backlog: 2048, size: maxUseBatch, rate: 0},
+	} {
+		if size, rate := r.pace(c.backlog); size != c.size || rate != c.rate {
+			t.Errorf("pace(%d) = %d, %v; want %d, %v", c.backlog, size, rate, c.size, c.rate)
+		}
+	}
+	r.hurry.Add(1)
+	if size, rate := r.pace(1); size != maxUseBatch || rate != 0 {
+		t.Errorf("pace while a Flush waits = %d, %v; want no pacing", size, rate)
+	}
+}
+
+// TestPacedRecorderFlushesEverythingOnStop: stopping a paced recorder with
+// a backlog records every queued use before Wait returns.
+func TestPacedRecorderFlushesEverythingOnStop(t *testing.T) {
+	log := &batchLog{}
+	r := pacedRecorder(t, log, 8192, time.Hour)
+	touchMany(t, r, 3000)
+	ctx, cancel := context.WithCancel(context.Background())
+	go r.Run(ctx)
+	cancel()
+	r.Wait()
+	if _, n := log.recorded(); n != 3000 {
+		t.Fatalf("%d of 3000 queued uses recorded by the time Wait returned", n)
+	}
+	if got := r.handled.Load(); got != 3000 {
+		t.Fatalf("handled %d, want 3000", got)
 	}
 }

@@ -27,20 +27,28 @@ type useLog interface {
 // use. Touch never blocks: uses go into a bounded queue, a background loop
 // appends them in batches, and a full queue drops the use and
 // counts it rather than slowing validation down.
+//
+// The loop paces itself (Spread). Recording a use costs the process about
+// a third of a millisecond of CPU (the signature, the fsynced publish
+// through the embedded server, the projection applying it back), and a
+// burst of uses (many sessions coming due at once) recorded flat out
+// takes that from the validations on the same cores. A use only slides an
+// idle deadline of days by at most a granularity, so it can wait seconds.
 type UseRecorder struct {
 	granularity time.Duration
+	spread      time.Duration
 	log         useLog
 	logger      *slog.Logger
 
-	// Pointers: a channel's buffer is allocated whole, and 65536 events by
-	// value are 12.8 MiB of pointer fields that every garbage collection
-	// scans, queued or not (with pointers: 512 KiB). Logins, with their
-	// 19 MiB hashes, start a collection every few requests; a login run
-	// kept 37 MB live after each instead of 48-51.
-	queue   chan *domain.Event
-	pending sync.Map // session id -> struct{}: a use is queued or in flight
+	// The queue holds pointers: a buffer of 65536 events would be 12 MiB
+	// the collector scans on every cycle, full or empty.
+	queue   chan *queuedUse
+	pending sync.Map // session id -> *queuedUse: a use is queued or in flight
 
 	done chan struct{}
+
+	hurry atomic.Int32  // Flush calls waiting: no pacing while > 0
+	wake  chan struct{} // wakes a paused loop when Flush starts
 
 	enqueued, handled atomic.Uint64 // uses accepted by Touch, and processed by flush
 
@@ -51,9 +59,16 @@ type UseRecorder struct {
 type UseRecorderConfig struct {
 	Granularity time.Duration
 	QueueSize   int
-	Log         useLog
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Spread paces the recording: what is queued is appended at about
+	// queued/Spread uses a second, never slower than MinUseRate, so a burst
+	// of uses is spread over about Spread rather than recorded as fast as
+	// the log takes it. Once the queue is half full there is no pause, so
+	// pacing never drops a use the unpaced loop would have kept. 0: no
+	// pacing.
+	Spread     time.Duration
+	Log        useLog
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
@@ -74,9 +89,10 @@ func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
 		return cnt
 	}
 	return &UseRecorder{
-		granularity: c.Granularity, log: c.Log, logger: c.Logger,
-		queue:    make(chan *domain.Event, c.QueueSize),
+		granularity: c.Granularity, spread: max(c.Spread, 0), log: c.Log, logger: c.Logger,
+		queue:    make(chan *queuedUse, c.QueueSize),
 		done:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 		queued:   counter("ledger_uses_queued_total", "Session uses queued for recording."),
 		dropped:  counter("ledger_uses_dropped_total", "Session uses dropped because the queue was full."),
 		appended: counter("ledger_uses_appended_total", "session_used events appended to the stream."),
@@ -88,54 +104,131 @@ func NewUseRecorder(c UseRecorderConfig) (*UseRecorder, error) {
 // granularity old and none is already on its way. It reports whether it
 // queued one.
 func (r *UseRecorder) Touch(s *domain.Session, at time.Time) bool {
+	_, queued, _ := r.touch(s, at)
+	return queued
+}
+
+// TouchedAt is Touch for validate: it returns the time of the use of s
+// that is queued or on its way (queued now, or by an earlier validate), so
+// that every validate until the projection applies it answers with the
+// deadline it will give. ok is false if there is none (s was used within
+// the granularity, or the queue was full).
+func (r *UseRecorder) TouchedAt(s *domain.Session, at time.Time) (useAt time.Time, ok bool) {
+	useAt, _, ok = r.touch(s, at)
+	return useAt, ok
+}
+
+// touch reports the time of the use of s queued or on its way, whether
+// this call queued it, and whether there is one.
+func (r *UseRecorder) touch(s *domain.Session, at time.Time) (useAt time.Time, queued, ok bool) {
 	if at.Sub(s.LastUseAt()) < r.granularity {
-		return false
+		return time.Time{}, false, false
 	}
-	if _, busy := r.pending.LoadOrStore(s.ID(), struct{}{}); busy {
-		return false
+	// Load first: while a use waits, every validate of its session finds it
+	// here and allocates nothing.
+	if u, busy := r.pending.Load(s.ID()); busy {
+		return u.(*queuedUse).at, false, true
 	}
-	e := domain.SessionUse(s.UserID(), s.ID(), at)
+	u := &queuedUse{userID: s.UserID(), sessionID: s.ID(), at: at}
+	if prev, busy := r.pending.LoadOrStore(s.ID(), u); busy {
+		return prev.(*queuedUse).at, false, true
+	}
 	select {
-	case r.queue <- &e:
+	case r.queue <- u:
 		r.enqueued.Add(1)
 		r.queued.Inc()
-		return true
+		return at, true, true
 	default:
 		r.pending.Delete(s.ID())
 		r.dropped.Inc()
-		return false
+		return time.Time{}, false, false
 	}
 }
+
+// queuedUse is a use waiting in the queue; the loop makes it an event.
+type queuedUse struct {
+	userID, sessionID string
+	at                time.Time
+}
+
+func (u *queuedUse) event() domain.Event { return domain.SessionUse(u.userID, u.sessionID, u.at) }
+
+// MinUseRate is the slowest a paced recorder appends (uses a second): a
+// lone use waits at most a pace tick, and a burst's tail does not crawl.
+const MinUseRate = 100
+
+// maxUseBatch is the most uses one flush hands the log.
+const maxUseBatch = 512
+
+// paceTick is about how often a paced loop flushes a batch.
+const paceTick = 50 * time.Millisecond
 
 // Run appends queued uses until ctx ends, then flushes what is queued.
 func (r *UseRecorder) Run(ctx context.Context) {
 	defer close(r.done)
-	const maxBatch = 512
-	batch := make([]domain.Event, 0, maxBatch)
+	batch := make([]domain.Event, 0, maxUseBatch)
 	for {
 		select {
-		case e := <-r.queue:
-			batch = append(batch[:0], *e)
+		case u := <-r.queue:
+			size, rate := r.pace(1 + len(r.queue))
+			batch = append(batch[:0], u.event())
 		drain:
-			for len(batch) < maxBatch {
+			for len(batch) < size {
 				select {
-				case e := <-r.queue:
-					batch = append(batch, *e)
+				case u := <-r.queue:
+					batch = append(batch, u.event())
 				default:
 					break drain
 				}
 			}
+			started := time.Now()
 			r.flush(context.WithoutCancel(ctx), batch)
+			if rate > 0 {
+				r.pause(ctx, time.Duration(float64(len(batch))/rate*float64(time.Second))-time.Since(started))
+			}
 		case <-ctx.Done():
 			for {
-				select {
-				case e := <-r.queue:
-					r.flush(context.WithoutCancel(ctx), []domain.Event{*e})
-				default:
+				batch = batch[:0]
+			rest:
+				for len(batch) < maxUseBatch {
+					select {
+					case u := <-r.queue:
+						batch = append(batch, u.event())
+					default:
+						break rest
+					}
+				}
+				if len(batch) == 0 {
 					return
 				}
+				r.flush(context.WithoutCancel(ctx), batch)
 			}
 		}
+	}
+}
+
+// pace decides, with backlog uses queued, how many to flush now and at
+// what rate (uses a second; 0: no pause after them).
+func (r *UseRecorder) pace(backlog int) (size int, rate float64) {
+	if r.spread <= 0 || r.hurry.Load() > 0 || backlog >= cap(r.queue)/2 {
+		return maxUseBatch, 0
+	}
+	rate = max(float64(backlog)/r.spread.Seconds(), MinUseRate)
+	size = min(max(int(rate*paceTick.Seconds()), 1), maxUseBatch)
+	return size, rate
+}
+
+// pause waits d, or less if ctx ends or Flush asks for haste.
+func (r *UseRecorder) pause(ctx context.Context, d time.Duration) {
+	if d <= 0 || r.hurry.Load() > 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-r.wake:
 	}
 }
 
@@ -163,7 +256,14 @@ func (r *UseRecorder) flush(ctx context.Context, events []domain.Event) {
 
 // Flush waits until every use queued before the call has been appended (or
 // has failed), so a caller can then wait for the projection to apply them.
+// The loop does not pace itself while a Flush waits.
 func (r *UseRecorder) Flush(ctx context.Context) error {
+	r.hurry.Add(1)
+	defer r.hurry.Add(-1)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 	target := r.enqueued.Load()
 	for r.handled.Load() < target {
 		select {

@@ -51,10 +51,12 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 	}
 	now := h.Now()
 	v := s.Current(now)
-	if v.Valid && touch && h.Uses != nil && h.Uses.Touch(s, now) {
-		// The use is on its way into the log; answer with the deadline it
-		// will give, as every later validate will.
-		v = s.WithUse(now).Current(now)
+	if v.Valid && touch && h.Uses != nil {
+		if at, ok := h.Uses.TouchedAt(s, now); ok {
+			// A use is on its way into the log; answer with the deadline
+			// it will give, as every later validate will.
+			v = s.WithUse(at).Current(now)
+		}
 	}
 	role := domain.RoleUser
 	if h.Roles != nil {

@@ -86,7 +86,7 @@ func defaults(quick bool) settings {
 	if quick {
 		return settings{
 			quick: true, small: 10_000, large: 100_000, perUser: 4, pool: 50_000,
-			peakDur: 2 * time.Second, openDur: 2 * time.Second, touchDur: time.Second, touchPool: 1000,
+			peakDur: 2 * time.Second, openDur: 2 * time.Second, touchDur: time.Second, touchPool: 1000, touchLarge: true,
 			appendDur: time.Second, loginDur: 2 * time.Second,
 			conns: 32, threads: 1, applyPairs: 4,
 			attackDur: 10 * time.Second, attackPeakDur: 2 * time.Second, attackWorkers: 200,
