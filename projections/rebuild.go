@@ -8,6 +8,8 @@ import (
 	"hash/maphash"
 	"io"
 	"math/bits"
+	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -44,13 +46,18 @@ type absentFilter struct {
 	mask  uint64 // len(bits)*64 - 1
 	batch *pebble.Batch
 	off   int // how much of batch's representation has been read
+	// committed is set once batch is committed.
+	committed bool
+	// cache, if not nil, is fed the same entries (rebuildcache.go).
+	cache *rebuildCache
 	// answered and asked count the lookups the filter answered "not
 	// found" and the ones it passed to Pebble.
 	answered, asked uint64
 }
 
-// filterAnswered counts the lookups rebuild filters answered (for tests).
-var filterAnswered atomic.Uint64
+// filterAnswered counts the lookups rebuild filters answered, cacheHits the
+// ones rebuild caches answered (for tests).
+var filterAnswered, cacheHits atomic.Uint64
 
 // filterHashes is how many bits a key sets.
 const filterHashes = 4
@@ -92,7 +99,17 @@ func (f *absentFilter) mayHave(key []byte) bool {
 
 // begin makes b the batch whose writes the filter follows.
 func (f *absentFilter) begin(b *pebble.Batch) {
-	f.batch, f.off = b, 0
+	f.batch, f.off, f.committed = b, 0, false
+}
+
+// end is called once the batch is committed or dropped. The filter may
+// keep the keys of a batch that was dropped (a false positive costs a
+// lookup), the cache may not: it would answer with writes Pebble never got.
+func (f *absentFilter) end() {
+	if !f.committed && f.cache != nil {
+		f.cache.reset()
+	}
+	f.begin(nil)
 }
 
 // sync adds the keys the batch has written since the last sync. Every kind
@@ -111,7 +128,7 @@ func (f *absentFilter) sync() error {
 	}
 	r := batchrepr.Reader(repr[f.off:])
 	for {
-		_, key, _, ok, err := r.Next()
+		kind, key, value, ok, err := r.Next()
 		if err != nil {
 			return fmt.Errorf("read rebuild batch: %w", err)
 		}
@@ -119,6 +136,18 @@ func (f *absentFilter) sync() error {
 			break
 		}
 		f.add(key)
+		if p, ok := hotPrefixOf(key); ok {
+			// An iteration over a user's hot index finds nothing
+			// unless this prefix was written (see hotKeys); and the
+			// first key written under it is all there is under it.
+			if !f.mayHave(p) && f.cache != nil {
+				f.cache.hot.put(string(p), nil)
+			}
+			f.add(p)
+		}
+		if f.cache != nil {
+			f.cache.observe(kind, key, value)
+		}
 	}
 	f.off = len(repr)
 	return nil
@@ -138,8 +167,62 @@ func (r *freshReader) Get(key []byte) ([]byte, io.Closer, error) {
 		r.f.answered++
 		return nil, nil, pebble.ErrNotFound
 	}
+	c := r.f.cache
+	if c == nil || !cachedKey(key) {
+		r.f.asked++
+		return r.f.batch.Get(key)
+	}
+	if v, ok := c.vals.get(key); ok {
+		c.hits++
+		if !v.present {
+			return nil, nil, pebble.ErrNotFound
+		}
+		return v.val, noClose{}, nil
+	}
+	c.misses++
 	r.f.asked++
-	return r.f.batch.Get(key)
+	v, closer, err := r.f.batch.Get(key)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		c.vals.put(string(key), cachedValue{})
+	case err == nil:
+		c.vals.put(string(key), cachedValue{val: slices.Clone(v), present: true})
+	}
+	return v, closer, err
+}
+
+type noClose struct{}
+
+func (noClose) Close() error { return nil }
+
+// hotKeys are the keys of the user's hot index, in order, as an iterator
+// over the batch would find them: from the cache, or from the batch (then
+// cached). A user id with a zero byte in it is not cached (hotPrefixOf).
+func (r *freshReader) hotKeys(userID string) ([]string, error) {
+	if err := r.f.sync(); err != nil {
+		return nil, err
+	}
+	prefix := indexPrefix(prefixUserIndex, userID)
+	c := r.f.cache
+	if c == nil || strings.IndexByte(userID, 0) >= 0 {
+		return iterKeys(r.f.batch, prefix)
+	}
+	if !r.f.mayHave(prefix) {
+		r.f.answered++
+		return nil, nil
+	}
+	if keys, ok := c.hot.get(prefix); ok {
+		c.hits++
+		return keys, nil
+	}
+	c.misses++
+	r.f.asked++
+	keys, err := iterKeys(r.f.batch, prefix)
+	if err != nil {
+		return nil, err
+	}
+	c.hot.put(string(prefix), keys)
+	return keys, nil
 }
 
 func (r *freshReader) NewIter(o *pebble.IterOptions) (*pebble.Iterator, error) {
@@ -191,6 +274,7 @@ func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, prog
 	}
 	p.applyMu.Lock()
 	p.fresh = &freshReader{f: newAbsentFilter(target)}
+	p.fresh.f.cache = newRebuildCache(cacheBudget)
 	p.fresh.f.add(keyRebuilding)
 	p.fresh.f.add(keyLayout)
 	p.applyMu.Unlock()
@@ -200,7 +284,8 @@ func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, prog
 		p.fresh = nil
 		p.applyMu.Unlock()
 		filterAnswered.Add(f.answered)
-		p.log.Debug("rebuild: reads of keys never written answered without Pebble", "answered", f.answered, "asked_pebble", f.asked)
+		cacheHits.Add(f.cache.hits)
+		p.log.Debug("rebuild: reads answered without Pebble", "never_written", f.answered, "cached", f.cache.hits, "asked_pebble", f.asked)
 	}()
 	err = p.catchUp(ctx, store, target, rebuildBatch, progress)
 	if err == nil && p.Applied() < target {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -184,11 +185,23 @@ func (c *serveCmd) Run() error {
 type rebuildCmd struct {
 	logFlags
 	outputFlags
+	CPUProfile string `name:"cpu-profile" placeholder:"FILE" type:"path" help:"Write a CPU profile of the whole rebuild to FILE (go tool pprof)."`
 }
 
 func (c *rebuildCmd) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return rebuild(ctx, c.config(), os.Stderr, c.logger())
 }
 
