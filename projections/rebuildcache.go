@@ -29,7 +29,7 @@ import (
 
 // cacheBudget bounds the bytes the rebuild cache holds: two generations of
 // at most half of it each.
-var cacheBudget = 16 << 20
+var cacheBudget = 8 << 20
 
 // cacheEntryOverhead is a rough per-entry cost of the maps, counted
 // against the budget with the keys and values.
@@ -78,7 +78,7 @@ func (c *genCache[V]) put(k string, v V) {
 	c.cur[k] = v
 	c.bytes += c.size(k, v)
 	if c.bytes > c.limit {
-		c.old, c.cur, c.bytes = c.cur, map[string]V{}, 0
+		c.old, c.cur, c.bytes = c.cur, make(map[string]V, len(c.cur)), 0
 	}
 }
 

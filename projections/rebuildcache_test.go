@@ -104,3 +104,31 @@ func TestRebuildCacheAgreesWithTheBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestAbsentFilter: a key added is always found (a false negative would
+// make the rebuild take a key that exists for absent); keys never added are
+// mostly not.
+func TestAbsentFilter(t *testing.T) {
+	prev := filterBits
+	filterBits = func(uint64) uint64 { return 80_000 * 8 } // 8 bits a key, as a rebuild's
+	defer func() { filterBits = prev }()
+	f := newAbsentFilter(10_000)
+	for i := range 80_000 {
+		f.add(fmt.Appendf(nil, "s%d", i))
+	}
+	for i := range 80_000 {
+		if !f.mayHave(fmt.Appendf(nil, "s%d", i)) {
+			t.Fatalf("key %d added and not found", i)
+		}
+	}
+	fp := 0
+	for i := range 80_000 {
+		if f.mayHave(fmt.Appendf(nil, "t%d", i)) {
+			fp++
+		}
+	}
+	t.Logf("false positives: %d of 80000", fp)
+	if fp > 8_000 {
+		t.Errorf("%d of 80000 keys never added pass the filter", fp)
+	}
+}
