@@ -261,7 +261,8 @@ var rebuildBatch = 1024
 
 // Rebuild folds the whole stream into this projection, which must be empty
 // (just created): the same checks and folds as CatchUp, with the reads of
-// keys this rebuild never wrote answered by a filter instead of Pebble. The
+// keys this rebuild never wrote answered by a filter, and most reads of
+// what it wrote by a bounded cache (rebuildcache.go), instead of Pebble. The
 // projection is marked as being rebuilt until Rebuild returns, so that Open
 // refuses one a crash interrupted (ErrInterruptedRebuild) instead of
 // serving whatever part of it the crash kept. A rebuild that returns an
