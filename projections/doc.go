@@ -1,9 +1,10 @@
 // Package projections folds the ledger stream into Pebble so that validation
 // is one local key lookup. Its invariants:
 //
-//   - Every stored message goes through one function (Projection.ApplyBatch),
-//     whether it arrives live through the watermill router or in bulk during
-//     a catch-up or a rebuild.
+//   - Every stored message goes through one function (Projection.ApplyBatch,
+//     whose body a catch-up or a rebuild calls with the batch's
+//     order-independent checks already started as it was read), whether it
+//     arrives live through the watermill router or in bulk.
 //   - Nothing changes state unless it is the ledger's own: a message must
 //     decode, match its hash, link to its subject's last authentic event and
 //     carry the MAC of the signing key in force at its place in the log.

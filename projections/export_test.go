@@ -24,3 +24,14 @@ func SetRebuild(batch int, bits uint64) (restore func()) {
 
 // FilterAnswered counts the reads rebuild filters answered without Pebble.
 func FilterAnswered() uint64 { return filterAnswered.Load() }
+
+// SetRebuildCache gives rebuilds a cache of budget bytes until the returned
+// func restores it.
+func SetRebuildCache(budget int) (restore func()) {
+	prev := cacheBudget
+	cacheBudget = budget
+	return func() { cacheBudget = prev }
+}
+
+// CacheHits counts the reads rebuild caches answered.
+func CacheHits() uint64 { return cacheHits.Load() }

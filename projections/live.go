@@ -228,9 +228,11 @@ const catchUpBatch = 2048
 
 // catchUp applies the stream from the checkpoint up to target (and what
 // follows it in the same read) in batches of batchSize. The read runs ahead
-// of the apply by at most two batches, on its own goroutine, so that the
-// stream read and the apply overlap; the batches are applied in order, on
-// the caller's goroutine, and the first failure stops the read.
+// of the apply by at most two batches, on its own goroutine, and starts
+// each batch's order-independent checks (precheck.go) as soon as it has
+// read it, so that the stream read, the checks and the apply overlap; the
+// batches are applied in order, on the caller's goroutine, and the first
+// failure stops the read.
 func (p *Projection) catchUp(ctx context.Context, store *eventstore.Reader, target uint64, batchSize int, progress func(applied, target uint64)) error {
 	if target <= p.Applied() {
 		if progress != nil {
@@ -240,16 +242,33 @@ func (p *Projection) catchUp(ctx context.Context, store *eventstore.Reader, targ
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	batches := make(chan []eventstore.Record, 2)
+	type readBatch struct {
+		recs []eventstore.Record
+		pre  *checkPipeline // nil: the apply checks them
+	}
+	const ahead = 2
+	batches := make(chan readBatch, ahead)
+	// The checks' storage goes round: the read takes one, the apply
+	// gives it back.
+	free := make(chan []checked, ahead+2)
 	readErr := make(chan error, 1)
 	from := p.Applied() + 1
 	go func() {
 		defer close(batches)
-		send := func(batch []eventstore.Record) error {
+		send := func(recs []eventstore.Record) error {
+			var buf []checked
 			select {
-			case batches <- batch:
+			case buf = <-free:
+			default:
+			}
+			b := readBatch{recs: recs, pre: p.startChecks(recs, buf)}
+			select {
+			case batches <- b:
 				return nil
 			case <-rctx.Done():
+				if b.pre != nil {
+					b.pre.close()
+				}
 				return rctx.Err()
 			}
 		}
@@ -270,16 +289,21 @@ func (p *Projection) catchUp(ctx context.Context, store *eventstore.Reader, targ
 		readErr <- err
 	}()
 	var applyErr error
-	for batch := range batches {
-		if applyErr != nil {
-			continue // the read is stopping
-		}
-		applyErr = p.ApplyBatch(batch)
-		if progress != nil {
-			progress(p.Applied(), target)
-		}
-		if applyErr != nil {
-			cancel()
+	for b := range batches {
+		if applyErr == nil {
+			applyErr = p.applyBatch(b.recs, b.pre)
+			if progress != nil {
+				progress(p.Applied(), target)
+			}
+			if applyErr != nil {
+				cancel()
+			}
+		} // else the read is stopping
+		if b.pre != nil {
+			select {
+			case free <- b.pre.close():
+			default:
+			}
 		}
 	}
 	err := <-readErr

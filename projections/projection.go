@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,6 +321,12 @@ var ErrBlocked = errors.New("projection blocked")
 // fails the batch without committing it, so the checkpoint never passes an
 // event that was neither applied nor rejected.
 func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
+	return p.applyBatch(recs, nil)
+}
+
+// applyBatch is ApplyBatch; pre, if not nil, is the checks of all of recs
+// already under way (catchUp starts them as it reads, ahead of the apply).
+func (p *Projection) applyBatch(recs []eventstore.Record, pre *checkPipeline) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	last := p.Applied()
@@ -331,7 +336,7 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	defer b.Close()
 	if p.fresh != nil {
 		p.fresh.f.begin(b)
-		defer p.fresh.f.begin(nil)
+		defer p.fresh.f.end()
 	}
 	applied := make(map[domain.EventType]int)
 	rejected := make(map[string]int)
@@ -345,9 +350,12 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 	for start < len(recs) && recs[start].Seq <= last {
 		start++
 	}
-	ahead := p.startChecks(recs[start:], p.checks)
-	if ahead != nil {
-		defer func() { p.checks = ahead.close() }()
+	ahead, aheadFrom := pre, 0
+	if pre == nil {
+		ahead, aheadFrom = p.startChecks(recs[start:], p.checks), start
+		if ahead != nil {
+			defer func() { p.checks = ahead.close() }()
+		}
 	}
 	for i, r := range recs {
 		if r.Seq <= last {
@@ -358,8 +366,8 @@ func (p *Projection) ApplyBatch(recs []eventstore.Record) error {
 			break
 		}
 		var c *checked
-		if ahead != nil && i >= start {
-			c = ahead.get(i - start)
+		if ahead != nil && i >= aheadFrom {
+			c = ahead.get(i - aheadFrom)
 		} else {
 			p.inline = p.check(r.Data, false) // the MAC, if asked, in apply
 			c = &p.inline
@@ -444,6 +452,9 @@ func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.Stre
 	// again from the stream on start.
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit projection batch: %w", err)
+	}
+	if p.fresh != nil {
+		p.fresh.f.committed = true
 	}
 	p.digest = digest
 	if keys.changed {
@@ -659,10 +670,10 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 		if err := b.Set(indexKey(prefixUserIndex, e.UserID, s.StartedAt(), s.ID()), nil, nil); err != nil {
 			return err
 		}
-		return prune(b, e.UserID, e.Time)
+		return p.prune(b, e.UserID, e.Time)
 	case domain.EventSessionUsed, domain.EventSessionLoggedOut, domain.EventSessionTerminated, domain.EventSessionEvicted,
 		domain.EventSessionRevokedByAdmin:
-		s, err := getSession(b, e.SessionID)
+		s, err := getSession(p.rd(b), e.SessionID)
 		if errors.Is(err, domain.ErrSessionNotFound) {
 			return reject(RejectInvalid, fmt.Errorf("event %s: %w: %s", e.ID, err, e.SessionID))
 		}
@@ -677,7 +688,7 @@ func (p *Projection) fold(b *pebble.Batch, e domain.Event, before time.Time, seq
 			return err
 		}
 		if e.Type != domain.EventSessionUsed {
-			return prune(b, e.UserID, e.Time)
+			return p.prune(b, e.UserID, e.Time)
 		}
 		if !s.LastUseAt().Equal(lastUse) && e.Time.Before(before) {
 			// A late use revived a session a decision after it may
@@ -818,7 +829,7 @@ func (p *Projection) foldErasure(b *pebble.Batch, e domain.Event, seq uint64) er
 // revocation of every other one, or of all) into each hot session, then
 // prunes the ones it killed from the hot index.
 func (p *Projection) applyToUser(b *pebble.Batch, e domain.Event, seq uint64) error {
-	sessions, err := userSessions(b, e.UserID)
+	sessions, err := p.hotSessions(b, e.UserID)
 	if err != nil {
 		return err
 	}
@@ -827,7 +838,7 @@ func (p *Projection) applyToUser(b *pebble.Batch, e domain.Event, seq uint64) er
 			return err
 		}
 	}
-	return prune(b, e.UserID, e.Time)
+	return p.prune(b, e.UserID, e.Time)
 }
 
 // applyToSession folds e into s and stores it; if e revoked it, the
@@ -875,57 +886,84 @@ func getSession(r reader, id string) (*domain.Session, error) {
 
 // prune takes the user's sessions that are not live at `at` out of the hot
 // index (see fold).
-func prune(b *pebble.Batch, userID string, at time.Time) error {
+func (p *Projection) prune(b *pebble.Batch, userID string, at time.Time) error {
 	prefix := indexPrefix(prefixUserIndex, userID)
-	it, err := b.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	keys, err := p.hotKeys(b, userID)
 	if err != nil {
 		return err
 	}
-	var dead [][]byte
-	for ok := it.First(); ok; ok = it.Next() {
-		s, err := getSession(b, sessionOfIndexKey(prefix, it.Key()))
+	var dead []string
+	for _, k := range keys {
+		s, err := getSession(p.rd(b), sessionOfIndexKey(prefix, []byte(k)))
 		if err != nil {
-			it.Close()
 			return err
 		}
 		if !s.Live(at) {
-			dead = append(dead, slices.Clone(it.Key()))
+			dead = append(dead, k)
 		}
 	}
-	if err := it.Close(); err != nil {
-		return err
-	}
 	for _, k := range dead {
-		if err := b.Delete(k, nil); err != nil {
+		if err := b.Delete([]byte(k), nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// userSessions are the user's hot sessions: every one that may be live.
-func userSessions(r reader, userID string) ([]*domain.Session, error) {
-	prefix := indexPrefix(prefixUserIndex, userID)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+// hotKeys are the keys of the user's hot index in b, in order: during a
+// rebuild, often from its cache (rebuildcache.go).
+func (p *Projection) hotKeys(b *pebble.Batch, userID string) ([]string, error) {
+	if p.fresh != nil {
+		return p.fresh.hotKeys(userID)
+	}
+	return iterKeys(b, indexPrefix(prefixUserIndex, userID))
+}
+
+// hotSessions are the user's hot sessions in b: every one that may be live.
+func (p *Projection) hotSessions(b *pebble.Batch, userID string) ([]*domain.Session, error) {
+	keys, err := p.hotKeys(b, userID)
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for ok := it.First(); ok; ok = it.Next() {
-		ids = append(ids, sessionOfIndexKey(prefix, it.Key()))
-	}
-	if err := it.Close(); err != nil {
+	return sessionsOf(p.rd(b), indexPrefix(prefixUserIndex, userID), keys)
+}
+
+// userSessions are the user's hot sessions: every one that may be live.
+func userSessions(r reader, userID string) ([]*domain.Session, error) {
+	prefix := indexPrefix(prefixUserIndex, userID)
+	keys, err := iterKeys(r, prefix)
+	if err != nil {
 		return nil, err
 	}
-	out := make([]*domain.Session, 0, len(ids))
-	for _, id := range ids {
-		s, err := getSession(r, id)
+	return sessionsOf(r, prefix, keys)
+}
+
+func sessionsOf(r reader, prefix []byte, keys []string) ([]*domain.Session, error) {
+	out := make([]*domain.Session, 0, len(keys))
+	for _, k := range keys {
+		s, err := getSession(r, sessionOfIndexKey(prefix, []byte(k)))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// iterKeys are the keys under prefix, in order.
+func iterKeys(r reader, prefix []byte) ([]string, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for ok := it.First(); ok; ok = it.Next() {
+		keys = append(keys, string(it.Key()))
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return keys, nil
 }
 
 func getJSON(r reader, key []byte, v any) error {

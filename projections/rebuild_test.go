@@ -3,6 +3,7 @@ package projections_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -107,6 +108,19 @@ func rebuildMix(t *testing.T) (log *eventstoretest.Log, ring *domain.Keyring, k3
 		for _, r := range starts[:len(starts)/3] {
 			log.Raw(r.Subject, r.Data, at)
 		}
+	}
+	// A password change that revokes every other session of its user: one
+	// event folded into each of the user's hot sessions, then a prune.
+	for _, u := range users[:4] {
+		sid := sids[len(sids)-len(users)+slices.Index(users, u)]
+		payload, err := json.Marshal(domain.PasswordChanged{PasswordHash: "hash2", RevokeOtherSessions: true, BySessionID: sid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Add(t, u.subject, domain.Event{Type: domain.EventPasswordChanged, UserID: u.id, SessionID: sid, Time: tick(),
+			SchemaVersion: domain.SchemaVersion, Payload: payload})
+		sid2, h := newSID()
+		log.Add(t, u.subject, u.u.StartSession(sid2, h, "password", true, false, tick(), domain.DefaultPolicy()))
 	}
 	// An erasure frees the email; a new user signs up with it.
 	e, _ := users[3].u.Erase(domain.Principal{}, tick())
@@ -214,9 +228,16 @@ func TestRebuildMatchesTheOrdinaryPath(t *testing.T) {
 		batch   int
 		bits    uint64
 		options bool // ForRebuild's Pebble options, as ledger rebuild opens it
-	}{{1, 0, false}, {7, 0, true}, {100, 0, false}, {len(recs), 0, true}, {8192, 0, true}, {33, 64, false}} {
-		t.Run(fmt.Sprintf("batch %d bits %d options %v", c.batch, c.bits, c.options), func(t *testing.T) {
+		cache   int  // the rebuild cache's budget in bytes (0: the usual)
+	}{{1, 0, false, 0}, {7, 0, true, 0}, {100, 0, false, 0}, {len(recs), 0, true, 0}, {8192, 0, true, 0}, {33, 64, false, 0},
+		// A cache so small that each generation holds an entry or two:
+		// most reads miss it, and entries are dropped all the time.
+		{7, 0, false, 400}, {100, 0, true, 4000}, {33, 64, false, 400}} {
+		t.Run(fmt.Sprintf("batch %d bits %d options %v cache %d", c.batch, c.bits, c.options, c.cache), func(t *testing.T) {
 			defer projections.SetRebuild(c.batch, c.bits)()
+			if c.cache > 0 {
+				defer projections.SetRebuildCache(c.cache)()
+			}
 			dir := t.TempDir()
 			var opts []projections.Option
 			if c.options {
@@ -226,7 +247,7 @@ func TestRebuildMatchesTheOrdinaryPath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := projections.FilterAnswered()
+			before, hitsBefore := projections.FilterAnswered(), projections.CacheHits()
 			var calls int
 			err = p.Rebuild(ctx, store, func(applied, target uint64) {
 				calls++
@@ -234,7 +255,7 @@ func TestRebuildMatchesTheOrdinaryPath(t *testing.T) {
 					t.Errorf("progress: target %d, want %d", target, len(recs))
 				}
 			})
-			answered := projections.FilterAnswered() - before
+			answered, hits := projections.FilterAnswered()-before, projections.CacheHits()-hitsBefore
 			sameOutcome(t, "rebuild", outcomeOf(t, p, err), one)
 			if calls == 0 {
 				t.Error("no progress reported")
@@ -242,6 +263,10 @@ func TestRebuildMatchesTheOrdinaryPath(t *testing.T) {
 			if c.bits == 0 && answered == 0 {
 				t.Error("the filter answered no read")
 			}
+			if hits == 0 {
+				t.Error("the cache answered no read")
+			}
+			t.Logf("filter answered %d reads, cache %d", answered, hits)
 			if c.bits == 64 && answered > 0 {
 				t.Logf("a saturated filter still answered %d reads", answered)
 			}

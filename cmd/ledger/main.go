@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -186,11 +187,25 @@ func (c *serveCmd) Run() error {
 type rebuildCmd struct {
 	logFlags
 	outputFlags
+	CPUProfile     string `name:"cpu-profile" placeholder:"FILE" type:"path" help:"Write a CPU profile of the whole rebuild to FILE (go tool pprof)."`
+	MemoryLimitMiB int64  `name:"memory-limit-mib" default:"${default_rebuild_memory_limit_mib}" env:"LEDGER_REBUILD_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT) during the rebuild, in MiB: the garbage collector works harder as the heap nears it, instead of letting garbage grow the heap to twice what is live. 0: none. An explicit GOMEMLIMIT wins."`
 }
 
 func (c *rebuildCmd) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	applyMemoryLimit(c.MemoryLimitMiB, c.logger())
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return rebuild(ctx, c.config(), os.Stderr, c.logger())
 }
 

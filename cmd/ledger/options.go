@@ -41,6 +41,10 @@ const (
 	defaultHashWait = 2 * time.Second
 	// The Go runtime's soft memory limit (see applyMemoryLimit).
 	defaultMemoryLimitMiB = 256
+	// ledger rebuild's: what is live there is a bounded filter and cache,
+	// the batches in flight and the embedded NATS server's index of the
+	// stream; Pebble's memtables and block cache are outside the Go heap.
+	defaultRebuildMemoryLimitMiB = 192
 	// Failed logins for unknown emails are written as one tally per
 	// instance this often.
 	defaultTallyEvery = time.Minute
@@ -74,34 +78,35 @@ func flagDefaults() kong.Vars {
 	p := domain.DefaultPolicy()
 	t := domain.DefaultLoginThrottle()
 	return kong.Vars{
-		"default_memory_limit_mib":       strconv.Itoa(defaultMemoryLimitMiB),
-		"default_tarpit_max":             httpapi.DefaultTarpitMax.String(),
-		"default_throttle_after":         strconv.Itoa(t.After),
-		"default_throttle_window":        t.Window.String(),
-		"default_throttle_base":          t.Base.String(),
-		"default_throttle_max":           t.Max.String(),
-		"default_data_dir":               defaultDataDir,
-		"default_stream":                 defaultStream,
-		"default_http":                   defaultHTTP,
-		"default_use_granularity":        defaultUseGranularity.String(),
-		"default_use_queue":              strconv.Itoa(defaultUseQueue),
-		"default_use_spread":             defaultUseSpread.String(),
-		"default_max_lag":                defaultMaxLag.String(),
-		"default_min_seq_wait":           defaultMinSeqWait.String(),
-		"default_shutdown_timeout":       defaultShutdownTimeout.String(),
-		"default_max_keep_logged_in":     p.MaxKeepLoggedIn.String(),
-		"default_max_session":            p.MaxSession.String(),
-		"default_max_mfa_keep_logged_in": p.MaxMFAKeepLoggedIn.String(),
-		"default_max_mfa_session":        p.MaxMFASession.String(),
-		"default_idle_window":            p.IdleWindow.String(),
-		"default_max_sessions_per_user":  strconv.Itoa(p.MaxSessionsPerUser),
-		"default_hash_concurrency":       strconv.Itoa(defaultHashConcurrency()),
-		"default_hash_queue":             strconv.Itoa(defaultHashQueue()),
-		"default_hash_wait":              defaultHashWait.String(),
-		"default_address_rate":           strconv.FormatFloat(defaultAddressRate, 'g', -1, 64),
-		"default_address_burst":          strconv.Itoa(defaultAddressBurst),
-		"default_tracked_addresses":      strconv.Itoa(defaultTrackedAddresses),
-		"default_data_key_cache_ttl":     defaultDataKeyCacheTTL.String(),
+		"default_memory_limit_mib":         strconv.Itoa(defaultMemoryLimitMiB),
+		"default_rebuild_memory_limit_mib": strconv.Itoa(defaultRebuildMemoryLimitMiB),
+		"default_tarpit_max":               httpapi.DefaultTarpitMax.String(),
+		"default_throttle_after":           strconv.Itoa(t.After),
+		"default_throttle_window":          t.Window.String(),
+		"default_throttle_base":            t.Base.String(),
+		"default_throttle_max":             t.Max.String(),
+		"default_data_dir":                 defaultDataDir,
+		"default_stream":                   defaultStream,
+		"default_http":                     defaultHTTP,
+		"default_use_granularity":          defaultUseGranularity.String(),
+		"default_use_queue":                strconv.Itoa(defaultUseQueue),
+		"default_use_spread":               defaultUseSpread.String(),
+		"default_max_lag":                  defaultMaxLag.String(),
+		"default_min_seq_wait":             defaultMinSeqWait.String(),
+		"default_shutdown_timeout":         defaultShutdownTimeout.String(),
+		"default_max_keep_logged_in":       p.MaxKeepLoggedIn.String(),
+		"default_max_session":              p.MaxSession.String(),
+		"default_max_mfa_keep_logged_in":   p.MaxMFAKeepLoggedIn.String(),
+		"default_max_mfa_session":          p.MaxMFASession.String(),
+		"default_idle_window":              p.IdleWindow.String(),
+		"default_max_sessions_per_user":    strconv.Itoa(p.MaxSessionsPerUser),
+		"default_hash_concurrency":         strconv.Itoa(defaultHashConcurrency()),
+		"default_hash_queue":               strconv.Itoa(defaultHashQueue()),
+		"default_hash_wait":                defaultHashWait.String(),
+		"default_address_rate":             strconv.FormatFloat(defaultAddressRate, 'g', -1, 64),
+		"default_address_burst":            strconv.Itoa(defaultAddressBurst),
+		"default_tracked_addresses":        strconv.Itoa(defaultTrackedAddresses),
+		"default_data_key_cache_ttl":       defaultDataKeyCacheTTL.String(),
 
 		"default_authz_unavailable_status": strconv.Itoa(httpapi.DefaultAuthzUnavailableStatus),
 	}

@@ -38,6 +38,11 @@ func rebuild(ctx context.Context, cfg LogConfig, out io.Writer, log *slog.Logger
 	return rebuildProjection(ctx, ll, cfg, ring, out, log)
 }
 
+// rebuildBlockCache is Pebble's block cache during a rebuild: the fold's
+// reads are nearly all answered by the rebuild's filter and cache
+// (projections.Rebuild), so blocks are seldom read back.
+const rebuildBlockCache = 16 << 20
+
 // rebuildProjection is rebuild on an open log (its store opened): `ledger
 // rebuild`, and a start that finds a projection of an older key layout.
 func rebuildProjection(ctx context.Context, ll *ledgerLog, cfg LogConfig, ring *domain.Keyring, out io.Writer, log *slog.Logger) error {
@@ -52,7 +57,7 @@ func rebuildProjection(ctx context.Context, ll *ledgerLog, cfg LogConfig, ring *
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("drop projection: %w", err)
 	}
-	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(64<<20), projections.ForRebuild())
+	proj, err := projections.Open(dir, ring, log, nil, projections.WithBlockCache(rebuildBlockCache), projections.ForRebuild())
 	if err != nil {
 		return err
 	}
