@@ -3,12 +3,14 @@ package eventstore
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
@@ -55,8 +57,12 @@ type VerifyReport struct {
 	// Subjects are the hash chains; use subjects have none, and their
 	// events (Uses) are checked one by one: hash, no predecessor, a use of
 	// the subject's user, signature.
-	Subjects    int          `json:"subjects"`
-	Uses        uint64       `json:"uses"`
+	Subjects int    `json:"subjects"`
+	Uses     uint64 `json:"uses"`
+	// Signatures is how many Ed25519 signatures were checked: each
+	// subject's newest event, key events and uses, and every event of a
+	// subject where something was found (see Verify).
+	Signatures  uint64       `json:"signatures"`
 	LastSeq     uint64       `json:"last_seq"`
 	Digest      StreamDigest `json:"-"`
 	Problems    []Problem    `json:"problems"`
@@ -89,8 +95,8 @@ type VerifyOptions struct {
 // Verify re-reads every message of a stream and checks each event the way
 // an instance does before applying it: its hash matches its content, it
 // links to the hash of the subject's previous authentic event, and it is
-// signed by the ledger's key in force at its place in the log (with the
-// Ed25519 signature, so the public keys suffice). An event that fails
+// authenticated by the ledger's key in force at its place in the log (with
+// the Ed25519 signature, so the public keys suffice). An event that fails
 // does not become its subject's head, so the events after it are judged
 // against what the ledger really wrote. Verify also checks that stream
 // sequences are contiguous and that pinned stream digests still match.
@@ -100,19 +106,78 @@ type VerifyOptions struct {
 // only by a pinned digest; a lost use can only end a session sooner.
 // Problems are listed in stream order.
 //
+// Signatures through the chains. An Ed25519 verification costs about ten
+// times the decoding and hashing of an event, so Verify does not check one
+// per chained event. Each event's hash covers its predecessor's hash, and
+// a writer only ever seals an event onto the head its verifier (the
+// projection, which authenticates every event before it moves a head; see
+// VersionSource) judged authentic: a valid signature on an event therefore
+// vouches for every event its chain reaches back to, like a signed commit
+// for its history. The first pass checks, for every chained event, its
+// hash, its link, that it names the key in force at its place and that its
+// signature is well formed; it checks the Ed25519 signature itself only
+// for each subject's newest authentic event (under the key in force at that
+// event's place), for key events (they move the key chain) and for uses
+// (they stand alone). A forged event is either its subject's newest, whose
+// signature then fails, or followed by an event that does not link to it,
+// since no key holder links to it. Every subject where the first pass finds
+// anything (a problem, or a newest event whose signature fails) is judged
+// again in a second read, up to the same sequence, with every event's
+// signature checked at its place, exactly as if no event were vouched for,
+// so the problems reported are the per-event ones. What this does not
+// check is the signature bytes of an event that is not its subject's
+// newest: its content, key id and place are vouched for by a later
+// signature, but a well-formed yet wrong Sig there (the hash does not cover
+// Sig or MAC) goes unreported; a pinned stream digest covers those bytes.
+// The soundness rests on SHA-256 (already what the chains rely on) and on
+// the writers' discipline above.
+//
 // Memory is bounded by the number of subjects (the last authentic hash of
-// each), not by the number of events: no hash is kept once its subject has
-// moved on. Telling a broken link apart as missing or reordered needs to
-// know whether the hash it names was an authentic event earlier in the
-// stream; a clean stream never asks, and a stream with broken links is read
-// a second time to answer for those links only (memory bounded by the
-// number of problems).
+// each and, until the end of the first pass, its signature), not by the
+// number of events: no hash is kept once its subject has moved on. Telling
+// a broken link apart as missing or reordered needs to know whether the
+// hash it names was an authentic event earlier in the stream; a clean
+// stream never asks, and a stream with broken links is read once more to
+// answer for those links only (memory bounded by the number of problems).
 func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
+	rep, heads, err := s.verifyPass(ctx, o, nil, 0)
+	if err != nil {
+		return rep, err
+	}
+	suspects := map[string]bool{}
+	for _, p := range rep.Problems {
+		if p.Kind != ProblemGap && p.Kind != ProblemPin {
+			suspects[p.Subject] = true
+		}
+	}
+	signatures := rep.Signatures
+	for _, subject := range checkHeads(heads, o.Workers, &signatures) {
+		suspects[subject] = true
+	}
+	clear(heads)
+	if len(suspects) > 0 {
+		last := rep.LastSeq
+		if rep, _, err = s.verifyPass(ctx, o, suspects, last); err != nil {
+			return rep, err
+		}
+		signatures += rep.Signatures
+	}
+	rep.Signatures = signatures
+	return rep, s.finishReport(ctx, o, &rep)
+}
+
+// verifyPass reads the stream (up to last, if not 0) and judges every
+// message. The signatures of chained events on subjects not in each are
+// left to their subject's head (see Verify): heads lists, for the caller
+// to check, the newest authentic event of each subject whose signature was
+// not checked. Broken links are reported as missing when each is nil (a
+// second pass will refine them) and refined when it is not.
+func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[string]bool, last uint64) (VerifyReport, map[string]verifyHead, error) {
 	var rep VerifyReport
-	heads := map[string]string{} // subject -> hash of its last authentic event
+	heads := map[string]verifyHead{} // subject -> its last authentic event
 	// Broken links: the prev hash they name -> problem indexes. pending are
-	// unresolved so far; every broken link is also in links, for the second
-	// read.
+	// unresolved so far; every broken link is also in links, for the
+	// second read.
 	pending := map[string][]int{}
 	links := map[string][]int{}
 	var chain domain.KeyChain
@@ -123,6 +188,9 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 	}
 	check := func(it *verifyItem) bool {
 		r, e := it.rec, it.event
+		if last > 0 && r.Seq > last {
+			return false
+		}
 		rep.Messages++
 		if r.Seq != prevSeq+1 {
 			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, Kind: ProblemGap,
@@ -172,59 +240,127 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 		return true
 	}
-	err := verifyPipeline(ctx, s.stream, o.Workers, check)
+	var sigs atomic.Uint64
+	err := verifyPipeline(ctx, s.stream, o.Workers, deferUnless(each), &sigs, check)
+	rep.Signatures = sigs.Load()
 	if err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	rep.Subjects = len(heads)
 	rep.LastSeq = prevSeq
 	rep.Digest = digest
 	rep.Keys = chain.Order
 	rep.Anchored = chain.Anchored(o.Trusted)
-	if len(links) > 0 {
-		if err := s.linksToEarlier(ctx, o.Workers, links, rep.Problems); err != nil {
-			return rep, err
+	if len(links) > 0 && each != nil {
+		if err := s.linksToEarlier(ctx, o.Workers, each, links, rep.Problems); err != nil {
+			return rep, nil, err
 		}
 	}
+	return rep, heads, nil
+}
+
+// finishReport adds what concerns the whole stream rather than an event,
+// and sorts the problems.
+func (s *Reader) finishReport(ctx context.Context, o VerifyOptions, rep *VerifyReport) error {
 	if len(o.Trusted) > 0 && !rep.Anchored {
 		detail := "the log introduces no signing key"
-		if len(chain.Order) > 0 {
-			detail = fmt.Sprintf("none of the log's signing keys (%s) is among the trusted public keys", keyIDs(chain.Order))
+		if len(rep.Keys) > 0 {
+			detail = fmt.Sprintf("none of the log's signing keys (%s) is among the trusted public keys", keyIDs(rep.Keys))
 		}
 		rep.Problems = append(rep.Problems, Problem{Seq: 1, Subject: KeysSubject, Kind: ProblemSignature, Detail: detail})
 	}
 	for seq := range o.Pins {
-		if seq > prevSeq {
+		if seq > rep.LastSeq {
 			rep.Problems = append(rep.Problems, Problem{Seq: seq, Kind: ProblemPin, Detail: "pinned sequence is beyond the end of the stream"})
 		}
 	}
 	sort.SliceStable(rep.Problems, func(i, j int) bool { return rep.Problems[i].Seq < rep.Problems[j].Seq })
-	return rep, nil
+	return ctx.Err()
+}
+
+// verifyHead is a subject's newest authentic event so far. If unchecked,
+// its signature was left for the end of the pass: sig under key.
+type verifyHead struct {
+	hash      string
+	unchecked bool
+	sig       [ed25519.SignatureSize]byte
+	key       ed25519.PublicKey
+}
+
+// checkHeads checks the signature of every unchecked head on workers
+// goroutines and returns the subjects whose head fails.
+func checkHeads(heads map[string]verifyHead, workers int, signatures *uint64) []string {
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	type job struct {
+		subject string
+		head    verifyHead
+	}
+	jobs := make(chan job, 1024)
+	var mu sync.Mutex
+	var failed []string
+	var n atomic.Uint64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				n.Add(1)
+				h := j.head
+				// domain.VerifySignature itself, on the event as stored
+				// (its hash and signature), so the verdict is the same as
+				// checking it at its place.
+				e := domain.Event{Hash: h.hash, Sig: sigEncoding.EncodeToString(h.sig[:])}
+				if domain.VerifySignature(e, domain.PublicKey{Key: h.key}) != nil {
+					mu.Lock()
+					failed = append(failed, j.subject)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for subject, h := range heads {
+		if h.unchecked {
+			jobs <- job{subject, h}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	*signatures += n.Load()
+	return failed
 }
 
 // judgeVerifyItem is domain.Judge's order (hash, link, then signature),
 // spelt out because the hashes were checked ahead of time on several cores
 // and a broken link is reported as ProblemMissing for the caller to refine.
-// An authentic event becomes its subject's head ("" returned).
-func judgeVerifyItem(it *verifyItem, heads map[string]string, chain *domain.KeyChain) (kind, detail string) {
+// An authentic event becomes its subject's head ("" returned); one whose
+// signature was left to its subject's newest event (see Verify) becomes an
+// unchecked head.
+func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.KeyChain) (kind, detail string) {
 	r, e := it.rec, it.event
 	head, ok := heads[r.Subject]
 	if !ok {
-		heads[r.Subject] = ""
+		heads[r.Subject] = verifyHead{}
 	}
 	switch {
 	case it.decodeErr != nil:
 		return ProblemCorrupt, it.decodeErr.Error()
 	case it.hashErr != nil:
 		return ProblemAltered, "content does not match the event's hash"
-	case e.PrevHash != head:
+	case e.PrevHash != head.hash:
 		return ProblemMissing, "links to an event that is not in the stream before it"
 	}
 	// Last, because it folds key events into the chain.
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	heads[r.Subject] = e.Hash
+	next := verifyHead{hash: e.Hash}
+	if it.deferred != nil {
+		next.unchecked, next.sig, next.key = true, it.sig, it.deferred
+	}
+	heads[r.Subject] = next
 	return "", ""
 }
 
@@ -250,20 +386,22 @@ func judgeVerifyUse(it *verifyItem, userID string, chain *domain.KeyChain) (kind
 	}
 }
 
-// linksToEarlier re-reads the stream, judging it as Verify did, up to the
-// last broken link, and marks as reordered each broken link whose hash was
-// an authentic event before it: it links to an earlier event than its
-// subject's previous one. links maps a hash to the problems naming it.
-func (s *Reader) linksToEarlier(ctx context.Context, workers int, links map[string][]int, problems []Problem) error {
+// linksToEarlier re-reads the stream, judging it as the pass did (each:
+// the subjects whose every signature it checked), up to the last broken
+// link, and marks as reordered each broken link whose hash was an authentic
+// event before it: it links to an earlier event than its subject's previous
+// one. links maps a hash to the problems naming it.
+func (s *Reader) linksToEarlier(ctx context.Context, workers int, each map[string]bool, links map[string][]int, problems []Problem) error {
 	var last uint64
 	for _, idx := range links {
 		for _, i := range idx {
 			last = max(last, problems[i].Seq)
 		}
 	}
-	heads := map[string]string{}
+	heads := map[string]verifyHead{}
 	var chain domain.KeyChain
-	return verifyPipeline(ctx, s.stream, workers, func(it *verifyItem) bool {
+	var sigs atomic.Uint64
+	return verifyPipeline(ctx, s.stream, workers, deferUnless(each), &sigs, func(it *verifyItem) bool {
 		if it.rec.Seq >= last {
 			return false
 		}
@@ -304,6 +442,21 @@ func keyIDs(keys []domain.PublicKey) string {
 	return strings.Join(ids, ", ")
 }
 
+// deferUnless says which events may leave their signature to their
+// subject's newest event: chained events (not uses, which stand alone, nor
+// key events, which move the key chain) on subjects not in each.
+func deferUnless(each map[string]bool) func(r Record, e domain.Event) bool {
+	return func(r Record, e domain.Event) bool {
+		if _, use := UseSubjectUser(r.Subject); use || r.Subject == KeysSubject || each[r.Subject] {
+			return false
+		}
+		return e.Type != domain.EventSigningKeyIntroduced && e.Type != domain.EventSigningKeyRotated
+	}
+}
+
+// sigEncoding is how events carry their signature (domain's encoding).
+var sigEncoding = base64.RawURLEncoding
+
 // verifyItem is one message on its way through the pipeline: decoded,
 // hash-checked and signature-checked by a worker, then judged in order.
 type verifyItem struct {
@@ -316,11 +469,21 @@ type verifyItem struct {
 	// result when the key in force is that key.
 	sigKey ed25519.PublicKey
 	sigErr error
-	done   chan struct{}
+	// mayDefer: the signature may be left to the subject's newest event,
+	// if it is well formed (then sig holds it). deferred is the key in
+	// force it was left under, once judged.
+	mayDefer bool
+	sig      [ed25519.SignatureSize]byte
+	deferred ed25519.PublicKey
+	done     chan struct{}
 }
 
 // Verify makes a verifyItem a domain.Verifier for its own event.
 func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
+	if it.mayDefer {
+		it.deferred = key.Key // checked through the chain, see Reader.Verify
+		return nil
+	}
 	if it.sigKey != nil && it.sigKey.Equal(key.Key) {
 		return it.sigErr
 	}
@@ -328,12 +491,14 @@ func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
 }
 
 // verifyPipeline reads the stream, checks hashes and Ed25519 signatures on
-// several cores (about 80 µs each on one), and hands the results to judge
+// several cores (about 60 µs each on one), and hands the results to judge
 // in stream order, until judge returns false. Keys are learnt from key
 // events as they are read, before they are judged; judge only trusts a
-// result for the key it finds in force. Memory is bounded by the channels'
-// capacity and the keys, whatever the stream's length.
-func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, judge func(*verifyItem) bool) error {
+// result for the key it finds in force. Events for which mayDefer says so
+// get no signature check here, only one that it is well formed (see
+// Reader.Verify). sigs counts the signatures checked. Memory is bounded by
+// the channels' capacity and the keys, whatever the stream's length.
+func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, mayDefer func(Record, domain.Event) bool, sigs *atomic.Uint64, judge func(*verifyItem) bool) error {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
@@ -349,7 +514,17 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, j
 			for it := range work {
 				if it.decodeErr == nil {
 					it.hashErr = it.event.CheckHash()
-					if it.hashErr == nil && it.sigKey != nil {
+					if it.hashErr == nil && it.mayDefer {
+						// A malformed signature fails at its place, as
+						// it would without deferring.
+						it.mayDefer = sigEncoding.DecodedLen(len(it.event.Sig)) == ed25519.SignatureSize
+						if it.mayDefer {
+							n, err := sigEncoding.Decode(it.sig[:], []byte(it.event.Sig))
+							it.mayDefer = err == nil && n == ed25519.SignatureSize
+						}
+					}
+					if it.hashErr == nil && !it.mayDefer && it.sigKey != nil {
+						sigs.Add(1)
 						it.sigErr = domain.VerifySignature(it.event, domain.PublicKey{ID: it.event.KeyID, Key: it.sigKey})
 					}
 				}
@@ -366,6 +541,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, j
 			it := &verifyItem{rec: r, done: make(chan struct{})}
 			it.event, it.decodeErr = domain.DecodeEvent(r.Data)
 			if it.decodeErr == nil {
+				it.mayDefer = mayDefer(r, it.event)
 				it.sigKey = known[it.event.KeyID]
 				if k, ok := domain.KeyNamedBy(it.event); ok {
 					known[k.ID] = k.Key
