@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -197,7 +198,7 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 				Detail: fmt.Sprintf("sequences %d to %d are absent", prevSeq+1, r.Seq-1)})
 		}
 		prevSeq = r.Seq
-		digest = digest.Next(r)
+		digest = digest.next(r.Seq, r.Subject, it.body)
 		if r.Seq%DigestEvery == 0 {
 			rep.Checkpoints = append(rep.Checkpoints, Checkpoint{Seq: r.Seq, Digest: digest})
 		}
@@ -475,7 +476,10 @@ type verifyItem struct {
 	mayDefer bool
 	sig      [ed25519.SignatureSize]byte
 	deferred ed25519.PublicKey
-	done     chan struct{}
+	sigs     *atomic.Uint64 // signatures checked, counted
+	// body is SHA-256 of the message's data, for the stream digest.
+	body [sha256.Size]byte
+	done chan struct{}
 }
 
 // Verify makes a verifyItem a domain.Verifier for its own event.
@@ -487,17 +491,20 @@ func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
 	if it.sigKey != nil && it.sigKey.Equal(key.Key) {
 		return it.sigErr
 	}
+	it.sigs.Add(1)
 	return domain.VerifySignature(e, key)
 }
 
-// verifyPipeline reads the stream, checks hashes and Ed25519 signatures on
-// several cores (about 60 µs each on one), and hands the results to judge
-// in stream order, until judge returns false. Keys are learnt from key
-// events as they are read, before they are judged; judge only trusts a
-// result for the key it finds in force. Events for which mayDefer says so
-// get no signature check here, only one that it is well formed (see
-// Reader.Verify). sigs counts the signatures checked. Memory is bounded by
-// the channels' capacity and the keys, whatever the stream's length.
+// verifyPipeline reads the stream, decodes, checks hashes and Ed25519
+// signatures on several cores (about 60 µs each on one), and hands the
+// results to judge in stream order, until judge returns false. Keys are
+// learnt from key events as workers decode them, unverified, as hints:
+// judge only trusts a result for the key it finds in force, and checks
+// anew an event whose key was not learnt in time. Events for which
+// mayDefer says so get no signature check here, only one that it is well
+// formed (see Reader.Verify). sigs counts the signatures checked. Memory is
+// bounded by the channels' capacity and the keys, whatever the stream's
+// length.
 func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, mayDefer func(Record, domain.Event) bool, sigs *atomic.Uint64, judge func(*verifyItem) bool) error {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
@@ -506,28 +513,14 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 	defer cancel()
 	work := make(chan *verifyItem, 1024)
 	ordered := make(chan *verifyItem, 4096)
+	var known sync.Map // key id -> ed25519.PublicKey, from key events
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for it := range work {
-				if it.decodeErr == nil {
-					it.hashErr = it.event.CheckHash()
-					if it.hashErr == nil && it.mayDefer {
-						// A malformed signature fails at its place, as
-						// it would without deferring.
-						it.mayDefer = sigEncoding.DecodedLen(len(it.event.Sig)) == ed25519.SignatureSize
-						if it.mayDefer {
-							n, err := sigEncoding.Decode(it.sig[:], []byte(it.event.Sig))
-							it.mayDefer = err == nil && n == ed25519.SignatureSize
-						}
-					}
-					if it.hashErr == nil && !it.mayDefer && it.sigKey != nil {
-						sigs.Add(1)
-						it.sigErr = domain.VerifySignature(it.event, domain.PublicKey{ID: it.event.KeyID, Key: it.sigKey})
-					}
-				}
+				it.check(mayDefer, &known)
 				close(it.done)
 			}
 		}()
@@ -536,17 +529,8 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 	go func() {
 		defer close(ordered)
 		defer close(work)
-		known := map[string]ed25519.PublicKey{}
 		readErr <- readStream(ctx, stream, ReadOptions{}, func(r Record) error {
-			it := &verifyItem{rec: r, done: make(chan struct{})}
-			it.event, it.decodeErr = domain.DecodeEvent(r.Data)
-			if it.decodeErr == nil {
-				it.mayDefer = mayDefer(r, it.event)
-				it.sigKey = known[it.event.KeyID]
-				if k, ok := domain.KeyNamedBy(it.event); ok {
-					known[k.ID] = k.Key
-				}
-			}
+			it := &verifyItem{rec: r, sigs: sigs, done: make(chan struct{})}
 			select {
 			case ordered <- it:
 			case <-ctx.Done():
@@ -577,6 +561,38 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 		return nil
 	}
 	return err
+}
+
+// check is what a worker does for one message, ahead of the log order.
+func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *sync.Map) {
+	it.body = sha256.Sum256(it.rec.Data)
+	it.event, it.decodeErr = domain.DecodeEvent(it.rec.Data)
+	if it.decodeErr != nil {
+		return
+	}
+	if k, ok := domain.KeyNamedBy(it.event); ok {
+		known.Store(k.ID, k.Key)
+	}
+	if it.hashErr = it.event.CheckHash(); it.hashErr != nil {
+		return
+	}
+	if it.mayDefer = mayDefer(it.rec, it.event); it.mayDefer {
+		// A malformed signature fails at its place, as it would without
+		// deferring.
+		it.mayDefer = sigEncoding.DecodedLen(len(it.event.Sig)) == ed25519.SignatureSize
+		if it.mayDefer {
+			n, err := sigEncoding.Decode(it.sig[:], []byte(it.event.Sig))
+			it.mayDefer = err == nil && n == ed25519.SignatureSize
+		}
+		if it.mayDefer {
+			return
+		}
+	}
+	if k, ok := known.Load(it.event.KeyID); ok {
+		it.sigKey = k.(ed25519.PublicKey)
+		it.sigs.Add(1)
+		it.sigErr = domain.VerifySignature(it.event, domain.PublicKey{ID: it.event.KeyID, Key: it.sigKey})
+	}
 }
 
 // ErrTampered is returned by callers that treat any problem as failure.
