@@ -289,47 +289,58 @@ type verifyHead struct {
 }
 
 // checkHeads checks the signature of every unchecked head on workers
-// goroutines and returns the subjects whose head fails.
+// goroutines, in batches (domain.VerifySignatures: the same verdicts as
+// one by one), and returns the subjects whose head fails.
 func checkHeads(heads map[string]verifyHead, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
+	const batch = 64
 	type job struct {
-		subject string
-		head    verifyHead
+		subjects []string
+		events   []domain.Event
+		keys     []domain.PublicKey
 	}
-	jobs := make(chan job, 1024)
+	jobs := make(chan *job, workers)
 	var mu sync.Mutex
 	var failed []string
-	var n atomic.Uint64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				n.Add(1)
-				h := j.head
-				// domain.VerifySignature itself, on the event as stored
-				// (its hash and signature), so the verdict is the same as
-				// checking it at its place.
-				e := domain.Event{Hash: h.hash, Sig: sigEncoding.EncodeToString(h.sig[:])}
-				if domain.VerifySignature(e, domain.PublicKey{Key: h.key}) != nil {
-					mu.Lock()
-					failed = append(failed, j.subject)
-					mu.Unlock()
+				for i, err := range domain.VerifySignatures(j.events, j.keys) {
+					if err != nil {
+						mu.Lock()
+						failed = append(failed, j.subjects[i])
+						mu.Unlock()
+					}
 				}
 			}
 		}()
 	}
+	next := &job{}
 	for subject, h := range heads {
-		if h.unchecked {
-			jobs <- job{subject, h}
+		if !h.unchecked {
+			continue
 		}
+		*signatures++
+		// The event as stored, as far as its signature goes: its hash and
+		// signature.
+		next.subjects = append(next.subjects, subject)
+		next.events = append(next.events, domain.Event{Hash: h.hash, Sig: sigEncoding.EncodeToString(h.sig[:])})
+		next.keys = append(next.keys, domain.PublicKey{Key: h.key})
+		if len(next.events) == batch {
+			jobs <- next
+			next = &job{}
+		}
+	}
+	if len(next.events) > 0 {
+		jobs <- next
 	}
 	close(jobs)
 	wg.Wait()
-	*signatures += n.Load()
 	return failed
 }
 
