@@ -434,7 +434,7 @@ func auditVerify(ctx context.Context, store *eventstore.Store, pins map[uint64]e
 		if err := json.NewEncoder(out).Encode(map[string]any{
 			"ok": rep.OK(), "messages": rep.Messages, "subjects": rep.Subjects, "uses": rep.Uses, "last_seq": rep.LastSeq,
 			"stream_digest": rep.Digest.String(), "problems": rep.Problems, "checkpoints": cps,
-			"signing_keys": keyIDList(rep.Keys), "anchored": rep.Anchored,
+			"signing_keys": keyIDList(rep.Keys), "anchored": rep.Anchored, "signatures_checked": rep.Signatures,
 		}); err != nil {
 			return err
 		}
