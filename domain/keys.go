@@ -11,7 +11,6 @@ import (
 	"io"
 	"time"
 
-	voied25519 "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	"golang.org/x/crypto/hkdf"
 )
 
@@ -230,55 +229,10 @@ func VerifySignature(e Event, key PublicKey) error {
 	return nil
 }
 
-// VerifySignatures is VerifySignature for each of events under the key of
-// the same index, with the same verdicts, at a fraction of the cost when
-// they all verify (an auditor's case): the signatures are first checked
-// together with Ed25519 batch verification (curve25519-voi, about a
-// quarter of the cost of one crypto/ed25519 verification each in batches
-// of 64), and only if the batch fails is each checked on its own with
-// VerifySignature, whose verdict then stands. A batch accepts what
-// VerifySignature accepts: batch verification checks the cofactored
-// equation, crypto/ed25519 the cofactorless one, and the two differ only
-// on signatures with a small-order component, which only the key's holder
-// can make (and the ledger's writers sign with crypto/ed25519, which never
-// does); for anyone else passing either is forging Ed25519. The encodings
-// it accepts are the canonical ones crypto/ed25519 requires of R and S.
-func VerifySignatures(events []Event, keys []PublicKey) []error {
-	errs := make([]error, len(events))
-	if len(events) == 0 {
-		return errs
-	}
-	bv := voied25519.NewBatchVerifierWithCapacity(len(events))
-	expanded := map[string]*voied25519.ExpandedPublicKey{}
-	ok := true
-	for i, e := range events {
-		sig, err := authEncoding.DecodeString(e.Sig)
-		if err != nil || len(sig) != ed25519.SignatureSize || len(keys[i].Key) != ed25519.PublicKeySize {
-			ok = false
-			break
-		}
-		x, seen := expanded[string(keys[i].Key)]
-		if !seen {
-			if x, err = voied25519.NewExpandedPublicKey(voied25519.PublicKey(keys[i].Key)); err != nil {
-				ok = false
-				break
-			}
-			expanded[string(keys[i].Key)] = x
-		}
-		bv.AddExpandedWithOptions(x, eventMessage(e.Hash), sig, batchOptions)
-	}
-	if ok && bv.VerifyBatchOnly(nil) {
-		return errs
-	}
-	for i, e := range events {
-		errs[i] = VerifySignature(e, keys[i])
-	}
-	return errs
-}
-
-// batchOptions: plain Ed25519 (no context, no pre-hash), cofactored (what
-// batch verification needs), canonical encodings only.
-var batchOptions = &voied25519.Options{Verify: voied25519.VerifyOptionsFIPS_186_5}
+// SignedMessage is what an event's Ed25519 signature covers: its hash,
+// under the ledger's domain separation. For a verifier of many signatures
+// at once; VerifySignature is the one verdict on each.
+func SignedMessage(hash string) []byte { return eventMessage(hash) }
 
 // Key event payloads.
 type (

@@ -121,7 +121,7 @@ type VerifyOptions struct {
 // place and that its signature is well formed (base64url of 64 bytes), and
 // checks Ed25519 signatures only for each subject's newest authentic event
 // (under the key in force at that event's place, in batches:
-// domain.VerifySignatures), for key events (they move the key chain) and
+// verifySignatures), for key events (they move the key chain) and
 // for uses (they stand alone). A forged event (one no key holder signed)
 // is then either its subject's newest, whose signature fails, or followed
 // by an event that does not link to it, since no key holder links to one:
@@ -304,7 +304,7 @@ type verifyHead struct {
 }
 
 // checkHeads checks the signature of every unchecked head on workers
-// goroutines, in batches (domain.VerifySignatures: the same verdicts as
+// goroutines, in batches (verifySignatures: the same verdicts as
 // one by one), and returns the subjects whose head fails.
 func checkHeads(heads map[string]verifyHead, workers int, signatures *uint64) []string {
 	if workers <= 0 {
@@ -325,7 +325,7 @@ func checkHeads(heads map[string]verifyHead, workers int, signatures *uint64) []
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				for i, err := range domain.VerifySignatures(j.events, j.keys) {
+				for i, err := range verifySignatures(j.events, j.keys) {
 					if err != nil {
 						mu.Lock()
 						failed = append(failed, j.subjects[i])
