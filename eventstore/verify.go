@@ -505,7 +505,6 @@ type verifyItem struct {
 	sigs     *atomic.Uint64 // signatures checked, counted
 	// body is SHA-256 of the message's data, for the stream digest.
 	body [sha256.Size]byte
-	done chan struct{}
 }
 
 // Verify makes a verifyItem a domain.Verifier for its own event.
@@ -537,17 +536,26 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	work := make(chan *verifyItem, 1024)
-	ordered := make(chan *verifyItem, 4096)
+	// Messages travel in chunks: a channel operation and a wake-up per
+	// message cost as much as hashing one.
+	const chunkSize = 64
+	type chunk struct {
+		items []verifyItem
+		done  chan struct{}
+	}
+	work := make(chan *chunk, 16)
+	ordered := make(chan *chunk, 64)
 	var known sync.Map // key id -> ed25519.PublicKey, from key events
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for it := range work {
-				it.check(mayDefer, &known)
-				close(it.done)
+			for c := range work {
+				for i := range c.items {
+					c.items[i].check(mayDefer, &known)
+				}
+				close(c.done)
 			}
 		}()
 	}
@@ -555,30 +563,42 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 	go func() {
 		defer close(ordered)
 		defer close(work)
-		readErr <- readStream(ctx, stream, ReadOptions{}, func(r Record) error {
-			it := &verifyItem{rec: r, sigs: sigs, done: make(chan struct{})}
-			select {
-			case ordered <- it:
-			case <-ctx.Done():
-				return ctx.Err()
+		next := &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+		send := func() error {
+			for _, ch := range []chan *chunk{ordered, work} {
+				select {
+				case ch <- next:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-			select {
-			case work <- it:
-			case <-ctx.Done():
-				return ctx.Err()
+			next = &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+			return nil
+		}
+		err := readStream(ctx, stream, ReadOptions{}, func(r Record) error {
+			next.items = append(next.items, verifyItem{rec: r, sigs: sigs})
+			if len(next.items) == chunkSize {
+				return send()
 			}
 			return nil
 		})
+		if err == nil && len(next.items) > 0 {
+			err = send()
+		}
+		readErr <- err
 	}()
 	stopped := false
-	for it := range ordered {
+	for c := range ordered {
 		if stopped {
 			continue // drain: the reader stops at the cancel
 		}
-		<-it.done
-		if !judge(it) {
-			stopped = true
-			cancel()
+		<-c.done
+		for i := range c.items {
+			if !judge(&c.items[i]) {
+				stopped = true
+				cancel()
+				break
+			}
 		}
 	}
 	wg.Wait()
