@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -167,7 +169,7 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 	}
 	signatures := rep.Signatures
-	for _, subject := range checkHeads(heads, o.Workers, &signatures) {
+	for _, subject := range checkHeads(heads, rep.Keys, o.Workers, &signatures) {
 		suspects[subject] = true
 	}
 	heads = nil // for the collector, during a second read
@@ -294,19 +296,40 @@ func (s *Reader) finishReport(ctx context.Context, o VerifyOptions, rep *VerifyR
 	return ctx.Err()
 }
 
-// verifyHead is a subject's newest authentic event so far. If unchecked,
-// its signature was left for the end of the pass: sig under key.
+// verifyHead is a subject's newest authentic event so far, if set: its
+// hash (the SHA-256 of "sha256:<hex>"). If unchecked, its signature was
+// left for the end of the pass: sig under the key of index key in the key
+// chain's order. Raw bytes and an index rather than strings and a key: one
+// per subject is most of what Verify keeps.
 type verifyHead struct {
-	hash      string
+	hash      [sha256.Size]byte
+	set       bool
 	unchecked bool
+	key       uint16
 	sig       [ed25519.SignatureSize]byte
-	key       ed25519.PublicKey
 }
+
+// links reports whether an event linking to prev links to h.
+func (h *verifyHead) links(prev string) bool {
+	if !h.set {
+		return prev == ""
+	}
+	const label = "sha256:"
+	if len(prev) != len(label)+2*sha256.Size || prev[:len(label)] != label {
+		return false
+	}
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h.hash[:])
+	return string(x[:]) == prev[len(label):]
+}
+
+// hashString is the head's hash as events write it.
+func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
 
 // checkHeads checks the signature of every unchecked head on workers
 // goroutines, in batches (verifySignatures: the same verdicts as
 // one by one), and returns the subjects whose head fails.
-func checkHeads(heads map[string]verifyHead, workers int, signatures *uint64) []string {
+func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
@@ -344,8 +367,8 @@ func checkHeads(heads map[string]verifyHead, workers int, signatures *uint64) []
 		// The event as stored, as far as its signature goes: its hash and
 		// signature.
 		next.subjects = append(next.subjects, subject)
-		next.events = append(next.events, domain.Event{Hash: h.hash, Sig: sigEncoding.EncodeToString(h.sig[:])})
-		next.keys = append(next.keys, domain.PublicKey{Key: h.key})
+		next.events = append(next.events, domain.Event{Hash: h.hashString(), Sig: sigEncoding.EncodeToString(h.sig[:])})
+		next.keys = append(next.keys, keys[h.key])
 		if len(next.events) == batch {
 			jobs <- next
 			next = &job{}
@@ -376,16 +399,21 @@ func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.
 		return ProblemCorrupt, it.decodeErr.Error()
 	case it.hashErr != nil:
 		return ProblemAltered, "content does not match the event's hash"
-	case e.PrevHash != head.hash:
+	case !head.links(e.PrevHash):
 		return ProblemMissing, "links to an event that is not in the stream before it"
 	}
 	// Last, because it folds key events into the chain.
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	next := verifyHead{hash: e.Hash}
+	next := verifyHead{set: true}
+	if n, err := hex.Decode(next.hash[:], []byte(strings.TrimPrefix(e.Hash, "sha256:"))); err != nil || n != sha256.Size {
+		// Unreachable: its hash was checked, so it is one ComputeHash writes.
+		return ProblemAltered, "content does not match the event's hash"
+	}
 	if it.deferred != nil {
-		next.unchecked, next.sig, next.key = true, it.sig, it.deferred
+		next.unchecked, next.sig = true, it.sig
+		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
 	}
 	heads[r.Subject] = next
 	return "", ""
