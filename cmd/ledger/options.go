@@ -38,6 +38,9 @@ const (
 	defaultHashWait = 2 * time.Second
 	// The Go runtime's soft memory limit (see applyMemoryLimit).
 	defaultMemoryLimitMiB = 256
+	// audit verify's soft memory limit: above what it keeps at 1M subjects
+	// (about 200 MiB), so the collector does not run without end.
+	defaultAuditMemoryLimitMiB = 320
 	// Failed logins for unknown emails are written as one tally per
 	// instance this often.
 	defaultTallyEvery = time.Minute
@@ -72,6 +75,7 @@ func flagDefaults() kong.Vars {
 	t := domain.DefaultLoginThrottle()
 	return kong.Vars{
 		"default_memory_limit_mib":       strconv.Itoa(defaultMemoryLimitMiB),
+		"default_audit_memory_limit_mib": strconv.Itoa(defaultAuditMemoryLimitMiB),
 		"default_tarpit_max":             httpapi.DefaultTarpitMax.String(),
 		"default_throttle_after":         strconv.Itoa(t.After),
 		"default_throttle_window":        t.Window.String(),
