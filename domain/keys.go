@@ -229,6 +229,11 @@ func VerifySignature(e Event, key PublicKey) error {
 	return nil
 }
 
+// SignedMessage is what an event's Ed25519 signature covers: its hash,
+// under the ledger's domain separation. For a verifier of many signatures
+// at once; VerifySignature is the one verdict on each.
+func SignedMessage(hash string) []byte { return eventMessage(hash) }
+
 // Key event payloads.
 type (
 	SigningKeyIntroduced struct {

@@ -17,14 +17,19 @@ type StreamDigest [sha256.Size]byte
 
 // Next folds one stored message into the digest.
 func (d StreamDigest) Next(r Record) StreamDigest {
+	return d.next(r.Seq, r.Subject, sha256.Sum256(r.Data))
+}
+
+// next is Next with the data's hash computed ahead (Verify does it on
+// several cores).
+func (d StreamDigest) next(seq uint64, subject string, body [sha256.Size]byte) StreamDigest {
 	h := sha256.New()
 	h.Write(d[:])
-	var seq [8]byte
-	binary.BigEndian.PutUint64(seq[:], r.Seq)
-	h.Write(seq[:])
-	h.Write([]byte(r.Subject))
+	var s [8]byte
+	binary.BigEndian.PutUint64(s[:], seq)
+	h.Write(s[:])
+	h.Write([]byte(subject))
 	h.Write([]byte{0})
-	body := sha256.Sum256(r.Data)
 	h.Write(body[:])
 	var out StreamDigest
 	h.Sum(out[:0])

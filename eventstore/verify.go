@@ -3,12 +3,17 @@ package eventstore
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
@@ -55,8 +60,12 @@ type VerifyReport struct {
 	// Subjects are the hash chains; use subjects have none, and their
 	// events (Uses) are checked one by one: hash, no predecessor, a use of
 	// the subject's user, signature.
-	Subjects    int          `json:"subjects"`
-	Uses        uint64       `json:"uses"`
+	Subjects int    `json:"subjects"`
+	Uses     uint64 `json:"uses"`
+	// Signatures is how many Ed25519 signatures were checked: each
+	// subject's newest event, key events and uses, and every event of a
+	// subject where something was found (see Verify).
+	Signatures  uint64       `json:"signatures"`
 	LastSeq     uint64       `json:"last_seq"`
 	Digest      StreamDigest `json:"-"`
 	Problems    []Problem    `json:"problems"`
@@ -82,15 +91,16 @@ type VerifyOptions struct {
 	Trusted []domain.PublicKey
 	// Progress, if set, is called every so often with the sequence reached.
 	Progress func(seq, last uint64)
-	// Workers check signatures in parallel (default: the number of CPUs).
+	// Workers decode and check events and signatures in parallel
+	// (default: the number of CPUs).
 	Workers int
 }
 
 // Verify re-reads every message of a stream and checks each event the way
 // an instance does before applying it: its hash matches its content, it
 // links to the hash of the subject's previous authentic event, and it is
-// signed by the ledger's key in force at its place in the log (with the
-// Ed25519 signature, so the public keys suffice). An event that fails
+// authenticated by the ledger's key in force at its place in the log (with
+// the Ed25519 signature, so the public keys suffice). An event that fails
 // does not become its subject's head, so the events after it are judged
 // against what the ledger really wrote. Verify also checks that stream
 // sequences are contiguous and that pinned stream digests still match.
@@ -100,19 +110,92 @@ type VerifyOptions struct {
 // only by a pinned digest; a lost use can only end a session sooner.
 // Problems are listed in stream order.
 //
+// Signatures through the chains. An Ed25519 verification costs about ten
+// times the decoding and hashing of an event, so one per event capped
+// Verify near 30k events/s on 2 cores. Each event's hash covers its
+// predecessor's hash and its key id, and a writer only ever seals an event
+// onto the head its verifier (the projection, which authenticates every
+// event before it moves a head; see VersionSource) judged authentic: a
+// valid signature on an event therefore vouches for every event its chain
+// reaches back to, each authentic at its place when it was linked to, like
+// a signed commit for its history. So the first read checks, for every
+// chained event, its hash, its link, that it names the key in force at its
+// place and that its signature is well formed (base64url of 64 bytes), and
+// checks Ed25519 signatures only for each subject's newest authentic event
+// (under the key in force at that event's place, in batches:
+// verifySignatures), for key events (they move the key chain) and
+// for uses (they stand alone). A forged event (one no key holder signed)
+// is then either its subject's newest, whose signature fails, or followed
+// by an event that does not link to it, since no key holder links to one:
+// either way its subject shows a problem. Every subject where the first
+// read finds anything (a problem of its own, or a newest event whose
+// signature fails) is judged again in a second read, up to the same
+// sequence, with every event's signature checked at its place, as if none
+// were vouched for: the problems reported are the ones an event-by-event
+// check reports, on the same events. A clean stream is read once.
+//
+// What a clean report claims, then: every event's content, key id and
+// place are authentic (as above), and every subject's newest event, key
+// event and use carries a valid signature. What it does not claim: that
+// the signature bytes of an event before its subject's newest verify on
+// their own (the hash covers neither Sig nor MAC; an event whose Sig was
+// swapped for another well-formed one is vouched for, not reported); a
+// pinned stream digest covers those bytes as it covers every byte. The
+// argument rests on SHA-256 (which the chains already rely on), on the
+// ledger's keys (as any signature does) and on every holder of a key in
+// force writing only through Store, which links to authenticated heads
+// only. For the same reason an event whose signature is left to a later
+// one is hashed as stored (domain.StoredHashMatches, without re-encoding
+// it): the later signature vouches for those bytes; wherever no signature
+// vouches for an event, in the second read and for key events and uses,
+// Verify runs the exact CheckHash.
+//
 // Memory is bounded by the number of subjects (the last authentic hash of
-// each), not by the number of events: no hash is kept once its subject has
-// moved on. Telling a broken link apart as missing or reordered needs to
-// know whether the hash it names was an authentic event earlier in the
-// stream; a clean stream never asks, and a stream with broken links is read
-// a second time to answer for those links only (memory bounded by the
-// number of problems).
+// each and, until the end of the first pass, its signature), not by the
+// number of events: no hash is kept once its subject has moved on. Telling
+// a broken link apart as missing or reordered needs to know whether the
+// hash it names was an authentic event earlier in the stream; a clean
+// stream never asks, and a stream with broken links is read once more to
+// answer for those links only (memory bounded by the number of problems).
 func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, error) {
+	rep, heads, err := s.verifyPass(ctx, o, nil, 0)
+	if err != nil {
+		return rep, err
+	}
+	suspects := map[string]bool{}
+	for _, p := range rep.Problems {
+		if p.Kind != ProblemGap && p.Kind != ProblemPin {
+			suspects[p.Subject] = true
+		}
+	}
+	signatures := rep.Signatures
+	for _, subject := range checkHeads(heads, rep.Keys, o.Workers, &signatures) {
+		suspects[subject] = true
+	}
+	heads = nil // for the collector, during a second read
+	if len(suspects) > 0 {
+		last := rep.LastSeq
+		if rep, _, err = s.verifyPass(ctx, o, suspects, last); err != nil {
+			return rep, err
+		}
+		signatures += rep.Signatures
+	}
+	rep.Signatures = signatures
+	return rep, s.finishReport(ctx, o, &rep)
+}
+
+// verifyPass reads the stream (up to last, if not 0) and judges every
+// message. The signatures of chained events on subjects not in each are
+// left to their subject's head (see Verify): heads lists, for the caller
+// to check, the newest authentic event of each subject whose signature was
+// not checked. Broken links are reported as missing when each is nil (a
+// second pass will refine them) and refined when it is not.
+func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[string]bool, last uint64) (VerifyReport, map[string]verifyHead, error) {
 	var rep VerifyReport
-	heads := map[string]string{} // subject -> hash of its last authentic event
+	heads := map[string]verifyHead{} // subject -> its last authentic event
 	// Broken links: the prev hash they name -> problem indexes. pending are
-	// unresolved so far; every broken link is also in links, for the second
-	// read.
+	// unresolved so far; every broken link is also in links, for the
+	// second read.
 	pending := map[string][]int{}
 	links := map[string][]int{}
 	var chain domain.KeyChain
@@ -123,13 +206,16 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 	}
 	check := func(it *verifyItem) bool {
 		r, e := it.rec, it.event
+		if last > 0 && r.Seq > last {
+			return false
+		}
 		rep.Messages++
 		if r.Seq != prevSeq+1 {
 			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, Kind: ProblemGap,
 				Detail: fmt.Sprintf("sequences %d to %d are absent", prevSeq+1, r.Seq-1)})
 		}
 		prevSeq = r.Seq
-		digest = digest.Next(r)
+		digest = digest.next(r.Seq, r.Subject, it.body)
 		if r.Seq%DigestEvery == 0 {
 			rep.Checkpoints = append(rep.Checkpoints, Checkpoint{Seq: r.Seq, Digest: digest})
 		}
@@ -172,59 +258,164 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 		return true
 	}
-	err := verifyPipeline(ctx, s.stream, o.Workers, check)
+	var sigs atomic.Uint64
+	err := verifyPipeline(ctx, s.stream, o.Workers, deferUnless(each), &sigs, check)
+	rep.Signatures = sigs.Load()
 	if err != nil {
-		return rep, err
+		return rep, nil, err
 	}
 	rep.Subjects = len(heads)
 	rep.LastSeq = prevSeq
 	rep.Digest = digest
 	rep.Keys = chain.Order
 	rep.Anchored = chain.Anchored(o.Trusted)
-	if len(links) > 0 {
-		if err := s.linksToEarlier(ctx, o.Workers, links, rep.Problems); err != nil {
-			return rep, err
+	if len(links) > 0 && each != nil {
+		if err := s.linksToEarlier(ctx, o.Workers, each, links, rep.Problems); err != nil {
+			return rep, nil, err
 		}
 	}
+	return rep, heads, nil
+}
+
+// finishReport adds what concerns the whole stream rather than an event,
+// and sorts the problems.
+func (s *Reader) finishReport(ctx context.Context, o VerifyOptions, rep *VerifyReport) error {
 	if len(o.Trusted) > 0 && !rep.Anchored {
 		detail := "the log introduces no signing key"
-		if len(chain.Order) > 0 {
-			detail = fmt.Sprintf("none of the log's signing keys (%s) is among the trusted public keys", keyIDs(chain.Order))
+		if len(rep.Keys) > 0 {
+			detail = fmt.Sprintf("none of the log's signing keys (%s) is among the trusted public keys", keyIDs(rep.Keys))
 		}
 		rep.Problems = append(rep.Problems, Problem{Seq: 1, Subject: KeysSubject, Kind: ProblemSignature, Detail: detail})
 	}
 	for seq := range o.Pins {
-		if seq > prevSeq {
+		if seq > rep.LastSeq {
 			rep.Problems = append(rep.Problems, Problem{Seq: seq, Kind: ProblemPin, Detail: "pinned sequence is beyond the end of the stream"})
 		}
 	}
 	sort.SliceStable(rep.Problems, func(i, j int) bool { return rep.Problems[i].Seq < rep.Problems[j].Seq })
-	return rep, nil
+	return ctx.Err()
+}
+
+// verifyHead is a subject's newest authentic event so far, if set: its
+// hash (the SHA-256 of "sha256:<hex>"). If unchecked, its signature was
+// left for the end of the pass: sig under the key of index key in the key
+// chain's order. Raw bytes and an index rather than strings and a key: one
+// per subject is most of what Verify keeps.
+type verifyHead struct {
+	hash      [sha256.Size]byte
+	set       bool
+	unchecked bool
+	key       uint16
+	sig       [ed25519.SignatureSize]byte
+}
+
+// links reports whether an event linking to prev links to h.
+func (h *verifyHead) links(prev string) bool {
+	if !h.set {
+		return prev == ""
+	}
+	const label = "sha256:"
+	if len(prev) != len(label)+2*sha256.Size || prev[:len(label)] != label {
+		return false
+	}
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h.hash[:])
+	return string(x[:]) == prev[len(label):]
+}
+
+// hashString is the head's hash as events write it.
+func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
+
+// checkHeads checks the signature of every unchecked head on workers
+// goroutines, in batches (verifySignatures: the same verdicts as
+// one by one), and returns the subjects whose head fails.
+func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers int, signatures *uint64) []string {
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	const batch = 64
+	type job struct {
+		subjects []string
+		events   []domain.Event
+		keys     []domain.PublicKey
+	}
+	jobs := make(chan *job, workers)
+	var mu sync.Mutex
+	var failed []string
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				for i, err := range verifySignatures(j.events, j.keys) {
+					if err != nil {
+						mu.Lock()
+						failed = append(failed, j.subjects[i])
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	next := &job{}
+	for subject, h := range heads {
+		if !h.unchecked {
+			continue
+		}
+		*signatures++
+		// The event as stored, as far as its signature goes: its hash and
+		// signature.
+		next.subjects = append(next.subjects, subject)
+		next.events = append(next.events, domain.Event{Hash: h.hashString(), Sig: sigEncoding.EncodeToString(h.sig[:])})
+		next.keys = append(next.keys, keys[h.key])
+		if len(next.events) == batch {
+			jobs <- next
+			next = &job{}
+		}
+	}
+	if len(next.events) > 0 {
+		jobs <- next
+	}
+	close(jobs)
+	wg.Wait()
+	return failed
 }
 
 // judgeVerifyItem is domain.Judge's order (hash, link, then signature),
 // spelt out because the hashes were checked ahead of time on several cores
 // and a broken link is reported as ProblemMissing for the caller to refine.
-// An authentic event becomes its subject's head ("" returned).
-func judgeVerifyItem(it *verifyItem, heads map[string]string, chain *domain.KeyChain) (kind, detail string) {
+// An authentic event becomes its subject's head ("" returned); one whose
+// signature was left to its subject's newest event (see Verify) becomes an
+// unchecked head.
+func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.KeyChain) (kind, detail string) {
 	r, e := it.rec, it.event
 	head, ok := heads[r.Subject]
 	if !ok {
-		heads[r.Subject] = ""
+		heads[r.Subject] = verifyHead{}
 	}
 	switch {
 	case it.decodeErr != nil:
 		return ProblemCorrupt, it.decodeErr.Error()
 	case it.hashErr != nil:
 		return ProblemAltered, "content does not match the event's hash"
-	case e.PrevHash != head:
+	case !head.links(e.PrevHash):
 		return ProblemMissing, "links to an event that is not in the stream before it"
 	}
 	// Last, because it folds key events into the chain.
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	heads[r.Subject] = e.Hash
+	next := verifyHead{set: true}
+	if n, err := hex.Decode(next.hash[:], []byte(strings.TrimPrefix(e.Hash, "sha256:"))); err != nil || n != sha256.Size {
+		// Unreachable: its hash was checked, so it is one ComputeHash writes.
+		return ProblemAltered, "content does not match the event's hash"
+	}
+	if it.deferred != nil {
+		next.unchecked, next.sig = true, it.sig
+		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
+	}
+	heads[r.Subject] = next
 	return "", ""
 }
 
@@ -250,20 +441,22 @@ func judgeVerifyUse(it *verifyItem, userID string, chain *domain.KeyChain) (kind
 	}
 }
 
-// linksToEarlier re-reads the stream, judging it as Verify did, up to the
-// last broken link, and marks as reordered each broken link whose hash was
-// an authentic event before it: it links to an earlier event than its
-// subject's previous one. links maps a hash to the problems naming it.
-func (s *Reader) linksToEarlier(ctx context.Context, workers int, links map[string][]int, problems []Problem) error {
+// linksToEarlier re-reads the stream, judging it as the pass did (each:
+// the subjects whose every signature it checked), up to the last broken
+// link, and marks as reordered each broken link whose hash was an authentic
+// event before it: it links to an earlier event than its subject's previous
+// one. links maps a hash to the problems naming it.
+func (s *Reader) linksToEarlier(ctx context.Context, workers int, each map[string]bool, links map[string][]int, problems []Problem) error {
 	var last uint64
 	for _, idx := range links {
 		for _, i := range idx {
 			last = max(last, problems[i].Seq)
 		}
 	}
-	heads := map[string]string{}
+	heads := map[string]verifyHead{}
 	var chain domain.KeyChain
-	return verifyPipeline(ctx, s.stream, workers, func(it *verifyItem) bool {
+	var sigs atomic.Uint64
+	return verifyPipeline(ctx, s.stream, workers, deferUnless(each), &sigs, func(it *verifyItem) bool {
 		if it.rec.Seq >= last {
 			return false
 		}
@@ -304,6 +497,21 @@ func keyIDs(keys []domain.PublicKey) string {
 	return strings.Join(ids, ", ")
 }
 
+// deferUnless says which events may leave their signature to their
+// subject's newest event: chained events (not uses, which stand alone, nor
+// key events, which move the key chain) on subjects not in each.
+func deferUnless(each map[string]bool) func(r Record, e domain.Event) bool {
+	return func(r Record, e domain.Event) bool {
+		if _, use := UseSubjectUser(r.Subject); use || r.Subject == KeysSubject || each[r.Subject] {
+			return false
+		}
+		return e.Type != domain.EventSigningKeyIntroduced && e.Type != domain.EventSigningKeyRotated
+	}
+}
+
+// sigEncoding is how events carry their signature (domain's encoding).
+var sigEncoding = base64.RawURLEncoding
+
 // verifyItem is one message on its way through the pipeline: decoded,
 // hash-checked and signature-checked by a worker, then judged in order.
 type verifyItem struct {
@@ -316,44 +524,66 @@ type verifyItem struct {
 	// result when the key in force is that key.
 	sigKey ed25519.PublicKey
 	sigErr error
-	done   chan struct{}
+	// mayDefer: the signature may be left to the subject's newest event,
+	// if it is well formed (then sig holds it). deferred is the key in
+	// force it was left under, once judged.
+	mayDefer bool
+	sig      [ed25519.SignatureSize]byte
+	deferred ed25519.PublicKey
+	sigs     *atomic.Uint64 // signatures checked, counted
+	// body is SHA-256 of the message's data, for the stream digest.
+	body [sha256.Size]byte
 }
 
 // Verify makes a verifyItem a domain.Verifier for its own event.
 func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
+	if it.mayDefer {
+		it.deferred = key.Key // checked through the chain, see Reader.Verify
+		return nil
+	}
 	if it.sigKey != nil && it.sigKey.Equal(key.Key) {
 		return it.sigErr
 	}
+	it.sigs.Add(1)
 	return domain.VerifySignature(e, key)
 }
 
-// verifyPipeline reads the stream, checks hashes and Ed25519 signatures on
-// several cores (about 80 µs each on one), and hands the results to judge
-// in stream order, until judge returns false. Keys are learnt from key
-// events as they are read, before they are judged; judge only trusts a
-// result for the key it finds in force. Memory is bounded by the channels'
-// capacity and the keys, whatever the stream's length.
-func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, judge func(*verifyItem) bool) error {
+// verifyPipeline reads the stream, decodes events and checks their hashes
+// and Ed25519 signatures on several cores (a signature costs about 60 µs
+// on one), and hands the results to judge in stream order, until judge
+// returns false. Keys are learnt from key events as workers decode them,
+// unverified, as hints: judge only trusts a result for the key it finds in
+// force, and checks anew an event whose key was not learnt in time. Events
+// for which mayDefer says so get no signature check here, only one that it
+// is well formed (see Reader.Verify). sigs counts the signatures checked.
+// Memory is bounded by the channels' capacity and the keys, whatever the
+// stream's length.
+func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, mayDefer func(Record, domain.Event) bool, sigs *atomic.Uint64, judge func(*verifyItem) bool) error {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	work := make(chan *verifyItem, 1024)
-	ordered := make(chan *verifyItem, 4096)
+	// Messages travel in chunks: a channel operation and a wake-up per
+	// message cost as much as hashing one.
+	const chunkSize = 64
+	type chunk struct {
+		items []verifyItem
+		done  chan struct{}
+	}
+	work := make(chan *chunk, 16)
+	ordered := make(chan *chunk, 64)
+	var known sync.Map // key id -> ed25519.PublicKey, from key events
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for it := range work {
-				if it.decodeErr == nil {
-					it.hashErr = it.event.CheckHash()
-					if it.hashErr == nil && it.sigKey != nil {
-						it.sigErr = domain.VerifySignature(it.event, domain.PublicKey{ID: it.event.KeyID, Key: it.sigKey})
-					}
+			for c := range work {
+				for i := range c.items {
+					c.items[i].check(mayDefer, &known)
 				}
-				close(it.done)
+				close(c.done)
 			}
 		}()
 	}
@@ -361,38 +591,42 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, j
 	go func() {
 		defer close(ordered)
 		defer close(work)
-		known := map[string]ed25519.PublicKey{}
-		readErr <- readStream(ctx, stream, ReadOptions{}, func(r Record) error {
-			it := &verifyItem{rec: r, done: make(chan struct{})}
-			it.event, it.decodeErr = domain.DecodeEvent(r.Data)
-			if it.decodeErr == nil {
-				it.sigKey = known[it.event.KeyID]
-				if k, ok := domain.KeyNamedBy(it.event); ok {
-					known[k.ID] = k.Key
+		next := &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+		send := func() error {
+			for _, ch := range []chan *chunk{ordered, work} {
+				select {
+				case ch <- next:
+				case <-ctx.Done():
+					return ctx.Err()
 				}
 			}
-			select {
-			case ordered <- it:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			select {
-			case work <- it:
-			case <-ctx.Done():
-				return ctx.Err()
+			next = &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+			return nil
+		}
+		err := readStream(ctx, stream, ReadOptions{}, func(r Record) error {
+			next.items = append(next.items, verifyItem{rec: r, sigs: sigs})
+			if len(next.items) == chunkSize {
+				return send()
 			}
 			return nil
 		})
+		if err == nil && len(next.items) > 0 {
+			err = send()
+		}
+		readErr <- err
 	}()
 	stopped := false
-	for it := range ordered {
+	for c := range ordered {
 		if stopped {
 			continue // drain: the reader stops at the cancel
 		}
-		<-it.done
-		if !judge(it) {
-			stopped = true
-			cancel()
+		<-c.done
+		for i := range c.items {
+			if !judge(&c.items[i]) {
+				stopped = true
+				cancel()
+				break
+			}
 		}
 	}
 	wg.Wait()
@@ -401,6 +635,43 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, j
 		return nil
 	}
 	return err
+}
+
+// check is what a worker does for one message, ahead of the log order.
+func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *sync.Map) {
+	it.body = sha256.Sum256(it.rec.Data)
+	it.event, it.decodeErr = domain.DecodeEvent(it.rec.Data)
+	if it.decodeErr != nil {
+		return
+	}
+	if k, ok := domain.KeyNamedBy(it.event); ok {
+		known.Store(k.ID, k.Key)
+	}
+	// An event whose signature may be left to a later one is hashed as
+	// stored: that signature vouches for the bytes (see Reader.Verify).
+	if it.mayDefer = mayDefer(it.rec, it.event); !it.mayDefer || !it.event.StoredHashMatches(it.rec.Data) {
+		it.hashErr = it.event.CheckHash()
+	}
+	if it.hashErr != nil {
+		return
+	}
+	if it.mayDefer {
+		// A malformed signature fails at its place, as it would without
+		// deferring.
+		it.mayDefer = sigEncoding.DecodedLen(len(it.event.Sig)) == ed25519.SignatureSize
+		if it.mayDefer {
+			n, err := sigEncoding.Decode(it.sig[:], []byte(it.event.Sig))
+			it.mayDefer = err == nil && n == ed25519.SignatureSize
+		}
+		if it.mayDefer {
+			return
+		}
+	}
+	if k, ok := known.Load(it.event.KeyID); ok {
+		it.sigKey = k.(ed25519.PublicKey)
+		it.sigs.Add(1)
+		it.sigErr = domain.VerifySignature(it.event, domain.PublicKey{ID: it.event.KeyID, Key: it.sigKey})
+	}
 }
 
 // ErrTampered is returned by callers that treat any problem as failure.

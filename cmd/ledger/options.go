@@ -45,6 +45,9 @@ const (
 	// the batches in flight and the embedded NATS server's index of the
 	// stream; Pebble's memtables and block cache are outside the Go heap.
 	defaultRebuildMemoryLimitMiB = 192
+	// audit verify's soft memory limit: above what it keeps at 1M subjects
+	// (about 200 MiB), so the collector does not run without end.
+	defaultAuditMemoryLimitMiB = 320
 	// Failed logins for unknown emails are written as one tally per
 	// instance this often.
 	defaultTallyEvery = time.Minute
@@ -80,6 +83,7 @@ func flagDefaults() kong.Vars {
 	return kong.Vars{
 		"default_memory_limit_mib":         strconv.Itoa(defaultMemoryLimitMiB),
 		"default_rebuild_memory_limit_mib": strconv.Itoa(defaultRebuildMemoryLimitMiB),
+		"default_audit_memory_limit_mib":   strconv.Itoa(defaultAuditMemoryLimitMiB),
 		"default_tarpit_max":               httpapi.DefaultTarpitMax.String(),
 		"default_throttle_after":           strconv.Itoa(t.After),
 		"default_throttle_window":          t.Window.String(),

@@ -1,0 +1,76 @@
+package eventstore
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sessionledger/ledger/domain"
+)
+
+// TestVerifySignaturesAgreesOneByOne: a batch gives each event the verdict
+// domain.VerifySignature gives it, whether the batch passes or one bad
+// signature (wrong key, another event's signature, malformed, S not
+// reduced) sends it back to checking each.
+func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
+	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
+	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
+	var events []domain.Event
+	var keys []domain.PublicKey
+	for i := range 70 {
+		k := k1
+		if i%3 == 0 {
+			k = k2 // a batch may span a rotation
+		}
+		e := domain.SessionUse("u", "s", time.Unix(int64(i), 0))
+		e.ID = fmt.Sprint(i)
+		if err := e.Seal("", k); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e)
+		keys = append(keys, k.Public())
+	}
+	check := func(t *testing.T, events []domain.Event, keys []domain.PublicKey, bad ...int) {
+		t.Helper()
+		errs := verifySignatures(events, keys)
+		for i, e := range events {
+			want := domain.VerifySignature(e, keys[i])
+			if (errs[i] == nil) != (want == nil) || (errs[i] != nil && errs[i].Error() != want.Error()) {
+				t.Fatalf("event %d: batch says %v, one by one %v", i, errs[i], want)
+			}
+			if (want != nil) != slices.Contains(bad, i) {
+				t.Fatalf("event %d: %v, bad are %v", i, want, bad)
+			}
+		}
+	}
+	check(t, events, keys)
+	check(t, nil, nil)
+	tamper := func(i int, f func(*domain.Event, *domain.PublicKey)) ([]domain.Event, []domain.PublicKey) {
+		ev, ks := slices.Clone(events), slices.Clone(keys)
+		f(&ev[i], &ks[i])
+		return ev, ks
+	}
+	ev, ks := tamper(5, func(_ *domain.Event, k *domain.PublicKey) { *k = k2.Public() })
+	check(t, ev, ks, 5)
+	ev, ks = tamper(40, func(e *domain.Event, _ *domain.PublicKey) { e.Sig = events[41].Sig })
+	check(t, ev, ks, 40)
+	ev, ks = tamper(7, func(e *domain.Event, _ *domain.PublicKey) { e.Sig = e.Sig[:20] })
+	check(t, ev, ks, 7)
+	ev, ks = tamper(8, func(e *domain.Event, _ *domain.PublicKey) {
+		// S + L: the same equation, but S not reduced, which
+		// crypto/ed25519 refuses.
+		sig, _ := base64.RawURLEncoding.DecodeString(e.Sig)
+		l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+			0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+		var carry int
+		for i := range 32 {
+			v := int(sig[32+i]) + int(l[i]) + carry
+			sig[32+i], carry = byte(v), v>>8
+		}
+		e.Sig = base64.RawURLEncoding.EncodeToString(sig)
+	})
+	check(t, ev, ks, 8)
+}

@@ -1,0 +1,214 @@
+package eventstore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sessionledger/ledger/domain"
+	"github.com/sessionledger/ledger/eventstore"
+)
+
+// ledgerLog builds a stream's messages by hand: events sealed by a key of
+// the test's choosing onto the head the builder keeps per subject, or
+// linked wherever a forger wants.
+type ledgerLog struct {
+	t      *testing.T
+	prefix string // of the test stream's subjects
+	recs   []eventstore.Record
+	heads  map[string]string
+	n      int
+	pins   map[uint64]eventstore.StreamDigest
+}
+
+func newLedgerLog(t *testing.T, prefix string, first domain.SigningKey) *ledgerLog {
+	l := &ledgerLog{t: t, prefix: prefix, heads: map[string]string{}}
+	l.append(eventstore.KeysSubject, domain.IntroduceKey(first, at), first)
+	return l
+}
+
+// append seals e onto subject's head with k, as a writer holding k does,
+// and returns its sequence.
+func (l *ledgerLog) append(subject string, e domain.Event, k domain.SigningKey) uint64 {
+	l.t.Helper()
+	l.n++
+	e.ID = fmt.Sprintf("e%d", l.n)
+	if err := e.Seal(l.heads[subject], k); err != nil {
+		l.t.Fatal(err)
+	}
+	l.heads[subject] = e.Hash
+	return l.put(subject, e)
+}
+
+// forge appends an event linked onto prev without moving subject's head
+// (no writer links to a forgery), claiming the key kid but signed by
+// forger, and returns its sequence and hash.
+func (l *ledgerLog) forge(subject, prev, kid string, forger domain.SigningKey) (uint64, string) {
+	l.t.Helper()
+	l.n++
+	e := use("ua", "s", l.n)
+	e.ID = fmt.Sprintf("forged%d", l.n)
+	if err := e.Seal(prev, forger); err != nil { // a signature by forger...
+		l.t.Fatal(err)
+	}
+	e.KeyID = kid // ...over an event naming kid
+	e.Hash, _ = e.ComputeHash()
+	return l.put(subject, e), e.Hash
+}
+
+// pin records the stream digest of what was written so far.
+func (l *ledgerLog) pin() {
+	var d eventstore.StreamDigest
+	for _, r := range l.recs {
+		r.Subject = l.prefix + r.Subject
+		d = d.Next(r)
+	}
+	l.pins = map[uint64]eventstore.StreamDigest{uint64(len(l.recs)): d}
+}
+
+func (l *ledgerLog) put(subject string, e domain.Event) uint64 {
+	l.t.Helper()
+	data, err := e.Encode()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.recs = append(l.recs, eventstore.Record{Seq: uint64(len(l.recs) + 1), Subject: subject, Data: data})
+	return uint64(len(l.recs))
+}
+
+// TestVerifyChecksSignaturesThroughTheChains: Verify checks one signature
+// per subject (its newest event) and every key event, and a forgery
+// anywhere in a chain, whatever key it names, is still reported on that
+// event alone, as an event-by-event check reports it.
+func TestVerifyChecksSignaturesThroughTheChains(t *testing.T) {
+	nc := startNATS(t, t.TempDir())
+	ctx := context.Background()
+	js, _ := jetstream.New(nc)
+	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
+	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
+	forger, _ := domain.NewSigningKey(bytes.Repeat([]byte{7}, 32))
+	ua, ub := eventstore.UserSubject("ua"), eventstore.UserSubject("ub")
+	ev := func(i int) domain.Event { return use("ua", "s", i) }
+	rotate := func(l *ledgerLog) {
+		l.append(eventstore.KeysSubject, domain.RotateKey(k1.ID(), k2, at.Add(time.Hour)), k1)
+	}
+	type want struct {
+		seq  uint64
+		kind string
+	}
+	cases := []struct {
+		name  string
+		build func(l *ledgerLog) []want
+		sigs  uint64 // signatures checked, if not 0
+	}{
+		{"clean, across a rotation", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			l.append(ub, ev(2), k1)
+			l.append(ua, ev(3), k1)
+			rotate(l)
+			l.append(ua, ev(4), k2)
+			l.append(ua, ev(5), k2)
+			return nil
+		}, 4}, // two key events, two subjects' newest
+		{"a forgery naming the key in force, between genuine events", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), forger)
+			l.append(ua, ev(2), k1)
+			l.append(ua, ev(3), k1)
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0},
+		{"a forged newest event", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			l.append(ua, ev(2), k1)
+			l.append(ub, ev(3), k1)
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), forger)
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0},
+		{"a forged tail of two events", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			f1, h := l.forge(ua, l.heads[ua], k1.ID(), forger)
+			l.append(ub, ev(2), k1)
+			f2, _ := l.forge(ua, h, k1.ID(), forger)
+			return []want{{f1, eventstore.ProblemSignature}, {f2, eventstore.ProblemMissing}}
+		}, 0},
+		{"an event by the retired key, then genuine ones", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			rotate(l)
+			l.append(ua, ev(2), k2)
+			// Whoever got hold of the retired key signs with it.
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), k1)
+			l.append(ua, ev(3), k2)
+			l.append(ua, ev(4), k2)
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0},
+		{"a newest event by the retired key", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			rotate(l)
+			l.append(ua, ev(2), k2)
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), k1)
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0},
+		{"a malformed signature between genuine events", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			seq := l.append(ua, ev(2), k1)
+			next := l.append(ua, ev(3), k1)
+			e, _ := domain.DecodeEvent(l.recs[seq-1].Data)
+			e.Sig = e.Sig[:len(e.Sig)-2]
+			l.recs[seq-1].Data, _ = e.Encode()
+			// Not authentic, so the next event links to no authentic one,
+			// as an event-by-event check finds.
+			return []want{{seq, eventstore.ProblemSignature}, {next, eventstore.ProblemMissing}}
+		}, 0},
+		{"the signature bytes of an event before the newest, replaced: vouched for by the newest, caught by a pin", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			seq := l.append(ua, ev(2), k1)
+			last := l.append(ua, ev(3), k1)
+			l.pin()
+			e, _ := domain.DecodeEvent(l.recs[seq-1].Data)
+			newest, _ := domain.DecodeEvent(l.recs[last-1].Data)
+			e.Sig = newest.Sig // well formed, by the key in force, over another hash
+			l.recs[seq-1].Data, _ = e.Encode()
+			return []want{{last, eventstore.ProblemPin}}
+		}, 0},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			prefix := fmt.Sprintf("v%d.", i)
+			l := newLedgerLog(t, prefix, k1)
+			wants := c.build(l)
+			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: fmt.Sprintf("V%d", i), Subjects: []string{prefix + ">"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range l.recs {
+				if _, err := js.Publish(ctx, prefix+r.Subject, r.Data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep, err := eventstore.NewReader(s).Verify(ctx, eventstore.VerifyOptions{Trusted: []domain.PublicKey{k1.Public()}, Pins: l.pins})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, exp []string
+			for _, p := range rep.Problems {
+				got = append(got, fmt.Sprintf("%d %s", p.Seq, p.Kind))
+			}
+			for _, w := range wants {
+				exp = append(exp, fmt.Sprintf("%d %s", w.seq, w.kind))
+			}
+			if strings.Join(got, ", ") != strings.Join(exp, ", ") {
+				t.Fatalf("problems %v, want %v (all: %v)", got, exp, rep.Problems)
+			}
+			if !rep.Anchored || rep.Messages != uint64(len(l.recs)) {
+				t.Fatalf("anchored %v, %d messages of %d", rep.Anchored, rep.Messages, len(l.recs))
+			}
+			if c.sigs > 0 && rep.Signatures != c.sigs {
+				t.Fatalf("%d signatures checked, want %d", rep.Signatures, c.sigs)
+			}
+		})
+	}
+}
