@@ -168,17 +168,11 @@ func (r *runner) growthSize(ctx context.Context, size int, pwHash string) (Growt
 		row.SeedBenchHWMMiB = float64(hwm) / mib
 	}
 
-	const window = 2*time.Minute + 5*time.Second
-	if wait := window - time.Since(ds.seededAt); wait > 0 && r.s.dedupeWait {
-		logf("growth %s: waiting %s for JetStream's duplicate window over the seeded events to pass", human(size), wait.Round(time.Second))
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return row, ctx.Err()
-		}
-		row.DedupeWaitS = wait.Seconds()
+	inWindow, waited, err := r.pastDedupeWindow(ctx, ds, "growth "+human(size)+": ")
+	if err != nil {
+		return row, err
 	}
-	row.DedupeWindowUsed = time.Since(ds.seededAt) < 2*time.Minute
+	row.DedupeWaitS, row.DedupeWindowUsed = waited.Seconds(), inWindow
 
 	rb, err := r.ledgerRebuild(ctx, ds, nil, nil)
 	if err != nil {

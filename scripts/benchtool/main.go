@@ -418,10 +418,10 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 	s, workDir := r.s, r.work
 	// The large set first. `ledger rebuild` builds its projection (that is
-	// the rebuild figure), and by the time the small set and the append runs
-	// are done, JetStream's duplicate window over the seeded events has
-	// passed, so the large server starts as a production server would (see
-	// serveLarge).
+	// the rebuild figure), once JetStream's duplicate window over the
+	// seeded events has passed, so that the rebuild and later the large
+	// server run as they would on a production stream (see
+	// pastDedupeWindow).
 	large, err := seedDataset(ctx, filepath.Join(workDir, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
 	if err != nil {
 		return 0, fmt.Errorf("seed large: %w", err)

@@ -47,24 +47,33 @@ func (r *runner) serveSmall(ctx context.Context, ds *dataset) (validateResult, e
 	return res, srv.checkNoRejections()
 }
 
+// pastDedupeWindow waits, unless --no-dedupe-wait, until JetStream's
+// 2-minute duplicate window over ds's seeded events has passed. JetStream
+// keeps the message ids of that window in memory and rebuilds the map when
+// it starts; just after seeding it holds every seeded event, which no
+// production server (or a rebuild of a production stream) carries. It
+// reports whether the window is still open and how long it waited.
+func (r *runner) pastDedupeWindow(ctx context.Context, ds *dataset, what string) (inWindow bool, waited time.Duration, err error) {
+	const window = 2*time.Minute + 5*time.Second
+	waited = window - time.Since(ds.seededAt)
+	if waited <= 0 || !r.s.dedupeWait {
+		return time.Since(ds.seededAt) < 2*time.Minute, 0, nil
+	}
+	logf("%swaiting %s for JetStream's duplicate window over the seeded events to pass", what, waited.Round(time.Second))
+	select {
+	case <-time.After(waited):
+	case <-ctx.Done():
+		return true, waited, ctx.Err()
+	}
+	return false, waited, nil
+}
+
 // serveLarge serves the large data set, whose projection `ledger rebuild`
 // built: validate figures and the server's peak RSS.
 func (r *runner) serveLarge(ctx context.Context, ds *dataset) (validateResult, error) {
-	// JetStream keeps the message ids of its 2-minute duplicate window in
-	// memory and rebuilds that map when it starts. Just after seeding the
-	// window holds every seeded event, which no production server carries,
-	// so wait it out unless told not to.
-	const window = 2*time.Minute + 5*time.Second
-	inWindow := time.Since(ds.seededAt) < window
-	if inWindow && r.s.dedupeWait {
-		wait := window - time.Since(ds.seededAt)
-		logf("waiting %s for JetStream's duplicate window over the seeded events to pass", wait.Round(time.Second))
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return validateResult{}, ctx.Err()
-		}
-		inWindow = false
+	inWindow, _, err := r.pastDedupeWindow(ctx, ds, "")
+	if err != nil {
+		return validateResult{}, err
 	}
 	env, addrFile := r.pprofEnv("serve-large")
 	srv, err := startServer(ctx, r.ledger, ds.dir, filepath.Join(r.work, "serve-large.log"), env)
