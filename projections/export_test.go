@@ -35,3 +35,9 @@ func SetRebuildCache(budget int) (restore func()) {
 
 // CacheHits counts the reads rebuild caches answered.
 func CacheHits() uint64 { return cacheHits.Load() }
+
+// InSessionCache reports whether the validate cache holds the session.
+func (p *Projection) InSessionCache(id string) bool {
+	_, ok := p.cache.get(id)
+	return ok
+}

@@ -276,3 +276,46 @@ func TestLateUseOnTheUseSubjectRevivesAPrunedSession(t *testing.T) {
 		t.Fatalf("the user's time went from %s to %s: a use must not move it", login, version.Time)
 	}
 }
+
+// TestSessionsAsStoredAreCached: what the projection stores (a live
+// session, one used, one logged out) fits the validate cache, which
+// answers exactly what Pebble does. A form the cache silently refused
+// would send every validate to Pebble.
+func TestSessionsAsStoredAreCached(t *testing.T) {
+	l := newUserLog(t)
+	p := domain.DefaultPolicy()
+	live, used, out := l.start(t, t0, p), l.start(t, t0.Add(time.Minute), p), l.start(t, t0.Add(2*time.Minute), p)
+	l.add(t, domain.SessionUse("u1", used, t0.Add(time.Hour)))
+	proj := open(t, t.TempDir(), l.Ring())
+	defer proj.Close()
+	if err := proj.ApplyBatch(l.Recs); err != nil {
+		t.Fatal(err)
+	}
+	u, _, err := proj.LoadUser("u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logout, err := u.Logout(out, t0.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.add(t, logout)
+	if err := proj.ApplyBatch(l.Recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{live, used, out} {
+		if proj.InSessionCache(id) {
+			t.Fatalf("session %s cached before any read", id)
+		}
+		first := mustSession(t, proj, id).Snapshot() // from Pebble
+		if !proj.InSessionCache(id) {
+			t.Fatalf("session %s (%+v) was read but not cached", id, first)
+		}
+		if again := mustSession(t, proj, id).Snapshot(); again != first {
+			t.Fatalf("the cache answered %+v, Pebble %+v", again, first)
+		}
+	}
+	if s := mustSession(t, proj, out); s.Snapshot().RevokedBy != domain.ReasonRevokedLogout {
+		t.Fatalf("logged-out session cached as %+v", s.Snapshot())
+	}
+}
