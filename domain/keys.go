@@ -222,12 +222,27 @@ func (SignatureVerifier) Verify(e Event, key PublicKey) error {
 
 // VerifySignature checks e's Ed25519 signature under key.
 func VerifySignature(e Event, key PublicKey) error {
-	sig, err := authEncoding.DecodeString(e.Sig)
-	if err != nil || len(sig) != ed25519.SignatureSize || !ed25519.Verify(key.Key, eventMessage(e.Hash), sig) {
+	sig, ok := SignatureBytes(e)
+	if !ok || !ed25519.Verify(key.Key, eventMessage(e.Hash), sig[:]) {
 		return fmt.Errorf("%w: signature does not verify under key %s", ErrNotAuthentic, key.ID)
 	}
 	return nil
 }
+
+// SignatureBytes is the Ed25519 signature e carries, if it is well formed:
+// exactly 64 bytes in the encoding Sign writes. For verifiers that check
+// signatures other than one by one (VerifySignature reads them so too).
+func SignatureBytes(e Event) (sig [ed25519.SignatureSize]byte, ok bool) {
+	if authEncoding.DecodedLen(len(e.Sig)) != len(sig) {
+		return sig, false
+	}
+	n, err := authEncoding.Decode(sig[:], []byte(e.Sig))
+	return sig, err == nil && n == len(sig)
+}
+
+// SignatureText is sig as an event carries it (Event.Sig): the inverse of
+// SignatureBytes, for a verifier that kept only the bytes.
+func SignatureText(sig [ed25519.SignatureSize]byte) string { return encodeAuth(sig[:]) }
 
 // SignedMessage is what an event's Ed25519 signature covers: its hash,
 // under the ledger's domain separation. For a verifier of many signatures

@@ -30,20 +30,21 @@ func verifySignatures(events []domain.Event, keys []domain.PublicKey) []error {
 	expanded := map[string]*voied25519.ExpandedPublicKey{}
 	ok := true
 	for i, e := range events {
-		sig, err := sigEncoding.DecodeString(e.Sig)
-		if err != nil || len(sig) != ed25519.SignatureSize || len(keys[i].Key) != ed25519.PublicKeySize {
+		sig, wellFormed := domain.SignatureBytes(e)
+		if !wellFormed || len(keys[i].Key) != ed25519.PublicKeySize {
 			ok = false
 			break
 		}
 		x, seen := expanded[string(keys[i].Key)]
 		if !seen {
+			var err error
 			if x, err = voied25519.NewExpandedPublicKey(voied25519.PublicKey(keys[i].Key)); err != nil {
 				ok = false
 				break
 			}
 			expanded[string(keys[i].Key)] = x
 		}
-		bv.AddExpandedWithOptions(x, domain.SignedMessage(e.Hash), sig, batchOptions)
+		bv.AddExpandedWithOptions(x, domain.SignedMessage(e.Hash), sig[:], batchOptions)
 	}
 	if ok && bv.VerifyBatchOnly(nil) {
 		return errs

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -367,7 +366,7 @@ func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers in
 		// The event as stored, as far as its signature goes: its hash and
 		// signature.
 		next.subjects = append(next.subjects, subject)
-		next.events = append(next.events, domain.Event{Hash: h.hashString(), Sig: sigEncoding.EncodeToString(h.sig[:])})
+		next.events = append(next.events, domain.Event{Hash: h.hashString(), Sig: domain.SignatureText(h.sig)})
 		next.keys = append(next.keys, keys[h.key])
 		if len(next.events) == batch {
 			jobs <- next
@@ -508,9 +507,6 @@ func deferUnless(each map[string]bool) func(r Record, e domain.Event) bool {
 		return e.Type != domain.EventSigningKeyIntroduced && e.Type != domain.EventSigningKeyRotated
 	}
 }
-
-// sigEncoding is how events carry their signature (domain's encoding).
-var sigEncoding = base64.RawURLEncoding
 
 // verifyItem is one message on its way through the pipeline: decoded,
 // hash-checked and signature-checked by a worker, then judged in order.
@@ -658,12 +654,7 @@ func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *syn
 	if it.mayDefer {
 		// A malformed signature fails at its place, as it would without
 		// deferring.
-		it.mayDefer = sigEncoding.DecodedLen(len(it.event.Sig)) == ed25519.SignatureSize
-		if it.mayDefer {
-			n, err := sigEncoding.Decode(it.sig[:], []byte(it.event.Sig))
-			it.mayDefer = err == nil && n == ed25519.SignatureSize
-		}
-		if it.mayDefer {
+		if it.sig, it.mayDefer = domain.SignatureBytes(it.event); it.mayDefer {
 			return
 		}
 	}
