@@ -140,17 +140,19 @@ func short(s string) (shortString, bool) {
 	return out, true
 }
 
-// String is the string held, without an allocation for the methods and
-// reasons sessions carry.
-func (s shortString) String() string {
-	if v, ok := interned[s]; ok {
+func (s shortString) String() string { return string(s.b[:s.n]) }
+
+// interned is String without an allocation for the methods and reasons
+// sessions carry (ids are never among them).
+func (s shortString) interned() string {
+	if v, ok := internedValues[s]; ok {
 		return v
 	}
-	return string(s.b[:s.n])
+	return s.String()
 }
 
-// interned are the values of a session's method and revocation reason.
-var interned = func() map[shortString]string {
+// internedValues are the values of a session's method and revocation reason.
+var internedValues = func() map[shortString]string {
 	m := map[shortString]string{}
 	for _, v := range []string{
 		domain.SessionMethodPassword, domain.SessionMethodAPIKey, domain.SessionMethodEmailCode,
@@ -212,10 +214,10 @@ func compact(s domain.SessionSnapshot) (shortString, cachedSession, bool) {
 // snapshot is the session back, with id as its id.
 func (v cachedSession) snapshot(id string) domain.SessionSnapshot {
 	return domain.SessionSnapshot{
-		ID: id, UserID: v.userID.String(), TokenHash: v.tokenHash, Method: v.method.String(),
+		ID: id, UserID: v.userID.String(), TokenHash: v.tokenHash, Method: v.method.interned(),
 		KeepLoggedIn: v.keepLoggedIn, MFA: v.mfa, IdleWindow: v.idleWindow,
 		StartedAt: v.startedAt.time(), MaxExpiresAt: v.maxExpiresAt.time(),
 		LastUseAt: v.lastUseAt.time(), RevokedAt: v.revokedAt.time(),
-		RevokedBy: domain.Reason(v.revokedBy.String()),
+		RevokedBy: domain.Reason(v.revokedBy.interned()),
 	}
 }
