@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,6 +128,13 @@ func New(cfg Config) *API {
 // behind its access check.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
+	// The metrics of each pattern the mux routes by, and of "" (none
+	// matched: "unmatched"); read-only once serving.
+	metrics := map[string]*routeMetrics{"": a.newRouteMetrics("unmatched")}
+	handle := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, h)
+		metrics[pattern] = a.newRouteMetrics(pattern)
+	}
 	methods := map[string][]string{}
 	var paths []string
 	for _, rt := range a.routes() {
@@ -133,7 +142,7 @@ func (a *API) Handler() http.Handler {
 		if slices.Contains(credentialRoutes, rt.Pattern()) {
 			h = a.limitCredentials(a.requireAppKey(h))
 		}
-		mux.HandleFunc(rt.Pattern(), h)
+		handle(rt.Pattern(), h)
 		if methods[rt.Path] == nil {
 			paths = append(paths, rt.Path)
 		}
@@ -143,7 +152,7 @@ func (a *API) Handler() http.Handler {
 		// The same path without a method catches every other method, so a
 		// wrong method gets a JSON 405 instead of the mux's plain text.
 		allow := strings.Join(methods[path], ", ")
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		handle(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
 			writeError(w, errMethodNotAllowed)
 		})
@@ -154,11 +163,11 @@ func (a *API) Handler() http.Handler {
 	// 405 and no access check: it is validate, answered in its status and
 	// headers. gatewayRoutes lists it for the docs and the tests.
 	for _, rt := range gatewayRoutes {
-		mux.HandleFunc(rt.Path, a.authz)
+		handle(rt.Path, a.authz)
 	}
 
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
-	return a.instrument(canonicalPaths(a.readYourWrites(mux)))
+	handle("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
+	return a.instrument(canonicalPaths(a.readYourWrites(mux)), metrics)
 }
 
 // RequestTimeout bounds every request, so a write waiting on a stalled log
@@ -168,15 +177,19 @@ const RequestTimeout = 15 * time.Second
 // instrument records request counts and latency by route pattern (never by
 // raw path, which could carry ids), bounds each request in time, and
 // recovers from panics.
-func (a *API) instrument(next http.Handler) http.Handler {
+// metrics holds each pattern's series (routeMetrics); a pattern missing
+// from it is looked up in the vectors.
+func (a *API) instrument(next http.Handler, metrics map[string]*routeMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// One allocation for the writer and the bound (deadline.go).
+		st := &requestState{statusWriter: statusWriter{ResponseWriter: w, status: http.StatusOK}}
 		if r.URL.Path != FeedPath { // a stream lives as long as its client
-			ctx, cancel := context.WithTimeout(r.Context(), RequestTimeout)
-			defer cancel()
-			r = r.WithContext(ctx)
+			st.deadline.init(r.Context(), start.Add(RequestTimeout))
+			defer st.deadline.cancel()
+			r = r.WithContext(&st.deadline)
 		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := &st.statusWriter
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -187,15 +200,80 @@ func (a *API) instrument(next http.Handler) http.Handler {
 					writeError(sw, errInternal)
 				}
 			}
-			route := r.Pattern
-			if route == "" {
-				route = "unmatched"
-			}
-			a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
-			a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			a.observe(metrics, r.Pattern, sw.status, time.Since(start))
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// requestState is what instrument keeps for one request.
+type requestState struct {
+	statusWriter
+	deadline deadlineCtx
+}
+
+// observe counts a request of route (a ServeMux pattern, "" if none
+// matched) answered with code after d.
+func (a *API) observe(metrics map[string]*routeMetrics, route string, code int, d time.Duration) {
+	if m := metrics[route]; m != nil {
+		m.observe(code, d)
+		return
+	}
+	if route == "" {
+		route = "unmatched"
+	}
+	a.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	a.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// routeMetrics are one route's series of the HTTP metrics, each looked up
+// in its vector once, on the route's first request with that code (as
+// WithLabelValues on every request would create it: /metrics shows the
+// same series at the same moments), then kept: the vectors hash their
+// labels and take a lock on every lookup.
+type routeMetrics struct {
+	route    string
+	requests *prometheus.CounterVec
+
+	latencyOnce sync.Once
+	latencyVec  *prometheus.HistogramVec
+	latency     prometheus.Observer
+
+	mu    sync.Mutex                                  // serialises additions to codes
+	codes atomic.Pointer[map[int]prometheus.Counter] // copied on write
+}
+
+func (a *API) newRouteMetrics(route string) *routeMetrics {
+	m := &routeMetrics{route: route, requests: a.requests, latencyVec: a.latency}
+	m.codes.Store(&map[int]prometheus.Counter{})
+	return m
+}
+
+func (m *routeMetrics) observe(code int, d time.Duration) {
+	c, ok := (*m.codes.Load())[code]
+	if !ok {
+		c = m.counter(code)
+	}
+	c.Inc()
+	m.latencyOnce.Do(func() { m.latency = m.latencyVec.WithLabelValues(m.route) })
+	m.latency.Observe(d.Seconds())
+}
+
+func (m *routeMetrics) counter(code int) prometheus.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.codes.Load()
+	if c, ok := old[code]; ok {
+		return c
+	}
+	c := m.requests.WithLabelValues(m.route, strconv.Itoa(code))
+	codes := make(map[int]prometheus.Counter, len(old)+1)
+	for k, v := range old {
+		codes[k] = v
+	}
+	codes[code] = c
+	m.codes.Store(&codes)
+	return c
 }
 
 type statusWriter struct {
@@ -354,25 +432,24 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.validCount.Inc()
 	s := v.Session
-	h := w.Header()
+	body := validBody{
+		userID: s.UserID(), sessionID: s.ID(),
+		expiresAt: v.Verdict.ExpiresAt(), idleExpiresAt: v.Verdict.IdleExpiresAt, maxExpiresAt: v.Verdict.MaxExpiresAt,
+		method: s.Method(), keepLoggedIn: s.KeepLoggedIn(), mfa: s.MFA(), aal: aalOf(s.MFA()), role: string(v.Role.Or()),
+	}
 	// For gateways that forward identity upstream (Traefik forwardAuth,
-	// nginx auth_request_set, Envoy ext_authz).
-	h.Set(HeaderUserID, s.UserID())
-	h.Set(HeaderSessionID, s.ID())
-	h.Set(HeaderRole, roleOf(v))
-	writeJSON(w, http.StatusOK, validResponse{
-		Valid:         true,
-		UserID:        s.UserID(),
-		SessionID:     s.ID(),
-		ExpiresAt:     v.Verdict.ExpiresAt().Format(rfc3339),
-		IdleExpiresAt: v.Verdict.IdleExpiresAt.Format(rfc3339),
-		MaxExpiresAt:  v.Verdict.MaxExpiresAt.Format(rfc3339),
-		Method:        s.Method(),
-		KeepLoggedIn:  s.KeepLoggedIn(),
-		MFA:           s.MFA(),
-		AAL:           aalOf(s.MFA()),
-		Role:          string(v.Role.Or()),
-	})
+	// nginx auth_request_set, Envoy ext_authz). The keys are canonical;
+	// the three values share one allocation, each capped so that an
+	// append to one cannot reach the next.
+	ids := &[3]string{body.userID, body.sessionID, roleOf(v)}
+	h := w.Header()
+	h[HeaderUserID] = ids[0:1:1]
+	h[HeaderSessionID] = ids[1:2:2]
+	h[HeaderRole] = ids[2:3:3]
+	buf := bodyBuffers.Get().(*[]byte)
+	*buf = body.appendJSON((*buf)[:0])
+	writeJSONBytes(w, http.StatusOK, *buf)
+	bodyBuffers.Put(buf)
 }
 
 func verdictError(v domain.Verdict) *apiError {

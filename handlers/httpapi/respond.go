@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -67,11 +68,37 @@ func invalidRequest(msg string) *apiError {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	setJSONHeaders(w.Header())
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// The values of every JSON answer's own headers, shared by all answers:
+// nothing reads a header value to change it in place (net/http copies the
+// handler's headers when the status is written), and sharing them saves a
+// slice per header per request, as does naming the keys in their canonical
+// form instead of canonicalising them with Set.
+var (
+	headerJSON    = []string{"application/json"}
+	headerNoStore = []string{"no-store"}
+)
+
+// setJSONHeaders is Set("Content-Type", "application/json") and
+// Set("Cache-Control", "no-store").
+func setJSONHeaders(h http.Header) {
+	h["Content-Type"] = headerJSON
+	h["Cache-Control"] = headerNoStore
+}
+
+// bodyBuffers hold the answers encoded by hand (validResponse.appendJSON).
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeJSONBytes is writeJSON for a body already encoded, as
+// json.Encoder.Encode writes it (with its newline).
+func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
+	setJSONHeaders(w.Header())
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
