@@ -239,7 +239,7 @@ type routeMetrics struct {
 	latencyVec  *prometheus.HistogramVec
 	latency     prometheus.Observer
 
-	mu    sync.Mutex                                  // serialises additions to codes
+	mu    sync.Mutex                                 // serialises additions to codes
 	codes atomic.Pointer[map[int]prometheus.Counter] // copied on write
 }
 
