@@ -153,15 +153,23 @@ func (s *Session) Current(now time.Time) Verdict {
 	return s.Verdict(now)
 }
 
-// WithUse is the session as it will be once a use at `at` is folded: what
-// validate answers with when it has just queued that use, so that its
-// answer and every later one agree.
+// WithUse is the session as it will be once a use at `at` is folded.
+// Validate answers with its verdict (CurrentWithUse) while that use is
+// queued, so that its answer and every later one agree.
 func (s *Session) WithUse(at time.Time) *Session {
 	c := *s
 	// Apply reads no payload of a use: skip SessionUse's encoding of one,
 	// since validate calls this for every request while a use waits.
 	_ = c.Apply(Event{Type: EventSessionUsed, UserID: s.userID, SessionID: s.id, Time: at.UTC()})
 	return &c
+}
+
+// CurrentWithUse is WithUse(at).Current(now) without the copy on the
+// heap: validate answers it for every request while a use waits.
+func (s *Session) CurrentWithUse(at, now time.Time) Verdict {
+	c := *s
+	_ = c.Apply(Event{Type: EventSessionUsed, UserID: s.userID, SessionID: s.id, Time: at.UTC()})
+	return c.Current(now)
 }
 
 // live reports whether a revocation or a use at `at` still concerns the

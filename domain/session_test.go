@@ -314,7 +314,12 @@ func TestWithUseIsTheFoldedUse(t *testing.T) {
 	if got, want := s.WithUse(at).Current(at), folded.Current(at); got != want || !got.IdleExpiresAt.Equal(at.Add(30*domain.Day)) {
 		t.Fatalf("WithUse = %+v, folding the use gives %+v", got, want)
 	}
+	for _, now := range []time.Time{at, at.Add(time.Hour), at.Add(31 * domain.Day), t0.Add(-time.Hour)} {
+		if got, want := s.CurrentWithUse(at, now), folded.Current(now); got != want {
+			t.Fatalf("CurrentWithUse(%s) = %+v, folding the use gives %+v", now, got, want)
+		}
+	}
 	if !s.LastUseAt().Equal(t0) {
-		t.Fatal("WithUse changed the session itself")
+		t.Fatal("WithUse or CurrentWithUse changed the session itself")
 	}
 }

@@ -55,7 +55,7 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 		if at, ok := h.Uses.TouchedAt(s, now); ok {
 			// A use is on its way into the log; answer with the deadline
 			// it will give, as every later validate will.
-			v = s.WithUse(at).Current(now)
+			v = s.CurrentWithUse(at, now)
 		}
 	}
 	role := domain.RoleUser
