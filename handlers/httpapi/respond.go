@@ -178,12 +178,18 @@ func queryParam(r *http.Request, name string) (value string, present bool) {
 	for part := range strings.SplitSeq(r.URL.RawQuery, "&") {
 		k, v, _ := strings.Cut(part, "=")
 		if k != name {
+			// Only an escape (%XX, or + for a space) can make k read as name.
+			if !strings.ContainsAny(k, "%+") {
+				continue
+			}
 			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
 				continue
 			}
 		}
-		if uv, err := url.QueryUnescape(v); err == nil {
-			v = uv
+		if strings.ContainsAny(v, "%+") {
+			if uv, err := url.QueryUnescape(v); err == nil {
+				v = uv
+			}
 		}
 		return v, true
 	}

@@ -17,6 +17,8 @@ func TestQueryParam(t *testing.T) {
 		{"min_seq", "min_seq", "", true},
 		{"min%5Fseq=7", "min_seq", "7", true},
 		{"touch=fa%6Cse", "touch", "false", true},
+		{"to%75ch=a+b", "touch", "a b", true},
+		{"tou+ch=1&touch=2", "touch", "2", true},
 		{"touchy=false", "touch", "", false},
 		{"", "touch", "", false},
 	}
