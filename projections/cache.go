@@ -113,13 +113,13 @@ func (c *sessionCache) invalidate(ids []string) {
 // made a full cache of 128k sessions hundreds of thousands of objects to
 // mark at every cycle, whatever the traffic (BenchmarkSessionCacheGC: a
 // full collection takes about half the time with the compact form). A hit
-// costs about 100 ns more (BenchmarkSessionLookup: the user id is copied
-// out, the method and reason are looked up), next to the tens of
-// microseconds a validate costs.
+// copies the user id out (an allocation); the method and reason, which
+// take a few known values, are read from a table by index.
 type cachedSession struct {
 	userID, method, revokedBy shortString
 	tokenHash                 domain.TokenHash
 	keepLoggedIn, mfa         bool
+	knownMethod, knownReason  uint8 // shortString.known of method and revokedBy
 	idleWindow                time.Duration
 	startedAt, maxExpiresAt   unixTime
 	lastUseAt, revokedAt      unixTime
@@ -142,31 +142,44 @@ func short(s string) (shortString, bool) {
 
 func (s shortString) String() string { return string(s.b[:s.n]) }
 
-// interned is String without an allocation for the methods and reasons
-// sessions carry (ids are never among them).
-func (s shortString) interned() string {
-	if v, ok := internedValues[s]; ok {
-		return v
-	}
-	return s.String()
+// known is the index in knownValues of s's value plus one, or 0 if it is
+// not one of them. The cache looks each value up once, when it stores a
+// session, and a hit reads the string from the table by that index
+// without an allocation.
+func (s shortString) known() uint8 {
+	return knownIndex[s]
 }
 
-// internedValues are the values of a session's method and revocation reason.
-var internedValues = func() map[shortString]string {
-	m := map[shortString]string{}
-	for _, v := range []string{
-		domain.SessionMethodPassword, domain.SessionMethodAPIKey, domain.SessionMethodEmailCode,
-		domain.SessionMethodMagicLink, domain.MFAMethodTOTP, domain.MFAMethodRecoveryCode,
-		string(domain.ReasonNone), string(domain.ReasonRevokedLogout), string(domain.ReasonRevokedOthers),
-		string(domain.ReasonRevokedTerminated), string(domain.ReasonRevokedSessionLimit),
-		string(domain.ReasonRevokedPasswordChanged), string(domain.ReasonRevokedPasswordReset),
-		string(domain.ReasonRevokedAdmin), string(domain.ReasonRevokedUserErased),
-	} {
+// knownValues are the values of a session's method and revocation reason
+// (ids are never among them); knownIndex maps each to its index plus one.
+var knownValues = []string{
+	domain.SessionMethodPassword, domain.SessionMethodAPIKey, domain.SessionMethodEmailCode,
+	domain.SessionMethodMagicLink, domain.MFAMethodTOTP, domain.MFAMethodRecoveryCode,
+	string(domain.ReasonNone), string(domain.ReasonRevokedLogout), string(domain.ReasonRevokedOthers),
+	string(domain.ReasonRevokedTerminated), string(domain.ReasonRevokedSessionLimit),
+	string(domain.ReasonRevokedPasswordChanged), string(domain.ReasonRevokedPasswordReset),
+	string(domain.ReasonRevokedAdmin), string(domain.ReasonRevokedUserErased),
+}
+
+var knownIndex = func() map[shortString]uint8 {
+	m := map[shortString]uint8{}
+	for i, v := range knownValues {
 		k, _ := short(v)
-		m[k] = v
+		if _, dup := m[k]; !dup {
+			m[k] = uint8(i + 1)
+		}
 	}
 	return m
 }()
+
+// value is the string s holds: knownValues[known-1] if known is not 0
+// (known is s.known()), else a copy of s.
+func (s shortString) value(known uint8) string {
+	if known > 0 {
+		return knownValues[known-1]
+	}
+	return s.String()
+}
 
 // unixTime is a UTC time.Time without its location pointer; set is false
 // for the zero time.
@@ -204,6 +217,7 @@ func compact(s domain.SessionSnapshot) (shortString, cachedSession, bool) {
 	}
 	v := cachedSession{
 		userID: userID, method: method, revokedBy: revokedBy, tokenHash: s.TokenHash,
+		knownMethod: method.known(), knownReason: revokedBy.known(),
 		keepLoggedIn: s.KeepLoggedIn, mfa: s.MFA, idleWindow: s.IdleWindow,
 		startedAt: toUnix(s.StartedAt), maxExpiresAt: toUnix(s.MaxExpiresAt),
 		lastUseAt: toUnix(s.LastUseAt), revokedAt: toUnix(s.RevokedAt),
@@ -214,10 +228,10 @@ func compact(s domain.SessionSnapshot) (shortString, cachedSession, bool) {
 // snapshot is the session back, with id as its id.
 func (v cachedSession) snapshot(id string) domain.SessionSnapshot {
 	return domain.SessionSnapshot{
-		ID: id, UserID: v.userID.String(), TokenHash: v.tokenHash, Method: v.method.interned(),
+		ID: id, UserID: v.userID.String(), TokenHash: v.tokenHash, Method: v.method.value(v.knownMethod),
 		KeepLoggedIn: v.keepLoggedIn, MFA: v.mfa, IdleWindow: v.idleWindow,
 		StartedAt: v.startedAt.time(), MaxExpiresAt: v.maxExpiresAt.time(),
 		LastUseAt: v.lastUseAt.time(), RevokedAt: v.revokedAt.time(),
-		RevokedBy: domain.Reason(v.revokedBy.interned()),
+		RevokedBy: domain.Reason(v.revokedBy.value(v.knownReason)),
 	}
 }
