@@ -314,6 +314,13 @@ func TestSessionsAsStoredAreCached(t *testing.T) {
 		if again := mustSession(t, proj, id).Snapshot(); again != first {
 			t.Fatalf("the cache answered %+v, Pebble %+v", again, first)
 		}
+		state, err := proj.SessionState(id) // validate's read, from the cache
+		if err != nil || state.Snapshot() != first {
+			t.Fatalf("SessionState = %+v, %v; Session %+v", state.Snapshot(), err, first)
+		}
+	}
+	if _, err := proj.SessionState("00000000000000000000000000000000"); !errors.Is(err, domain.ErrSessionNotFound) {
+		t.Fatalf("SessionState of an unknown session: %v", err)
 	}
 	if s := mustSession(t, proj, out); s.Snapshot().RevokedBy != domain.ReasonRevokedLogout {
 		t.Fatalf("logged-out session cached as %+v", s.Snapshot())

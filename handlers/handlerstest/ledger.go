@@ -541,6 +541,16 @@ func (l *Ledger) Session(id string) (*domain.Session, error) {
 	return nil, domain.ErrSessionNotFound
 }
 
+// SessionState is Session by value, as the projection answers validate.
+func (l *Ledger) SessionState(id string) (domain.Session, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.sessions[l.owners[id]][id]; ok {
+		return *s, nil
+	}
+	return domain.Session{}, domain.ErrSessionNotFound
+}
+
 // UserOfSession is the user a session belongs to, or
 // domain.ErrSessionNotFound.
 func (l *Ledger) UserOfSession(_ context.Context, sessionID string) (string, error) {

@@ -431,7 +431,7 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.validCount.Inc()
-	s := v.Session
+	s := &v.Session
 	body := validBody{
 		userID: s.UserID(), sessionID: s.ID(),
 		expiresAt: v.Verdict.ExpiresAt(), idleExpiresAt: v.Verdict.IdleExpiresAt, maxExpiresAt: v.Verdict.MaxExpiresAt,

@@ -50,7 +50,7 @@ func (a *API) introspect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, introspection{Active: false})
 		return
 	}
-	s := v.Session
+	s := &v.Session
 	keep, mfa := s.KeepLoggedIn(), s.MFA()
 	writeJSON(w, http.StatusOK, introspection{
 		Active: true, Sub: s.UserID(), SID: s.ID(), TokenType: "Bearer",

@@ -16,10 +16,19 @@ type sessionReader interface {
 	Session(id string) (*domain.Session, error)
 }
 
+// sessionStateReader is a sessionReader that also answers a session by
+// value (the projection does): validate then puts no copy of the
+// session's state on the heap.
+type sessionStateReader interface {
+	SessionState(id string) (domain.Session, error)
+}
+
 // Validation is a token's session and its verdict now, and the role of
-// the session's user (for gateways: X-Ledger-Role, ?require_role=).
+// the session's user (for gateways: X-Ledger-Role, ?require_role=). The
+// session is a copy, by value, so that a validation costs no allocation
+// of it.
 type Validation struct {
-	Session *domain.Session
+	Session domain.Session
 	Verdict domain.Verdict
 	Role    domain.Role
 }
@@ -39,7 +48,16 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 	if err != nil {
 		return Validation{}, ErrTokenInvalid
 	}
-	s, err := h.Sessions.Session(sid)
+	var val Validation
+	s := &val.Session
+	if r, ok := h.Sessions.(sessionStateReader); ok {
+		*s, err = r.SessionState(sid)
+	} else {
+		var p *domain.Session
+		if p, err = h.Sessions.Session(sid); err == nil {
+			*s = *p
+		}
+	}
 	if errors.Is(err, domain.ErrSessionNotFound) {
 		return Validation{}, ErrTokenInvalid
 	}
@@ -50,19 +68,19 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 		return Validation{}, ErrTokenInvalid
 	}
 	now := h.Now()
-	v := s.Current(now)
-	if v.Valid && touch && h.Uses != nil {
+	val.Verdict = s.Current(now)
+	if val.Verdict.Valid && touch && h.Uses != nil {
 		if at, ok := h.Uses.TouchedAt(s, now); ok {
 			// A use is on its way into the log; answer with the deadline
 			// it will give, as every later validate will.
-			v = s.CurrentWithUse(at, now)
+			val.Verdict = s.CurrentWithUse(at, now)
 		}
 	}
-	role := domain.RoleUser
+	val.Role = domain.RoleUser
 	if h.Roles != nil {
-		role = h.Roles.Role(s.UserID())
+		val.Role = h.Roles.Role(s.UserID())
 	}
-	return Validation{Session: s, Verdict: v, Role: role}, nil
+	return val, nil
 }
 
 // Deps are what the query handlers need; Uses is optional (uses are then
