@@ -179,14 +179,14 @@ func queryParam(r *http.Request, name string) (value string, present bool) {
 		k, v, _ := strings.Cut(part, "=")
 		if k != name {
 			// Only an escape (%XX, or + for a space) can make k read as name.
-			if !strings.ContainsAny(k, "%+") {
+			if !hasEscape(k) {
 				continue
 			}
 			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
 				continue
 			}
 		}
-		if strings.ContainsAny(v, "%+") {
+		if hasEscape(v) {
 			if uv, err := url.QueryUnescape(v); err == nil {
 				v = uv
 			}
@@ -194,4 +194,10 @@ func queryParam(r *http.Request, name string) (value string, present bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// hasEscape reports whether a query's key or value holds an escape: %XX,
+// or + for a space.
+func hasEscape(s string) bool {
+	return strings.IndexByte(s, '%') >= 0 || strings.IndexByte(s, '+') >= 0
 }
