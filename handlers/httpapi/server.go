@@ -134,6 +134,14 @@ func cannedError(p []byte) *apiError {
 	if !bytes.HasPrefix(p, []byte(cannedProto)) || len(p) < len(cannedProto)+3 {
 		return nil
 	}
+	switch string(p[len(cannedProto) : len(cannedProto)+3]) {
+	case "400", "431", "501", "505":
+	default:
+		// No canned response of another status is replaced: spare every
+		// other response (each 200 starts with "HTTP/1.1 ") the search for
+		// the canned headers through the whole of it.
+		return nil
+	}
 	head, body, ok := bytes.Cut(p[len(cannedProto):], []byte(cannedHeaders))
 	if !ok {
 		return nil
