@@ -438,14 +438,8 @@ func (a *API) validate(w http.ResponseWriter, r *http.Request) {
 		method: s.Method(), keepLoggedIn: s.KeepLoggedIn(), mfa: s.MFA(), aal: aalOf(s.MFA()), role: string(v.Role.Or()),
 	}
 	// For gateways that forward identity upstream (Traefik forwardAuth,
-	// nginx auth_request_set, Envoy ext_authz). The keys are canonical;
-	// the three values share one allocation, each capped so that an
-	// append to one cannot reach the next.
-	ids := &[3]string{body.userID, body.sessionID, roleOf(v)}
-	h := w.Header()
-	h[HeaderUserID] = ids[0:1:1]
-	h[HeaderSessionID] = ids[1:2:2]
-	h[HeaderRole] = ids[2:3:3]
+	// nginx auth_request_set, Envoy ext_authz).
+	setIdentity(w.Header(), body.userID, body.sessionID, roleOf(v))
 	buf := bodyBuffers.Get().(*[]byte)
 	*buf = body.appendJSON((*buf)[:0])
 	writeJSONBytes(w, http.StatusOK, *buf)
