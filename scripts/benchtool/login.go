@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,4 +147,40 @@ func concurrently(ctx context.Context, n int, dur time.Duration, fn func() error
 	default:
 	}
 	return int(count.Load()), el, ctx.Err()
+}
+
+// loginOnly is --only login: the login row alone on the small data set,
+// served as in the full run, with a CPU profile and an execution trace of
+// the server during it under --profile.
+func (r *runner) loginOnly(ctx context.Context, pwHash string) error {
+	small, err := seedDataset(ctx, filepath.Join(r.work, "small"), r.s.small, r.s.perUser, r.s.small, r.s.touchPool, pwHash)
+	if err != nil {
+		return fmt.Errorf("seed small: %w", err)
+	}
+	env, addrFile := r.pprofEnv("serve-login")
+	srv, err := startServer(ctx, r.ledger, small.dir, filepath.Join(r.work, "serve-login.log"), env,
+		"--address-rate", "1000000", "--address-burst", "1000000")
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	if r.prof == "" {
+		return r.loginBench(ctx, srv, small)
+	}
+	secs := int(r.s.loginDur.Seconds())
+	errc := make(chan error, 2)
+	go func() {
+		errc <- r.fetchProfile(ctx, addrFile, fmt.Sprintf("profile?seconds=%d", 2*secs-2), "cpu-login.pprof")
+	}()
+	go func() {
+		time.Sleep(time.Duration(secs) * time.Second)
+		errc <- r.fetchProfile(ctx, addrFile, "trace?seconds=3", "trace-login.out")
+	}()
+	err = r.loginBench(ctx, srv, small)
+	for range 2 {
+		if perr := <-errc; perr != nil {
+			logf("profile: %v", perr)
+		}
+	}
+	return err
 }
