@@ -266,3 +266,48 @@ func TestDecisionsNeverPredateTheHistory(t *testing.T) {
 		t.Fatalf("logout decided at %s, before the history's last event at %s", last.Time, t0)
 	}
 }
+
+// interferingHasher lets a test act between the work a check started
+// alongside and the check's outcome.
+type interferingHasher struct {
+	*handlerstest.Hasher
+	between func()
+}
+
+func (h interferingHasher) VerifyAlongside(pw, hash string, alongside func()) (bool, error) {
+	alongside()
+	h.between()
+	return h.Verify(pw, hash)
+}
+
+// TestLoginReadAlongsideItsCheckIsNotTrustedPastAConflict: a login reads
+// the user while its password is checked; if another instance writes to
+// the user meanwhile, the append at the state read conflicts, and the login
+// decides again on a fresh read instead of retrying the stale state.
+func TestLoginReadAlongsideItsCheckIsNotTrustedPastAConflict(t *testing.T) {
+	fx := newFixture(t)
+	fx.signup(t, "alongside@example.com")
+	d := fx.h.Login.Deps
+	interloped := 0
+	d.Hasher = interferingHasher{Hasher: fx.hasher, between: func() {
+		interloped++
+		// "Another instance" logs in: the user's version moves on.
+		if _, err := fx.h.Login.Handle(context.Background(), Credentials{Email: "alongside@example.com", Password: "a good password"}); err != nil {
+			t.Errorf("the other login: %v", err)
+		}
+	}}
+	fx.users.attempts = 2
+	is, err := LoginHandler{d}.Handle(context.Background(), Credentials{Email: "alongside@example.com", Password: "a good password"})
+	if err != nil || interloped != 1 {
+		t.Fatalf("login across a write made during its check: %v (interloped %d times)", err, interloped)
+	}
+	u, _, _ := fx.ledger.LoadUser(is.UserID)
+	if s, ok := u.Session(is.SessionID); !ok || !s.Current(fx.now).Valid {
+		t.Fatalf("the login's session %s is not live after the retry", is.SessionID)
+	}
+	// A wrong password is decided on a fresh read too, and not on the
+	// state read alongside.
+	if _, err := (LoginHandler{d}).Handle(context.Background(), Credentials{Email: "alongside@example.com", Password: "not it"}); !errors.Is(err, domain.ErrInvalidCredentials) {
+		t.Fatalf("wrong password across a write made during its check: %v", err)
+	}
+}
