@@ -123,7 +123,7 @@ func main() {
 	ledgerBin := flag.String("ledger", "", "with --only login: run this ledger binary instead of building one (to compare two builds in one lock window)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack|audit|growth | --attack-only] [--growth-sizes 10k,100k,1m,10m] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only login|attack|audit|growth | --attack-only] [--ledger BIN] [--growth-sizes 10k,100k,1m,10m] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
