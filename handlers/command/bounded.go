@@ -19,9 +19,6 @@ type hashFunc interface {
 	Burn(password string) error
 }
 
-// Compile-time check: what Deps.Hasher needs.
-var _ passwordHasher = (*BoundedHasher)(nil)
-
 // BoundedHasher lets at most Concurrency hashes run at once and at most
 // Queue callers wait, each for at most Wait; beyond that, ErrBusy at once.
 // Hash, Verify and Burn are bounded alike, so a login for an unknown email
@@ -101,17 +98,6 @@ func (b *BoundedHasher) Verify(password, hash string) (bool, error) {
 		return false, err
 	}
 	defer b.release()
-	defer b.track(time.Now())
-	return b.inner.Verify(password, hash)
-}
-
-// VerifyAlongside starts alongside only once the check holds its slot.
-func (b *BoundedHasher) VerifyAlongside(password, hash string, alongside func()) (bool, error) {
-	if err := b.acquire(); err != nil {
-		return false, err
-	}
-	defer b.release()
-	go alongside()
 	defer b.track(time.Now())
 	return b.inner.Verify(password, hash)
 }

@@ -71,39 +71,3 @@ func TestHashingIsBounded(t *testing.T) {
 		t.Fatal("concurrency 0 accepted")
 	}
 }
-
-// TestAlongsideRunsOnlyWithTheCheck: work started alongside a check runs
-// while the hash does, and not at all for a check refused for load, which
-// must stay as cheap as it was.
-func TestAlongsideRunsOnlyWithTheCheck(t *testing.T) {
-	inner := blockingHasher{started: make(chan string, 8), release: make(chan struct{})}
-	b, err := NewBoundedHasher(inner, 1, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ran := make(chan string, 4)
-	results := make(chan error, 2)
-	go func() {
-		_, err := b.VerifyAlongside("p", "h", func() { ran <- "admitted" })
-		results <- err
-	}()
-	if got := <-inner.started; got != "verify" {
-		t.Fatalf("the admitted check started %s", got)
-	}
-	// The hash is still running: what runs alongside it is not behind it.
-	if got := <-ran; got != "admitted" {
-		t.Fatalf("alongside the admitted check ran %q", got)
-	}
-	if _, err := b.VerifyAlongside("p", "h", func() { ran <- "refused" }); !errors.Is(err, ErrBusy) {
-		t.Fatalf("a check beyond the bound: %v, want ErrBusy", err)
-	}
-	inner.release <- struct{}{}
-	if err := <-results; err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case got := <-ran:
-		t.Fatalf("alongside a refused check ran %q", got)
-	default:
-	}
-}

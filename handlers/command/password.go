@@ -45,11 +45,6 @@ func (h *Argon2id) Verify(password, hash string) (bool, error) {
 	return ok, nil
 }
 
-func (h *Argon2id) VerifyAlongside(password, hash string, alongside func()) (bool, error) {
-	go alongside()
-	return h.Verify(password, hash)
-}
-
 // Burn spends the same work as Verify against a real hash and fails.
 func (h *Argon2id) Burn(password string) error {
 	_, _ = argon2id.ComparePasswordAndHash(password, h.dummy)

@@ -42,13 +42,6 @@ type (
 	passwordHasher interface {
 		Hash(password string) (string, error)
 		Verify(password, hash string) (bool, error)
-		// VerifyAlongside is Verify that also starts alongside in a
-		// goroutine of its own once the check is sure to run (not when it
-		// is refused for load): work that does not depend on the outcome
-		// then overlaps the hash instead of following it. alongside must
-		// reveal nothing and its result must not be awaited before the
-		// outcome is known.
-		VerifyAlongside(password, hash string, alongside func()) (bool, error)
 		// Burn spends the work of a Verify and fails: what a login for
 		// an unknown email costs, so it cannot be told apart by time. It
 		// returns an error only when Verify would (ErrBusy).

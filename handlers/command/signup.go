@@ -167,13 +167,7 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 	if err != nil {
 		return Issued{}, err
 	}
-	// The user's state is read while the password is checked, so that the
-	// read is not added to every login's time. Nothing is decided on it
-	// before the check passes, and a wrong password does not wait for it
-	// (it decides on a fresh read, as before): the answer and its timing
-	// are what they were.
-	pre := h.Users.Preload(userID)
-	ok, err := h.Hasher.VerifyAlongside(c.Password, hash, pre.Load)
+	ok, err := h.Hasher.Verify(c.Password, hash)
 	if err != nil {
 		return Issued{}, err
 	}
@@ -194,7 +188,7 @@ func (h LoginHandler) Handle(ctx context.Context, c Credentials) (Issued, error)
 	}
 	var issued Issued
 	second := false
-	seq, err := h.Users.UpdatePreloaded(ctx, pre, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	seq, err := h.Users.Update(ctx, userID, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		second = u.MFA().Enrolled()
 		if second && c.TOTPCode == nil {
 			return []domain.Event{u.ChallengeMFA(ticketHash, c.KeepLoggedIn, at)}, nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/sessionledger/ledger/domain"
@@ -81,43 +80,7 @@ func (r *Users) Update(ctx context.Context, userID string, decide func(u *domain
 // user decide gets holds them, dead or not, if they are the user's (a
 // user's state otherwise holds only the sessions that may be live).
 func (r *Users) UpdateSessions(ctx context.Context, userID string, sessionIDs []string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
-	return r.write(ctx, userID, sessionIDs, nil, func(u *domain.User, at time.Time) ([]domain.Event, error) {
-		if u == nil {
-			return nil, domain.ErrUserNotFound
-		}
-		return decide(u, at)
-	})
-}
-
-// Preloaded is a user's state read ahead of the decision that needs it, so
-// that the read overlaps work the decision waits for (a login's password
-// check). It is read at most once; Load may run in another goroutine.
-type Preloaded struct {
-	userID  string
-	read    userReader
-	once    sync.Once
-	user    *domain.User
-	version ports.Version
-	err     error
-}
-
-// Preload prepares a read of userID's state for UpdatePreloaded; nothing
-// is read until Load (or UpdatePreloaded) runs.
-func (r *Users) Preload(userID string) *Preloaded {
-	return &Preloaded{userID: userID, read: r.read}
-}
-
-// Load reads the state, once.
-func (p *Preloaded) Load() {
-	p.once.Do(func() { p.user, p.version, p.err = p.read.LoadUser(p.userID) })
-}
-
-// UpdatePreloaded is Update whose first attempt decides on p's state (read
-// now if Load has not run, or waited for if it is running). That state may
-// be older than the projection by the time decide runs; the append at its
-// version then conflicts, and the next attempts read afresh as Update's do.
-func (r *Users) UpdatePreloaded(ctx context.Context, p *Preloaded, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
-	return r.write(ctx, p.userID, nil, p, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	return r.write(ctx, userID, sessionIDs, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u == nil {
 			return nil, domain.ErrUserNotFound
 		}
@@ -128,7 +91,7 @@ func (r *Users) UpdatePreloaded(ctx context.Context, p *Preloaded, decide func(u
 // Create appends the first events of a user that has no history yet; if it
 // has one, it fails with errUserExists.
 func (r *Users) Create(ctx context.Context, userID string, decide func(at time.Time) ([]domain.Event, error)) (uint64, error) {
-	return r.write(ctx, userID, nil, nil, func(u *domain.User, at time.Time) ([]domain.Event, error) {
+	return r.write(ctx, userID, nil, func(u *domain.User, at time.Time) ([]domain.Event, error) {
 		if u != nil {
 			return nil, errUserExists
 		}
@@ -136,21 +99,9 @@ func (r *Users) Create(ctx context.Context, userID string, decide func(at time.T
 	})
 }
 
-// write is the read-decide-append loop; pre, if not nil, is the state of
-// the first attempt (UpdatePreloaded).
-func (r *Users) write(ctx context.Context, userID string, sessionIDs []string, pre *Preloaded, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
+func (r *Users) write(ctx context.Context, userID string, sessionIDs []string, decide func(u *domain.User, at time.Time) ([]domain.Event, error)) (uint64, error) {
 	for attempt := 1; ; attempt++ {
-		var (
-			user    *domain.User
-			version ports.Version
-			err     error
-		)
-		if attempt == 1 && pre != nil {
-			pre.Load()
-			user, version, err = pre.user, pre.version, pre.err
-		} else {
-			user, version, err = r.read.LoadUser(userID, sessionIDs...)
-		}
+		user, version, err := r.read.LoadUser(userID, sessionIDs...)
 		if err != nil {
 			return 0, err
 		}

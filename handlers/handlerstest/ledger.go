@@ -623,13 +623,6 @@ func (h *Hasher) Verify(pw, hash string) (bool, error) {
 	return hash == "plain:"+pw, nil
 }
 
-// VerifyAlongside runs alongside before it answers, so that tests see the
-// state it read as of the check.
-func (h *Hasher) VerifyAlongside(pw, hash string, alongside func()) (bool, error) {
-	alongside()
-	return h.Verify(pw, hash)
-}
-
 func (h *Hasher) Burn(string) error {
 	h.Burns.Add(1)
 	return nil
