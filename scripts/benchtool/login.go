@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +62,17 @@ func (r *runner) loginBench(ctx context.Context, srv *server, ds *dataset) error
 		}
 	}
 	before := scrapeMetrics(srv.url)
+	cpuBefore, cpuErr := procCPU(srv.pid())
 	pr, err := interleave(r.s.loginDur, time.Second, wrap(hash), wrap(login))
 	if err != nil {
 		return err
 	}
 	parts := loginPartsOf(before, scrapeMetrics(srv.url))
+	// The server's CPU over the whole run (it is all but idle in the hash
+	// slices) per login: what a login costs the cores, whatever it waited.
+	if cpuAfter, err := procCPU(srv.pid()); err == nil && cpuErr == nil && pr.opsB > 0 {
+		parts.CPU = (cpuAfter - cpuBefore).Seconds() / pr.opsB * 1000
+	}
 	f := ratioFigure("login_rate", fmt.Sprintf("login rate (HTTP, concurrency %d)", loginConcurrency), "logins/s",
 		pr.rateB(), pr.rateA(), "argon2id.CreateHash", 0.9)
 	// Each of the loginConcurrency callers is always busy, so the mean time
@@ -88,6 +98,30 @@ type loginParts struct {
 	// deciding, signing, waiting for the local projection to apply the
 	// session, HTTP and JSON.
 	Rest float64 `json:"rest_ms"`
+	// CPU is the server process's CPU time (user and system) over the
+	// run per login.
+	CPU float64 `json:"cpu_ms"`
+}
+
+// procCPU is a process's CPU time so far (user and system), from
+// /proc/PID/stat in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; the fields after it do not.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 func loginPartsOf(before, after map[string]float64) loginParts {
@@ -113,8 +147,12 @@ func (p loginParts) note(rawHash float64) string {
 	if p.Logins == 0 {
 		return "the server's metrics did not say where a login's time goes"
 	}
-	return fmt.Sprintf("a login in the server %.1f ms: password check %.1f ms (raw argon2id here %.1f ms), append %.2f ms, the rest %.2f ms",
+	s := fmt.Sprintf("a login in the server %.1f ms: password check %.1f ms (raw argon2id here %.1f ms), append %.2f ms, the rest %.2f ms",
 		p.Request, p.Hash, rawHash*1000, p.Append, p.Rest)
+	if p.CPU > 0 {
+		s += fmt.Sprintf("; server CPU %.1f ms per login", p.CPU)
+	}
+	return s
 }
 
 // concurrently runs fn in n goroutines until dur has passed and returns how
@@ -146,4 +184,40 @@ func concurrently(ctx context.Context, n int, dur time.Duration, fn func() error
 	default:
 	}
 	return int(count.Load()), el, ctx.Err()
+}
+
+// loginOnly is --only login: the login row alone on the small data set,
+// served as in the full run, with a CPU profile and an execution trace of
+// the server during it under --profile.
+func (r *runner) loginOnly(ctx context.Context, pwHash string) error {
+	small, err := seedDataset(ctx, filepath.Join(r.work, "small"), r.s.small, r.s.perUser, r.s.small, r.s.touchPool, pwHash)
+	if err != nil {
+		return fmt.Errorf("seed small: %w", err)
+	}
+	env, addrFile := r.pprofEnv("serve-login")
+	srv, err := startServer(ctx, r.ledger, small.dir, filepath.Join(r.work, "serve-login.log"), env,
+		"--address-rate", "1000000", "--address-burst", "1000000")
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	if r.prof == "" {
+		return r.loginBench(ctx, srv, small)
+	}
+	secs := int(r.s.loginDur.Seconds())
+	errc := make(chan error, 2)
+	go func() {
+		errc <- r.fetchProfile(ctx, addrFile, fmt.Sprintf("profile?seconds=%d", 2*secs-2), "cpu-login.pprof")
+	}()
+	go func() {
+		time.Sleep(time.Duration(secs) * time.Second)
+		errc <- r.fetchProfile(ctx, addrFile, "trace?seconds=3", "trace-login.out")
+	}()
+	err = r.loginBench(ctx, srv, small)
+	for range 2 {
+		if perr := <-errc; perr != nil {
+			logf("profile: %v", perr)
+		}
+	}
+	return err
 }

@@ -79,6 +79,7 @@ type settings struct {
 	attackWorkers int           // attacking connections per group (one account, unknown emails)
 	attackFlags   []string      // extra `ledger serve` flags for the attacked servers
 	only          string        // run only this phase ("attack"); "" for all
+	ledgerBin     string        // --only login: a prebuilt binary, "" to build
 	growthSizes   []int         // --only growth: events per data set
 }
 
@@ -115,13 +116,14 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
 	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
 	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
-	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query), or growth (the growth table: for each of --growth-sizes, seed, rebuild, disk use, serve and validate, then delete)")
+	only := flag.String("only", "", "run only this phase: login (seeds the small data set, then the login row over 10 s a side; about half a minute), attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query), or growth (the growth table: for each of --growth-sizes, seed, rebuild, disk use, serve and validate, then delete)")
 	growthSizes := flag.String("growth-sizes", defaultGrowthSizes, "with --only growth: the sizes, in events, comma-separated (k = 1,000, m = 1,000,000); 10m takes the better part of an hour")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
+	ledgerBin := flag.String("ledger", "", "with --only login: run this ledger binary instead of building one (to compare two builds in one lock window)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only attack|audit|growth | --attack-only] [--growth-sizes 10k,100k,1m,10m] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only login|attack|audit|growth | --attack-only] [--ledger BIN] [--growth-sizes 10k,100k,1m,10m] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
@@ -149,10 +151,10 @@ func main() {
 		*only = "attack"
 	}
 	switch *only {
-	case "", "attack", "audit", "growth":
+	case "", "attack", "audit", "growth", "login":
 		s.only = *only
 	default:
-		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are attack, audit and growth\n", *only)
+		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are login, attack, audit and growth\n", *only)
 		os.Exit(2)
 	}
 	if s.only == "growth" {
@@ -167,6 +169,24 @@ func main() {
 		os.Exit(2)
 	}
 	s.attackFlags = strings.Fields(*attackFlags)
+	if s.only == "login" {
+		s.loginDur = 10 * time.Second
+	}
+	if *ledgerBin != "" {
+		if s.only != "login" {
+			fmt.Fprintln(os.Stderr, "bench: --ledger goes with --only login")
+			os.Exit(2)
+		}
+		abs, err := filepath.Abs(filepath.Join(userDir, *ledgerBin))
+		if filepath.IsAbs(*ledgerBin) || userDir == "" {
+			abs, err = filepath.Abs(*ledgerBin)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: --ledger:", err)
+			os.Exit(2)
+		}
+		s.ledgerBin = abs
+	}
 	if *attackDur != 0 {
 		if *attackDur < 5*time.Second {
 			fmt.Fprintln(os.Stderr, "bench: --attack-duration must be at least 5s")
@@ -308,16 +328,21 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		logf("work dir %s (mode %s)", workDir, mode(s))
 	}
 
-	r.ledger = filepath.Join(workDir, "ledger")
-	logf("building ledger")
-	extra, err := r.buildArgs()
-	if err != nil {
-		return err
-	}
-	build := exec.CommandContext(ctx, "go", append(append([]string{"build"}, extra...), "-o", r.ledger, "./cmd/ledger")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build ledger: %w", err)
+	if s.ledgerBin != "" {
+		r.ledger = s.ledgerBin
+		logf("ledger binary %s", r.ledger)
+	} else {
+		r.ledger = filepath.Join(workDir, "ledger")
+		logf("building ledger")
+		extra, err := r.buildArgs()
+		if err != nil {
+			return err
+		}
+		build := exec.CommandContext(ctx, "go", append(append([]string{"build"}, extra...), "-o", r.ledger, "./cmd/ledger")...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build ledger: %w", err)
+		}
 	}
 	if r.lua, err = writeLua(workDir); err != nil {
 		return err
@@ -385,6 +410,10 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 		}
 		if err := r.attackBench(ctx, small); err != nil {
 			return fmt.Errorf("under attack: %w", err)
+		}
+	} else if s.only == "login" {
+		if err := r.loginOnly(ctx, pwHash); err != nil {
+			return fmt.Errorf("login: %w", err)
 		}
 	} else if s.only == "audit" {
 		large, err := seedDataset(ctx, filepath.Join(workDir, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
