@@ -76,6 +76,10 @@ func (r *runner) serveLarge(ctx context.Context, ds *dataset) (validateResult, e
 		return validateResult{}, err
 	}
 	env, addrFile := r.pprofEnv("serve-large")
+	if len(r.s.largeEnv) > 0 {
+		env = append(env, r.s.largeEnv...)
+		r.note("the large data set's server ran with %s in its environment (--large-server-env)", strings.Join(r.s.largeEnv, " "))
+	}
 	srv, err := startServer(ctx, r.ledger, ds.dir, filepath.Join(r.work, "serve-large.log"), env)
 	if err != nil {
 		return validateResult{}, err
@@ -188,7 +192,12 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 		return res, err
 	}
 	rate := va.rps() / 2
-	ol, err := openLoop(ctx, srv.url+"/v1/validate?touch=false", tokens, rate, r.s.openDur)
+	var ol openResult
+	err = r.traceWhile(ctx, addrFile, "trace-openloop"+suffix+".out", int(r.s.openDur/time.Second), func() error {
+		var err error
+		ol, err = openLoop(ctx, srv.url+"/v1/validate?touch=false", tokens, rate, r.s.openDur)
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
