@@ -85,6 +85,7 @@ type settings struct {
 	attackFlags   []string      // extra `ledger serve` flags for the attacked servers
 	only          string        // run only this phase ("attack"); "" for all
 	largeEnv      []string      // extra environment of the large data set's server (--large-server-env)
+	reuse         bool          // --only validate: serve the large set a --keep run left in the work dir
 	growthSizes   []int         // --only growth: events per data set
 }
 
@@ -124,6 +125,7 @@ func main() {
 	only := flag.String("only", "", "run only this phase: attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query), validate (seeds the large data set, rebuilds its projection, then serves it: its validate rows and the server's peak RSS), or growth (the growth table: for each of --growth-sizes, seed, rebuild, disk use, serve and validate, then delete)")
 	largeEnv := flag.String("large-server-env", "", "extra `environment` of the large data set's server, space-separated NAME=VALUE (e.g. \"GOGC=150 GODEBUG=gctrace=1\"; its stderr is the work dir's serve-large.log); the figures then describe that setting, and a note says so")
 	growthSizes := flag.String("growth-sizes", defaultGrowthSizes, "with --only growth: the sizes, in events, comma-separated (k = 1,000, m = 1,000,000); 10m takes the better part of an hour")
+	reuse := flag.Bool("reuse", false, "with --only validate and --work-dir: serve the large data set (projection built) that an earlier --keep run left in the work dir instead of seeding one, about a minute and a half in all; its touched row then presents sessions that run may have used already, and its server carries that run's appends")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
@@ -174,6 +176,11 @@ func main() {
 		os.Exit(2)
 	}
 	s.attackFlags = strings.Fields(*attackFlags)
+	if *reuse && (*only != "validate" || *workDir == "") {
+		fmt.Fprintln(os.Stderr, "bench: --reuse goes with --only validate and --work-dir")
+		os.Exit(2)
+	}
+	s.reuse = *reuse
 	s.largeEnv = strings.Fields(*largeEnv)
 	for _, kv := range s.largeEnv {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -271,6 +278,10 @@ type runner struct {
 	growth    []GrowthRow
 	notes     []string
 	keep      bool // keep the data sets (--keep)
+	// walked is how many requests wrk has sent per server and token pool,
+	// so that the next run walks the pool on from there (runWrk).
+	walked map[string]int64
+	pools  map[string]int // tokens per pool file, for warmUp
 }
 
 func (r *runner) add(f Figure) {
@@ -353,7 +364,7 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 			"gomaxprocs": runtime.GOMAXPROCS(0),
 			"attack_s":   s.attackDur.Seconds(), "attack_connections_per_group": s.attackWorkers,
 			"attack_peak_run_s": s.attackPeakDur.Seconds(), "attack_server_flags": strings.Join(s.attackFlags, " "), "only": s.only,
-			"large_server_env": strings.Join(s.largeEnv, " "), "dedupe_wait": s.dedupeWait,
+			"large_server_env": strings.Join(s.largeEnv, " "), "dedupe_wait": s.dedupeWait, "reuse": s.reuse,
 		}
 		if s.only == "growth" {
 			settings = map[string]any{
@@ -497,6 +508,18 @@ func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 // pool.
 func (r *runner) validatePhase(ctx context.Context, pwHash string) (int, error) {
 	s := r.s
+	if s.reuse {
+		large, err := loadDataset(filepath.Join(r.work, "large"))
+		if err != nil {
+			return 0, fmt.Errorf("--reuse: %w", err)
+		}
+		r.note("--reuse: the large data set (%s sessions) was seeded and rebuilt by an earlier run at %s; the touched row's sessions may have been used by earlier runs",
+			human(large.sessions), large.seededAt.UTC().Format(time.RFC3339))
+		if _, err := r.serveLarge(ctx, large); err != nil {
+			return 0, fmt.Errorf("large data set: %w", err)
+		}
+		return large.poolSize, nil
+	}
 	large, err := seedDataset(ctx, filepath.Join(r.work, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
 	if err != nil {
 		return 0, fmt.Errorf("seed large: %w", err)
