@@ -266,7 +266,10 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; %.0f of %.0f uses appended during the run, the rest within %.1f s after it",
 		ms(tw.P50), ms(tw.P99), after["ledger_uses_appended_total"]-before["ledger_uses_appended_total"],
 		after["ledger_uses_queued_total"]-before["ledger_uses_queued_total"], appendedIn.Seconds())
+	touchSrv := serverCounts(before, after)
+	f.Note += "; " + touchSrv.note()
 	td := tw.detail()
+	td["server_during_run"] = touchSrv.detail()
 	for _, m := range []string{"ledger_uses_queued_total", "ledger_uses_dropped_total", "ledger_uses_appended_total"} {
 		td[strings.TrimPrefix(m, "ledger_")+"_during_run"] = after[m] - before[m]
 	}
