@@ -62,6 +62,10 @@ type metrics struct {
 	appliedSeq prometheus.Gauge
 	applied    *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
+	// cacheMisses counts session reads the cache did not answer: each is
+	// a Pebble read, which at 1M sessions costs a validate far more than
+	// a hit does.
+	cacheMisses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -72,12 +76,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "ledger_projection_events_applied_total", Help: "Events folded into the projection, by type."}, []string{"type"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ledger_events_rejected_total", Help: "Stream messages not applied because they are not trustworthy (decode, hash, signature, chain) or the rules refuse them (invalid)."}, []string{"reason"}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledger_session_cache_misses_total", Help: "Session reads (validate, logout) the in-memory session cache did not answer, read from Pebble instead."}),
 	}
 	for _, r := range []string{RejectDecode, RejectHash, RejectSignature, RejectChain, RejectInvalid} {
 		m.rejected.WithLabelValues(r) // export zeros, so alerts need no absent()
 	}
 	if reg != nil {
-		reg.MustRegister(m.appliedSeq, m.applied, m.rejected)
+		reg.MustRegister(m.appliedSeq, m.applied, m.rejected, m.cacheMisses)
 	}
 	return m
 }

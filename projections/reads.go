@@ -19,6 +19,7 @@ func (p *Projection) Session(id string) (*domain.Session, error) {
 	if snap, ok := p.cache.get(id); ok {
 		return domain.SessionFromSnapshot(snap), nil
 	}
+	p.metrics.cacheMisses.Inc()
 	gen := p.cache.gen.Load()
 	s, err := getSession(p.db, id)
 	if err == nil {

@@ -222,7 +222,7 @@ func (r *runner) growthServe(ctx context.Context, ds *dataset, row *GrowthRow) e
 	healthz := target{path: "/healthz"}
 	validate := target{path: "/v1/validate?touch=false", tokens: ds.poolFile}
 	for _, t := range []target{healthz, validate} {
-		if _, err := r.runWrk(ctx, srv.url, t, time.Second); err != nil {
+		if err := r.warmUp(ctx, srv.url, t); err != nil {
 			return err
 		}
 	}

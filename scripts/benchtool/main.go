@@ -29,6 +29,11 @@
 //     to another account (attack.go). --only attack runs this phase alone,
 //     after seeding the small set.
 //
+// --only validate runs steps 2 (seeding, the duplicate window, `ledger
+// rebuild`, without its figure or the raw read) and 6 alone: the large
+// set's validate rows and its server's peak RSS, in about seven minutes at
+// 1M (validatePhase).
+//
 // --only growth runs none of that: for each of --growth-sizes (events),
 // it seeds a data set, rebuilds it, measures its size on disk, serves it
 // and measures validate, then deletes it (growth.go).
@@ -80,6 +85,8 @@ type settings struct {
 	attackFlags   []string      // extra `ledger serve` flags for the attacked servers
 	only          string        // run only this phase ("attack"); "" for all
 	ledgerBin     string        // --only login: a prebuilt binary, "" to build
+	largeEnv      []string      // extra environment of the large data set's server (--large-server-env)
+	reuse         bool          // --only validate: serve the large set a --keep run left in the work dir
 	growthSizes   []int         // --only growth: events per data set
 }
 
@@ -116,14 +123,16 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (data sets, logs, token files)")
 	workDir := flag.String("work-dir", "", "work directory (default: a new temporary directory)")
 	noWait := flag.Bool("no-dedupe-wait", false, "do not wait out JetStream's 2-minute duplicate window before serving the large data set")
-	only := flag.String("only", "", "run only this phase: login (seeds the small data set, then the login row over 10 s a side; about half a minute), attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query), or growth (the growth table: for each of --growth-sizes, seed, rebuild, disk use, serve and validate, then delete)")
+	only := flag.String("only", "", "run only this phase: login (seeds the small data set, then the login row over 10 s a side; about half a minute), attack (seeds the small data set, then the attack phase's two scenarios; about three minutes, one and a half with --quick), audit (seeds the large data set, rebuilds its projection, then audit verify and the audit point query), validate (seeds the large data set, rebuilds its projection, then serves it: its validate rows and the server's peak RSS), or growth (the growth table: for each of --growth-sizes, seed, rebuild, disk use, serve and validate, then delete)")
+	largeEnv := flag.String("large-server-env", "", "extra `environment` of the large data set's server, space-separated NAME=VALUE (e.g. \"GOGC=150 GODEBUG=gctrace=1\"; its stderr is the work dir's serve-large.log); the figures then describe that setting, and a note says so")
 	growthSizes := flag.String("growth-sizes", defaultGrowthSizes, "with --only growth: the sizes, in events, comma-separated (k = 1,000, m = 1,000,000); 10m takes the better part of an hour")
+	reuse := flag.Bool("reuse", false, "with --only validate and --work-dir: serve the large data set (projection built) that an earlier --keep run left in the work dir instead of seeding one, about a minute and a half in all; its touched row then presents sessions that run may have used already, and its server carries that run's appends")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
 	ledgerBin := flag.String("ledger", "", "with --only login: run this ledger binary instead of building one (to compare two builds in one lock window)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only login|attack|audit|growth | --attack-only] [--ledger BIN] [--growth-sizes 10k,100k,1m,10m] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only login|attack|audit|validate|growth | --attack-only] [--ledger BIN] [--large-server-env ENV] [--growth-sizes 10k,100k,1m,10m] [--reuse] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
 		fmt.Fprintln(flag.CommandLine.Output(), "\nMeasures the ledger against baselines taken in the same run; see docs/performance.md.")
 		flag.PrintDefaults()
 	}
@@ -151,10 +160,10 @@ func main() {
 		*only = "attack"
 	}
 	switch *only {
-	case "", "attack", "audit", "growth", "login":
+	case "", "attack", "audit", "validate", "growth", "login":
 		s.only = *only
 	default:
-		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are login, attack, audit and growth\n", *only)
+		fmt.Fprintf(os.Stderr, "bench: --only %q: the phases that run alone are login, attack, audit, validate and growth\n", *only)
 		os.Exit(2)
 	}
 	if s.only == "growth" {
@@ -186,6 +195,18 @@ func main() {
 			os.Exit(2)
 		}
 		s.ledgerBin = abs
+	}
+	if *reuse && (*only != "validate" || *workDir == "") {
+		fmt.Fprintln(os.Stderr, "bench: --reuse goes with --only validate and --work-dir")
+		os.Exit(2)
+	}
+	s.reuse = *reuse
+	s.largeEnv = strings.Fields(*largeEnv)
+	for _, kv := range s.largeEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			fmt.Fprintf(os.Stderr, "bench: --large-server-env: %q is not NAME=VALUE\n", kv)
+			os.Exit(2)
+		}
 	}
 	if *attackDur != 0 {
 		if *attackDur < 5*time.Second {
@@ -277,6 +298,10 @@ type runner struct {
 	growth    []GrowthRow
 	notes     []string
 	keep      bool // keep the data sets (--keep)
+	// walked is how many requests wrk has sent per server and token pool,
+	// so that the next run walks the pool on from there (runWrk).
+	walked map[string]int64
+	pools  map[string]int // tokens per pool file, for warmUp
 }
 
 func (r *runner) add(f Figure) {
@@ -364,6 +389,7 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 			"gomaxprocs": runtime.GOMAXPROCS(0),
 			"attack_s":   s.attackDur.Seconds(), "attack_connections_per_group": s.attackWorkers,
 			"attack_peak_run_s": s.attackPeakDur.Seconds(), "attack_server_flags": strings.Join(s.attackFlags, " "), "only": s.only,
+			"large_server_env": strings.Join(s.largeEnv, " "), "dedupe_wait": s.dedupeWait, "reuse": s.reuse,
 		}
 		if s.only == "growth" {
 			settings = map[string]any{
@@ -424,6 +450,10 @@ func run(ctx context.Context, s settings, outPath, workDir string, keep bool, pr
 			return fmt.Errorf("rebuild: %w", err)
 		}
 		if err := r.auditPhase(ctx, large); err != nil {
+			return err
+		}
+	} else if s.only == "validate" {
+		if largePool, err = r.validatePhase(ctx, pwHash); err != nil {
 			return err
 		}
 	} else if largePool, err = r.allPhases(ctx, pwHash); err != nil {
@@ -496,6 +526,45 @@ func (r *runner) allPhases(ctx context.Context, pwHash string) (int, error) {
 
 	if err := r.attackBench(ctx, small); err != nil {
 		return 0, fmt.Errorf("under attack: %w", err)
+	}
+	return large.poolSize, nil
+}
+
+// validatePhase is --only validate: the large data set seeded, its
+// projection built by `ledger rebuild` once JetStream's duplicate window
+// has passed (as allPhases builds it, without the rebuild figure), then
+// served as in the full run (serveLarge). It returns the size of the token
+// pool.
+func (r *runner) validatePhase(ctx context.Context, pwHash string) (int, error) {
+	s := r.s
+	if s.reuse {
+		large, err := loadDataset(filepath.Join(r.work, "large"))
+		if err != nil {
+			return 0, fmt.Errorf("--reuse: %w", err)
+		}
+		r.note("--reuse: the large data set (%s sessions) was seeded and rebuilt by an earlier run at %s; the touched row's sessions may have been used by earlier runs",
+			human(large.sessions), large.seededAt.UTC().Format(time.RFC3339))
+		if _, err := r.serveLarge(ctx, large); err != nil {
+			return 0, fmt.Errorf("large data set: %w", err)
+		}
+		return large.poolSize, nil
+	}
+	large, err := seedDataset(ctx, filepath.Join(r.work, "large"), s.large, s.perUser, s.pool, s.touchPool, pwHash)
+	if err != nil {
+		return 0, fmt.Errorf("seed large: %w", err)
+	}
+	inWindow, _, err := r.pastDedupeWindow(ctx, large, "rebuild: ")
+	if err != nil {
+		return 0, err
+	}
+	if inWindow {
+		r.note("the rebuild ran within JetStream's 2-minute duplicate window of the seeding (--no-dedupe-wait)")
+	}
+	if _, err := r.ledgerRebuild(ctx, large, nil, nil); err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+	if _, err := r.serveLarge(ctx, large); err != nil {
+		return 0, fmt.Errorf("large data set: %w", err)
 	}
 	return large.poolSize, nil
 }

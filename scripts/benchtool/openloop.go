@@ -29,6 +29,56 @@ type openResult struct {
 	Sent     int64
 	Errors   int64
 	lat, svc *hdrhistogram.Histogram // microseconds
+	recorded time.Duration           // the part of the run that was recorded
+}
+
+// merge adds another run at the same rate (a slice of an interleaved run).
+func (o openResult) merge(x openResult) openResult {
+	if o.lat == nil {
+		return x
+	}
+	o.lat.Merge(x.lat)
+	o.svc.Merge(x.svc)
+	o.Sent += x.Sent
+	o.Errors += x.Errors
+	o.recorded += x.recorded
+	o.Achieved = float64(o.Sent) / o.recorded.Seconds()
+	return o
+}
+
+// openLoopInterleaved runs each of urls (the tokens go with the first)
+// open loop at rate for dur in all, in slices of about two seconds taken
+// in turn (A B, B A, ...), so that load from other tenants of a shared
+// machine, which comes in bursts of seconds, falls on every target alike
+// rather than on whichever ran during the burst.
+func openLoopInterleaved(ctx context.Context, urls []string, tokens []string, rate float64, dur time.Duration) ([]openResult, error) {
+	n := max(1, int(dur/(2*time.Second)))
+	slice := dur / time.Duration(n)
+	out := make([]openResult, len(urls))
+	// Each slice walks the pool on from where the last one stopped (about
+	// rate × slice requests, and one per connection to warm it), as one
+	// run would.
+	walked := 0
+	for i := range n {
+		for k := range urls {
+			j := k
+			if i%2 == 1 {
+				j = len(urls) - 1 - k
+			}
+			var toks []string
+			if j == 0 && len(tokens) > 0 {
+				off := walked % len(tokens)
+				toks = append(append(make([]string, 0, len(tokens)), tokens[off:]...), tokens[:off]...)
+				walked += int(rate*slice.Seconds()) + openLoopWorkers
+			}
+			res, err := openLoop(ctx, urls[j], toks, rate, slice)
+			if err != nil {
+				return nil, err
+			}
+			out[j] = out[j].merge(res)
+		}
+	}
+	return out, nil
 }
 
 func (o openResult) q(h *hdrhistogram.Histogram, p float64) float64 {
@@ -172,7 +222,8 @@ func openLoop(ctx context.Context, rawURL string, tokens []string, rate float64,
 		return res, err
 	}
 	res.Sent, res.Errors = sent.Load(), errs.Load()
-	res.Achieved = float64(res.Sent) / end.Sub(recordFrom).Seconds()
+	res.recorded = end.Sub(recordFrom)
+	res.Achieved = float64(res.Sent) / res.recorded.Seconds()
 	if res.Errors > 0 {
 		return res, fmt.Errorf("open loop %s: %d of %d requests failed, first: %v", rawURL, res.Errors, res.Sent, firstErr.Load())
 	}

@@ -17,7 +17,8 @@ import (
 // through `go build -overlay` so that nothing in the repository changes: it
 // serves net/http/pprof on a loopback port it writes to the file named by
 // LEDGER_BENCH_PPROF. The bench then saves CPU profiles of the server during
-// the validate and touched runs and of `ledger rebuild`, a heap profile of
+// the validate and touched runs and of `ledger rebuild`, an execution trace
+// during the open-loop validate run, a heap profile of
 // the large server, and CPU profiles of its own process (Store and the
 // embedded NATS server) during the append runs and during the audit verify.
 const pprofOverlay = `package main
@@ -127,11 +128,24 @@ func (r *runner) fetchProfile(ctx context.Context, addrFile, kind, name string) 
 
 // profileWhile runs fn while a CPU profile of the server is taken.
 func (r *runner) profileWhile(ctx context.Context, addrFile, name string, secs int, fn func() error) error {
+	return r.recordWhile(ctx, addrFile, "profile", name, secs, fn)
+}
+
+// traceWhile runs fn while an execution trace of the server is taken (go
+// tool trace): where a tail latency comes from, the collector's phases and
+// which goroutines waited for a P, which a CPU profile does not show.
+func (r *runner) traceWhile(ctx context.Context, addrFile, name string, secs int, fn func() error) error {
+	return r.recordWhile(ctx, addrFile, "trace", name, secs, fn)
+}
+
+// recordWhile runs fn while /debug/pprof/<kind>?seconds=secs of the server
+// is saved to name.
+func (r *runner) recordWhile(ctx context.Context, addrFile, kind, name string, secs int, fn func() error) error {
 	if r.prof == "" {
 		return fn()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- r.fetchProfile(ctx, addrFile, fmt.Sprintf("profile?seconds=%d", secs), name) }()
+	go func() { errc <- r.fetchProfile(ctx, addrFile, fmt.Sprintf("%s?seconds=%d", kind, secs), name) }()
 	err := fn()
 	if perr := <-errc; perr != nil {
 		logf("profile %s: %v", name, perr)

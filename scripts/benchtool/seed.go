@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -246,6 +247,9 @@ func seedDataset(ctx context.Context, dir string, sessions, perUser, pool, touch
 		return nil, err
 	}
 	ds.seededAt = time.Now()
+	if err := ds.save(); err != nil {
+		return nil, err
+	}
 	el := time.Since(start)
 	logf("seeded %s: %d sessions of %d users, %d events in %s (%.0f events/s)", filepath.Base(dir), n, ds.users, ds.events,
 		el.Round(time.Millisecond), float64(ds.events)/el.Seconds())
@@ -267,4 +271,43 @@ func writeLines(path string, lines []string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// datasetFile is where a seeded data set is described, for --reuse.
+const datasetFile = "dataset.json"
+
+// datasetJSON is what datasetFile holds (paths relative to the data dir).
+type datasetJSON struct {
+	Sessions  int       `json:"sessions"`
+	Users     int       `json:"users"`
+	Events    int       `json:"events"`
+	PoolSize  int       `json:"pool_size"`
+	Emails    []string  `json:"emails"`
+	SeededAt  time.Time `json:"seeded_at"`
+	PoolFile  string    `json:"pool_file"`
+	TouchFile string    `json:"touch_file"`
+}
+
+func (ds *dataset) save() error {
+	b, err := json.Marshal(datasetJSON{Sessions: ds.sessions, Users: ds.users, Events: ds.events, PoolSize: ds.poolSize,
+		Emails: ds.emails, SeededAt: ds.seededAt, PoolFile: filepath.Base(ds.poolFile), TouchFile: filepath.Base(ds.touchFile)})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(ds.dir, datasetFile), b, 0o600)
+}
+
+// loadDataset reads back a data set a --keep run left in dir.
+func loadDataset(dir string) (*dataset, error) {
+	b, err := os.ReadFile(filepath.Join(dir, datasetFile))
+	if err != nil {
+		return nil, err
+	}
+	var j datasetJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, datasetFile), err)
+	}
+	return &dataset{dir: dir, keyFile: filepath.Join(dir, signingKeyFile), sessions: j.Sessions, users: j.Users, events: j.Events,
+		poolFile: filepath.Join(dir, j.PoolFile), poolSize: j.PoolSize, touchFile: filepath.Join(dir, j.TouchFile),
+		emails: j.Emails, seededAt: j.SeededAt}, nil
 }

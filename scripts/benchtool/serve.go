@@ -76,6 +76,10 @@ func (r *runner) serveLarge(ctx context.Context, ds *dataset) (validateResult, e
 		return validateResult{}, err
 	}
 	env, addrFile := r.pprofEnv("serve-large")
+	if len(r.s.largeEnv) > 0 {
+		env = append(env, r.s.largeEnv...)
+		r.note("the large data set's server ran with %s in its environment (--large-server-env)", strings.Join(r.s.largeEnv, " "))
+	}
 	srv, err := startServer(ctx, r.ledger, ds.dir, filepath.Join(r.work, "serve-large.log"), env)
 	if err != nil {
 		return validateResult{}, err
@@ -143,24 +147,28 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	defer bare.stop()
 	bareT := target{path: validate.path, tokens: validate.tokens, base: bare.url}
 
-	// Warm up every path (connections, caches, page cache).
+	// Warm up every path (connections, caches, page cache), presenting
+	// each token of the pool once.
 	for _, t := range []target{healthz, validate, bareT} {
-		if _, err := r.runWrk(ctx, srv.url, t, time.Second); err != nil {
+		if err := r.warmUp(ctx, srv.url, t); err != nil {
 			return validateResult{}, err
 		}
 	}
 	// Interleaved: /healthz, validate, bare; bare, validate, /healthz; ...
+	peakBefore := scrapeMetrics(srv.url)
 	runs, ops, secs, rates, err := r.peakRuns(ctx, srv.url, healthz, validate, bareT)
 	if err != nil {
 		return validateResult{}, err
 	}
+	peakSrv := serverCounts(peakBefore, scrapeMetrics(srv.url))
 	hz, va, bw := runs[0], runs[1], runs[2]
 	pr, prBare := pairOf(ops, secs, rates, 0, 1), pairOf(ops, secs, rates, 2, 1)
 	res := validateResult{validatePeak: va.rps(), healthzPeak: hz.rps(), barePeak: bw.rps()}
 	f := ratioFigure("validate_throughput"+suffix, fmt.Sprintf("validate throughput (touch=false), %s sessions", size),
 		"req/s", va.rps(), hz.rps(), "/healthz", 0.8)
 	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; /healthz p50 %.2f / p99 %.2f ms", ms(va.P50), ms(va.P99), ms(hz.P50), ms(hz.P99))
-	d0 := map[string]any{"validate": va.detail(), "healthz": hz.detail(), "token_pool": ds.poolSize,
+	f.Note += "; " + peakSrv.note()
+	d0 := map[string]any{"validate": va.detail(), "healthz": hz.detail(), "token_pool": ds.poolSize, "server_during_runs": peakSrv.detail(),
 		"wrk": fmt.Sprintf("-t%d -c%d", r.s.threads, r.s.conns)}
 	if suffix == "" && r.catchUp != nil {
 		d0["server_catch_up"] = r.catchUp
@@ -188,23 +196,30 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 		return res, err
 	}
 	rate := va.rps() / 2
-	ol, err := openLoop(ctx, srv.url+"/v1/validate?touch=false", tokens, rate, r.s.openDur)
-	if err != nil {
-		return res, err
-	}
 	// The goal is relative (issue 13: ≤ 1.5× the p99 of /healthz at the
 	// same rate, same machine, same moment), so /healthz is measured in
-	// quick mode too.
-	hol, err := openLoop(ctx, srv.url+"/healthz", nil, rate, r.s.openDur)
+	// quick mode too, in slices taken in turn with validate's.
+	var ol, hol openResult
+	olBefore := scrapeMetrics(srv.url)
+	err = r.traceWhile(ctx, addrFile, "trace-openloop"+suffix+".out", int(2*r.s.openDur/time.Second), func() error {
+		both, err := openLoopInterleaved(ctx, []string{srv.url + "/v1/validate?touch=false", srv.url + "/healthz"}, tokens, rate, r.s.openDur)
+		if err == nil {
+			ol, hol = both[0], both[1]
+		}
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
+	// Both ran in turn: the collections are counted over the whole run.
+	olSrv := serverCounts(olBefore, scrapeMetrics(srv.url))
 	f = costFigure("validate_p99_half_peak"+suffix, fmt.Sprintf("validate p99 at half peak (%.0f req/s, open loop), %s sessions", rate, size),
 		"ms", ol.q(ol.lat, 99), hol.q(hol.lat, 99), "/healthz p99 at the same rate", 1.5)
 	d := ol.detail()
 	d["healthz_same_rate"] = hol.detail()
-	f.Note = fmt.Sprintf("p50 %.2f, p99.9 %.2f ms; /healthz at the same rate: p50 %.2f, p99 %.2f ms",
-		ol.q(ol.lat, 50), ol.q(ol.lat, 99.9), hol.q(hol.lat, 50), hol.q(hol.lat, 99))
+	d["server_during_runs"] = olSrv.detail()
+	f.Note = fmt.Sprintf("p50 %.2f, p99.9 %.2f ms; /healthz at the same rate: p50 %.2f, p99 %.2f ms; in %s slices taken in turn; during both: %s",
+		ol.q(ol.lat, 50), ol.q(ol.lat, 99.9), hol.q(hol.lat, 50), hol.q(hol.lat, 99), (r.s.openDur / time.Duration(max(1, int(r.s.openDur/(2*time.Second))))).String(), olSrv.note())
 	r.add(withDetail(f, d))
 	if !touch {
 		return res, nil
@@ -251,7 +266,10 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; %.0f of %.0f uses appended during the run, the rest within %.1f s after it",
 		ms(tw.P50), ms(tw.P99), after["ledger_uses_appended_total"]-before["ledger_uses_appended_total"],
 		after["ledger_uses_queued_total"]-before["ledger_uses_queued_total"], appendedIn.Seconds())
+	touchSrv := serverCounts(before, after)
+	f.Note += "; " + touchSrv.note()
 	td := tw.detail()
+	td["server_during_run"] = touchSrv.detail()
 	for _, m := range []string{"ledger_uses_queued_total", "ledger_uses_dropped_total", "ledger_uses_appended_total"} {
 		td[strings.TrimPrefix(m, "ledger_")+"_during_run"] = after[m] - before[m]
 	}
@@ -299,3 +317,31 @@ func cutSeries(line string) (series, value string, ok bool) {
 }
 
 func ms(us int64) float64 { return float64(us) / 1000 }
+
+// serverWork is what the server did between two scrapes of /metrics: the
+// validates it answered, how many of them read Pebble because the session
+// cache did not hold the session, and its garbage collections.
+type serverWork struct {
+	validates, misses, gcs int64
+	gcPause                float64 // seconds, stop-the-world pauses
+}
+
+func serverCounts(before, after map[string]float64) serverWork {
+	diff := func(k string) float64 { return after[k] - before[k] }
+	var v float64
+	for k := range after {
+		if strings.HasPrefix(k, `ledger_http_requests_total{`) && strings.Contains(k, `route="GET /v1/validate"`) {
+			v += diff(k)
+		}
+	}
+	return serverWork{validates: int64(v), misses: int64(diff("ledger_session_cache_misses_total")),
+		gcs: int64(diff("go_gc_duration_seconds_count")), gcPause: diff("go_gc_duration_seconds_sum")}
+}
+
+func (w serverWork) note() string {
+	return fmt.Sprintf("%d of %d validates read Pebble (session cache misses), %d collections", w.misses, w.validates, w.gcs)
+}
+
+func (w serverWork) detail() map[string]any {
+	return map[string]any{"validates": w.validates, "session_cache_misses": w.misses, "gc_cycles": w.gcs, "gc_pause_s": w.gcPause}
+}
