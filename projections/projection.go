@@ -369,7 +369,7 @@ func (p *Projection) applyBatch(recs []eventstore.Record, pre *checkPipeline) er
 		if ahead != nil && i >= aheadFrom {
 			c = ahead.get(i - aheadFrom)
 		} else {
-			p.inline = p.check(r.Data, false) // the MAC, if asked, in apply
+			p.inline = p.check(r.Data)
 			c = &p.inline
 		}
 		e, err := p.apply(b, &keys, r, c)
