@@ -10,7 +10,7 @@ import (
 )
 
 // Checking a message is partly a matter of the message alone and partly a
-// matter of its place in the log. Decoding it, computing its canonical hash
+// matter of its place in the log. Decoding it, checking its hash (see check)
 // and checking its MAC under the key it names (its kid) depend on nothing
 // but its bytes and the keys this instance holds, so a batch of more than a
 // few messages does them ahead, on every core, while ApplyBatch goes through
