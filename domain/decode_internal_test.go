@@ -63,3 +63,50 @@ func TestDecodeAsEncodedReadsWhatEncodeWrites(t *testing.T) {
 		t.Fatalf("decodeAsEncoded(%s) = %+v %v, want %+v", b, got, ok, e)
 	}
 }
+
+// FuzzSessionStartedAsEncoded: whatever sessionStartedAsEncoded accepts,
+// json.Unmarshal decodes to the same payload, so SessionFromEvent's answers
+// do not depend on which of the two read it.
+func FuzzSessionStartedAsEncoded(f *testing.F) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	u := NewUser("u1", "a@example.com", "h", nil)
+	for _, e := range []Event{
+		u.StartSession("s1", TokenHash{1}, "password", true, false, at, DefaultPolicy()),
+		u.StartSession("s2", TokenHash{2}, "api_key", false, true, at, DefaultPolicy()),
+	} {
+		f.Add([]byte(e.Payload))
+	}
+	f.Add([]byte(`{"method":"api_key","keep_logged_in":false,"mfa":false,"max_expires_at":"2026-01-02T03:04:05Z","idle_window_seconds":60,"token_hash":"x","api_key_id":"k1"}`))
+	f.Add([]byte(`{"method":"password","keep_logged_in":true,"mfa":false,"max_expires_at":"2026-01-02T03:04:05+02:00","idle_window_seconds":0600,"token_hash":"x"}`))
+	f.Add([]byte(`{"method":"password","keep_logged_in":true,"mfa":false,"max_expires_at":"2026-01-02T03:04:05Z","idle_window_seconds":12345678901,"token_hash":"x"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := sessionStartedAsEncoded(data)
+		if !ok {
+			return
+		}
+		var slow SessionStarted
+		if err := json.Unmarshal(data, &slow); err != nil {
+			t.Fatalf("sessionStartedAsEncoded accepted what json.Unmarshal refuses (%v):\n%s", err, data)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("sessionStartedAsEncoded %+v, json.Unmarshal %+v:\n%s", fast, slow, data)
+		}
+	})
+}
+
+// TestSessionStartedAsEncodedReadsWhatStartSessionWrites: the fast path is
+// taken for the log's own sessions, not just allowed.
+func TestSessionStartedAsEncodedReadsWhatStartSessionWrites(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, keep := range []bool{false, true} {
+		e := NewUser("u1", "a@example.com", "h", nil).StartSession("s1", TokenHash{7}, "password", keep, !keep, at, DefaultPolicy())
+		want, err := DecodePayload[SessionStarted](e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := sessionStartedAsEncoded(e.Payload)
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Fatalf("sessionStartedAsEncoded(%s) = %+v %v, want %+v", e.Payload, got, ok, want)
+		}
+	}
+}

@@ -83,7 +83,7 @@ func SessionFromEvent(e Event) (*Session, error) {
 	if e.Type != EventSessionStarted {
 		return nil, fmt.Errorf("session from %s event: want %s", e.Type, EventSessionStarted)
 	}
-	p, err := DecodePayload[SessionStarted](e)
+	p, err := decodeSessionStarted(e)
 	if err != nil {
 		return nil, err
 	}

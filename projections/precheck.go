@@ -10,7 +10,7 @@ import (
 )
 
 // Checking a message is partly a matter of the message alone and partly a
-// matter of its place in the log. Decoding it, computing its canonical hash
+// matter of its place in the log. Decoding it, checking its hash (see check)
 // and checking its MAC under the key it names (its kid) depend on nothing
 // but its bytes and the keys this instance holds, so a batch of more than a
 // few messages does them ahead, on every core, while ApplyBatch goes through
@@ -43,10 +43,10 @@ var pipelinesStarted atomic.Uint64
 type checked struct {
 	e       domain.Event
 	decErr  error // domain.DecodeEvent's error
-	hashErr error // e.CheckHash()'s, if it decoded
-	// macErr is p.keys.VerifyNamed(e)'s, if macDone: checked ahead for an
-	// event that decoded, matches its hash and carries a kid, a MAC and
-	// a signature.
+	hashErr error // e.CheckHash()'s, if it decoded (see check)
+	// macErr is p.keys.VerifyNamed(e)'s, if macDone: asked for an event
+	// that decoded, matches its hash and carries a kid, a MAC and a
+	// signature.
 	macErr  error
 	macDone bool
 	// session is domain.SessionFromEvent's answer for a session_started
@@ -56,23 +56,60 @@ type checked struct {
 	sessionErr error
 }
 
-// check decodes data and checks its hash; with mac, it checks the MAC
-// under the key the event names too.
-func (p *Projection) check(data []byte, mac bool) checked {
+// check decodes data, checks its hash and, if it carries a kid, a MAC and
+// a signature, the MAC under the key it names (whether that key is in
+// force is for Authenticate to say, in order).
+//
+// The hash is checked on the stored bytes (domain.StoredHashMatches: one
+// SHA-256, no re-encoding) when the MAC matches under the key the event
+// names, and with CheckHash (re-encode, then hash) otherwise. The two
+// answer alike for such an event: an HMAC under a key held here is made
+// only by Seal, over the event's hash, which Seal computed from the
+// canonical bytes (CanonicalBytes) of the event it signed, key id
+// included (the MAC's message is domain-separated, so no other use of
+// the key can produce it). If the stored bytes without the
+// authenticators hash to that hash, they are those canonical bytes
+// (SHA-256 second preimages aside, which the chains rest on anyway), so
+// they decode to the event that was signed, and re-encoding it gives the
+// same canonical bytes again: CheckHash would pass. In every other case
+// (stored bytes in another layout, a hash of their own, a MAC that does
+// not match, a key not held here) CheckHash decides, and the MAC is
+// asked only if the hash matches, as before: verdicts and rejection
+// reasons are exactly the ones CheckHash alone gives. Without the MAC,
+// StoredHashMatches would not do: anyone can hash a non-canonical
+// encoding of their own (precheck_test.go's trustMix stores two).
+func (p *Projection) check(data []byte) checked {
 	var c checked
 	if c.e, c.decErr = domain.DecodeEvent(data); c.decErr != nil {
 		return c
 	}
+	mac := c.e.KeyID != "" && c.e.MAC != "" && c.e.Sig != ""
+	var macErr error
+	asked := false
+	if mac && c.e.StoredHashMatches(data) {
+		if macErr, asked = p.keys.VerifyNamed(c.e), true; macErr == nil {
+			c.macDone = true
+			c.decodeSession()
+			return c
+		}
+	}
 	if c.hashErr = c.e.CheckHash(); c.hashErr != nil {
-		return c
+		return c // the MAC is not asked about an event that fails its hash
 	}
-	if mac && c.e.KeyID != "" && c.e.MAC != "" && c.e.Sig != "" {
-		c.macErr, c.macDone = p.keys.VerifyNamed(c.e), true
+	if mac {
+		if !asked { // an answer above stands: it depends on the kid, MAC and hash only
+			macErr = p.keys.VerifyNamed(c.e)
+		}
+		c.macErr, c.macDone = macErr, true
 	}
+	c.decodeSession()
+	return c
+}
+
+func (c *checked) decodeSession() {
 	if c.e.Type == domain.EventSessionStarted {
 		c.session, c.sessionErr = domain.SessionFromEvent(c.e)
 	}
-	return c
 }
 
 // sessionStarted is domain.SessionFromEvent(e), decoded ahead with the
@@ -143,7 +180,7 @@ func (p *Projection) startChecks(recs []eventstore.Record, buf []checked) *check
 				}
 				hi := min((k+1)*checkChunk, len(recs))
 				for i := k * checkChunk; i < hi; i++ {
-					c.out[i] = p.check(recs[i].Data, true)
+					c.out[i] = p.check(recs[i].Data)
 				}
 				close(c.ready[k])
 			}

@@ -2,6 +2,8 @@ package projections_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,6 +47,32 @@ func trustMix(t *testing.T) (log *eventstoretest.Log, k1, k2, k3 domain.SigningK
 		data, err := e.Encode()
 		if err != nil {
 			t.Fatal(err)
+		}
+		log.Raw(subject, data, e.Time)
+	}
+	// nonCanonical stores e in a layout of its own (a space after the
+	// opening brace: any JSON reader decodes it to the same event), with
+	// a hash of those bytes, so that the stored bytes hash to the hash
+	// they carry (domain.StoredHashMatches) while the event's canonical
+	// bytes do not (CheckHash). Its MAC is the one Seal made with k over
+	// the canonical hash: it matches nothing here. Such an event must be
+	// rejected for its hash, as CheckHash alone would: a hash of the
+	// stored bytes counts only under a MAC that matches (precheck.go).
+	nonCanonical := func(subject string, e domain.Event, prev string, k domain.SigningKey) {
+		e.ID = fmt.Sprintf("noncanonical-%d", len(log.Recs)+1)
+		if err := e.Seal(prev, k); err != nil {
+			t.Fatal(err)
+		}
+		canon, err := e.CanonicalBytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := append([]byte("{ "), canon[1:]...)
+		sum := sha256.Sum256(body)
+		e.Hash = "sha256:" + hex.EncodeToString(sum[:])
+		data := fmt.Appendf(body[:len(body)-1:len(body)-1], `,"hash":%q,"mac":%q,"sig":%q}`, e.Hash, e.MAC, e.Sig)
+		if d, err := domain.DecodeEvent(data); err != nil || !d.StoredHashMatches(data) || d.CheckHash() == nil {
+			t.Fatalf("the non-canonical event is not what this test needs: %v", err)
 		}
 		log.Raw(subject, data, e.Time)
 	}
@@ -95,6 +123,10 @@ func trustMix(t *testing.T) (log *eventstoretest.Log, k1, k2, k3 domain.SigningK
 				sealed(u.subject, logout(u.id, sid, tick()), log.Head(u.subject), log.Key, func(e *domain.Event) { e.MAC = "" })
 			case 3: // content changed after sealing
 				sealed(u.subject, logout(u.id, sid, tick()), log.Head(u.subject), log.Key, func(e *domain.Event) { e.Time = e.Time.Add(time.Hour) })
+				// stored in another layout with a hash of those bytes,
+				// under the ledger's key id and under a stranger's
+				nonCanonical(u.subject, logout(u.id, sid, tick()), log.Head(u.subject), log.Key)
+				nonCanonical(u.subject, logout(u.id, sid, tick()), log.Head(u.subject), forger)
 			case 4: // authentic, but linked to another head
 				sealed(u.subject, logout(u.id, sid, tick()), "sha256:0000", log.Key, nil)
 			case 5: // a genuine message replayed
@@ -197,6 +229,18 @@ func TestChecksAheadGiveTheSameVerdicts(t *testing.T) {
 				if !slices.ContainsFunc(one.rejected, func(r projections.Rejected) bool { return strings.Contains(r.Detail, want) }) {
 					t.Errorf("no rejection saying %q in the mix", want)
 				}
+			}
+			nonCanonical := 0
+			for _, r := range one.rejected {
+				if strings.HasPrefix(r.EventID, "noncanonical-") {
+					nonCanonical++
+					if r.Reason != projections.RejectHash {
+						t.Errorf("seq %d, stored in a non-canonical layout with a hash of its own and no matching MAC, rejected as %q (%s), want %q", r.Seq, r.Reason, r.Detail, projections.RejectHash)
+					}
+				}
+			}
+			if nonCanonical == 0 {
+				t.Error("no non-canonical event in the mix was rejected")
 			}
 			if ring.block != (one.err != "") || (!ring.block && one.applied != uint64(len(recs))) {
 				t.Fatalf("one at a time: applied %d of %d, err %q", one.applied, len(recs), one.err)

@@ -342,7 +342,11 @@ func (p *Projection) applyBatch(recs []eventstore.Record, pre *checkPipeline) er
 	defer b.Close()
 	if p.fresh != nil {
 		p.fresh.f.begin(b)
-		defer p.fresh.f.end()
+		clear(p.fresh.versions)
+		defer func() {
+			clear(p.fresh.versions)
+			p.fresh.f.end()
+		}()
 	}
 	applied := make(map[domain.EventType]int)
 	rejected := make(map[string]int)
@@ -375,7 +379,7 @@ func (p *Projection) applyBatch(recs []eventstore.Record, pre *checkPipeline) er
 		if ahead != nil && i >= aheadFrom {
 			c = ahead.get(i - aheadFrom)
 		} else {
-			p.inline = p.check(r.Data, false) // the MAC, if asked, in apply
+			p.inline = p.check(r.Data)
 			c = &p.inline
 		}
 		e, err := p.apply(b, &keys, r, c)
@@ -448,6 +452,11 @@ func (p *Projection) commit(b *pebble.Batch, last uint64, digest eventstore.Stre
 		}
 	}
 	if p.fresh != nil {
+		for subject, v := range p.fresh.versions {
+			if err := b.Set(versionKey(subject), encodeVersion(v), nil); err != nil {
+				return err
+			}
+		}
 		// During a rebuild, the filter must hold every key committed.
 		if err := p.fresh.f.sync(); err != nil {
 			return err
@@ -545,7 +554,7 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 	if userID, ok := eventstore.UseSubjectUser(r.Subject); ok {
 		return p.applyUse(b, keys, r, c, userID)
 	}
-	v, err := getVersion(p.rd(b), r.Subject)
+	v, err := p.version(b, r.Subject)
 	if err != nil {
 		return domain.Event{}, err
 	}
@@ -570,7 +579,7 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 		}
 	}
 	if verdict != nil {
-		if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
+		if err := p.setVersion(b, r.Subject, v); err != nil {
 			return e, err
 		}
 		return e, verdict
@@ -585,10 +594,34 @@ func (p *Projection) apply(b *pebble.Batch, keys *keyChainTx, r eventstore.Recor
 	if e.Time.After(v.Time) {
 		v.Time = e.Time
 	}
-	if err := b.Set(versionKey(r.Subject), encodeVersion(v), nil); err != nil {
+	if err := p.setVersion(b, r.Subject, v); err != nil {
 		return e, err
 	}
 	return e, p.fold(b, e, before, r.Seq)
+}
+
+// version is the subject's version as the batch b has it.
+func (p *Projection) version(b *pebble.Batch, subject string) (eventstore.Version, error) {
+	if p.fresh != nil {
+		if v, ok := p.fresh.versions[subject]; ok {
+			return v, nil
+		}
+	}
+	return getVersion(p.rd(b), subject)
+}
+
+// setVersion writes the subject's version into b. During a rebuild it is
+// held back until the batch commits (rebuild.go, freshReader.versions),
+// so that a subject with several events in a batch (a signup and its
+// logins, a user's burst) writes its version key once, not once per
+// event: the state committed is the same, with fewer keys to insert,
+// flush and compact.
+func (p *Projection) setVersion(b *pebble.Batch, subject string, v eventstore.Version) error {
+	if p.fresh != nil {
+		p.fresh.versions[subject] = v
+		return nil
+	}
+	return b.Set(versionKey(subject), encodeVersion(v), nil)
 }
 
 // applyUse is apply for a message on a user's use subject: a standalone

@@ -166,6 +166,10 @@ func (f *absentFilter) sync() error {
 // filter has never seen is not there.
 type freshReader struct {
 	f *absentFilter
+	// versions are the versions the batch being applied has set, by
+	// subject, not yet written into it (Projection.setVersion): commit
+	// writes them, a batch dropped forgets them.
+	versions map[string]eventstore.Version
 }
 
 func (r *freshReader) Get(key []byte) ([]byte, io.Closer, error) {
@@ -286,7 +290,7 @@ func (p *Projection) Rebuild(ctx context.Context, store *eventstore.Reader, prog
 		return fmt.Errorf("mark rebuild: %w", err)
 	}
 	p.applyMu.Lock()
-	p.fresh = &freshReader{f: newAbsentFilter(target)}
+	p.fresh = &freshReader{f: newAbsentFilter(target), versions: map[string]eventstore.Version{}}
 	p.fresh.f.cache = newRebuildCache(cacheBudget)
 	p.fresh.f.add(keyRebuilding)
 	p.fresh.f.add(keyLayout)
