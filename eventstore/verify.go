@@ -144,10 +144,13 @@ type VerifyOptions struct {
 // ledger's keys (as any signature does) and on every holder of a key in
 // force writing only through Store, which links to authenticated heads
 // only. For the same reason an event whose signature is left to a later
-// one is hashed as stored (domain.StoredHashMatches, without re-encoding
-// it): the later signature vouches for those bytes; wherever no signature
-// vouches for an event, in the second read and for key events and uses,
-// Verify runs the exact CheckHash.
+// one is decoded and hashed as stored (domain.DecodeVouched and
+// StoredHashSum: no re-encoding, no check that the payload is JSON, which
+// every byte string Encode writes is): the later signature vouches for
+// those bytes, and bytes no writer stored are vouched for by no signature,
+// so their subject shows a problem as above and is judged again, exactly.
+// Wherever no signature vouches for an event, in the second read and for
+// key events and uses, Verify runs the exact DecodeEvent and CheckHash.
 //
 // Memory is bounded by the number of subjects (the last authentic hash of
 // each and, until the end of the first pass, its signature), not by the
@@ -635,6 +638,21 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 
 // check is what a worker does for one message, ahead of the log order.
 func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *sync.Map) {
+	// An event whose signature may be left to a later one is decoded and
+	// hashed as stored (domain.DecodeVouched, StoredHashSum): that
+	// signature vouches for the bytes (see Reader.Verify). Anything else,
+	// including every event these take for one a writer did not store,
+	// goes the exact way below.
+	if e, ok := domain.DecodeVouched(it.rec.Data); ok && mayDefer(it.rec, e) {
+		if matches, body := e.StoredHashSum(it.rec.Data); matches {
+			// A malformed signature fails at its place, as it would
+			// without deferring.
+			if sig, wellFormed := domain.SignatureBytes(e); wellFormed {
+				it.event, it.body, it.sig, it.mayDefer = e, body, sig, true
+				return
+			}
+		}
+	}
 	it.body = sha256.Sum256(it.rec.Data)
 	it.event, it.decodeErr = domain.DecodeEvent(it.rec.Data)
 	if it.decodeErr != nil {
