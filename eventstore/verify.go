@@ -325,6 +325,36 @@ func (h *verifyHead) links(prev string) bool {
 	return string(x[:]) == prev[len(label):]
 }
 
+// decodeHash reads "sha256:<hex>" into dst without a copy of the text.
+func decodeHash(dst []byte, s string) bool {
+	const label = "sha256:"
+	if len(s) != len(label)+2*len(dst) || s[:len(label)] != label {
+		return false
+	}
+	s = s[len(label):]
+	for i := range dst {
+		hi, ok1 := fromHex(s[2*i])
+		lo, ok2 := fromHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
 // hashString is the head's hash as events write it.
 func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
 
@@ -409,7 +439,7 @@ func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.
 		return ProblemSignature, err.Error()
 	}
 	next := verifyHead{set: true}
-	if n, err := hex.Decode(next.hash[:], []byte(strings.TrimPrefix(e.Hash, "sha256:"))); err != nil || n != sha256.Size {
+	if !decodeHash(next.hash[:], e.Hash) {
 		// Unreachable: its hash was checked, so it is one ComputeHash writes.
 		return ProblemAltered, "content does not match the event's hash"
 	}
