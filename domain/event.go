@@ -2,6 +2,7 @@ package domain
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -165,26 +166,51 @@ func (e Event) StoredHashMatches(data []byte) bool {
 	}
 	h := sha256.New()
 	h.Write(data[:n])
-	return e.hashIs(h)
+	h.Write(closingBrace)
+	var sum [sha256.Size]byte
+	var hexSum [2 * sha256.Size]byte
+	hex.Encode(hexSum[:], h.Sum(sum[:0]))
+	return string(hexSum[:]) == e.Hash[len(hashLabel):]
 }
 
-// StoredHashSum is StoredHashMatches and also SHA-256 of all of data (what
-// a stream digest folds in), the bytes the two share hashed once.
-func (e Event) StoredHashSum(data []byte) (matches bool, sum [sha256.Size]byte) {
+// StoredHasher computes StoredHashMatches and, in the same pass, SHA-256 of
+// all of data (what a stream digest folds in), the bytes the two share
+// hashed once, and allocates nothing once warm. Not for concurrent use.
+type StoredHasher struct {
+	whole, hashed hash.Hash
+	state         []byte
+	sum           [sha256.Size]byte
+	hexSum        [2 * sha256.Size]byte
+}
+
+// Sum is StoredHashMatches(e, data) and SHA-256 of data.
+func (s *StoredHasher) Sum(e Event, data []byte) (matches bool, sum [sha256.Size]byte) {
 	n, ok := e.storedSplit(data)
 	if !ok {
 		return false, sha256.Sum256(data)
 	}
-	h := sha256.New()
-	h.Write(data[:n])
-	c, err := h.(hash.Cloner).Clone()
-	if err != nil { // crypto/sha256 always clones
-		return e.StoredHashMatches(data), sha256.Sum256(data)
+	if s.whole == nil {
+		s.whole, s.hashed = sha256.New(), sha256.New()
 	}
-	h.Write(data[n:])
-	h.Sum(sum[:0])
-	return e.hashIs(c), sum
+	s.whole.Reset()
+	s.whole.Write(data[:n])
+	// The state after the shared bytes, copied (crypto/sha256 hashes can).
+	var err error
+	if s.state, err = s.whole.(encoding.BinaryAppender).AppendBinary(s.state[:0]); err != nil {
+		return false, sha256.Sum256(data)
+	}
+	if err := s.hashed.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.state); err != nil {
+		return false, sha256.Sum256(data)
+	}
+	s.whole.Write(data[n:])
+	s.whole.Sum(s.sum[:0])
+	sum = s.sum
+	s.hashed.Write(closingBrace)
+	hex.Encode(s.hexSum[:], s.hashed.Sum(s.sum[:0]))
+	return string(s.hexSum[:]) == e.Hash[len(hashLabel):], sum
 }
+
+var closingBrace = []byte{'}'}
 
 // storedSplit is where data's authenticators begin, if data ends with them
 // as Encode writes them, Hash the form ComputeHash writes.
@@ -204,16 +230,6 @@ func (e Event) storedSplit(data []byte) (int, bool) {
 		t = t[len(part):]
 	}
 	return n, true
-}
-
-// hashIs finishes h, which has hashed the stored bytes before the
-// authenticators, with the closing brace and compares it with e.Hash.
-func (e Event) hashIs(h hash.Hash) bool {
-	h.Write([]byte{'}'})
-	var sum [sha256.Size]byte
-	var hexSum [2 * sha256.Size]byte
-	hex.Encode(hexSum[:], h.Sum(sum[:0]))
-	return string(hexSum[:]) == e.Hash[len(hashLabel):]
 }
 
 // Payloads, one per event type. Field names are part of the documented

@@ -145,7 +145,7 @@ type VerifyOptions struct {
 // force writing only through Store, which links to authenticated heads
 // only. For the same reason an event whose signature is left to a later
 // one is decoded and hashed as stored (domain.DecodeVouched and
-// StoredHashSum: no re-encoding, no check that the payload is JSON, which
+// StoredHasher: no re-encoding, no check that the payload is JSON, which
 // every byte string Encode writes is): the later signature vouches for
 // those bytes, and bytes no writer stored are vouched for by no signature,
 // so their subject shows a problem as above and is judged again, exactly.
@@ -608,9 +608,10 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var hasher domain.StoredHasher
 			for c := range work {
 				for i := range c.items {
-					c.items[i].check(mayDefer, &known)
+					c.items[i].check(mayDefer, &known, &hasher)
 				}
 				close(c.done)
 			}
@@ -667,14 +668,14 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 }
 
 // check is what a worker does for one message, ahead of the log order.
-func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *sync.Map) {
+func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *sync.Map, hasher *domain.StoredHasher) {
 	// An event whose signature may be left to a later one is decoded and
-	// hashed as stored (domain.DecodeVouched, StoredHashSum): that
+	// hashed as stored (domain.DecodeVouched, StoredHasher): that
 	// signature vouches for the bytes (see Reader.Verify). Anything else,
 	// including every event these take for one a writer did not store,
 	// goes the exact way below.
 	if e, ok := domain.DecodeVouched(it.rec.Data); ok && mayDefer(it.rec, e) {
-		if matches, body := e.StoredHashSum(it.rec.Data); matches {
+		if matches, body := hasher.Sum(e, it.rec.Data); matches {
 			// A malformed signature fails at its place, as it would
 			// without deferring.
 			if sig, wellFormed := domain.SignatureBytes(e); wellFormed {
