@@ -365,7 +365,10 @@ func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers in
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	const batch = 64
+	// Past about 95 signatures (190 points) curve25519-voi switches to
+	// Pippenger's method: 256 a batch costs about 12 µs a signature on the
+	// bench machine, against 15-16 µs in batches of 64.
+	const batch = 256
 	type job struct {
 		subjects []string
 		events   []domain.Event
