@@ -605,6 +605,19 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 	}
 	work := make(chan *chunk, 16)
 	ordered := make(chan *chunk, 64)
+	// Judged chunks go back to the reader: a chunk is 64 items of about
+	// 500 bytes each, not worth a fresh allocation (and a collection) every
+	// 64 messages.
+	free := make(chan *chunk, cap(ordered)+cap(work)+workers+2)
+	newChunk := func() *chunk {
+		select {
+		case c := <-free:
+			c.items, c.done = c.items[:0], make(chan struct{})
+			return c
+		default:
+			return &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+		}
+	}
 	var known sync.Map // key id -> ed25519.PublicKey, from key events
 	var wg sync.WaitGroup
 	for range workers {
@@ -624,7 +637,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 	go func() {
 		defer close(ordered)
 		defer close(work)
-		next := &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+		next := newChunk()
 		send := func() error {
 			for _, ch := range []chan *chunk{ordered, work} {
 				select {
@@ -633,7 +646,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 					return ctx.Err()
 				}
 			}
-			next = &chunk{items: make([]verifyItem, 0, chunkSize), done: make(chan struct{})}
+			next = newChunk()
 			return nil
 		}
 		err := readStream(ctx, stream, ReadOptions{}, func(r Record) error {
@@ -660,6 +673,10 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 				cancel()
 				break
 			}
+		}
+		select {
+		case free <- c: // judge keeps no pointer into an item
+		default:
 		}
 	}
 	wg.Wait()
