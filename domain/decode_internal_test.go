@@ -95,7 +95,7 @@ func FuzzDecodeVouched(f *testing.F) {
 	f.Add([]byte(`{"type":"nope","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":2,"payload":{},"prev_hash":""}`))
 	var hasher StoredHasher // reused, as Verify's workers do
 	f.Fuzz(func(t *testing.T, data []byte) {
-		vouched, ok := DecodeVouched(data)
+		vouched, ok := DecodeVouched(data, string(data))
 		if ok {
 			if vouched.Payload != nil {
 				t.Fatalf("DecodeVouched kept a payload:\n%s", data)

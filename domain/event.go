@@ -407,11 +407,16 @@ func (d *encodedReader) event() (Event, bool) {
 // invalid json.RawMessage), so bytes a writer stored pass it, and bytes
 // no writer stored are not vouched for by any signature, so the caller
 // must judge the event again with DecodeEvent wherever no signature turns
-// out to vouch for it. Payload is left nil, and the strings share one
-// copy of data (one allocation instead of one each). false: not that
-// layout or not an event DecodeEvent accepts; DecodeEvent says why.
-func DecodeVouched(data []byte) (Event, bool) {
-	e, ok := (&encodedReader{data: data, shared: string(data), vouched: true}).event()
+// out to vouch for it. Payload is left nil, and the strings are sliced
+// from text, which must be data as a string: the caller chooses whether it
+// is a copy or, if data never changes afterwards, data itself (no
+// allocation). false: not that layout or not an event DecodeEvent
+// accepts; DecodeEvent says why.
+func DecodeVouched(data []byte, text string) (Event, bool) {
+	if len(text) != len(data) || text == "" {
+		return Event{}, false
+	}
+	e, ok := (&encodedReader{data: data, shared: text, vouched: true}).event()
 	if !ok || !e.Type.known() || e.SchemaVersion < 1 || e.SchemaVersion > SchemaVersion || e.Time.IsZero() {
 		return Event{}, false
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sessionledger/ledger/domain"
@@ -694,7 +695,12 @@ func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *syn
 	// signature vouches for the bytes (see Reader.Verify). Anything else,
 	// including every event these take for one a writer did not store,
 	// goes the exact way below.
-	if e, ok := domain.DecodeVouched(it.rec.Data); ok && mayDefer(it.rec, e) {
+	//
+	// The event's strings share the message's bytes rather than copy
+	// them: the NATS client gives each message a buffer of its own, and
+	// nothing writes to it.
+	text := unsafe.String(unsafe.SliceData(it.rec.Data), len(it.rec.Data))
+	if e, ok := domain.DecodeVouched(it.rec.Data, text); ok && mayDefer(it.rec, e) {
 		if matches, body := hasher.Sum(e, it.rec.Data); matches {
 			// A malformed signature fails at its place, as it would
 			// without deferring.
