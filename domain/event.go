@@ -455,18 +455,25 @@ func (d *encodedReader) quoted() ([]byte, bool) {
 	if d.at >= len(d.data) || d.data[d.at] != '"' {
 		return nil, false
 	}
-	for i := d.at + 1; i < len(d.data); i++ {
-		switch c := d.data[i]; {
-		case c == '"':
-			q := d.data[d.at : i+1]
-			d.at = i + 1
-			return q, true
-		case c < 0x20 || c > 0x7e || c == '\\':
-			return nil, false
-		}
+	i := d.at + 1
+	for i < len(d.data) && plainASCII[d.data[i]] {
+		i++
 	}
-	return nil, false
+	if i == len(d.data) || d.data[i] != '"' {
+		return nil, false
+	}
+	q := d.data[d.at : i+1]
+	d.at = i + 1
+	return q, true
 }
+
+// plainASCII: printable ASCII but '"' and '\\', what quoted reads through.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c <= 0x7e; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func (d *encodedReader) str(v *string) bool {
 	start := d.at
@@ -508,6 +515,14 @@ func (d *encodedReader) object(m *json.RawMessage) bool {
 	}
 	depth, inString := 0, false
 	for i := d.at; i < len(d.data); i++ {
+		if inString { // through to the next quote or escape
+			for i < len(d.data) && d.data[i] != '"' && d.data[i] != '\\' {
+				i++
+			}
+			if i == len(d.data) {
+				break
+			}
+		}
 		c := d.data[i]
 		switch {
 		case inString && c == '\\':
