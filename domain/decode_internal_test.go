@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -109,4 +110,60 @@ func TestSessionStartedAsEncodedReadsWhatStartSessionWrites(t *testing.T) {
 			t.Fatalf("sessionStartedAsEncoded(%s) = %+v %v, want %+v", e.Payload, got, ok, want)
 		}
 	}
+}
+
+// FuzzDecodeVouched: what DecodeVouched accepts, DecodeEvent either
+// decodes to the same envelope (the payload aside, which DecodeVouched
+// leaves out) or refuses only because the payload is not valid JSON, the
+// one check DecodeVouched leaves to the signature that vouches for the
+// bytes; and StoredHasher.Sum is StoredHashMatches and SHA-256 of the bytes.
+func FuzzDecodeVouched(f *testing.F) {
+	k, err := NewSigningKey(make([]byte, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	start := NewUser("u1", "a@example.com", "h", nil).StartSession("s1", TokenHash{}, "password", true, false, at, DefaultPolicy())
+	for _, e := range []Event{start, SessionUse("u1", "s1", at), IntroduceKey(k, at), ClaimEmail("u1", "a@example.com", at)} {
+		e.ID = "id"
+		if err := e.Seal("sha256:00", k); err != nil {
+			f.Fatal(err)
+		}
+		b, err := e.Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		canonical, _ := e.CanonicalBytes()
+		f.Add(canonical)
+	}
+	f.Add([]byte(`{"type":"session_used","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":2,"payload":{"a":},"prev_hash":""}`))
+	f.Add([]byte(`{"type":"session_used","event_id":"x","time":"0001-01-01T00:00:00Z","schema_version":2,"payload":{},"prev_hash":""}`))
+	f.Add([]byte(`{"type":"nope","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":2,"payload":{},"prev_hash":""}`))
+	var hasher StoredHasher // reused, as Verify's workers do
+	f.Fuzz(func(t *testing.T, data []byte) {
+		vouched, ok := DecodeVouched(data, string(data))
+		if ok {
+			if vouched.Payload != nil {
+				t.Fatalf("DecodeVouched kept a payload:\n%s", data)
+			}
+			exact, err := DecodeEvent(data)
+			if err == nil {
+				exact.Payload = nil
+				if !reflect.DeepEqual(vouched, exact) {
+					t.Fatalf("DecodeVouched %+v, DecodeEvent %+v:\n%s", vouched, exact, data)
+				}
+			} else if json.Valid(data) { // then only the payload can be wrong
+				t.Fatalf("DecodeVouched accepted what DecodeEvent refuses (%v), valid JSON:\n%s", err, data)
+			}
+		}
+		e := vouched
+		if !ok {
+			e, _ = DecodeEvent(data)
+		}
+		matches, sum := hasher.Sum(e, data)
+		if matches != e.StoredHashMatches(data) || sum != sha256.Sum256(data) {
+			t.Fatalf("StoredHasher.Sum %v %x, StoredHashMatches %v, SHA-256 %x", matches, sum, e.StoredHashMatches(data), sha256.Sum256(data))
+		}
+	})
 }

@@ -20,7 +20,9 @@ func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
 	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
 	var events []domain.Event
 	var keys []domain.PublicKey
-	for i := range 70 {
+	// More than 95 signatures: curve25519-voi then multiplies with
+	// Pippenger's method rather than Straus's (checked on 70 below).
+	for i := range 300 {
 		k := k1
 		if i%3 == 0 {
 			k = k2 // a batch may span a rotation
@@ -47,6 +49,7 @@ func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
 		}
 	}
 	check(t, events, keys)
+	check(t, events[:70], keys[:70])
 	check(t, nil, nil)
 	tamper := func(i int, f func(*domain.Event, *domain.PublicKey)) ([]domain.Event, []domain.PublicKey) {
 		ev, ks := slices.Clone(events), slices.Clone(keys)
@@ -57,6 +60,9 @@ func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
 	check(t, ev, ks, 5)
 	ev, ks = tamper(40, func(e *domain.Event, _ *domain.PublicKey) { e.Sig = events[41].Sig })
 	check(t, ev, ks, 40)
+	check(t, ev[:70], ks[:70], 40)
+	ev, ks = tamper(250, func(e *domain.Event, _ *domain.PublicKey) { e.Sig = events[41].Sig })
+	check(t, ev, ks, 250)
 	ev, ks = tamper(7, func(e *domain.Event, _ *domain.PublicKey) { e.Sig = e.Sig[:20] })
 	check(t, ev, ks, 7)
 	ev, ks = tamper(8, func(e *domain.Event, _ *domain.PublicKey) {

@@ -3,6 +3,8 @@ package eventstore_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
@@ -58,6 +60,23 @@ func (l *ledgerLog) forge(subject, prev, kid string, forger domain.SigningKey) (
 	e.KeyID = kid // ...over an event naming kid
 	e.Hash, _ = e.ComputeHash()
 	return l.put(subject, e), e.Hash
+}
+
+// rewrite replaces old with new in the hashed part of the message at seq
+// and recomputes its hash over the bytes as stored, keeping its MAC and
+// signature: what someone without the key can do to a stored event.
+func (l *ledgerLog) rewrite(seq uint64, old, new string) {
+	l.t.Helper()
+	data := string(l.recs[seq-1].Data)
+	i := strings.Index(data, `,"hash":"`)
+	e, err := domain.DecodeEvent(l.recs[seq-1].Data)
+	if i < 0 || err != nil || !strings.Contains(data[:i], old) {
+		l.t.Fatalf("rewrite %d: %q not in %s (%v)", seq, old, data, err)
+	}
+	hashed := strings.Replace(data[:i], old, new, 1) + "}"
+	sum := sha256.Sum256([]byte(hashed))
+	hash := "sha256:" + hex.EncodeToString(sum[:])
+	l.recs[seq-1].Data = []byte(hashed[:len(hashed)-1] + `,"hash":"` + hash + `","mac":"` + e.MAC + `","sig":"` + e.Sig + `"}`)
 }
 
 // pin records the stream digest of what was written so far.
@@ -173,6 +192,32 @@ func TestVerifyChecksSignaturesThroughTheChains(t *testing.T) {
 			e.Sig = newest.Sig // well formed, by the key in force, over another hash
 			l.recs[seq-1].Data, _ = e.Encode()
 			return []want{{last, eventstore.ProblemPin}}
+		}, 0},
+		// The first read decodes an event whose signature is left to its
+		// subject's newest one without checking that its payload is JSON
+		// (domain.DecodeVouched): bytes no writer stored must still be
+		// reported where and as an event-by-event check reports them.
+		{"an event before the newest rewritten with a payload that is not JSON, its hash recomputed", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			seq := l.append(ua, ev(2), k1)
+			next := l.append(ua, ev(3), k1)
+			l.rewrite(seq, `"payload":{}`, `"payload":{"a":}`)
+			return []want{{seq, eventstore.ProblemCorrupt}, {next, eventstore.ProblemMissing}}
+		}, 0},
+		{"a newest event rewritten with a payload that is not JSON, its hash recomputed", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			seq := l.append(ua, ev(2), k1)
+			l.append(ub, ev(3), k1)
+			l.rewrite(seq, `"payload":{}`, `"payload":{"a":}`)
+			return []want{{seq, eventstore.ProblemCorrupt}}
+		}, 0},
+		{"an event before the newest rewritten without a time, its hash recomputed", func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			seq := l.append(ua, ev(2), k1)
+			next := l.append(ua, ev(3), k1)
+			e, _ := domain.DecodeEvent(l.recs[seq-1].Data)
+			l.rewrite(seq, `"time":"`+e.Time.Format(time.RFC3339Nano)+`"`, `"time":"0001-01-01T00:00:00Z"`)
+			return []want{{seq, eventstore.ProblemCorrupt}, {next, eventstore.ProblemMissing}}
 		}, 0},
 	}
 	for i, c := range cases {
