@@ -2,6 +2,8 @@ package eventstore
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"slices"
@@ -79,4 +81,40 @@ func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
 		e.Sig = base64.RawURLEncoding.EncodeToString(sig)
 	})
 	check(t, ev, ks, 8)
+}
+
+// TestCheckHeadsAcrossBatches: with unchecked heads for more than two
+// batches (the last one partial), every one is checked once and exactly the
+// subjects whose head's signature fails (two, signed with the other key
+// than the head's index names) are reported, whatever batches the map's
+// order puts them in.
+func TestCheckHeadsAcrossBatches(t *testing.T) {
+	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
+	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
+	keys := []domain.PublicKey{k1.Public(), k2.Public()}
+	const n = 2*2048 + 300
+	heads := map[string]verifyHead{}
+	var bad []string
+	for i := range n {
+		h := verifyHead{set: true, unchecked: i%7 != 0, key: uint16(i % 2)}
+		h.hash = sha256.Sum256([]byte(fmt.Sprint(i)))
+		signer := []domain.SigningKey{k1, k2}[h.key]
+		subject := fmt.Sprintf("ledger.user.%d", i)
+		if h.unchecked && (i == 3001 || i == n-2) {
+			signer = []domain.SigningKey{k2, k1}[h.key] // the other key
+			bad = append(bad, subject)
+		}
+		copy(h.sig[:], ed25519.Sign(signer.Private(), domain.SignedMessage(h.hashString())))
+		heads[subject] = h
+	}
+	var signatures uint64
+	failed := checkHeads(heads, keys, 2, &signatures)
+	slices.Sort(failed)
+	slices.Sort(bad)
+	if !slices.Equal(failed, bad) || len(bad) != 2 {
+		t.Fatalf("failed %v, want %v", failed, bad)
+	}
+	if want := uint64(n - (n+6)/7); signatures != want {
+		t.Fatalf("%d signatures checked, want %d", signatures, want)
+	}
 }
