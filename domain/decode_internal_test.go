@@ -13,25 +13,7 @@ import (
 // which of the two read the bytes. Seeded with what Encode writes and
 // near misses of it.
 func FuzzDecodeAsEncoded(f *testing.F) {
-	k, err := NewSigningKey(make([]byte, 32))
-	if err != nil {
-		f.Fatal(err)
-	}
-	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	start := NewUser("u1", "a@example.com", "h", nil).StartSession("s1", TokenHash{}, "password", true, false, at, DefaultPolicy())
-	for _, e := range []Event{start, SessionUse("u1", "s1", at), IntroduceKey(k, at), ClaimEmail("u1", "a@example.com", at)} {
-		e.ID = "id"
-		if err := e.Seal("sha256:00", k); err != nil {
-			f.Fatal(err)
-		}
-		b, err := e.Encode()
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-		canonical, _ := e.CanonicalBytes()
-		f.Add(canonical)
-	}
+	addEncodedSeeds(f)
 	f.Add([]byte(`{"type":"session_used","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":02,"payload":{},"prev_hash":""}`))
 	f.Add([]byte(`{"type":"session_used","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":2,"payload":{"a":"}\"]"},"prev_hash":""}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -118,25 +100,7 @@ func TestSessionStartedAsEncodedReadsWhatStartSessionWrites(t *testing.T) {
 // one check DecodeVouched leaves to the signature that vouches for the
 // bytes; and StoredHasher.Sum is StoredHashMatches and SHA-256 of the bytes.
 func FuzzDecodeVouched(f *testing.F) {
-	k, err := NewSigningKey(make([]byte, 32))
-	if err != nil {
-		f.Fatal(err)
-	}
-	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	start := NewUser("u1", "a@example.com", "h", nil).StartSession("s1", TokenHash{}, "password", true, false, at, DefaultPolicy())
-	for _, e := range []Event{start, SessionUse("u1", "s1", at), IntroduceKey(k, at), ClaimEmail("u1", "a@example.com", at)} {
-		e.ID = "id"
-		if err := e.Seal("sha256:00", k); err != nil {
-			f.Fatal(err)
-		}
-		b, err := e.Encode()
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-		canonical, _ := e.CanonicalBytes()
-		f.Add(canonical)
-	}
+	addEncodedSeeds(f)
 	f.Add([]byte(`{"type":"session_used","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":2,"payload":{"a":},"prev_hash":""}`))
 	f.Add([]byte(`{"type":"session_used","event_id":"x","time":"0001-01-01T00:00:00Z","schema_version":2,"payload":{},"prev_hash":""}`))
 	f.Add([]byte(`{"type":"nope","event_id":"x","time":"2026-01-02T03:04:05Z","schema_version":2,"payload":{},"prev_hash":""}`))
@@ -166,4 +130,30 @@ func FuzzDecodeVouched(f *testing.F) {
 			t.Fatalf("StoredHasher.Sum %v %x, StoredHashMatches %v, SHA-256 %x", matches, sum, e.StoredHashMatches(data), sha256.Sum256(data))
 		}
 	})
+}
+
+// addEncodedSeeds seeds a decoder's fuzz target with what Encode writes for
+// a few kinds of sealed event, and their canonical bytes (the same without
+// the authenticators).
+func addEncodedSeeds(f *testing.F) {
+	f.Helper()
+	k, err := NewSigningKey(make([]byte, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	start := NewUser("u1", "a@example.com", "h", nil).StartSession("s1", TokenHash{}, "password", true, false, at, DefaultPolicy())
+	for _, e := range []Event{start, SessionUse("u1", "s1", at), IntroduceKey(k, at), ClaimEmail("u1", "a@example.com", at)} {
+		e.ID = "id"
+		if err := e.Seal("sha256:00", k); err != nil {
+			f.Fatal(err)
+		}
+		b, err := e.Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		canonical, _ := e.CanonicalBytes()
+		f.Add(canonical)
+	}
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"reflect"
-	"slices"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
