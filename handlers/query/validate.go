@@ -13,13 +13,8 @@ import (
 var ErrTokenInvalid = errors.New("token invalid")
 
 type sessionReader interface {
-	Session(id string) (*domain.Session, error)
-}
-
-// sessionStateReader is a sessionReader that also answers a session by
-// value (the projection does): validate then puts no copy of the
-// session's state on the heap.
-type sessionStateReader interface {
+	// SessionState answers a session by value (or ErrSessionNotFound), so
+	// a validate puts no copy of the session's state on the heap.
 	SessionState(id string) (domain.Session, error)
 }
 
@@ -50,14 +45,7 @@ func (h ValidateHandler) Handle(_ context.Context, rawToken string, touch bool) 
 	}
 	var val Validation
 	s := &val.Session
-	if r, ok := h.Sessions.(sessionStateReader); ok {
-		*s, err = r.SessionState(sid)
-	} else {
-		var p *domain.Session
-		if p, err = h.Sessions.Session(sid); err == nil {
-			*s = *p
-		}
-	}
+	*s, err = h.Sessions.SessionState(sid)
 	if errors.Is(err, domain.ErrSessionNotFound) {
 		return Validation{}, ErrTokenInvalid
 	}
