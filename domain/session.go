@@ -157,19 +157,23 @@ func (s *Session) Current(now time.Time) Verdict {
 // Validate answers with its verdict (CurrentWithUse) while that use is
 // queued, so that its answer and every later one agree.
 func (s *Session) WithUse(at time.Time) *Session {
-	c := *s
-	// Apply reads no payload of a use: skip SessionUse's encoding of one,
-	// since validate calls this for every request while a use waits.
-	_ = c.Apply(Event{Type: EventSessionUsed, UserID: s.userID, SessionID: s.id, Time: at.UTC()})
+	c := s.withUse(at)
 	return &c
 }
 
 // CurrentWithUse is WithUse(at).Current(now) without the copy on the
 // heap: validate answers it for every request while a use waits.
 func (s *Session) CurrentWithUse(at, now time.Time) Verdict {
-	c := *s
-	_ = c.Apply(Event{Type: EventSessionUsed, UserID: s.userID, SessionID: s.id, Time: at.UTC()})
+	c := s.withUse(at)
 	return c.Current(now)
+}
+
+func (s *Session) withUse(at time.Time) Session {
+	c := *s
+	// Apply reads no payload of a use: skip SessionUse's encoding of one,
+	// since validate calls this for every request while a use waits.
+	_ = c.Apply(Event{Type: EventSessionUsed, UserID: s.userID, SessionID: s.id, Time: at.UTC()})
+	return c
 }
 
 // live reports whether a revocation or a use at `at` still concerns the
