@@ -148,16 +148,11 @@ func short(s string) (shortString, bool) {
 
 func (s shortString) String() string { return string(s.b[:s.n]) }
 
-// known is the index in knownValues of s's value plus one, or 0 if it is
-// not one of them. The cache looks each value up once, when it stores a
-// session, and a hit reads the string from the table by that index
-// without an allocation.
-func (s shortString) known() uint8 {
-	return knownIndex[s]
-}
-
 // knownValues are the values of a session's method and revocation reason
-// (ids are never among them); knownIndex maps each to its index plus one.
+// (ids are never among them); knownIndex maps each to its index plus one,
+// and has 0 for any other value. The cache looks each value up once, when
+// it stores a session, and a hit reads the string from the table by that
+// index without an allocation.
 var knownValues = []string{
 	domain.SessionMethodPassword, domain.SessionMethodAPIKey, domain.SessionMethodEmailCode,
 	domain.SessionMethodMagicLink, domain.MFAMethodTOTP, domain.MFAMethodRecoveryCode,
@@ -167,12 +162,11 @@ var knownValues = []string{
 	string(domain.ReasonRevokedAdmin), string(domain.ReasonRevokedUserErased),
 }
 
-var knownIndex = func() map[shortString]uint8 {
-	m := map[shortString]uint8{}
+var knownIndex = func() map[string]uint8 {
+	m := map[string]uint8{}
 	for i, v := range knownValues {
-		k, _ := short(v)
-		if _, dup := m[k]; !dup {
-			m[k] = uint8(i + 1)
+		if _, dup := m[v]; !dup {
+			m[v] = uint8(i + 1)
 		}
 	}
 	return m
@@ -207,16 +201,14 @@ func (u unixTime) time() time.Time {
 func compact(s domain.SessionSnapshot) (shortString, cachedSession, bool) {
 	key, okID := short(s.ID)
 	userID, okUser := short(s.UserID)
-	method, okMethod := short(s.Method)
-	revokedBy, okReason := short(string(s.RevokedBy))
 	v := cachedSession{
 		userID: userID, tokenHash: s.TokenHash,
-		knownMethod: method.known(), knownReason: revokedBy.known(),
+		knownMethod: knownIndex[s.Method], knownReason: knownIndex[string(s.RevokedBy)],
 		keepLoggedIn: s.KeepLoggedIn, mfa: s.MFA, idleWindow: s.IdleWindow,
 		startedAt: toUnix(s.StartedAt), maxExpiresAt: toUnix(s.MaxExpiresAt),
 		lastUseAt: toUnix(s.LastUseAt), revokedAt: toUnix(s.RevokedAt),
 	}
-	if !okID || !okUser || !okMethod || !okReason || v.knownMethod == 0 || v.knownReason == 0 {
+	if !okID || !okUser || v.knownMethod == 0 || v.knownReason == 0 {
 		return key, cachedSession{}, false
 	}
 	return key, v, v.snapshot(s.ID) == s

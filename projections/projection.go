@@ -342,8 +342,7 @@ func (p *Projection) applyBatch(recs []eventstore.Record, pre *checkPipeline) er
 	defer b.Close()
 	if p.fresh != nil {
 		p.fresh.f.begin(b)
-		clear(p.fresh.versions)
-		defer func() {
+		defer func() { // every batch starts with no versions held back
 			clear(p.fresh.versions)
 			p.fresh.f.end()
 		}()

@@ -19,6 +19,12 @@ func (p *Projection) Session(id string) (*domain.Session, error) {
 	if snap, ok := p.cache.get(id); ok {
 		return domain.SessionFromSnapshot(snap), nil
 	}
+	return p.loadSession(id)
+}
+
+// loadSession reads a session the cache did not have from Pebble, and
+// caches it.
+func (p *Projection) loadSession(id string) (*domain.Session, error) {
 	p.metrics.cacheMisses.Inc()
 	gen := p.cache.gen.Load()
 	s, err := getSession(p.db, id)
@@ -36,7 +42,7 @@ func (p *Projection) SessionState(id string) (domain.Session, error) {
 	if snap, ok := p.cache.get(id); ok {
 		return *domain.SessionFromSnapshot(snap), nil
 	}
-	s, err := p.Session(id)
+	s, err := p.loadSession(id)
 	if err != nil {
 		return domain.Session{}, err
 	}

@@ -82,14 +82,6 @@ func (c *genCache[V]) put(k string, v V) {
 	}
 }
 
-func (c *genCache[V]) drop(k []byte) {
-	if prev, ok := c.cur[string(k)]; ok {
-		c.bytes -= c.size(string(k), prev)
-		delete(c.cur, string(k))
-	}
-	delete(c.old, string(k))
-}
-
 func (c *genCache[V]) reset() {
 	clear(c.cur)
 	clear(c.old)
