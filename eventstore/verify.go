@@ -535,16 +535,23 @@ func keyIDs(keys []domain.PublicKey) string {
 	return strings.Join(ids, ", ")
 }
 
-// deferUnless says which events may leave their signature to their
+// deferral says which events may leave their signature to their
 // subject's newest event: chained events (not uses, which stand alone, nor
-// key events, which move the key chain) on subjects not in each.
-func deferUnless(each map[string]bool) func(r Record, e domain.Event) bool {
-	return func(r Record, e domain.Event) bool {
-		if _, use := UseSubjectUser(r.Subject); use || r.Subject == KeysSubject || each[r.Subject] {
-			return false
-		}
-		return e.Type != domain.EventSigningKeyIntroduced && e.Type != domain.EventSigningKeyRotated
-	}
+// key events, which move the key chain) on subjects not in each. The
+// subject is asked first, before the event is decoded.
+type deferral struct{ each map[string]bool }
+
+func deferUnless(each map[string]bool) deferral { return deferral{each} }
+
+// subject: events on r's subject may defer.
+func (d deferral) subject(r Record) bool {
+	_, use := UseSubjectUser(r.Subject)
+	return !use && r.Subject != KeysSubject && !d.each[r.Subject]
+}
+
+// event: e, on a subject that may, may defer.
+func (d deferral) event(e domain.Event) bool {
+	return e.Type != domain.EventSigningKeyIntroduced && e.Type != domain.EventSigningKeyRotated
 }
 
 // verifyItem is one message on its way through the pipeline: decoded,
@@ -593,7 +600,7 @@ func (it *verifyItem) Verify(e domain.Event, key domain.PublicKey) error {
 // is well formed (see Reader.Verify). sigs counts the signatures checked.
 // Memory is bounded by the channels' capacity and the keys, whatever the
 // stream's length.
-func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, mayDefer func(Record, domain.Event) bool, sigs *atomic.Uint64, judge func(*verifyItem) bool) error {
+func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, mayDefer deferral, sigs *atomic.Uint64, judge func(*verifyItem) bool) error {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
@@ -691,7 +698,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 }
 
 // check is what a worker does for one message, ahead of the log order.
-func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *sync.Map, hasher *domain.StoredHasher) {
+func (it *verifyItem) check(mayDefer deferral, known *sync.Map, hasher *domain.StoredHasher) {
 	// An event whose signature may be left to a later one is decoded and
 	// hashed as stored (domain.DecodeVouched, StoredHasher): that
 	// signature vouches for the bytes (see Reader.Verify). Anything else,
@@ -701,14 +708,16 @@ func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *syn
 	// The event's strings share the message's bytes rather than copy
 	// them: the NATS client gives each message a buffer of its own, and
 	// nothing writes to it.
-	text := unsafe.String(unsafe.SliceData(it.rec.Data), len(it.rec.Data))
-	if e, ok := domain.DecodeVouched(it.rec.Data, text); ok && mayDefer(it.rec, e) {
-		if matches, body := hasher.Sum(e, it.rec.Data); matches {
-			// A malformed signature fails at its place, as it would
-			// without deferring.
-			if sig, wellFormed := domain.SignatureBytes(e); wellFormed {
-				it.event, it.body, it.sig, it.mayDefer = e, body, sig, true
-				return
+	if mayDefer.subject(it.rec) {
+		text := unsafe.String(unsafe.SliceData(it.rec.Data), len(it.rec.Data))
+		if e, ok := domain.DecodeVouched(it.rec.Data, text); ok && mayDefer.event(e) {
+			if matches, body := hasher.Sum(e, it.rec.Data); matches {
+				// A malformed signature fails at its place, as it would
+				// without deferring.
+				if sig, wellFormed := domain.SignatureBytes(e); wellFormed {
+					it.event, it.body, it.sig, it.mayDefer = e, body, sig, true
+					return
+				}
 			}
 		}
 	}
@@ -720,20 +729,10 @@ func (it *verifyItem) check(mayDefer func(Record, domain.Event) bool, known *syn
 	if k, ok := domain.KeyNamedBy(it.event); ok {
 		known.Store(k.ID, k.Key)
 	}
-	// An event whose signature may be left to a later one is hashed as
-	// stored: that signature vouches for the bytes (see Reader.Verify).
-	if it.mayDefer = mayDefer(it.rec, it.event); !it.mayDefer || !it.event.StoredHashMatches(it.rec.Data) {
-		it.hashErr = it.event.CheckHash()
-	}
-	if it.hashErr != nil {
+	// Nothing taken this way defers its signature: it is checked at its
+	// place, as every event is in an event-by-event check.
+	if it.hashErr = it.event.CheckHash(); it.hashErr != nil {
 		return
-	}
-	if it.mayDefer {
-		// A malformed signature fails at its place, as it would without
-		// deferring.
-		if it.sig, it.mayDefer = domain.SignatureBytes(it.event); it.mayDefer {
-			return
-		}
 	}
 	if k, ok := known.Load(it.event.KeyID); ok {
 		it.sigKey = k.(ed25519.PublicKey)
