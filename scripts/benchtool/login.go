@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,7 +59,7 @@ func (r *runner) loginBench(ctx context.Context, srv *server, ds *dataset) error
 		}
 	}
 	before := scrapeMetrics(srv.url)
-	cpuBefore, cpuErr := procCPU(srv.pid())
+	cpuBefore := cpuSeconds(srv.pid())
 	pr, err := interleave(r.s.loginDur, time.Second, wrap(hash), wrap(login))
 	if err != nil {
 		return err
@@ -70,8 +67,8 @@ func (r *runner) loginBench(ctx context.Context, srv *server, ds *dataset) error
 	parts := loginPartsOf(before, scrapeMetrics(srv.url))
 	// The server's CPU over the whole run (it is all but idle in the hash
 	// slices) per login: what a login costs the cores, whatever it waited.
-	if cpuAfter, err := procCPU(srv.pid()); err == nil && cpuErr == nil && pr.opsB > 0 {
-		parts.CPU = (cpuAfter - cpuBefore).Seconds() / pr.opsB * 1000
+	if cpuAfter := cpuSeconds(srv.pid()); cpuBefore > 0 && cpuAfter > 0 && pr.opsB > 0 {
+		parts.CPU = (cpuAfter - cpuBefore) / pr.opsB * 1000
 	}
 	f := ratioFigure("login_rate", fmt.Sprintf("login rate (HTTP, concurrency %d)", loginConcurrency), "logins/s",
 		pr.rateB(), pr.rateA(), "argon2id.CreateHash", 0.9)
@@ -101,27 +98,6 @@ type loginParts struct {
 	// CPU is the server process's CPU time (user and system) over the
 	// run per login.
 	CPU float64 `json:"cpu_ms"`
-}
-
-// procCPU is a process's CPU time so far (user and system), from
-// /proc/PID/stat in clock ticks of 10 ms (USER_HZ is 100 on Linux).
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name may hold spaces; the fields after it do not.
-	_, rest, ok := strings.Cut(string(b), ") ")
-	f := strings.Fields(rest)
-	if !ok || len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 func loginPartsOf(before, after map[string]float64) loginParts {
