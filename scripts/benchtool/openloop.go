@@ -48,37 +48,39 @@ func (o openResult) merge(x openResult) openResult {
 
 // openLoopInterleaved runs each of urls (the tokens go with the first)
 // open loop at rate for dur in all, in slices of about two seconds taken
-// in turn (A B, B A, ...), so that load from other tenants of a shared
+// in turn (interleaveN), so that load from other tenants of a shared
 // machine, which comes in bursts of seconds, falls on every target alike
-// rather than on whichever ran during the burst.
-func openLoopInterleaved(ctx context.Context, urls []string, tokens []string, rate float64, dur time.Duration) ([]openResult, error) {
-	n := max(1, int(dur/(2*time.Second)))
-	slice := dur / time.Duration(n)
+// rather than on whichever ran during the burst. It returns the slice
+// length too.
+func openLoopInterleaved(ctx context.Context, urls []string, tokens []string, rate float64, dur time.Duration) ([]openResult, time.Duration, error) {
 	out := make([]openResult, len(urls))
+	var slice time.Duration
 	// Each slice walks the pool on from where the last one stopped (about
 	// rate × slice requests, and one per connection to warm it), as one
 	// run would.
 	walked := 0
-	for i := range n {
-		for k := range urls {
-			j := k
-			if i%2 == 1 {
-				j = len(urls) - 1 - k
-			}
+	fns := make([]func(time.Duration) (float64, time.Duration, error), len(urls))
+	for j := range urls {
+		fns[j] = func(d time.Duration) (float64, time.Duration, error) {
+			slice = d
 			var toks []string
 			if j == 0 && len(tokens) > 0 {
 				off := walked % len(tokens)
 				toks = append(append(make([]string, 0, len(tokens)), tokens[off:]...), tokens[:off]...)
-				walked += int(rate*slice.Seconds()) + openLoopWorkers
+				walked += int(rate*d.Seconds()) + openLoopWorkers
 			}
-			res, err := openLoop(ctx, urls[j], toks, rate, slice)
+			res, err := openLoop(ctx, urls[j], toks, rate, d)
 			if err != nil {
-				return nil, err
+				return 0, 0, err
 			}
 			out[j] = out[j].merge(res)
+			return float64(res.Sent), res.recorded, nil
 		}
 	}
-	return out, nil
+	if _, _, _, err := interleaveN(dur, 2*time.Second, fns...); err != nil {
+		return nil, 0, err
+	}
+	return out, slice, nil
 }
 
 func (o openResult) q(h *hdrhistogram.Histogram, p float64) float64 {

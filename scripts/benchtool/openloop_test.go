@@ -37,7 +37,7 @@ func TestOpenLoopInterleaved(t *testing.T) {
 	for i := range tokens {
 		tokens[i] = fmt.Sprintf("tok-%04d", i)
 	}
-	res, err := openLoopInterleaved(context.Background(), []string{srv.URL + "/v", srv.URL + "/h"}, tokens, 400, 4*time.Second)
+	res, _, err := openLoopInterleaved(context.Background(), []string{srv.URL + "/v", srv.URL + "/h"}, tokens, 400, 4*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
