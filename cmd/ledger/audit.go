@@ -377,7 +377,7 @@ type auditVerifyCmd struct {
 	// read's pace, which with GOGC alone doubled its peak RSS (668 MiB at
 	// 1.25M events): a soft limit, as serve has, keeps it near the limit
 	// at no measured cost in speed.
-	MemoryLimitMiB int64 `name:"memory-limit-mib" default:"${default_audit_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB; the collector works harder near it, never fails for it. 0: none. An explicit GOMEMLIMIT wins."`
+	MemoryLimitMiB int64 `name:"memory-limit-mib" default:"${default_audit_memory_limit_mib}" env:"LEDGER_AUDIT_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT) during verify, in MiB; the collector works harder near it, never fails for it. Not the server's LEDGER_MEMORY_LIMIT_MIB, which is sized for a flood of password checks. 0: none. An explicit GOMEMLIMIT wins."`
 }
 
 func (c *auditVerifyCmd) Run() error {

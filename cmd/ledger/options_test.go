@@ -101,3 +101,29 @@ func TestMaxSessionsPerUser(t *testing.T) {
 		t.Fatalf("Validate with 0 sessions per user: %v, want --max-sessions-per-user named once", err)
 	}
 }
+
+// TestAuditVerifyMemoryLimitIsItsOwn: a server's LEDGER_MEMORY_LIMIT_MIB
+// (256, sized for password-check floods) must not cap a verify run on the
+// same machine below its own default; LEDGER_AUDIT_MEMORY_LIMIT_MIB sets it.
+func TestAuditVerifyMemoryLimitIsItsOwn(t *testing.T) {
+	parse := func() int64 {
+		t.Helper()
+		var c cli
+		k, err := kong.New(&c, kong.Name("ledger"), flagDefaults(), kong.Exit(func(int) { t.Fatal("kong tried to exit") }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.Parse([]string{"audit", "verify"}); err != nil {
+			t.Fatal(err)
+		}
+		return c.Audit.Verify.MemoryLimitMiB
+	}
+	t.Setenv("LEDGER_MEMORY_LIMIT_MIB", "17")
+	if got, want := parse(), int64(defaultAuditMemoryLimitMiB); got != want {
+		t.Errorf("with the server's variable set: %d MiB, want verify's default %d", got, want)
+	}
+	t.Setenv("LEDGER_AUDIT_MEMORY_LIMIT_MIB", "77")
+	if got := parse(); got != 77 {
+		t.Errorf("with LEDGER_AUDIT_MEMORY_LIMIT_MIB=77: %d MiB", got)
+	}
+}
