@@ -185,9 +185,17 @@ type StoredHasher struct {
 
 // Sum is StoredHashMatches(e, data) and SHA-256 of data.
 func (s *StoredHasher) Sum(e Event, data []byte) (matches bool, sum [sha256.Size]byte) {
+	matches, sum, _ = s.SumHash(e, data)
+	return matches, sum
+}
+
+// SumHash is Sum, and the bytes of e's hash as computed: when matches,
+// what e.Hash spells in hex (a caller keeping hashes as bytes need not
+// decode the text).
+func (s *StoredHasher) SumHash(e Event, data []byte) (matches bool, sum, hash [sha256.Size]byte) {
 	n, ok := e.storedSplit(data)
 	if !ok {
-		return false, sha256.Sum256(data)
+		return false, sha256.Sum256(data), hash
 	}
 	if s.whole == nil {
 		s.whole, s.hashed = sha256.New(), sha256.New()
@@ -197,17 +205,19 @@ func (s *StoredHasher) Sum(e Event, data []byte) (matches bool, sum [sha256.Size
 	// The state after the shared bytes, copied (crypto/sha256 hashes can).
 	var err error
 	if s.state, err = s.whole.(encoding.BinaryAppender).AppendBinary(s.state[:0]); err != nil {
-		return false, sha256.Sum256(data)
+		return false, sha256.Sum256(data), hash
 	}
 	if err := s.hashed.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.state); err != nil {
-		return false, sha256.Sum256(data)
+		return false, sha256.Sum256(data), hash
 	}
 	s.whole.Write(data[n:])
 	s.whole.Sum(s.sum[:0])
 	sum = s.sum
 	s.hashed.Write(closingBrace)
-	hex.Encode(s.hexSum[:], s.hashed.Sum(s.sum[:0]))
-	return string(s.hexSum[:]) == e.Hash[len(hashLabel):], sum
+	s.hashed.Sum(s.sum[:0])
+	hash = s.sum
+	hex.Encode(s.hexSum[:], hash[:])
+	return string(s.hexSum[:]) == e.Hash[len(hashLabel):], sum, hash
 }
 
 var closingBrace = []byte{'}'}

@@ -312,49 +312,47 @@ type verifyHead struct {
 	sig       [ed25519.SignatureSize]byte
 }
 
-// links reports whether an event linking to prev links to h.
-func (h *verifyHead) links(prev string) bool {
+// links reports whether it's event links to h: to nothing if h is not
+// set, else to "sha256:<lowercase hex>" of h's hash, the one spelling an
+// exact check's string comparison accepts.
+func (h *verifyHead) links(it *verifyItem) bool {
 	if !h.set {
-		return prev == ""
+		return it.event.PrevHash == ""
 	}
-	const label = "sha256:"
-	if len(prev) != len(label)+2*sha256.Size || prev[:len(label)] != label {
-		return false
-	}
-	var x [2 * sha256.Size]byte
-	hex.Encode(x[:], h.hash[:])
-	return string(x[:]) == prev[len(label):]
+	return it.prevOK && it.prev == h.hash
 }
 
-// decodeHash reads "sha256:<hex>" into dst without a copy of the text.
+// decodeHash reads "sha256:<lowercase hex>", the form ComputeHash writes,
+// into dst without a copy of the text; any other spelling fails.
 func decodeHash(dst []byte, s string) bool {
 	const label = "sha256:"
 	if len(s) != len(label)+2*len(dst) || s[:len(label)] != label {
 		return false
 	}
 	s = s[len(label):]
+	bad := byte(0)
 	for i := range dst {
-		hi, ok1 := fromHex(s[2*i])
-		lo, ok2 := fromHex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
-		dst[i] = hi<<4 | lo
+		hi, lo := lowerHex[s[2*i]], lowerHex[s[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0x0f
 	}
-	return true
+	return bad&0xf0 == 0
 }
 
-func fromHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
+// lowerHex is the value of each lowercase hex digit, 0xff for any other
+// byte.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
 
 // hashString is the head's hash as events write it.
 func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
@@ -437,18 +435,14 @@ func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.
 		return ProblemCorrupt, it.decodeErr.Error()
 	case it.hashErr != nil:
 		return ProblemAltered, "content does not match the event's hash"
-	case !head.links(e.PrevHash):
+	case !head.links(it):
 		return ProblemMissing, "links to an event that is not in the stream before it"
 	}
 	// Last, because it folds key events into the chain.
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	next := verifyHead{set: true}
-	if !decodeHash(next.hash[:], e.Hash) {
-		// Unreachable: its hash was checked, so it is one ComputeHash writes.
-		return ProblemAltered, "content does not match the event's hash"
-	}
+	next := verifyHead{set: true, hash: it.hash}
 	if it.deferred != nil {
 		next.unchecked, next.sig = true, it.sig
 		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
@@ -575,6 +569,12 @@ type verifyItem struct {
 	sigs     *atomic.Uint64 // signatures checked, counted
 	// body is SHA-256 of the message's data, for the stream digest.
 	body [sha256.Size]byte
+	// hash is the event's hash as bytes, once checked; prev its PrevHash
+	// as bytes if prevOK (the form ComputeHash writes). The worker has
+	// them, or decodes them, so that the in-order judge compares bytes.
+	hash   [sha256.Size]byte
+	prev   [sha256.Size]byte
+	prevOK bool
 }
 
 // Verify makes a verifyItem a domain.Verifier for its own event.
@@ -711,11 +711,12 @@ func (it *verifyItem) check(mayDefer deferral, known *sync.Map, hasher *domain.S
 	if mayDefer.subject(it.rec) {
 		text := unsafe.String(unsafe.SliceData(it.rec.Data), len(it.rec.Data))
 		if e, ok := domain.DecodeVouched(it.rec.Data, text); ok && mayDefer.event(e) {
-			if matches, body := hasher.Sum(e, it.rec.Data); matches {
+			if matches, body, hash := hasher.SumHash(e, it.rec.Data); matches {
 				// A malformed signature fails at its place, as it would
 				// without deferring.
 				if sig, wellFormed := domain.SignatureBytes(e); wellFormed {
-					it.event, it.body, it.sig, it.mayDefer = e, body, sig, true
+					it.event, it.body, it.hash, it.sig, it.mayDefer = e, body, hash, sig, true
+					it.prevOK = decodeHash(it.prev[:], e.PrevHash)
 					return
 				}
 			}
@@ -734,6 +735,12 @@ func (it *verifyItem) check(mayDefer deferral, known *sync.Map, hasher *domain.S
 	if it.hashErr = it.event.CheckHash(); it.hashErr != nil {
 		return
 	}
+	if !decodeHash(it.hash[:], it.event.Hash) {
+		// Unreachable: the hash checked, so it is one ComputeHash writes.
+		it.hashErr = domain.ErrHashMismatch
+		return
+	}
+	it.prevOK = decodeHash(it.prev[:], it.event.PrevHash)
 	if k, ok := known.Load(it.event.KeyID); ok {
 		it.sigKey = k.(ed25519.PublicKey)
 		it.sigs.Add(1)
