@@ -659,7 +659,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 			next = newChunk()
 			return nil
 		}
-		err := readStream(ctx, stream, ReadOptions{}, func(r Record) error {
+		err := consumeStream(ctx, stream, func(r Record) error {
 			next.items = append(next.items, verifyItem{rec: r, sigs: sigs})
 			if len(next.items) == chunkSize {
 				return send()
