@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"runtime"
 	"slices"
 	"sort"
@@ -172,7 +174,7 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 	}
 	signatures := rep.Signatures
-	for _, subject := range checkHeads(heads, rep.Keys, o.Workers, &signatures) {
+	for _, subject := range checkHeadsOf(heads.all(), rep.Keys, o.Workers, &signatures) {
 		suspects[subject] = true
 	}
 	heads = nil // for the collector, during a second read
@@ -193,9 +195,9 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 // to check, the newest authentic event of each subject whose signature was
 // not checked. Broken links are reported as missing when each is nil (a
 // second pass will refine them) and refined when it is not.
-func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[string]bool, last uint64) (VerifyReport, map[string]verifyHead, error) {
+func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[string]bool, last uint64) (VerifyReport, *verifyHeads, error) {
 	var rep VerifyReport
-	heads := map[string]verifyHead{} // subject -> its last authentic event
+	heads := newVerifyHeads() // subject -> its last authentic event
 	// Broken links: the prev hash they name -> problem indexes. pending are
 	// unresolved so far; every broken link is also in links, for the
 	// second read.
@@ -267,7 +269,7 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 	if err != nil {
 		return rep, nil, err
 	}
-	rep.Subjects = len(heads)
+	rep.Subjects = heads.len()
 	rep.LastSeq = prevSeq
 	rep.Digest = digest
 	rep.Keys = chain.Order
@@ -310,6 +312,48 @@ type verifyHead struct {
 	unchecked bool
 	key       uint16
 	sig       [ed25519.SignatureSize]byte
+}
+
+// verifyHeads is every subject's verifyHead: an index by subject into
+// pages of heads, so that judging an event on a known subject is one map
+// access, and the heads (no pointers in them) are nothing for the
+// collector to scan.
+type verifyHeads struct {
+	index map[string]int
+	pages [][]verifyHead
+	n     int
+}
+
+const headsPage = 4096
+
+func newVerifyHeads() *verifyHeads { return &verifyHeads{index: map[string]int{}} }
+
+// slot is subject's head, a zero one the first time: a pointer that stays
+// valid (pages never move).
+func (h *verifyHeads) slot(subject string) *verifyHead {
+	i, ok := h.index[subject]
+	if !ok {
+		i = h.n
+		h.index[subject] = i
+		if h.n%headsPage == 0 {
+			h.pages = append(h.pages, make([]verifyHead, headsPage))
+		}
+		h.n++
+	}
+	return &h.pages[i/headsPage][i%headsPage]
+}
+
+func (h *verifyHeads) len() int { return h.n }
+
+// all yields each subject and its head.
+func (h *verifyHeads) all() iter.Seq2[string, verifyHead] {
+	return func(yield func(string, verifyHead) bool) {
+		for subject, i := range h.index {
+			if !yield(subject, h.pages[i/headsPage][i%headsPage]) {
+				return
+			}
+		}
+	}
 }
 
 // links reports whether it's event links to h: to nothing if h is not
@@ -361,6 +405,11 @@ func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString
 // goroutines, in batches (verifySignatures: the same verdicts as
 // one by one), and returns the subjects whose head fails.
 func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers int, signatures *uint64) []string {
+	return checkHeadsOf(maps.All(heads), keys, workers, signatures)
+}
+
+// checkHeadsOf is checkHeads over heads however kept.
+func checkHeadsOf(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
@@ -424,12 +473,10 @@ func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers in
 // An authentic event becomes its subject's head ("" returned); one whose
 // signature was left to its subject's newest event (see Verify) becomes an
 // unchecked head.
-func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.KeyChain) (kind, detail string) {
+func judgeVerifyItem(it *verifyItem, heads *verifyHeads, chain *domain.KeyChain) (kind, detail string) {
 	r, e := it.rec, it.event
-	head, ok := heads[r.Subject]
-	if !ok {
-		heads[r.Subject] = verifyHead{}
-	}
+	slot := heads.slot(r.Subject)
+	head := *slot
 	switch {
 	case it.decodeErr != nil:
 		return ProblemCorrupt, it.decodeErr.Error()
@@ -447,7 +494,7 @@ func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.
 		next.unchecked, next.sig = true, it.sig
 		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
 	}
-	heads[r.Subject] = next
+	*slot = next
 	return "", ""
 }
 
@@ -485,7 +532,7 @@ func (s *Reader) linksToEarlier(ctx context.Context, workers int, each map[strin
 			last = max(last, problems[i].Seq)
 		}
 	}
-	heads := map[string]verifyHead{}
+	heads := newVerifyHeads()
 	var chain domain.KeyChain
 	var sigs atomic.Uint64
 	return verifyPipeline(ctx, s.stream, workers, deferUnless(each), &sigs, func(it *verifyItem) bool {
