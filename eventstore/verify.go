@@ -413,11 +413,12 @@ func checkHeadsOf(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, 
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	// Past about 95 signatures (190 points) curve25519-voi switches to
-	// Pippenger's method, which gets cheaper a point as the batch grows:
-	// on the bench machine about 12 µs a signature in batches of 256,
-	// 10.5 in 1024, 9.9 in 2048 and no less in 4096 (15-16 in batches of
-	// 64). A batch in flight is a few MiB at most, whatever the stream.
+	// Past 190 points (a batch of about 190 signatures under one key,
+	// see batchHolds) curve25519-voi multiplies with Pippenger's method,
+	// which gets cheaper a point as the batch grows: on the bench machine
+	// about 7.9 µs a signature in batches of 512, 7.2 in 1024, 6.9 in
+	// 2048 and no less in 4096 or 8192. A batch in flight is a few MiB at
+	// most, whatever the stream.
 	const batch = 2048
 	type job struct {
 		subjects []string
