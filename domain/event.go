@@ -3,6 +3,7 @@ package domain
 import (
 	"crypto/sha256"
 	"encoding"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -185,9 +186,17 @@ type StoredHasher struct {
 
 // Sum is StoredHashMatches(e, data) and SHA-256 of data.
 func (s *StoredHasher) Sum(e Event, data []byte) (matches bool, sum [sha256.Size]byte) {
+	matches, sum, _ = s.SumHash(e, data)
+	return matches, sum
+}
+
+// SumHash is Sum, and the bytes of e's hash as computed: when matches,
+// what e.Hash spells in hex (a caller keeping hashes as bytes need not
+// decode the text).
+func (s *StoredHasher) SumHash(e Event, data []byte) (matches bool, sum, hash [sha256.Size]byte) {
 	n, ok := e.storedSplit(data)
 	if !ok {
-		return false, sha256.Sum256(data)
+		return false, sha256.Sum256(data), hash
 	}
 	if s.whole == nil {
 		s.whole, s.hashed = sha256.New(), sha256.New()
@@ -197,17 +206,19 @@ func (s *StoredHasher) Sum(e Event, data []byte) (matches bool, sum [sha256.Size
 	// The state after the shared bytes, copied (crypto/sha256 hashes can).
 	var err error
 	if s.state, err = s.whole.(encoding.BinaryAppender).AppendBinary(s.state[:0]); err != nil {
-		return false, sha256.Sum256(data)
+		return false, sha256.Sum256(data), hash
 	}
 	if err := s.hashed.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.state); err != nil {
-		return false, sha256.Sum256(data)
+		return false, sha256.Sum256(data), hash
 	}
 	s.whole.Write(data[n:])
 	s.whole.Sum(s.sum[:0])
 	sum = s.sum
 	s.hashed.Write(closingBrace)
-	hex.Encode(s.hexSum[:], s.hashed.Sum(s.sum[:0]))
-	return string(s.hexSum[:]) == e.Hash[len(hashLabel):], sum
+	s.hashed.Sum(s.sum[:0])
+	hash = s.sum
+	hex.Encode(s.hexSum[:], hash[:])
+	return string(s.hexSum[:]) == e.Hash[len(hashLabel):], sum, hash
 }
 
 var closingBrace = []byte{'}'}
@@ -456,6 +467,9 @@ func (d *encodedReader) quoted() ([]byte, bool) {
 		return nil, false
 	}
 	i := d.at + 1
+	for i+8 <= len(d.data) && plain8(binary.LittleEndian.Uint64(d.data[i:])) {
+		i += 8
+	}
 	for i < len(d.data) && plainASCII[d.data[i]] {
 		i++
 	}
@@ -465,6 +479,26 @@ func (d *encodedReader) quoted() ([]byte, bool) {
 	q := d.data[d.at : i+1]
 	d.at = i + 1
 	return q, true
+}
+
+// Eight bytes at a time (the strings of an event are most of its bytes):
+// each of these says exactly whether any of x's bytes is below 0x20, above
+// 0x7e, or equal to c.
+const (
+	swarOnes  = 0x0101010101010101
+	swarHighs = 0x8080808080808080
+)
+
+func anyBelow20(x uint64) bool { return (x-0x20*swarOnes)&^x&swarHighs != 0 }
+func anyAbove7e(x uint64) bool { return ((x+swarOnes)|x)&swarHighs != 0 }
+func anyEqual(x uint64, c byte) bool {
+	y := x ^ (uint64(c) * swarOnes)
+	return (y-swarOnes)&^y&swarHighs != 0
+}
+
+// plain8: all eight bytes of x are what plainASCII admits.
+func plain8(x uint64) bool {
+	return !anyBelow20(x) && !anyAbove7e(x) && !anyEqual(x, '"') && !anyEqual(x, '\\')
 }
 
 // plainASCII: printable ASCII but '"' and '\\', what quoted reads through.
@@ -516,6 +550,12 @@ func (d *encodedReader) object(m *json.RawMessage) bool {
 	depth, inString := 0, false
 	for i := d.at; i < len(d.data); i++ {
 		if inString { // through to the next quote or escape
+			for i+8 <= len(d.data) {
+				if x := binary.LittleEndian.Uint64(d.data[i:]); anyEqual(x, '"') || anyEqual(x, '\\') {
+					break
+				}
+				i += 8
+			}
 			for i < len(d.data) && d.data[i] != '"' && d.data[i] != '\\' {
 				i++
 			}

@@ -1,17 +1,23 @@
 package eventstore
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	cryptorand "crypto/rand"
+	"crypto/sha512"
+	"encoding/binary"
+	mathrand "math/rand/v2"
 
-	voied25519 "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+	"github.com/oasisprotocol/curve25519-voi/curve"
+	"github.com/oasisprotocol/curve25519-voi/curve/scalar"
 	"github.com/sessionledger/ledger/domain"
 )
 
 // verifySignatures is domain.VerifySignature for each of events under the
 // key of the same index, with the same verdicts, at a fraction of the cost
 // when they all verify (an auditor's case): the signatures are first
-// checked together with Ed25519 batch verification (curve25519-voi: about
-// 10 µs a signature in batches of 2048 against 58 µs one by one with
+// checked together with Ed25519 batch verification (batchHolds: about
+// 7 µs a signature in batches of 2048 against 58 µs one by one with
 // crypto/ed25519, on the bench machine), and only if the batch fails is
 // each checked on its own with domain.VerifySignature, whose verdict then
 // stands. A batch accepts only what VerifySignature accepts: it requires
@@ -26,27 +32,7 @@ func verifySignatures(events []domain.Event, keys []domain.PublicKey) []error {
 	if len(events) == 0 {
 		return errs
 	}
-	bv := voied25519.NewBatchVerifierWithCapacity(len(events))
-	expanded := map[string]*voied25519.ExpandedPublicKey{}
-	ok := true
-	for i, e := range events {
-		sig, wellFormed := domain.SignatureBytes(e)
-		if !wellFormed || len(keys[i].Key) != ed25519.PublicKeySize {
-			ok = false
-			break
-		}
-		x, seen := expanded[string(keys[i].Key)]
-		if !seen {
-			var err error
-			if x, err = voied25519.NewExpandedPublicKey(voied25519.PublicKey(keys[i].Key)); err != nil {
-				ok = false
-				break
-			}
-			expanded[string(keys[i].Key)] = x
-		}
-		bv.AddExpandedWithOptions(x, domain.SignedMessage(e.Hash), sig[:], batchOptions)
-	}
-	if ok && bv.VerifyBatchOnly(nil) {
+	if batchHolds(events, keys) {
 		return errs
 	}
 	for i, e := range events {
@@ -55,6 +41,117 @@ func verifySignatures(events []domain.Event, keys []domain.PublicKey) []error {
 	return errs
 }
 
-// batchOptions: plain Ed25519 (no context, no pre-hash), cofactored (what
-// batch verification needs), canonical encodings only.
-var batchOptions = &voied25519.Options{Verify: voied25519.VerifyOptionsFIPS_186_5}
+// batchHolds reports whether Ed25519's cofactored batch equation holds for
+// events' signatures under keys:
+//
+//	[8]( -[Σ z_i·s_i]B + Σ [z_i]R_i + Σ over each key A of [Σ z_i·k_i]A ) = 0
+//
+// with (R_i, s_i) the i-th signature, k_i = SHA-512(R_i || A_i || M_i)
+// (M_i: domain.SignedMessage of the event's hash) and z_i independent
+// random scalars in [1, 2^128]: RFC 8032's cofactored equation of each
+// signature, times z_i, summed. A batch holding a signature that does not
+// verify passes only if the random z_i happen to cancel its error, with a
+// probability of about 2^-128. It is the equation curve25519-voi's batch
+// verifier checks (its VerifyOptionsFIPS_186_5: canonical R, s and A
+// only), built from the same library's curve arithmetic, except that the
+// terms of one public key are added up into one: the signatures verify
+// handles are nearly all under one key, so the multiscalar multiplication
+// (Pippenger's method, the batch's largest cost after decompressing each
+// R) has n+2 points instead of 2n+1, which took a signature from about 11
+// to about 7 µs in batches of 2048. False: some signature does not verify
+// or is not in that canonical form (then verifySignatures checks each).
+func batchHolds(events []domain.Event, keys []domain.PublicKey) bool {
+	n := len(events)
+	if n == 0 || len(keys) != n {
+		return false
+	}
+	// The z_i must be unpredictable to whoever wrote the signatures: a
+	// ChaCha8 stream seeded from the system's generator.
+	var seed [32]byte
+	if _, err := cryptorand.Read(seed[:]); err != nil {
+		return false
+	}
+	rng := mathrand.NewChaCha8(seed)
+	type keyTerm struct {
+		key   []byte
+		A     curve.EdwardsPoint
+		coeff scalar.Scalar // Σ z_i·k_i over its signatures
+	}
+	var terms []*keyTerm // a rotation puts two in a batch, rarely more
+	term := func(key []byte) *keyTerm {
+		for _, t := range terms {
+			if bytes.Equal(t.key, key) {
+				return t
+			}
+		}
+		var c curve.CompressedEdwardsY
+		if _, err := c.SetBytes(key); err != nil || !c.IsCanonicalVartime() {
+			return nil
+		}
+		t := &keyTerm{key: key}
+		if _, err := t.A.SetCompressedY(&c); err != nil {
+			return nil
+		}
+		terms = append(terms, t)
+		return t
+	}
+	R := make([]curve.EdwardsPoint, n)
+	z := make([]scalar.Scalar, n)
+	points := make([]*curve.EdwardsPoint, 0, n+3)
+	scalars := make([]*scalar.Scalar, 0, n+3)
+	var bCoeff scalar.Scalar // Σ z_i·s_i
+	h := sha512.New()
+	var digest [sha512.Size]byte
+	for i, e := range events {
+		sig, wellFormed := domain.SignatureBytes(e)
+		if !wellFormed || len(keys[i].Key) != ed25519.PublicKeySize {
+			return false
+		}
+		t := term(keys[i].Key)
+		if t == nil {
+			return false
+		}
+		var s scalar.Scalar
+		if _, err := s.SetCanonicalBytes(sig[32:]); err != nil { // s < L
+			return false
+		}
+		var rc curve.CompressedEdwardsY
+		if _, err := rc.SetBytes(sig[:32]); err != nil || !rc.IsCanonicalVartime() {
+			return false
+		}
+		if _, err := R[i].SetCompressedY(&rc); err != nil {
+			return false
+		}
+		h.Reset()
+		h.Write(sig[:32])
+		h.Write(t.key)
+		h.Write(domain.SignedMessage(e.Hash))
+		var k scalar.Scalar
+		if _, err := k.SetBytesModOrderWide(h.Sum(digest[:0])); err != nil {
+			return false
+		}
+		var zb [scalar.ScalarSize]byte
+		binary.LittleEndian.PutUint64(zb[0:], rng.Uint64())
+		binary.LittleEndian.PutUint64(zb[8:], rng.Uint64())
+		if zb == ([scalar.ScalarSize]byte{}) {
+			zb[16] = 1 // 0 stands for 2^128
+		}
+		if _, err := z[i].SetBits(zb[:]); err != nil {
+			return false
+		}
+		var zs, zk scalar.Scalar
+		bCoeff.Add(&bCoeff, zs.Mul(&z[i], &s))
+		t.coeff.Add(&t.coeff, zk.Mul(&z[i], &k))
+		points = append(points, &R[i])
+		scalars = append(scalars, &z[i])
+	}
+	bCoeff.Neg(&bCoeff)
+	points = append(points, curve.ED25519_BASEPOINT_POINT)
+	scalars = append(scalars, &bCoeff)
+	for _, t := range terms {
+		points = append(points, &t.A)
+		scalars = append(scalars, &t.coeff)
+	}
+	var sum curve.EdwardsPoint
+	return sum.MultiscalarMulVartime(scalars, points).IsSmallOrder()
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	voied25519 "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	"github.com/sessionledger/ledger/domain"
 )
 
@@ -116,5 +117,99 @@ func TestCheckHeadsAcrossBatches(t *testing.T) {
 	}
 	if want := uint64(n - (n+6)/7); signatures != want {
 		t.Fatalf("%d signatures checked, want %d", signatures, want)
+	}
+}
+
+// TestBatchHolds: the batch equation holds for batches of valid signatures
+// (under one key or two, in batches small enough for Straus's method and
+// large enough for Pippenger's), and fails as soon as one signature does
+// not verify or is not canonical, as curve25519-voi's own batch verifier
+// (FIPS 186-5 options) says; verifySignatures' verdicts alone would not
+// show a batch that always fails.
+func TestBatchHolds(t *testing.T) {
+	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
+	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
+	var events []domain.Event
+	var keys []domain.PublicKey
+	for i := range 300 {
+		k := k1
+		if i%5 == 0 {
+			k = k2
+		}
+		e := domain.SessionUse("u", "s", time.Unix(int64(i), 0))
+		e.ID = fmt.Sprint(i)
+		if err := e.Seal("", k); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e)
+		keys = append(keys, k.Public())
+	}
+	voi := func(events []domain.Event, keys []domain.PublicKey) bool {
+		bv := voied25519.NewBatchVerifier()
+		for i, e := range events {
+			sig, _ := domain.SignatureBytes(e)
+			bv.AddWithOptions(voied25519.PublicKey(keys[i].Key), domain.SignedMessage(e.Hash), sig[:],
+				&voied25519.Options{Verify: voied25519.VerifyOptionsFIPS_186_5})
+		}
+		return bv.VerifyBatchOnly(nil)
+	}
+	check := func(name string, events []domain.Event, keys []domain.PublicKey, want bool) {
+		t.Helper()
+		if got := batchHolds(events, keys); got != want {
+			t.Errorf("%s: batchHolds %v, want %v", name, got, want)
+		}
+		if v := voi(events, keys); v != want {
+			t.Errorf("%s: curve25519-voi says %v, want %v", name, v, want)
+		}
+	}
+	check("300, two keys", events, keys, true)
+	check("70", events[:70], keys[:70], true)
+	check("one", events[1:2], keys[1:2], true)
+	check("one key only", events[1:5], keys[1:5], true)
+	if batchHolds(nil, nil) {
+		t.Error("an empty batch holds")
+	}
+	sigWith := func(e *domain.Event, f func(sig []byte)) {
+		sig, _ := base64.RawURLEncoding.DecodeString(e.Sig)
+		f(sig)
+		e.Sig = base64.RawURLEncoding.EncodeToString(sig)
+	}
+	for _, at := range []int{0, 1, 69, 299} {
+		tampers := map[string]func(*domain.Event, *domain.PublicKey){
+			"other key": func(_ *domain.Event, k *domain.PublicKey) {
+				*k = map[bool]domain.PublicKey{true: k1.Public(), false: k2.Public()}[k.ID == k2.Public().ID]
+			},
+			"another's sig":    func(e *domain.Event, _ *domain.PublicKey) { e.Sig = events[(at+10)%300].Sig },
+			"other hash":       func(e *domain.Event, _ *domain.PublicKey) { e.Hash = events[(at+10)%300].Hash },
+			"bit flipped in s": func(e *domain.Event, _ *domain.PublicKey) { sigWith(e, func(sig []byte) { sig[40] ^= 1 }) },
+			"bit flipped in R": func(e *domain.Event, _ *domain.PublicKey) { sigWith(e, func(sig []byte) { sig[3] ^= 1 }) },
+			"s + L": func(e *domain.Event, _ *domain.PublicKey) {
+				sigWith(e, func(sig []byte) {
+					l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+						0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+					var carry int
+					for i := range 32 {
+						v := int(sig[32+i]) + int(l[i]) + carry
+						sig[32+i], carry = byte(v), v>>8
+					}
+				})
+			},
+			"R not canonical": func(e *domain.Event, _ *domain.PublicKey) {
+				// y = p + 1: the point (0, 1), spelt the long way.
+				sigWith(e, func(sig []byte) {
+					copy(sig[:32], []byte{0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+						0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
+				})
+			},
+			"malformed": func(e *domain.Event, _ *domain.PublicKey) { e.Sig = e.Sig[:20] },
+		}
+		for name, f := range tampers {
+			ev, ks := slices.Clone(events), slices.Clone(keys)
+			f(&ev[at], &ks[at])
+			check(fmt.Sprintf("%s at %d of 300", name, at), ev, ks, false)
+			if at < 70 {
+				check(fmt.Sprintf("%s at %d of 70", name, at), ev[:70], ks[:70], false)
+			}
+		}
 	}
 }

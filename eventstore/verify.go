@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"runtime"
 	"slices"
 	"sort"
@@ -172,7 +174,7 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 	}
 	signatures := rep.Signatures
-	for _, subject := range checkHeads(heads, rep.Keys, o.Workers, &signatures) {
+	for _, subject := range checkHeadsOf(heads.all(), rep.Keys, o.Workers, &signatures) {
 		suspects[subject] = true
 	}
 	heads = nil // for the collector, during a second read
@@ -193,9 +195,9 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 // to check, the newest authentic event of each subject whose signature was
 // not checked. Broken links are reported as missing when each is nil (a
 // second pass will refine them) and refined when it is not.
-func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[string]bool, last uint64) (VerifyReport, map[string]verifyHead, error) {
+func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[string]bool, last uint64) (VerifyReport, *verifyHeads, error) {
 	var rep VerifyReport
-	heads := map[string]verifyHead{} // subject -> its last authentic event
+	heads := newVerifyHeads() // subject -> its last authentic event
 	// Broken links: the prev hash they name -> problem indexes. pending are
 	// unresolved so far; every broken link is also in links, for the
 	// second read.
@@ -267,7 +269,7 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 	if err != nil {
 		return rep, nil, err
 	}
-	rep.Subjects = len(heads)
+	rep.Subjects = heads.len()
 	rep.LastSeq = prevSeq
 	rep.Digest = digest
 	rep.Keys = chain.Order
@@ -312,49 +314,89 @@ type verifyHead struct {
 	sig       [ed25519.SignatureSize]byte
 }
 
-// links reports whether an event linking to prev links to h.
-func (h *verifyHead) links(prev string) bool {
-	if !h.set {
-		return prev == ""
-	}
-	const label = "sha256:"
-	if len(prev) != len(label)+2*sha256.Size || prev[:len(label)] != label {
-		return false
-	}
-	var x [2 * sha256.Size]byte
-	hex.Encode(x[:], h.hash[:])
-	return string(x[:]) == prev[len(label):]
+// verifyHeads is every subject's verifyHead: an index by subject into
+// pages of heads, so that judging an event on a known subject is one map
+// access, and the heads (no pointers in them) are nothing for the
+// collector to scan.
+type verifyHeads struct {
+	index map[string]int
+	pages [][]verifyHead
+	n     int
 }
 
-// decodeHash reads "sha256:<hex>" into dst without a copy of the text.
+const headsPage = 4096
+
+func newVerifyHeads() *verifyHeads { return &verifyHeads{index: map[string]int{}} }
+
+// slot is subject's head, a zero one the first time: a pointer that stays
+// valid (pages never move).
+func (h *verifyHeads) slot(subject string) *verifyHead {
+	i, ok := h.index[subject]
+	if !ok {
+		i = h.n
+		h.index[subject] = i
+		if h.n%headsPage == 0 {
+			h.pages = append(h.pages, make([]verifyHead, headsPage))
+		}
+		h.n++
+	}
+	return &h.pages[i/headsPage][i%headsPage]
+}
+
+func (h *verifyHeads) len() int { return h.n }
+
+// all yields each subject and its head.
+func (h *verifyHeads) all() iter.Seq2[string, verifyHead] {
+	return func(yield func(string, verifyHead) bool) {
+		for subject, i := range h.index {
+			if !yield(subject, h.pages[i/headsPage][i%headsPage]) {
+				return
+			}
+		}
+	}
+}
+
+// links reports whether it's event links to h: to nothing if h is not
+// set, else to "sha256:<lowercase hex>" of h's hash, the one spelling an
+// exact check's string comparison accepts.
+func (h *verifyHead) links(it *verifyItem) bool {
+	if !h.set {
+		return it.event.PrevHash == ""
+	}
+	return it.prevOK && it.prev == h.hash
+}
+
+// decodeHash reads "sha256:<lowercase hex>", the form ComputeHash writes,
+// into dst without a copy of the text; any other spelling fails.
 func decodeHash(dst []byte, s string) bool {
 	const label = "sha256:"
 	if len(s) != len(label)+2*len(dst) || s[:len(label)] != label {
 		return false
 	}
 	s = s[len(label):]
+	bad := byte(0)
 	for i := range dst {
-		hi, ok1 := fromHex(s[2*i])
-		lo, ok2 := fromHex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
-		dst[i] = hi<<4 | lo
+		hi, lo := lowerHex[s[2*i]], lowerHex[s[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0x0f
 	}
-	return true
+	return bad&0xf0 == 0
 }
 
-func fromHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
+// lowerHex is the value of each lowercase hex digit, 0xff for any other
+// byte.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
 
 // hashString is the head's hash as events write it.
 func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
@@ -363,14 +405,20 @@ func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString
 // goroutines, in batches (verifySignatures: the same verdicts as
 // one by one), and returns the subjects whose head fails.
 func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers int, signatures *uint64) []string {
+	return checkHeadsOf(maps.All(heads), keys, workers, signatures)
+}
+
+// checkHeadsOf is checkHeads over heads however kept.
+func checkHeadsOf(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	// Past about 95 signatures (190 points) curve25519-voi switches to
-	// Pippenger's method, which gets cheaper a point as the batch grows:
-	// on the bench machine about 12 µs a signature in batches of 256,
-	// 10.5 in 1024, 9.9 in 2048 and no less in 4096 (15-16 in batches of
-	// 64). A batch in flight is a few MiB at most, whatever the stream.
+	// Past 190 points (a batch of about 190 signatures under one key,
+	// see batchHolds) curve25519-voi multiplies with Pippenger's method,
+	// which gets cheaper a point as the batch grows: on the bench machine
+	// about 7.9 µs a signature in batches of 512, 7.2 in 1024, 6.9 in
+	// 2048 and no less in 4096 or 8192. A batch in flight is a few MiB at
+	// most, whatever the stream.
 	const batch = 2048
 	type job struct {
 		subjects []string
@@ -426,34 +474,28 @@ func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers in
 // An authentic event becomes its subject's head ("" returned); one whose
 // signature was left to its subject's newest event (see Verify) becomes an
 // unchecked head.
-func judgeVerifyItem(it *verifyItem, heads map[string]verifyHead, chain *domain.KeyChain) (kind, detail string) {
+func judgeVerifyItem(it *verifyItem, heads *verifyHeads, chain *domain.KeyChain) (kind, detail string) {
 	r, e := it.rec, it.event
-	head, ok := heads[r.Subject]
-	if !ok {
-		heads[r.Subject] = verifyHead{}
-	}
+	slot := heads.slot(r.Subject)
+	head := *slot
 	switch {
 	case it.decodeErr != nil:
 		return ProblemCorrupt, it.decodeErr.Error()
 	case it.hashErr != nil:
 		return ProblemAltered, "content does not match the event's hash"
-	case !head.links(e.PrevHash):
+	case !head.links(it):
 		return ProblemMissing, "links to an event that is not in the stream before it"
 	}
 	// Last, because it folds key events into the chain.
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	next := verifyHead{set: true}
-	if !decodeHash(next.hash[:], e.Hash) {
-		// Unreachable: its hash was checked, so it is one ComputeHash writes.
-		return ProblemAltered, "content does not match the event's hash"
-	}
+	next := verifyHead{set: true, hash: it.hash}
 	if it.deferred != nil {
 		next.unchecked, next.sig = true, it.sig
 		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
 	}
-	heads[r.Subject] = next
+	*slot = next
 	return "", ""
 }
 
@@ -491,7 +533,7 @@ func (s *Reader) linksToEarlier(ctx context.Context, workers int, each map[strin
 			last = max(last, problems[i].Seq)
 		}
 	}
-	heads := map[string]verifyHead{}
+	heads := newVerifyHeads()
 	var chain domain.KeyChain
 	var sigs atomic.Uint64
 	return verifyPipeline(ctx, s.stream, workers, deferUnless(each), &sigs, func(it *verifyItem) bool {
@@ -575,6 +617,12 @@ type verifyItem struct {
 	sigs     *atomic.Uint64 // signatures checked, counted
 	// body is SHA-256 of the message's data, for the stream digest.
 	body [sha256.Size]byte
+	// hash is the event's hash as bytes, once checked; prev its PrevHash
+	// as bytes if prevOK (the form ComputeHash writes). The worker has
+	// them, or decodes them, so that the in-order judge compares bytes.
+	hash   [sha256.Size]byte
+	prev   [sha256.Size]byte
+	prevOK bool
 }
 
 // Verify makes a verifyItem a domain.Verifier for its own event.
@@ -659,7 +707,7 @@ func verifyPipeline(ctx context.Context, stream jetstream.Stream, workers int, m
 			next = newChunk()
 			return nil
 		}
-		err := readStream(ctx, stream, ReadOptions{}, func(r Record) error {
+		err := consumeStream(ctx, stream, func(r Record) error {
 			next.items = append(next.items, verifyItem{rec: r, sigs: sigs})
 			if len(next.items) == chunkSize {
 				return send()
@@ -711,11 +759,12 @@ func (it *verifyItem) check(mayDefer deferral, known *sync.Map, hasher *domain.S
 	if mayDefer.subject(it.rec) {
 		text := unsafe.String(unsafe.SliceData(it.rec.Data), len(it.rec.Data))
 		if e, ok := domain.DecodeVouched(it.rec.Data, text); ok && mayDefer.event(e) {
-			if matches, body := hasher.Sum(e, it.rec.Data); matches {
+			if matches, body, hash := hasher.SumHash(e, it.rec.Data); matches {
 				// A malformed signature fails at its place, as it would
 				// without deferring.
 				if sig, wellFormed := domain.SignatureBytes(e); wellFormed {
-					it.event, it.body, it.sig, it.mayDefer = e, body, sig, true
+					it.event, it.body, it.hash, it.sig, it.mayDefer = e, body, hash, sig, true
+					it.prevOK = decodeHash(it.prev[:], e.PrevHash)
 					return
 				}
 			}
@@ -734,6 +783,12 @@ func (it *verifyItem) check(mayDefer deferral, known *sync.Map, hasher *domain.S
 	if it.hashErr = it.event.CheckHash(); it.hashErr != nil {
 		return
 	}
+	if !decodeHash(it.hash[:], it.event.Hash) {
+		// Unreachable: the hash checked, so it is one ComputeHash writes.
+		it.hashErr = domain.ErrHashMismatch
+		return
+	}
+	it.prevOK = decodeHash(it.prev[:], it.event.PrevHash)
 	if k, ok := known.Load(it.event.KeyID); ok {
 		it.sigKey = k.(ed25519.PublicKey)
 		it.sigs.Add(1)
