@@ -18,11 +18,13 @@ const cacheShards = 64
 
 // sessionCache holds decoded sessions so that validating a hot token skips
 // Pebble. It must never serve a session older than what the projection has
-// committed: ApplyBatch invalidates every session it writes, and a reader
-// only inserts what it read if no batch committed in between (gen). The
-// generation check and the insert happen under the shard's lock, which
-// invalidation takes too, so an insert can never land after the
-// invalidation of the write it missed.
+// committed: once a batch has committed, ApplyBatch gives every cached
+// session it wrote its new state (update), and a reader only inserts what
+// it read if no batch committed in between (gen). The generation check and
+// the insert happen under the shard's lock, which update takes too, so an
+// insert can never land after the update of the write it missed. Between
+// batches the cache therefore holds committed state only, which is why the
+// fold may read a session from it (Projection.batchSession).
 type sessionCache struct {
 	seed     maphash.Seed
 	gen      atomic.Uint64
