@@ -135,6 +135,40 @@ func (e *Event) Seal(prevHash string, k SigningKey) error {
 	return nil
 }
 
+// SealEncoded is Seal followed by Encode, encoding the event once: what
+// Encode writes is the canonical bytes with the hash, MAC and signature
+// after the last field (they are Event's last fields, and none of their
+// characters, "sha256:", hex and unpadded base64url, is one encoding/json
+// escapes), so it appends them to the bytes the hash was computed over.
+// The second json.Marshal was about a tenth of what sealing a use cost
+// (TestSealEncodedIsSealThenEncode holds the two ways together).
+func (e *Event) SealEncoded(prevHash string, k SigningKey) ([]byte, error) {
+	if k.priv == nil {
+		return nil, errors.New("seal event: no signing key")
+	}
+	e.PrevHash = prevHash
+	e.KeyID = k.id
+	canon, err := e.CanonicalBytes()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(canon)
+	e.Hash = hashLabel + hex.EncodeToString(sum[:])
+	k.sign(e)
+	if len(canon) == 0 || canon[len(canon)-1] != '}' {
+		return nil, fmt.Errorf("canonical %s event does not end its object", e.Type)
+	}
+	b := make([]byte, 0, len(canon)+len(e.Hash)+len(e.MAC)+len(e.Sig)+32)
+	b = append(b, canon[:len(canon)-1]...)
+	b = append(b, `,"hash":"`...)
+	b = append(b, e.Hash...)
+	b = append(b, `","mac":"`...)
+	b = append(b, e.MAC...)
+	b = append(b, `","sig":"`...)
+	b = append(b, e.Sig...)
+	return append(b, `"}`...), nil
+}
+
 // ErrHashMismatch means an event's content no longer matches its own hash.
 var ErrHashMismatch = errors.New("event hash does not match its content")
 

@@ -203,10 +203,7 @@ func (s *Store) sealAt(e *domain.Event, v Version, key domain.SigningKey) ([]byt
 		e.ID = s.newID()
 	}
 	e.Time = domain.NextEventTime(e.Time, v.Time)
-	if err := e.Seal(v.Head, key); err != nil {
-		return nil, err
-	}
-	return e.Encode()
+	return e.SealEncoded(v.Head, key)
 }
 
 func (s *Store) signingKey() (domain.SigningKey, error) {
@@ -263,50 +260,63 @@ func (s *Store) RecordUses(ctx context.Context, facts []ports.Fact) (stored int,
 	if err != nil {
 		return 0, err
 	}
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		sema = make(chan struct{}, 32)
-	)
+	// Every use is sealed and published without waiting for its ack, then
+	// the acks are collected: the asynchronous publish costs the process
+	// less than a request and a goroutine per use (a use is recorded
+	// while validations wait for the same cores). A use whose asynchronous
+	// publish failed goes again the ordinary way, with publishWith's
+	// retries.
+	type inFlight struct {
+		subject, msgID, eventID string
+		data                    []byte
+		ack                     jetstream.PubAckFuture
+	}
+	sent := make([]inFlight, 0, len(facts))
 	for _, f := range facts {
 		e := f.Event
 		if e.Type != domain.EventSessionUsed || e.UserID == "" || e.SessionID == "" {
-			mu.Lock() // the goroutines of earlier facts may be joining theirs
 			err = errors.Join(err, fmt.Errorf("record uses: %s of user %q, session %q is not a use", e.Type, e.UserID, e.SessionID))
-			mu.Unlock()
 			continue
 		}
-		wg.Add(1)
-		sema <- struct{}{}
-		go func() {
-			defer func() { <-sema; wg.Done() }()
-			e := s.appendUse(ctx, key, e, f.DedupKey)
-			mu.Lock()
-			defer mu.Unlock()
-			if e != nil {
-				err = errors.Join(err, e)
-			} else {
+		u := inFlight{subject: UseSubject(e.UserID), msgID: f.DedupKey}
+		data, serr := s.sealAt(&e, Version{}, key)
+		if serr != nil {
+			err = errors.Join(err, serr)
+			continue
+		}
+		u.data, u.eventID = data, e.ID
+		if u.msgID == "" {
+			u.msgID = e.ID
+		}
+		// An error here (too many acks pending, a closed connection) is
+		// met below by the ordinary publish.
+		u.ack, _ = s.js.PublishAsync(u.subject, u.data, jetstream.WithMsgID(u.msgID), jetstream.WithExpectStream(s.name))
+		sent = append(sent, u)
+	}
+	for _, u := range sent {
+		if u.ack != nil {
+			select {
+			case ack := <-u.ack.Ok():
+				if ack.Duplicate {
+					s.appends.WithLabelValues("duplicate").Inc()
+				} else {
+					s.appends.WithLabelValues("ok").Inc()
+				}
 				stored++
+				continue
+			case <-u.ack.Err():
+			case <-ctx.Done():
+				err = errors.Join(err, fmt.Errorf("append %s to %s: %w", domain.EventSessionUsed, u.subject, ctx.Err()))
+				continue
 			}
-		}()
+		}
+		if _, _, perr := s.publishWith(ctx, u.subject, u.data, u.msgID, u.eventID, nil); perr != nil {
+			err = errors.Join(err, fmt.Errorf("append %s to %s: %w", domain.EventSessionUsed, u.subject, perr))
+			continue
+		}
+		stored++
 	}
-	wg.Wait()
 	return stored, err
-}
-
-func (s *Store) appendUse(ctx context.Context, key domain.SigningKey, e domain.Event, msgID string) error {
-	subject := UseSubject(e.UserID)
-	data, err := s.sealAt(&e, Version{}, key)
-	if err != nil {
-		return err
-	}
-	if msgID == "" {
-		msgID = e.ID
-	}
-	if _, _, err := s.publishWith(ctx, subject, data, msgID, e.ID, nil); err != nil {
-		return fmt.Errorf("append %s to %s: %w", e.Type, subject, err)
-	}
-	return nil
 }
 
 // Append writes events to one subject in order, each given an id (if it

@@ -18,11 +18,13 @@ const cacheShards = 64
 
 // sessionCache holds decoded sessions so that validating a hot token skips
 // Pebble. It must never serve a session older than what the projection has
-// committed: ApplyBatch invalidates every session it writes, and a reader
-// only inserts what it read if no batch committed in between (gen). The
-// generation check and the insert happen under the shard's lock, which
-// invalidation takes too, so an insert can never land after the
-// invalidation of the write it missed.
+// committed: once a batch has committed, ApplyBatch gives every cached
+// session it wrote its new state (update), and a reader only inserts what
+// it read if no batch committed in between (gen). The generation check and
+// the insert happen under the shard's lock, which update takes too, so an
+// insert can never land after the update of the write it missed. Between
+// batches the cache therefore holds committed state only, which is why the
+// fold may read a session from it (Projection.batchSession).
 type sessionCache struct {
 	seed     maphash.Seed
 	gen      atomic.Uint64
@@ -89,20 +91,35 @@ func (c *sessionCache) put(s domain.SessionSnapshot, gen uint64) {
 	sh.m[key] = v
 }
 
-// invalidate is called after a batch that wrote these sessions committed.
-func (c *sessionCache) invalidate(ids []string) {
-	if len(ids) == 0 {
+// update is called after a batch that wrote these sessions (in order, so
+// the last write of a session is its state now) committed. A session the
+// cache holds takes its new state; one it does not hold stays out, so a
+// catch-up does not fill the cache with what nobody validates. Before,
+// every write dropped its session, and the next validate of it read Pebble:
+// for a burst of uses, one Pebble read per use, on validate's path. The
+// generation moves first, so that a reader's insert of what it read before
+// the commit is refused from now on; an insert that came in before (its
+// generation still current) is overwritten here.
+func (c *sessionCache) update(written []domain.SessionSnapshot) {
+	if len(written) == 0 {
 		return
 	}
 	c.gen.Add(1)
-	for _, id := range ids {
-		key, ok := short(id)
+	for i := range written {
+		s := &written[i]
+		key, ok := short(s.ID)
 		if !ok {
 			continue // never cached
 		}
-		sh := c.shard(id)
+		sh := c.shard(s.ID)
 		sh.mu.Lock()
-		delete(sh.m, key)
+		if _, held := sh.m[key]; held {
+			if _, v, ok := compact(*s); ok {
+				sh.m[key] = v
+			} else {
+				delete(sh.m, key)
+			}
+		}
 		sh.mu.Unlock()
 	}
 }

@@ -397,3 +397,54 @@ func TestStorageErrorIsRetriedNeverSkipped(t *testing.T) {
 		t.Fatalf("logout after storage recovered: %+v", v)
 	}
 }
+
+// TestCachedSessionsTakeTheirWrites: a batch that writes a cached session
+// leaves it cached with the state it committed (validate's next read then
+// costs no Pebble read), and a session the cache does not hold stays out.
+// Within a batch, an event after another one of the same session folds on
+// the batch's state, not on the committed state the cache holds: a use
+// after a logout in one batch leaves the session logged out.
+func TestCachedSessionsTakeTheirWrites(t *testing.T) {
+	log, sids := history(t)
+	p := open(t, t.TempDir(), log.Ring())
+	defer p.Close()
+	if err := p.ApplyBatch(log.Recs); err != nil {
+		t.Fatal(err)
+	}
+	used, other := sids[0], sids[1]
+	mustSession(t, p, used) // cached by the read
+	subject := eventstore.UserSubject("u1")
+	at := t0.Add(60 * time.Hour)
+	r := log.Add(t, subject, domain.SessionUse("u1", used, at))
+	if err := p.ApplyBatch([]eventstore.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	if !p.InSessionCache(used) {
+		t.Fatal("a cached session left the cache when a use of it was applied")
+	}
+	if p.InSessionCache(other) {
+		t.Fatal("a session nobody read is cached")
+	}
+	s, err := p.SessionState(used)
+	if err != nil || !s.LastUseAt().Equal(at) {
+		t.Fatalf("after the use at %s, the cache answers last use %s (%v)", at, s.LastUseAt(), err)
+	}
+	first := len(log.Recs)
+	log.Add(t, subject, logout("u1", used, at.Add(time.Hour)))
+	log.Add(t, subject, domain.SessionUse("u1", used, at.Add(2*time.Hour)))
+	if err := p.ApplyBatch(log.Recs[first:]); err != nil {
+		t.Fatal(err)
+	}
+	s, err = p.SessionState(used)
+	if err != nil || s.Snapshot().RevokedBy != domain.ReasonRevokedLogout || !s.LastUseAt().Equal(at) {
+		t.Fatalf("logout then use in one batch: %+v, %v", s.Snapshot(), err)
+	}
+	fresh := open(t, t.TempDir(), log.Ring()) // nothing cached: Pebble only
+	defer fresh.Close()
+	if err := fresh.ApplyBatch(log.Recs); err != nil {
+		t.Fatal(err)
+	}
+	if want := mustSession(t, fresh, used).Snapshot(); want != s.Snapshot() {
+		t.Fatalf("cached projection holds %+v, a fresh one %+v", s.Snapshot(), want)
+	}
+}

@@ -29,8 +29,9 @@ type useLog interface {
 // counts it rather than slowing validation down.
 //
 // The loop paces itself (Spread). Recording a use costs the process about
-// a third of a millisecond of CPU (the signature, the fsynced publish
-// through the embedded server, the projection applying it back), and a
+// half a millisecond of CPU on two shared cores at 1M sessions (the
+// signature, the fsynced publish through the embedded server, most of it
+// the server's, the projection applying it back), and a
 // burst of uses (many sessions coming due at once) recorded flat out
 // takes that from the validations on the same cores. A use only slides an
 // idle deadline of days by at most a granularity, so it can wait seconds.

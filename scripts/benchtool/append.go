@@ -226,8 +226,9 @@ func (r *runner) appendMode(ctx context.Context, syncAlways bool) error {
 	r.add(withDetail(withDetail(f, pr.detail()), map[string]any{"store_events": pr.opsB, "raw_events": pr.opsA}))
 
 	// Uses as the recorder appends them now: Store.RecordUses of a batch,
-	// each use sealed on its own and published to its user's use subject
-	// without an expected sequence, up to 32 at once. Baseline: the same
+	// each use sealed on its own and published asynchronously to its
+	// user's use subject without an expected sequence, every ack awaited
+	// (so the two sides now differ by the sealing). Baseline: the same
 	// kind of bytes (standalone, signed uses, made ahead) published
 	// asynchronously to the same subjects, all acks awaited per batch.
 	useSubjects := make([]string, len(storeLanes))
