@@ -132,6 +132,11 @@ func (c *serveCmd) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	applyMemoryLimit(c.MemoryLimitMiB, log)
+	hashSlots := c.HashConcurrency
+	if hashSlots <= 0 {
+		hashSlots = defaultHashConcurrency()
+	}
+	keepHashHeadroom(hashSlots, int64(command.OWASPParams.Memory), log)
 	adminKey := os.Getenv(adminKeyEnv)
 	_ = os.Unsetenv(adminKeyEnv) // from here on only its hash is kept
 	smtpPassword := os.Getenv(smtpPasswordEnv)
