@@ -8,25 +8,24 @@ import (
 	"runtime/metrics"
 )
 
-// hashesPerSlotBetweenCollections is how many argon2id runs each hash slot
-// may finish between two collections: the headroom keepHashHeadroom keeps
-// while passwords are being hashed.
-//
-// Every argon2id check allocates its whole memory (19 MiB at OWASP's
+// keepHashHeadroom exists because every argon2id check allocates its whole memory (19 MiB at OWASP's
 // setting) and drops it a moment later; golang.org/x/crypto/argon2 offers
 // no way to reuse it. With GOGC=100 alone a server whose live heap is small
 // (about 35 MiB at 10k sessions, plus the 19 MiB of each hash in flight) runs
 // a collection every three or four logins, each marking the whole live heap
 // (about 1.1 ms of CPU per login in a 10k-session login run), and each one
 // drops nats-server's weakly held message block, which the next versioned
-// append then reads back from disk (8 MiB, about 1 ms).
-const hashesPerSlotBetweenCollections = 4
+// append then reads back from disk (8 MiB, about 1 ms). Four hashes per
+// slot between collections halves both, but the garbage it lets stay costs
+// RSS: on the 10k set a login flood peaked at 292 MiB against 196-213 MiB
+// without it (--only attack --quick), too close to the 300 MiB goal to be
+// the default.
 
 // headroomLimitFraction is the share of the soft memory limit that the heap
-// goal may reach through the headroom. The process's RSS runs some 60-70 MiB
-// above its Go heap (code, runtime metadata, pages not yet returned, Pebble's
-// cache), and a login flood keeps the headroom on for as long as it lasts:
-// at 85 % a flood on the 10k set peaked at 291 MiB against the 300 MiB goal.
+// goal may reach through the headroom. The process's RSS runs well above its
+// Go heap (code, runtime metadata, pages not yet returned, Pebble's cache),
+// and a login flood keeps the headroom on for as long as it lasts: at 85 % a
+// flood on the 10k set peaked at 291 MiB, at 75 % at 292 MiB.
 const headroomLimitFraction = 0.75
 
 // gcPercentFor is the GOGC that puts the collector's heap goal (about live
@@ -47,19 +46,19 @@ func gcPercentFor(live, headroom, cap int64) int {
 	return int(min(max(p, floor), ceiling))
 }
 
-// keepHashHeadroom keeps the collector's heap goal hashSlots ×
-// hashesPerSlotBetweenCollections password hashes of hashKiB each above the
+// keepHashHeadroom keeps the collector's heap goal hashSlots × perSlot
+// password hashes of hashKiB each above the
 // live heap, within headroomLimitFraction of the soft memory limit (see
 // gcPercentFor), whenever hashes (a counter of argon2id runs) moved since
 // the collection before: GOGC is set again after every collection. Without
 // password hashing the collector paces at GOGC=100 as before, so validates'
 // garbage does not hold the heap up. An explicit GOGC wins, as GOMEMLIMIT
 // does for the limit.
-func keepHashHeadroom(hashSlots int, hashKiB int64, hashes func() uint64, log *slog.Logger) {
-	if _, set := os.LookupEnv("GOGC"); set || hashSlots <= 0 || hashKiB <= 0 {
+func keepHashHeadroom(hashSlots, perSlot int, hashKiB int64, hashes func() uint64, log *slog.Logger) {
+	if _, set := os.LookupEnv("GOGC"); set || hashSlots <= 0 || perSlot <= 0 || hashKiB <= 0 {
 		return
 	}
-	headroom := int64(hashSlots) * hashesPerSlotBetweenCollections * hashKiB << 10
+	headroom := int64(hashSlots) * int64(perSlot) * hashKiB << 10
 	var cap int64
 	if limit := debug.SetMemoryLimit(-1); limit > 0 && limit < 1<<62 {
 		cap = int64(float64(limit) * headroomLimitFraction)
