@@ -201,6 +201,7 @@ type Service struct {
 	stopUnknown func()
 	// notify delivers codes and links; nil if none is configured.
 	notify   *notifier
+	hasher   *command.BoundedHasher
 	srv      *http.Server
 	addr     string
 	cancel   context.CancelFunc
@@ -338,6 +339,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
+	s.hasher = hasher
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ledger_password_checks_refused_total", Help: "Password hashes and checks refused (503 BUSY) because --hash-concurrency and --hash-queue were full."},
 		func() float64 { return float64(hasher.Refused()) }))
@@ -448,6 +450,13 @@ func (s *Service) URL() string { return "http://" + s.addr }
 
 // ServeErr reports the HTTP server stopping on its own.
 func (s *Service) ServeErr() <-chan error { return s.serveErr }
+
+// PasswordHashes counts the argon2id runs so far (checks, burns and new
+// hashes).
+func (s *Service) PasswordHashes() uint64 {
+	n, _ := s.hasher.Hashing()
+	return n
+}
 
 // Close shuts down gracefully: stop taking requests and finish in-flight
 // ones, flush queued uses to the stream, let the projection apply them,
