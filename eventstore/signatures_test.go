@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"flag"
 	"fmt"
+	mathrand "math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -211,5 +213,116 @@ func TestBatchHolds(t *testing.T) {
 				check(fmt.Sprintf("%s at %d of 70", name, at), ev[:70], ks[:70], false)
 			}
 		}
+	}
+}
+
+var batchSeed = flag.Uint64("batch-seed", 0, "seed of TestBatchHoldsAgreesWithVoiOnRandomDamage (0: a new one, printed)")
+
+// TestBatchHoldsAgreesWithVoiOnRandomDamage: on random batches (sizes on
+// both sides of the switch from Straus's to Pippenger's method, up to three
+// keys) with random damage (a bit of the signature, of the hash or of the
+// key flipped, two signatures swapped, a key swapped, R replaced by a
+// small-order point), batchHolds says what curve25519-voi's own batch
+// verifier says, and a batch that holds has only signatures crypto/ed25519
+// accepts one by one. It prints its seed; -batch-seed replays one.
+func TestBatchHoldsAgreesWithVoiOnRandomDamage(t *testing.T) {
+	seed := *batchSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -batch-seed %d)", seed, seed)
+	r := mathrand.New(mathrand.NewPCG(seed, 17))
+	var signers []domain.SigningKey
+	for i := range 3 {
+		k, err := domain.NewSigningKey(bytes.Repeat([]byte{byte(10 + i)}, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signers = append(signers, k)
+	}
+	voi := func(events []domain.Event, keys []domain.PublicKey) bool {
+		bv := voied25519.NewBatchVerifier()
+		for i, e := range events {
+			sig, ok := domain.SignatureBytes(e)
+			if !ok {
+				return false
+			}
+			bv.AddWithOptions(voied25519.PublicKey(keys[i].Key), domain.SignedMessage(e.Hash), sig[:],
+				&voied25519.Options{Verify: voied25519.VerifyOptionsFIPS_186_5})
+		}
+		return bv.VerifyBatchOnly(nil)
+	}
+	rawSig := func(e *domain.Event, f func(sig []byte)) {
+		sig, _ := base64.RawURLEncoding.DecodeString(e.Sig)
+		f(sig)
+		e.Sig = base64.RawURLEncoding.EncodeToString(sig)
+	}
+	damages := []func(events []domain.Event, keys []domain.PublicKey, i int){
+		func(ev []domain.Event, _ []domain.PublicKey, i int) { // a bit of the signature
+			rawSig(&ev[i], func(sig []byte) { sig[r.IntN(64)] ^= 1 << r.IntN(8) })
+		},
+		func(ev []domain.Event, _ []domain.PublicKey, i int) { // a bit of the hash
+			h := []byte(ev[i].Hash)
+			h[len(h)-1-r.IntN(64)] ^= 1
+			ev[i].Hash = string(h)
+		},
+		func(_ []domain.Event, ks []domain.PublicKey, i int) { // a bit of the key
+			k := bytes.Clone(ks[i].Key)
+			k[r.IntN(32)] ^= 1 << r.IntN(8)
+			ks[i].Key = k
+		},
+		func(ev []domain.Event, _ []domain.PublicKey, i int) { // two signatures swapped
+			j := r.IntN(len(ev))
+			ev[i].Sig, ev[j].Sig = ev[j].Sig, ev[i].Sig
+		},
+		func(_ []domain.Event, ks []domain.PublicKey, i int) { // another signer's key
+			ks[i] = signers[r.IntN(len(signers))].Public()
+		},
+		func(ev []domain.Event, _ []domain.PublicKey, i int) { // R: the identity, a small-order point
+			rawSig(&ev[i], func(sig []byte) { clear(sig[:32]); sig[0] = 1 })
+		},
+	}
+	holds, damaged := 0, 0
+	for round := range 200 {
+		n := 1 + r.IntN(200)
+		events := make([]domain.Event, n)
+		keys := make([]domain.PublicKey, n)
+		nkeys := 1 + r.IntN(len(signers))
+		for i := range n {
+			k := signers[r.IntN(nkeys)]
+			e := domain.SessionUse(fmt.Sprint("u", r.IntN(50)), fmt.Sprint("s", i), time.Unix(r.Int64N(1<<31), 0))
+			e.ID = fmt.Sprint(round, "-", i)
+			if err := e.Seal("", k); err != nil {
+				t.Fatal(err)
+			}
+			events[i], keys[i] = e, k.Public()
+		}
+		if r.IntN(3) > 0 {
+			for range 1 + r.IntN(2) {
+				at := []int{0, n - 1, r.IntN(n)}[r.IntN(3)] // the ends are where off-by-ones live
+				damages[r.IntN(len(damages))](events, keys, at)
+			}
+		}
+		got, want := batchHolds(events, keys), voi(events, keys)
+		if got != want {
+			t.Fatalf("round %d (%d signatures, %d keys): batchHolds %v, curve25519-voi %v", round, n, nkeys, got, want)
+		}
+		oneByOne := true
+		for i, e := range events {
+			oneByOne = oneByOne && domain.VerifySignature(e, keys[i]) == nil
+		}
+		if got && !oneByOne {
+			t.Fatalf("round %d: the batch holds but a signature fails on its own", round)
+		}
+		if got {
+			holds++
+		}
+		if !oneByOne {
+			damaged++
+		}
+	}
+	// Positive controls: the rounds must have had both outcomes.
+	if holds == 0 || damaged == 0 {
+		t.Fatalf("%d batches held, %d had a bad signature: the workload did not test both sides", holds, damaged)
 	}
 }
