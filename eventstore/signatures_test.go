@@ -16,21 +16,16 @@ import (
 	"github.com/sessionledger/ledger/domain"
 )
 
-// TestVerifySignaturesAgreesOneByOne: a batch gives each event the verdict
-// domain.VerifySignature gives it, whether the batch passes or one bad
-// signature (wrong key, another event's signature, malformed, S not
-// reduced) sends it back to checking each.
-func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
-	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
-	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
-	var events []domain.Event
-	var keys []domain.PublicKey
-	// More than 95 signatures: curve25519-voi then multiplies with
-	// Pippenger's method rather than Straus's (checked on 70 below).
-	for i := range 300 {
+// signedUses are n uses signed by k1, every secondEvery-th (from the first)
+// by k2 instead, with the key each is signed under.
+func signedUses(t *testing.T, n, secondEvery int) (events []domain.Event, keys []domain.PublicKey, k1, k2 domain.SigningKey) {
+	t.Helper()
+	k1, _ = domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
+	k2, _ = domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
+	for i := range n {
 		k := k1
-		if i%3 == 0 {
-			k = k2 // a batch may span a rotation
+		if i%secondEvery == 0 {
+			k = k2
 		}
 		e := domain.SessionUse("u", "s", time.Unix(int64(i), 0))
 		e.ID = fmt.Sprint(i)
@@ -40,6 +35,31 @@ func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
 		events = append(events, e)
 		keys = append(keys, k.Public())
 	}
+	return events, keys, k1, k2
+}
+
+// addL adds the group order L to a signature's S (its last 32 bytes,
+// little-endian): the same equation with S not reduced, which
+// crypto/ed25519 and a canonical batch refuse.
+func addL(sig []byte) {
+	l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+	var carry int
+	for i := range 32 {
+		v := int(sig[32+i]) + int(l[i]) + carry
+		sig[32+i], carry = byte(v), v>>8
+	}
+}
+
+// TestVerifySignaturesAgreesOneByOne: a batch gives each event the verdict
+// domain.VerifySignature gives it, whether the batch passes or one bad
+// signature (wrong key, another event's signature, malformed, S not
+// reduced) sends it back to checking each.
+func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
+	// More than 95 signatures: curve25519-voi then multiplies with
+	// Pippenger's method rather than Straus's (checked on 70 below); a
+	// batch may span a rotation.
+	events, keys, _, k2 := signedUses(t, 300, 3)
 	check := func(t *testing.T, events []domain.Event, keys []domain.PublicKey, bad ...int) {
 		t.Helper()
 		errs := verifySignatures(events, keys)
@@ -74,13 +94,7 @@ func TestVerifySignaturesAgreesOneByOne(t *testing.T) {
 		// S + L: the same equation, but S not reduced, which
 		// crypto/ed25519 refuses.
 		sig, _ := base64.RawURLEncoding.DecodeString(e.Sig)
-		l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-			0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
-		var carry int
-		for i := range 32 {
-			v := int(sig[32+i]) + int(l[i]) + carry
-			sig[32+i], carry = byte(v), v>>8
-		}
+		addL(sig)
 		e.Sig = base64.RawURLEncoding.EncodeToString(sig)
 	})
 	check(t, ev, ks, 8)
@@ -129,23 +143,7 @@ func TestCheckHeadsAcrossBatches(t *testing.T) {
 // (FIPS 186-5 options) says; verifySignatures' verdicts alone would not
 // show a batch that always fails.
 func TestBatchHolds(t *testing.T) {
-	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
-	k2, _ := domain.NewSigningKey(bytes.Repeat([]byte{2}, 32))
-	var events []domain.Event
-	var keys []domain.PublicKey
-	for i := range 300 {
-		k := k1
-		if i%5 == 0 {
-			k = k2
-		}
-		e := domain.SessionUse("u", "s", time.Unix(int64(i), 0))
-		e.ID = fmt.Sprint(i)
-		if err := e.Seal("", k); err != nil {
-			t.Fatal(err)
-		}
-		events = append(events, e)
-		keys = append(keys, k.Public())
-	}
+	events, keys, k1, k2 := signedUses(t, 300, 5)
 	voi := func(events []domain.Event, keys []domain.PublicKey) bool {
 		bv := voied25519.NewBatchVerifier()
 		for i, e := range events {
@@ -186,15 +184,7 @@ func TestBatchHolds(t *testing.T) {
 			"bit flipped in s": func(e *domain.Event, _ *domain.PublicKey) { sigWith(e, func(sig []byte) { sig[40] ^= 1 }) },
 			"bit flipped in R": func(e *domain.Event, _ *domain.PublicKey) { sigWith(e, func(sig []byte) { sig[3] ^= 1 }) },
 			"s + L": func(e *domain.Event, _ *domain.PublicKey) {
-				sigWith(e, func(sig []byte) {
-					l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-						0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
-					var carry int
-					for i := range 32 {
-						v := int(sig[32+i]) + int(l[i]) + carry
-						sig[32+i], carry = byte(v), v>>8
-					}
-				})
+				sigWith(e, addL)
 			},
 			"R not canonical": func(e *domain.Event, _ *domain.PublicKey) {
 				// y = p + 1: the point (0, 1), spelt the long way.

@@ -35,19 +35,7 @@ func TestVerifyReadsEveryMessageOnceInOrder(t *testing.T) {
 		l.append(subject, use("u", "s", i), k1)
 	}
 	l.pin()
-	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{prefix + ">"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range l.recs {
-		if _, err := js.Publish(ctx, prefix+r.Subject, r.Data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rep, err := eventstore.NewReader(s).Verify(ctx, eventstore.VerifyOptions{Trusted: []domain.PublicKey{k1.Public()}, Pins: l.pins})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := l.verify(ctx, js, "R", k1.Public())
 	if rep.Messages != uint64(len(l.recs)) || rep.LastSeq != uint64(len(l.recs)) {
 		t.Fatalf("%d messages up to %d, want %d", rep.Messages, rep.LastSeq, len(l.recs))
 	}

@@ -33,6 +33,26 @@ func newLedgerLog(t *testing.T, prefix string, first domain.SigningKey) *ledgerL
 	return l
 }
 
+// verify publishes the log to a new stream of its own, named name, and
+// verifies it trusting trusted, with the log's pins.
+func (l *ledgerLog) verify(ctx context.Context, js jetstream.JetStream, name string, trusted ...domain.PublicKey) eventstore.VerifyReport {
+	l.t.Helper()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{l.prefix + ">"}})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	for _, r := range l.recs {
+		if _, err := js.Publish(ctx, l.prefix+r.Subject, r.Data); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	rep, err := eventstore.NewReader(s).Verify(ctx, eventstore.VerifyOptions{Trusted: trusted, Pins: l.pins})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return rep
+}
+
 // append seals e onto subject's head with k, as a writer holding k does,
 // and returns its sequence.
 func (l *ledgerLog) append(subject string, e domain.Event, k domain.SigningKey) uint64 {
@@ -225,19 +245,7 @@ func TestVerifyChecksSignaturesThroughTheChains(t *testing.T) {
 			prefix := fmt.Sprintf("v%d.", i)
 			l := newLedgerLog(t, prefix, k1)
 			wants := c.build(l)
-			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: fmt.Sprintf("V%d", i), Subjects: []string{prefix + ">"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range l.recs {
-				if _, err := js.Publish(ctx, prefix+r.Subject, r.Data); err != nil {
-					t.Fatal(err)
-				}
-			}
-			rep, err := eventstore.NewReader(s).Verify(ctx, eventstore.VerifyOptions{Trusted: []domain.PublicKey{k1.Public()}, Pins: l.pins})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rep := l.verify(ctx, js, fmt.Sprintf("V%d", i), k1.Public())
 			var got, exp []string
 			for _, p := range rep.Problems {
 				got = append(got, fmt.Sprintf("%d %s", p.Seq, p.Kind))
