@@ -174,11 +174,7 @@ func (c *serveCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	hashSlots := c.HashConcurrency
-	if hashSlots <= 0 {
-		hashSlots = defaultHashConcurrency()
-	}
-	keepHashHeadroom(hashSlots, c.HashGCHeadroom, int64(command.OWASPParams.Memory), svc.PasswordHashes, log)
+	svc.KeepHashHeadroom(c.HashGCHeadroom)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
