@@ -825,11 +825,7 @@ func readStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn 
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
+	defer deleteConsumer(ctx, stream, cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return fmt.Errorf("read stream: %w", err)
@@ -856,6 +852,15 @@ func readStream(ctx context.Context, stream jetstream.Stream, o ReadOptions, fn 
 			return nil
 		}
 	}
+}
+
+// deleteConsumer removes a reader's consumer as the read ends, even when
+// ctx was cancelled: left alone it would outlive the read for its
+// inactive threshold, and audit reads make many.
+func deleteConsumer(ctx context.Context, stream jetstream.Stream, cons jetstream.Consumer) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 }
 
 // consumeStream is readStream over the whole stream (to its end as it was
@@ -887,11 +892,7 @@ func consumeStream(ctx context.Context, stream jetstream.Stream, fn func(Record)
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
+	defer deleteConsumer(ctx, stream, cons)
 	// mu is held while fn runs: consumeStream takes it (and sets stopped)
 	// before it returns, so no fn runs past the return.
 	var (
@@ -917,7 +918,7 @@ func consumeStream(ctx context.Context, stream jetstream.Stream, fn func(Record)
 			return
 		}
 		if md.Sequence.Consumer != delivered+1 {
-			finish(fmt.Errorf("read stream: delivery broke off after message %d (delivery %d, then %d); read again", delivered, delivered, md.Sequence.Consumer))
+			finish(fmt.Errorf("read stream: delivery broke off after message %d (the next came as delivery %d); read again", delivered, md.Sequence.Consumer))
 			return
 		}
 		delivered++
