@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"maps"
 	mathrand "math/rand/v2"
 	"slices"
 	"testing"
@@ -125,7 +126,7 @@ func TestCheckHeadsAcrossBatches(t *testing.T) {
 		heads[subject] = h
 	}
 	var signatures uint64
-	failed := checkHeads(heads, keys, 2, &signatures)
+	failed := checkHeads(maps.All(heads), keys, 2, &signatures)
 	slices.Sort(failed)
 	slices.Sort(bad)
 	if !slices.Equal(failed, bad) || len(bad) != 2 {

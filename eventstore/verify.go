@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"maps"
 	"runtime"
 	"slices"
 	"sort"
@@ -174,7 +173,7 @@ func (s *Reader) Verify(ctx context.Context, o VerifyOptions) (VerifyReport, err
 		}
 	}
 	signatures := rep.Signatures
-	for _, subject := range checkHeadsOf(heads.all(), rep.Keys, o.Workers, &signatures) {
+	for _, subject := range checkHeads(heads.all(), rep.Keys, o.Workers, &signatures) {
 		suspects[subject] = true
 	}
 	heads = nil // for the collector, during a second read
@@ -404,12 +403,7 @@ func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString
 // checkHeads checks the signature of every unchecked head on workers
 // goroutines, in batches (verifySignatures: the same verdicts as
 // one by one), and returns the subjects whose head fails.
-func checkHeads(heads map[string]verifyHead, keys []domain.PublicKey, workers int, signatures *uint64) []string {
-	return checkHeadsOf(maps.All(heads), keys, workers, signatures)
-}
-
-// checkHeadsOf is checkHeads over heads however kept.
-func checkHeadsOf(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, workers int, signatures *uint64) []string {
+func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
