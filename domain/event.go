@@ -111,28 +111,38 @@ func (e Event) ComputeHash() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
-	return hashLabel + hex.EncodeToString(sum[:]), nil
+	return hashText(b), nil
 }
 
 const hashLabel = "sha256:"
+
+// hashText is an event's hash of its canonical bytes, as events spell it.
+func hashText(canon []byte) string {
+	sum := sha256.Sum256(canon)
+	return hashLabel + hex.EncodeToString(sum[:])
+}
 
 // Seal links the event after prevHash, sets its own hash and authenticates
 // it with k. It is the only way an event gets its hash and signature; the
 // log adapter calls it right before publishing.
 func (e *Event) Seal(prevHash string, k SigningKey) error {
+	_, err := e.seal(prevHash, k)
+	return err
+}
+
+// seal is Seal, returning the canonical bytes the hash covers.
+func (e *Event) seal(prevHash string, k SigningKey) (canon []byte, err error) {
 	if k.priv == nil {
-		return errors.New("seal event: no signing key")
+		return nil, errors.New("seal event: no signing key")
 	}
 	e.PrevHash = prevHash
 	e.KeyID = k.id
-	h, err := e.ComputeHash()
-	if err != nil {
-		return err
+	if canon, err = e.CanonicalBytes(); err != nil {
+		return nil, err
 	}
-	e.Hash = h
+	e.Hash = hashText(canon)
 	k.sign(e)
-	return nil
+	return canon, nil
 }
 
 // SealEncoded is Seal followed by Encode, encoding the event once: what
@@ -143,18 +153,10 @@ func (e *Event) Seal(prevHash string, k SigningKey) error {
 // The second json.Marshal was about a tenth of what sealing a use cost
 // (TestSealEncodedIsSealThenEncode holds the two ways together).
 func (e *Event) SealEncoded(prevHash string, k SigningKey) ([]byte, error) {
-	if k.priv == nil {
-		return nil, errors.New("seal event: no signing key")
-	}
-	e.PrevHash = prevHash
-	e.KeyID = k.id
-	canon, err := e.CanonicalBytes()
+	canon, err := e.seal(prevHash, k)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(canon)
-	e.Hash = hashLabel + hex.EncodeToString(sum[:])
-	k.sign(e)
 	if len(canon) == 0 || canon[len(canon)-1] != '}' {
 		return nil, fmt.Errorf("canonical %s event does not end its object", e.Type)
 	}
