@@ -134,8 +134,11 @@ func (r *runner) serveLarge(ctx context.Context, ds *dataset) (validateResult, e
 // measureValidate runs the validate figures against a serving ledger.
 func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, suffix string, touch bool, addrFile string) (validateResult, error) {
 	size := human(ds.sessions)
-	healthz := target{path: "/healthz"}
-	validate := target{path: "/v1/validate?touch=false", tokens: ds.poolFile}
+	// The server's CPU is counted during each run of healthz and validate
+	// (and the bare server's during its own): CPU per request is steadier
+	// than a rate on two cores shared with wrk and with other work.
+	healthz := target{path: "/healthz", pid: srv.pid()}
+	validate := target{path: "/v1/validate?touch=false", tokens: ds.poolFile, pid: srv.pid()}
 	touched := target{path: "/v1/validate", tokens: ds.touchFile}
 
 	// The second baseline: a bare net/http server in a process of its own
@@ -145,7 +148,7 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 		return validateResult{}, err
 	}
 	defer bare.stop()
-	bareT := target{path: validate.path, tokens: validate.tokens, base: bare.url}
+	bareT := target{path: validate.path, tokens: validate.tokens, base: bare.url, pid: bare.pid()}
 
 	// Warm up every path (connections, caches, page cache), presenting
 	// each token of the pool once.
@@ -167,6 +170,7 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	f := ratioFigure("validate_throughput"+suffix, fmt.Sprintf("validate throughput (touch=false), %s sessions", size),
 		"req/s", va.rps(), hz.rps(), "/healthz", 0.8)
 	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; /healthz p50 %.2f / p99 %.2f ms", ms(va.P50), ms(va.P99), ms(hz.P50), ms(hz.P99))
+	f.Note += fmt.Sprintf("; server CPU per request: validate %.1f µs, /healthz %.1f µs", va.serverCPUPerRequest(), hz.serverCPUPerRequest())
 	f.Note += "; " + peakSrv.note()
 	d0 := map[string]any{"validate": va.detail(), "healthz": hz.detail(), "token_pool": ds.poolSize, "server_during_runs": peakSrv.detail(),
 		"wrk": fmt.Sprintf("-t%d -c%d", r.s.threads, r.s.conns)}
@@ -176,7 +180,7 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	r.add(withDetail(withDetail(f, pr.detail()), d0))
 	f = ratioFigure("validate_vs_bare"+suffix, fmt.Sprintf("validate vs bare net/http (separate process), %s sessions", size),
 		"req/s", va.rps(), bw.rps(), "bare net/http", 0.8)
-	f.Note = fmt.Sprintf("bare p50 %.2f / p99 %.2f ms", ms(bw.P50), ms(bw.P99))
+	f.Note = fmt.Sprintf("bare p50 %.2f / p99 %.2f ms, CPU %.1f µs per request (validate %.1f)", ms(bw.P50), ms(bw.P99), bw.serverCPUPerRequest(), va.serverCPUPerRequest())
 	r.add(withDetail(withDetail(f, prBare.detail()), map[string]any{"validate": va.detail(), "bare": bw.detail(),
 		"bare_body_bytes": len(bareBody), "token_pool": ds.poolSize, "wrk": fmt.Sprintf("-t%d -c%d", r.s.threads, r.s.conns)}))
 	bare.stop()
