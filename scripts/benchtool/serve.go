@@ -233,20 +233,8 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 
 	// Touched: the first validate of each session in the touch pool queues
 	// a session_used event (sessions were last used two hours ago, the
-	// granularity is one hour); later ones find it recorded. Its baseline
-	// is /healthz in the same window: a run as long as the touched one
-	// right before it, and one after the uses it queued were appended and
-	// applied, so the server is as quiet in both. The /healthz rate of the
-	// peak runs, its baseline before, was taken a minute or more earlier
-	// on a machine shared with other work; its ratio stays in the detail.
-	// The touched run itself is unchanged: one run over the whole touch
-	// pool, so that the recorder's pacing (queued/--use-spread a second)
-	// sees the same backlog as before.
+	// granularity is one hour); later ones find it recorded.
 	res.hwmBeforeTouch, _, _ = procStatus(srv.pid())
-	hzBefore, err := r.runWrk(ctx, srv.url, healthz, r.s.touchDur)
-	if err != nil {
-		return res, err
-	}
 	before := scrapeMetrics(srv.url)
 	var tw wrkResult
 	var touchCPU float64 // server CPU seconds during the wrk run alone
@@ -280,29 +268,19 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	if err := srv.waitReady(ctx, 3*time.Minute); err != nil {
 		return res, err
 	}
-	hzAfter, err := r.runWrk(ctx, srv.url, healthz, r.s.touchDur)
-	if err != nil {
-		return res, err
-	}
-	hzNear := hzBefore.merge(hzAfter)
 	f = ratioFigure("validate_touched"+suffix, fmt.Sprintf("validate throughput (touched, %s sessions due a use), %s sessions", human(r.s.touchPool), size),
-		"req/s", tw.rps(), hzNear.rps(), "/healthz (same window)", 0.8)
+		"req/s", tw.rps(), hz.rps(), "/healthz", 0.8)
 	// The recorder paces itself (--use-spread): how much of the recording
 	// fell inside the run is part of what the figure means.
 	// The server's CPU per request is a steadier figure than the ratio,
-	// which sets one short run against two as short around it.
-	vsPeak := 0.0
-	if hz.rps() > 0 {
-		vsPeak = tw.rps() / hz.rps()
-	}
+	// which sets one short run against a /healthz rate taken earlier.
 	cpuPerReq := 0.0
 	if tw.Requests > 0 {
 		cpuPerReq = touchCPU / float64(tw.Requests) * 1e6
 	}
-	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; server CPU %.1f µs per request, the recording during the run included; %.0f of %.0f uses appended during the run, the rest within %.1f s after it; /healthz %.0f req/s before the run, %.0f after the recording (against the peak runs' /healthz: %.2f×)",
+	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; server CPU %.1f µs per request, the recording during the run included; %.0f of %.0f uses appended during the run, the rest within %.1f s after it",
 		ms(tw.P50), ms(tw.P99), cpuPerReq, after["ledger_uses_appended_total"]-before["ledger_uses_appended_total"],
-		after["ledger_uses_queued_total"]-before["ledger_uses_queued_total"], appendedIn.Seconds(),
-		hzBefore.rps(), hzAfter.rps(), vsPeak)
+		after["ledger_uses_queued_total"]-before["ledger_uses_queued_total"], appendedIn.Seconds())
 	touchSrv := serverCounts(before, after)
 	f.Note += "; " + touchSrv.note()
 	td := tw.detail()
@@ -312,8 +290,6 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	}
 	td["uses_appended_after_run_s"] = appendedIn.Seconds()
 	td["server_cpu_us_per_request"] = cpuPerReq
-	td["healthz_before"], td["healthz_after"] = hzBefore.detail(), hzAfter.detail()
-	td["ratio_vs_peak_healthz"] = vsPeak
 	td["projection_settle_s"] = time.Since(applyStart).Seconds()
 	r.add(withDetail(f, td))
 	return res, nil
