@@ -40,7 +40,9 @@ func NewArgon2id(params argon2id.Params, buffers int) (*Argon2id, error) {
 		return nil, fmt.Errorf("argon2id: at least one buffer is required")
 	}
 	h := &Argon2id{params: &params, bufs: make(chan *argon2reuse.Buffer, buffers)}
-	dummy, err := h.Hash("dummy password for timing equalisation")
+	// Not through the pool: a server that never checks a password (one
+	// that only validates) should not keep a hash's memory for it.
+	dummy, err := h.hash("dummy password for timing equalisation", argon2reuse.NewBuffer(params.Memory, params.Parallelism))
 	if err != nil {
 		return nil, fmt.Errorf("argon2id: %w", err)
 	}
@@ -65,11 +67,21 @@ func (h *Argon2id) key(password, salt []byte, p *argon2id.Params) []byte {
 
 // Hash returns the encoded hash of password, in argon2id.CreateHash's form.
 func (h *Argon2id) Hash(password string) (string, error) {
+	return h.hash(password, nil)
+}
+
+// hash hashes on buf, or on a pooled buffer when buf is nil.
+func (h *Argon2id) hash(password string, buf *argon2reuse.Buffer) (string, error) {
 	salt := make([]byte, h.params.SaltLength)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
-	key := h.key([]byte(password), salt, h.params)
+	var key []byte
+	if buf != nil {
+		key = argon2reuse.IDKey(buf, []byte(password), salt, h.params.Iterations, h.params.Memory, h.params.Parallelism, h.params.KeyLength)
+	} else {
+		key = h.key([]byte(password), salt, h.params)
+	}
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.params.Memory, h.params.Iterations, h.params.Parallelism,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }

@@ -49,6 +49,24 @@ func TestArgon2idCompatibleWithLibrary(t *testing.T) {
 	}
 }
 
+// A hasher that has checked no password keeps no buffer (the dummy hash
+// made at start does not stay).
+func TestArgon2idKeepsNothingUntilUsed(t *testing.T) {
+	h, err := NewArgon2id(testParams, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.bufs); n != 0 {
+		t.Fatalf("%d buffers kept before any check, want 0", n)
+	}
+	if err := h.Burn("pw"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.bufs); n != 1 {
+		t.Fatalf("%d buffers kept after one check, want 1", n)
+	}
+}
+
 // More callers than kept buffers: each hash still gets a buffer of its own.
 func TestArgon2idConcurrentCallers(t *testing.T) {
 	h, err := NewArgon2id(testParams, 2)
