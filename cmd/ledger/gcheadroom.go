@@ -8,9 +8,11 @@ import (
 	"runtime/metrics"
 )
 
-// keepHashHeadroom exists because every argon2id check allocates its whole memory (19 MiB at OWASP's
-// setting) and drops it a moment later; golang.org/x/crypto/argon2 offers
-// no way to reuse it. With GOGC=100 alone a server whose live heap is small
+// keepHashHeadroom exists because every argon2id check used to allocate its whole memory (19 MiB at OWASP's
+// setting) and drop it a moment later. Since hashes run on buffers kept per
+// hash slot (command.Argon2id, internal/argon2reuse) they make no garbage,
+// and this headroom only raises the heap goal; what follows is from before.
+// With GOGC=100 alone a server whose live heap is small
 // (about 35 MiB at 10k sessions, plus the 19 MiB of each hash in flight) runs
 // a collection every three or four logins, each marking the whole live heap
 // (about 1.1 ms of CPU per login in a 10k-session login run), and each one

@@ -332,7 +332,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	}()
 	s.awaitFresh(ctx)
 
-	argon, err := command.NewArgon2id(cfg.PasswordParams)
+	argon, err := command.NewArgon2id(cfg.PasswordParams, cfg.HashConcurrency)
 	if err != nil {
 		return nil, err
 	}

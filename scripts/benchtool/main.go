@@ -84,7 +84,7 @@ type settings struct {
 	attackWorkers int           // attacking connections per group (one account, unknown emails)
 	attackFlags   []string      // extra `ledger serve` flags for the attacked servers
 	only          string        // run only this phase ("attack"); "" for all
-	ledgerBin     string        // --only login or validate: a prebuilt binary, "" to build
+	ledgerBin     string        // --only login, validate or attack: a prebuilt binary, "" to build
 	largeEnv      []string      // extra environment of the large data set's server (--large-server-env)
 	reuse         bool          // --only validate: serve the large set a --keep run left in the work dir
 	growthSizes   []int         // --only growth: events per data set
@@ -129,7 +129,7 @@ func main() {
 	reuse := flag.Bool("reuse", false, "with --only validate and --work-dir: serve the large data set (projection built) that an earlier --keep run left in the work dir instead of seeding one, about a minute and a half in all; its touched row then presents sessions that run may have used already, and its server carries that run's appends")
 	attackOnly := flag.Bool("attack-only", false, "the same as --only attack")
 	attackDur := flag.Duration("attack-duration", 0, "how long each scenario of the attack phase attacks (default 30s, 10s with --quick; at least 5s)")
-	ledgerBin := flag.String("ledger", "", "with --only login or --only validate: run this ledger binary instead of building one (to compare two builds in one lock window; with --profile, build it with the bench's pprof overlay)")
+	ledgerBin := flag.String("ledger", "", "with --only login, validate or attack: run this ledger binary instead of building one (to compare two builds, or a build under other settings through a wrapper script that execs it, in one lock window; with --profile, build it with the bench's pprof overlay)")
 	attackFlags := flag.String("attack-server-flags", "", "extra `flags` for the attacked ledger serve, space-separated (e.g. \"--hash-concurrency 1\"); the figures then describe that setting, and a note says so")
 	flag.Usage = func() {
 		fmt.Fprintln(flag.CommandLine.Output(), "usage: scripts/bench [--quick] [--only login|attack|audit|validate|growth | --attack-only] [--ledger BIN] [--large-server-env ENV] [--growth-sizes 10k,100k,1m,10m] [--reuse] [--attack-duration D] [--attack-server-flags FLAGS] [--out FILE] [--profile DIR] [--keep] [--work-dir DIR] [--large N] [--no-dedupe-wait]")
@@ -182,8 +182,8 @@ func main() {
 		s.loginDur = 10 * time.Second
 	}
 	if *ledgerBin != "" {
-		if s.only != "login" && s.only != "validate" {
-			fmt.Fprintln(os.Stderr, "bench: --ledger goes with --only login or --only validate")
+		if s.only != "login" && s.only != "validate" && s.only != "attack" {
+			fmt.Fprintln(os.Stderr, "bench: --ledger goes with --only login, validate or attack")
 			os.Exit(2)
 		}
 		abs, err := filepath.Abs(filepath.Join(userDir, *ledgerBin))
