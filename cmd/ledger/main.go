@@ -92,7 +92,6 @@ type serveCmd struct {
 	notifyFlags
 	TarpitMax      time.Duration `name:"tarpit-max" default:"${default_tarpit_max}" env:"LEDGER_TARPIT_MAX" help:"Hold a refusal for load or guessing (429, 503 BUSY) up to this long (its Retry-After, at most this) before sending it, so a client that retries at once makes about one attempt a second per connection. 0: do not hold."`
 	MemoryLimitMiB int64         `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so bursts of password hashing (19 MiB each) do not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
-	HashGCHeadroom int           `name:"hash-gc-headroom" default:"0" env:"LEDGER_HASH_GC_HEADROOM" help:"While passwords are hashed, let the heap grow this many argon2id runs per hash slot past what is live (up to 75% of --memory-limit-mib) before the collector runs. It was for when every hash allocated its 19 MiB; hashes now run on buffers kept per hash slot and make no garbage, so it only costs RSS. 0: off (the default). An explicit GOGC turns it off."`
 }
 
 // addressFlags are the per-client-address limits.
@@ -174,7 +173,6 @@ func (c *serveCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	svc.KeepHashHeadroom(c.HashGCHeadroom)
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

@@ -202,7 +202,6 @@ type Service struct {
 	// notify delivers codes and links; nil if none is configured.
 	notify   *notifier
 	hasher   *command.BoundedHasher
-	hashKiB  int64 // argon2id's memory per run (PasswordParams.Memory)
 	srv      *http.Server
 	addr     string
 	cancel   context.CancelFunc
@@ -340,7 +339,7 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
-	s.hasher, s.hashKiB = hasher, int64(cfg.PasswordParams.Memory)
+	s.hasher = hasher
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ledger_password_checks_refused_total", Help: "Password hashes and checks refused (503 BUSY) because --hash-concurrency and --hash-queue were full."},
 		func() float64 { return float64(hasher.Refused()) }))
@@ -451,15 +450,6 @@ func (s *Service) URL() string { return "http://" + s.addr }
 
 // ServeErr reports the HTTP server stopping on its own.
 func (s *Service) ServeErr() <-chan error { return s.serveErr }
-
-// KeepHashHeadroom gives the collector perSlot password hashes of headroom
-// per hash slot while passwords are hashed (keepHashHeadroom), with the
-// slots and hash size this service runs with; 0 leaves the collector
-// alone. It tunes the whole process, so only main calls it, once.
-func (s *Service) KeepHashHeadroom(perSlot int) {
-	hashes := func() uint64 { n, _ := s.hasher.Hashing(); return n }
-	keepHashHeadroom(s.hasher.Slots(), perSlot, s.hashKiB, hashes, s.log)
-}
 
 // Close shuts down gracefully: stop taking requests and finish in-flight
 // ones, flush queued uses to the stream, let the projection apply them,

@@ -46,9 +46,6 @@ func NewBoundedHasher(inner hashFunc, concurrency, queue int, wait time.Duration
 // Refused counts the checks refused with ErrBusy.
 func (b *BoundedHasher) Refused() uint64 { return b.refused.Load() }
 
-// Slots is how many hashes may run at once.
-func (b *BoundedHasher) Slots() int { return cap(b.slots) }
-
 func (b *BoundedHasher) acquire() error {
 	select {
 	case b.slots <- struct{}{}:
