@@ -208,12 +208,22 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 	problem := func(r Record, e domain.Event, kind, detail string) {
 		rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Kind: kind, Detail: detail})
 	}
+	var sigs atomic.Uint64
+	// The first read checks heads that look final ahead (speculator); a
+	// second one checks every signature of its subjects at its place.
+	var spec *speculator
+	if each == nil {
+		spec = newSpeculator(heads, &chain, &sigs)
+	}
 	check := func(it *verifyItem) bool {
 		r, e := it.rec, it.event
 		if last > 0 && r.Seq > last {
 			return false
 		}
 		rep.Messages++
+		if spec != nil && rep.Messages%specTuning.every == 0 {
+			spec.tick(r.Seq)
+		}
 		if r.Seq != prevSeq+1 {
 			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, Kind: ProblemGap,
 				Detail: fmt.Sprintf("sequences %d to %d are absent", prevSeq+1, r.Seq-1)})
@@ -262,8 +272,10 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 		}
 		return true
 	}
-	var sigs atomic.Uint64
 	err := verifyPipeline(ctx, s.stream, o.Workers, deferUnless(each), &sigs, check)
+	if spec != nil {
+		spec.finish()
+	}
 	rep.Signatures = sigs.Load()
 	if err != nil {
 		return rep, nil, err
@@ -310,7 +322,12 @@ type verifyHead struct {
 	set       bool
 	unchecked bool
 	key       uint16
-	sig       [ed25519.SignatureSize]byte
+	// spec is the verdict of a speculative check of this head's signature
+	// (speculator), specNone if there is none yet; seq is where the head
+	// was stored, which tells a verdict on an earlier head apart.
+	spec uint8
+	seq  uint64
+	sig  [ed25519.SignatureSize]byte
 }
 
 // verifyHeads is every subject's verifyHead: an index by subject into
@@ -321,15 +338,17 @@ type verifyHeads struct {
 	index map[string]int
 	pages [][]verifyHead
 	n     int
+	// spec, if set, is told of every head left unchecked (judgeVerifyItem).
+	spec *speculator
 }
 
 const headsPage = 4096
 
 func newVerifyHeads() *verifyHeads { return &verifyHeads{index: map[string]int{}} }
 
-// slot is subject's head, a zero one the first time: a pointer that stays
-// valid (pages never move).
-func (h *verifyHeads) slot(subject string) *verifyHead {
+// slot is subject's head, a zero one the first time, and its index: a
+// pointer that stays valid (pages never move).
+func (h *verifyHeads) slot(subject string) (int, *verifyHead) {
 	i, ok := h.index[subject]
 	if !ok {
 		i = h.n
@@ -339,8 +358,11 @@ func (h *verifyHeads) slot(subject string) *verifyHead {
 		}
 		h.n++
 	}
-	return &h.pages[i/headsPage][i%headsPage]
+	return i, h.at(i)
 }
+
+// at is the head of index i.
+func (h *verifyHeads) at(i int) *verifyHead { return &h.pages[i/headsPage][i%headsPage] }
 
 func (h *verifyHeads) len() int { return h.n }
 
@@ -400,24 +422,26 @@ var lowerHex = func() (t [256]byte) {
 // hashString is the head's hash as events write it.
 func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
 
+// headBatch is how many heads' signatures are checked together. Past 190
+// points (a batch of about 190 signatures under one key, see batchHolds)
+// curve25519-voi multiplies with Pippenger's method, which gets cheaper a
+// point as the batch grows: on the bench machine about 7.9 µs a signature
+// in batches of 512, 7.2 in 1024, 6.9 in 2048 and no less in 4096 or 8192.
+// A batch in flight is a few hundred KiB, whatever the stream.
+const headBatch = 2048
+
 // checkHeads checks the signature of every unchecked head on workers
-// goroutines, in batches (verifySignatures: the same verdicts as
-// one by one), and returns the subjects whose head fails.
+// goroutines, in batches (verifyHeadSigs: the same verdicts as
+// one by one), and returns the subjects whose head fails. A head whose
+// signature a speculative check already judged (verifyHead.spec) keeps
+// that verdict: it was given on this head, not an earlier one.
 func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	// Past 190 points (a batch of about 190 signatures under one key,
-	// see batchHolds) curve25519-voi multiplies with Pippenger's method,
-	// which gets cheaper a point as the batch grows: on the bench machine
-	// about 7.9 µs a signature in batches of 512, 7.2 in 1024, 6.9 in
-	// 2048 and no less in 4096 or 8192. A batch in flight is a few MiB at
-	// most, whatever the stream.
-	const batch = 2048
 	type job struct {
 		subjects []string
-		events   []domain.Event
-		keys     []domain.PublicKey
+		heads    []headSig
 	}
 	jobs := make(chan *job, workers)
 	var mu sync.Mutex
@@ -428,8 +452,8 @@ func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, wo
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				for i, err := range verifySignatures(j.events, j.keys) {
-					if err != nil {
+				for i, ok := range verifyHeadSigs(j.heads) {
+					if !ok {
 						mu.Lock()
 						failed = append(failed, j.subjects[i])
 						mu.Unlock()
@@ -440,21 +464,24 @@ func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, wo
 	}
 	next := &job{}
 	for subject, h := range heads {
-		if !h.unchecked {
+		if !h.unchecked || h.spec == specValid {
+			continue
+		}
+		if h.spec == specInvalid {
+			mu.Lock()
+			failed = append(failed, subject)
+			mu.Unlock()
 			continue
 		}
 		*signatures++
-		// The event as stored, as far as its signature goes: its hash and
-		// signature.
 		next.subjects = append(next.subjects, subject)
-		next.events = append(next.events, domain.Event{Hash: h.hashString(), Sig: domain.SignatureText(h.sig)})
-		next.keys = append(next.keys, keys[h.key])
-		if len(next.events) == batch {
+		next.heads = append(next.heads, headSig{hash: h.hash, sig: h.sig, key: keys[h.key]})
+		if len(next.heads) == headBatch {
 			jobs <- next
 			next = &job{}
 		}
 	}
-	if len(next.events) > 0 {
+	if len(next.heads) > 0 {
 		jobs <- next
 	}
 	close(jobs)
@@ -470,7 +497,7 @@ func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, wo
 // unchecked head.
 func judgeVerifyItem(it *verifyItem, heads *verifyHeads, chain *domain.KeyChain) (kind, detail string) {
 	r, e := it.rec, it.event
-	slot := heads.slot(r.Subject)
+	index, slot := heads.slot(r.Subject)
 	head := *slot
 	switch {
 	case it.decodeErr != nil:
@@ -484,12 +511,15 @@ func judgeVerifyItem(it *verifyItem, heads *verifyHeads, chain *domain.KeyChain)
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	next := verifyHead{set: true, hash: it.hash}
+	next := verifyHead{set: true, hash: it.hash, seq: r.Seq}
 	if it.deferred != nil {
 		next.unchecked, next.sig = true, it.sig
 		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
 	}
 	*slot = next
+	if next.unchecked && heads.spec != nil {
+		heads.spec.unchecked(index, r.Seq)
+	}
 	return "", ""
 }
 
