@@ -45,7 +45,7 @@ var specTuning = struct {
 //
 // Everything but the checks runs on the judge's goroutine (unchecked,
 // tick, finish), which alone writes heads. Memory: the candidates of the
-// last lag+every messages and at most three batches.
+// last lag+every messages and at most four batches.
 type speculator struct {
 	heads *verifyHeads
 	chain *domain.KeyChain // the judge's: heads name keys by index in its Order
@@ -57,6 +57,7 @@ type speculator struct {
 	next     *specJob
 	jobs     chan *specJob // to the checker; never more than 2 in flight
 	done     chan *specJob // judged, back to the judge
+	free     []*specJob    // judged and taken in, to be filled again
 	inflight int
 	checked  int // heads sent ahead so far
 	wg       sync.WaitGroup
@@ -77,8 +78,9 @@ type specJob struct {
 
 // newSpeculator starts the checker; finish stops it.
 func newSpeculator(heads *verifyHeads, chain *domain.KeyChain, sigs *atomic.Uint64) *speculator {
-	s := &speculator{heads: heads, chain: chain, sigs: sigs, next: &specJob{},
+	s := &speculator{heads: heads, chain: chain, sigs: sigs,
 		jobs: make(chan *specJob, 2), done: make(chan *specJob, 2)}
+	s.next = s.newJob()
 	heads.spec = s
 	s.wg.Add(1)
 	go func() {
@@ -134,8 +136,19 @@ func (s *speculator) send() bool {
 	}
 	s.jobs <- s.next
 	s.inflight++
-	s.next = &specJob{}
+	s.next = s.newJob()
 	return true
+}
+
+// newJob is an empty batch, one taken in before if there is one.
+func (s *speculator) newJob() *specJob {
+	if n := len(s.free); n > 0 {
+		j := s.free[n-1]
+		s.free = s.free[:n-1]
+		j.refs, j.heads, j.ok = j.refs[:0], j.heads[:0], nil
+		return j
+	}
+	return &specJob{refs: make([]specCandidate, 0, specTuning.batch), heads: make([]headSig, 0, specTuning.batch)}
 }
 
 // collect applies the verdicts that came back (all in flight, if wait) to
@@ -161,6 +174,7 @@ func (s *speculator) collect(wait bool) {
 				}
 			}
 		}
+		s.free = append(s.free, j)
 	}
 }
 
@@ -177,5 +191,5 @@ func (s *speculator) finish() {
 	s.collect(true)
 	s.wg.Wait()
 	s.heads.spec = nil
-	s.queue, s.next = nil, nil
+	s.queue, s.next, s.free = nil, nil, nil
 }
