@@ -124,8 +124,9 @@ type VerifyOptions struct {
 // place and that its signature is well formed (base64url of 64 bytes), and
 // checks Ed25519 signatures only for each subject's newest authentic event
 // (under the key in force at that event's place, in batches:
-// verifySignatures), for key events (they move the key chain) and
-// for uses (they stand alone). A forged event (one no key holder signed)
+// verifyHeadSigs; a head that stays put long enough is checked during the
+// read, and checked again if it moves after all: speculator), for key
+// events (they move the key chain) and for uses (they stand alone). A forged event (one no key holder signed)
 // is then either its subject's newest, whose signature fails, or followed
 // by an event that does not link to it, since no key holder links to one:
 // either way its subject shows a problem. Every subject where the first
