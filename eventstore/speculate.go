@@ -178,14 +178,17 @@ func (s *speculator) collect(wait bool) {
 	}
 }
 
-// finish stops the checker once the read is over: a batch it has not
+// finish stops the checker once the read is over: the batches it has not
 // started and the one being filled are left to checkHeads (on every core),
 // the one it is checking is waited for.
 func (s *speculator) finish() {
-	select {
-	case <-s.jobs:
-		s.inflight--
-	default:
+	for unstarted := true; unstarted; {
+		select {
+		case <-s.jobs:
+			s.inflight--
+		default:
+			unstarted = false
+		}
 	}
 	close(s.jobs)
 	s.collect(true)
