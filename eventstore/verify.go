@@ -124,8 +124,9 @@ type VerifyOptions struct {
 // place and that its signature is well formed (base64url of 64 bytes), and
 // checks Ed25519 signatures only for each subject's newest authentic event
 // (under the key in force at that event's place, in batches:
-// verifySignatures), for key events (they move the key chain) and
-// for uses (they stand alone). A forged event (one no key holder signed)
+// verifyHeadSigs; a head that stays put long enough is checked during the
+// read, and checked again if it moves after all: speculator), for key
+// events (they move the key chain) and for uses (they stand alone). A forged event (one no key holder signed)
 // is then either its subject's newest, whose signature fails, or followed
 // by an event that does not link to it, since no key holder links to one:
 // either way its subject shows a problem. Every subject where the first
@@ -208,12 +209,22 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 	problem := func(r Record, e domain.Event, kind, detail string) {
 		rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, EventID: e.ID, Kind: kind, Detail: detail})
 	}
+	var sigs atomic.Uint64
+	// The first read checks heads that look final ahead (speculator); a
+	// second one checks every signature of its subjects at its place.
+	var spec *speculator
+	if each == nil {
+		spec = newSpeculator(heads, &chain, &sigs)
+	}
 	check := func(it *verifyItem) bool {
 		r, e := it.rec, it.event
 		if last > 0 && r.Seq > last {
 			return false
 		}
 		rep.Messages++
+		if spec != nil && rep.Messages%specTuning.every == 0 {
+			spec.tick(r.Seq)
+		}
 		if r.Seq != prevSeq+1 {
 			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Subject: r.Subject, Kind: ProblemGap,
 				Detail: fmt.Sprintf("sequences %d to %d are absent", prevSeq+1, r.Seq-1)})
@@ -262,8 +273,10 @@ func (s *Reader) verifyPass(ctx context.Context, o VerifyOptions, each map[strin
 		}
 		return true
 	}
-	var sigs atomic.Uint64
 	err := verifyPipeline(ctx, s.stream, o.Workers, deferUnless(each), &sigs, check)
+	if spec != nil {
+		spec.finish()
+	}
 	rep.Signatures = sigs.Load()
 	if err != nil {
 		return rep, nil, err
@@ -310,45 +323,85 @@ type verifyHead struct {
 	set       bool
 	unchecked bool
 	key       uint16
-	sig       [ed25519.SignatureSize]byte
+	// spec is the verdict of a speculative check of this head's signature
+	// (speculator), specNone if there is none yet; seq is where the head
+	// was stored, which tells a verdict on an earlier head apart.
+	spec uint8
+	seq  uint64
+	sig  [ed25519.SignatureSize]byte
 }
 
 // verifyHeads is every subject's verifyHead: an index by subject into
 // pages of heads, so that judging an event on a known subject is one map
 // access, and the heads (no pointers in them) are nothing for the
-// collector to scan.
+// collector to scan. Nor is the index, for subjects shorter than a
+// subjectKey (every subject the ledger writes): keyed by the subject's
+// bytes rather than a string, it holds no pointer, and keeps none of the
+// messages' subject strings alive, which the collector marked on every
+// cycle of the read (a cycle every 100-200 ms at 1M subjects).
 type verifyHeads struct {
-	index map[string]int
+	index map[subjectKey]int32
+	long  map[string]int32 // subjects too long for a subjectKey
 	pages [][]verifyHead
 	n     int
+	// spec, if set, is told of every head left unchecked (judgeVerifyItem).
+	spec *speculator
 }
+
+// subjectKey is a subject of fewer bytes than it holds, zero-padded, its
+// length in the last byte.
+type subjectKey [64]byte
 
 const headsPage = 4096
 
-func newVerifyHeads() *verifyHeads { return &verifyHeads{index: map[string]int{}} }
+func newVerifyHeads() *verifyHeads {
+	return &verifyHeads{index: map[subjectKey]int32{}, long: map[string]int32{}}
+}
 
-// slot is subject's head, a zero one the first time: a pointer that stays
-// valid (pages never move).
-func (h *verifyHeads) slot(subject string) *verifyHead {
-	i, ok := h.index[subject]
+// slot is subject's head, a zero one the first time, and its index: a
+// pointer that stays valid (pages never move).
+func (h *verifyHeads) slot(subject string) (int, *verifyHead) {
+	var key subjectKey
+	short := len(subject) < len(key)
+	var i int32
+	var ok bool
+	if short {
+		copy(key[:], subject)
+		key[len(key)-1] = byte(len(subject))
+		i, ok = h.index[key]
+	} else {
+		i, ok = h.long[subject]
+	}
 	if !ok {
-		i = h.n
-		h.index[subject] = i
+		i = int32(h.n)
+		if short {
+			h.index[key] = i
+		} else {
+			h.long[subject] = i
+		}
 		if h.n%headsPage == 0 {
 			h.pages = append(h.pages, make([]verifyHead, headsPage))
 		}
 		h.n++
 	}
-	return &h.pages[i/headsPage][i%headsPage]
+	return int(i), h.at(int(i))
 }
+
+// at is the head of index i.
+func (h *verifyHeads) at(i int) *verifyHead { return &h.pages[i/headsPage][i%headsPage] }
 
 func (h *verifyHeads) len() int { return h.n }
 
 // all yields each subject and its head.
 func (h *verifyHeads) all() iter.Seq2[string, verifyHead] {
 	return func(yield func(string, verifyHead) bool) {
-		for subject, i := range h.index {
-			if !yield(subject, h.pages[i/headsPage][i%headsPage]) {
+		for key, i := range h.index {
+			if !yield(string(key[:key[len(key)-1]]), *h.at(int(i))) {
+				return
+			}
+		}
+		for subject, i := range h.long {
+			if !yield(subject, *h.at(int(i))) {
 				return
 			}
 		}
@@ -400,24 +453,26 @@ var lowerHex = func() (t [256]byte) {
 // hashString is the head's hash as events write it.
 func (h *verifyHead) hashString() string { return "sha256:" + hex.EncodeToString(h.hash[:]) }
 
+// headBatch is how many heads' signatures are checked together. Past 190
+// points (a batch of about 190 signatures under one key, see batchHolds)
+// curve25519-voi multiplies with Pippenger's method, which gets cheaper a
+// point as the batch grows: on the bench machine about 7.9 µs a signature
+// in batches of 512, 7.2 in 1024, 6.9 in 2048 and no less in 4096 or 8192.
+// A batch in flight is a few hundred KiB, whatever the stream.
+const headBatch = 2048
+
 // checkHeads checks the signature of every unchecked head on workers
-// goroutines, in batches (verifySignatures: the same verdicts as
-// one by one), and returns the subjects whose head fails.
+// goroutines, in batches (verifyHeadSigs: the same verdicts as
+// one by one), and returns the subjects whose head fails. A head whose
+// signature a speculative check already judged (verifyHead.spec) keeps
+// that verdict: it was given on this head, not an earlier one.
 func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, workers int, signatures *uint64) []string {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	// Past 190 points (a batch of about 190 signatures under one key,
-	// see batchHolds) curve25519-voi multiplies with Pippenger's method,
-	// which gets cheaper a point as the batch grows: on the bench machine
-	// about 7.9 µs a signature in batches of 512, 7.2 in 1024, 6.9 in
-	// 2048 and no less in 4096 or 8192. A batch in flight is a few MiB at
-	// most, whatever the stream.
-	const batch = 2048
 	type job struct {
 		subjects []string
-		events   []domain.Event
-		keys     []domain.PublicKey
+		heads    []headSig
 	}
 	jobs := make(chan *job, workers)
 	var mu sync.Mutex
@@ -428,8 +483,8 @@ func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, wo
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				for i, err := range verifySignatures(j.events, j.keys) {
-					if err != nil {
+				for i, ok := range verifyHeadSigs(j.heads) {
+					if !ok {
 						mu.Lock()
 						failed = append(failed, j.subjects[i])
 						mu.Unlock()
@@ -440,21 +495,24 @@ func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, wo
 	}
 	next := &job{}
 	for subject, h := range heads {
-		if !h.unchecked {
+		if !h.unchecked || h.spec == specValid {
+			continue
+		}
+		if h.spec == specInvalid {
+			mu.Lock()
+			failed = append(failed, subject)
+			mu.Unlock()
 			continue
 		}
 		*signatures++
-		// The event as stored, as far as its signature goes: its hash and
-		// signature.
 		next.subjects = append(next.subjects, subject)
-		next.events = append(next.events, domain.Event{Hash: h.hashString(), Sig: domain.SignatureText(h.sig)})
-		next.keys = append(next.keys, keys[h.key])
-		if len(next.events) == batch {
+		next.heads = append(next.heads, headSig{hash: h.hash, sig: h.sig, key: keys[h.key]})
+		if len(next.heads) == headBatch {
 			jobs <- next
 			next = &job{}
 		}
 	}
-	if len(next.events) > 0 {
+	if len(next.heads) > 0 {
 		jobs <- next
 	}
 	close(jobs)
@@ -470,7 +528,7 @@ func checkHeads(heads iter.Seq2[string, verifyHead], keys []domain.PublicKey, wo
 // unchecked head.
 func judgeVerifyItem(it *verifyItem, heads *verifyHeads, chain *domain.KeyChain) (kind, detail string) {
 	r, e := it.rec, it.event
-	slot := heads.slot(r.Subject)
+	index, slot := heads.slot(r.Subject)
 	head := *slot
 	switch {
 	case it.decodeErr != nil:
@@ -484,12 +542,15 @@ func judgeVerifyItem(it *verifyItem, heads *verifyHeads, chain *domain.KeyChain)
 	if err := chain.Authenticate(e, it); err != nil {
 		return ProblemSignature, err.Error()
 	}
-	next := verifyHead{set: true, hash: it.hash}
+	next := verifyHead{set: true, hash: it.hash, seq: r.Seq}
 	if it.deferred != nil {
 		next.unchecked, next.sig = true, it.sig
 		next.key = uint16(slices.IndexFunc(chain.Order, func(k domain.PublicKey) bool { return k.Key.Equal(it.deferred) }))
 	}
 	*slot = next
+	if next.unchecked && heads.spec != nil {
+		heads.spec.unchecked(index, r.Seq)
+	}
 	return "", ""
 }
 

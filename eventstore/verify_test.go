@@ -119,6 +119,12 @@ func (l *ledgerLog) put(subject string, e domain.Event) uint64 {
 	return uint64(len(l.recs))
 }
 
+// want is a problem a test expects: its sequence and kind.
+type want struct {
+	seq  uint64
+	kind string
+}
+
 // TestVerifyChecksSignaturesThroughTheChains: Verify checks one signature
 // per subject (its newest event) and every key event, and a forgery
 // anywhere in a chain, whatever key it names, is still reported on that
@@ -134,10 +140,6 @@ func TestVerifyChecksSignaturesThroughTheChains(t *testing.T) {
 	ev := func(i int) domain.Event { return use("ua", "s", i) }
 	rotate := func(l *ledgerLog) {
 		l.append(eventstore.KeysSubject, domain.RotateKey(k1.ID(), k2, at.Add(time.Hour)), k1)
-	}
-	type want struct {
-		seq  uint64
-		kind string
 	}
 	cases := []struct {
 		name  string
@@ -240,28 +242,122 @@ func TestVerifyChecksSignaturesThroughTheChains(t *testing.T) {
 			return []want{{seq, eventstore.ProblemCorrupt}, {next, eventstore.ProblemMissing}}
 		}, 0},
 	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			prefix := fmt.Sprintf("v%d.", i)
-			l := newLedgerLog(t, prefix, k1)
-			wants := c.build(l)
-			rep := l.verify(ctx, js, fmt.Sprintf("V%d", i), k1.Public())
-			var got, exp []string
-			for _, p := range rep.Problems {
-				got = append(got, fmt.Sprintf("%d %s", p.Seq, p.Kind))
-			}
-			for _, w := range wants {
-				exp = append(exp, fmt.Sprintf("%d %s", w.seq, w.kind))
-			}
-			if strings.Join(got, ", ") != strings.Join(exp, ", ") {
-				t.Fatalf("problems %v, want %v (all: %v)", got, exp, rep.Problems)
-			}
-			if !rep.Anchored || rep.Messages != uint64(len(l.recs)) {
-				t.Fatalf("anchored %v, %d messages of %d", rep.Anchored, rep.Messages, len(l.recs))
-			}
-			if c.sigs > 0 && rep.Signatures != c.sigs {
-				t.Fatalf("%d signatures checked, want %d", rep.Signatures, c.sigs)
-			}
-		})
+	// Each case again with heads checked ahead as soon as they stay put
+	// for a message, one at a time: the same problems.
+	for m, mode := range []string{"", ", heads checked ahead"} {
+		for i, c := range cases {
+			t.Run(c.name+mode, func(t *testing.T) {
+				if m == 1 {
+					defer eventstore.Speculate(1, 1)()
+				}
+				verifyCase(t, ctx, js, fmt.Sprintf("v%d%d", m, i), k1, c.build, c.sigs*uint64(1-m))
+			})
+		}
 	}
+}
+
+// verifyCase builds a log with build, verifies it as name and checks that
+// it reports the problems build wants, in order, and if sigs is not 0 that
+// it checked that many signatures.
+func verifyCase(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, k1 domain.SigningKey, build func(*ledgerLog) []want, sigs uint64) eventstore.VerifyReport {
+	t.Helper()
+	l := newLedgerLog(t, name+".", k1)
+	wants := build(l)
+	rep := l.verify(ctx, js, strings.ToUpper(name), k1.Public())
+	var got, exp []string
+	for _, p := range rep.Problems {
+		got = append(got, fmt.Sprintf("%d %s", p.Seq, p.Kind))
+	}
+	for _, w := range wants {
+		exp = append(exp, fmt.Sprintf("%d %s", w.seq, w.kind))
+	}
+	if strings.Join(got, ", ") != strings.Join(exp, ", ") {
+		t.Fatalf("problems %v, want %v (all: %v)", got, exp, rep.Problems)
+	}
+	if !rep.Anchored || rep.Messages != uint64(len(l.recs)) {
+		t.Fatalf("anchored %v, %d messages of %d", rep.Anchored, rep.Messages, len(l.recs))
+	}
+	if sigs > 0 && rep.Signatures != sigs {
+		t.Fatalf("%d signatures checked, want %d", rep.Signatures, sigs)
+	}
+	return rep
+}
+
+// TestVerifyChecksHeadsAheadAtTheirFinalValue: with heads checked ahead
+// once they stay put for two messages, a head checked ahead that then
+// moves leaves its subject's final head to be checked (a forgery there is
+// reported, as is one checked ahead itself), and a verdict on a head that
+// moved on is dropped: an earlier event's replaced signature stays vouched
+// for by the newest, as without checking ahead.
+func TestVerifyChecksHeadsAheadAtTheirFinalValue(t *testing.T) {
+	defer eventstore.Speculate(2, 1)()
+	nc := startNATS(t, t.TempDir())
+	ctx := context.Background()
+	js, _ := jetstream.New(nc)
+	k1, _ := domain.NewSigningKey(bytes.Repeat([]byte{1}, 32))
+	forger, _ := domain.NewSigningKey(bytes.Repeat([]byte{7}, 32))
+	ua, ub := eventstore.UserSubject("ua"), eventstore.UserSubject("ub")
+	ev := func(i int) domain.Event { return use("ua", "s", i) }
+	// ua's first head stays put for three messages on ub: checked ahead.
+	settle := func(l *ledgerLog) {
+		l.append(ua, ev(1), k1)
+		for i := range 3 {
+			l.append(ub, ev(10+i), k1)
+		}
+	}
+	t.Run("moved on after the check", func(t *testing.T) {
+		rep := verifyCase(t, ctx, js, "s1", k1, func(l *ledgerLog) []want {
+			settle(l)
+			l.append(ua, ev(2), k1)
+			return nil
+		}, 0)
+		// The key event, ua's first head ahead, then the final heads of
+		// ua and ub: the final head of ua was checked too.
+		if rep.Signatures != 4 {
+			t.Fatalf("%d signatures checked, want 4", rep.Signatures)
+		}
+	})
+	t.Run("moved on to a forgery after the check", func(t *testing.T) {
+		verifyCase(t, ctx, js, "s2", k1, func(l *ledgerLog) []want {
+			settle(l)
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), forger)
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0)
+	})
+	t.Run("moved on to a forgery while checked ahead", func(t *testing.T) {
+		verifyCase(t, ctx, js, "s5", k1, func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			l.append(ub, ev(10), k1)
+			// ua's first head, put for two messages, goes ahead before
+			// this is judged; its verdict is taken in after.
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), forger)
+			l.append(ub, ev(12), k1)
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0)
+	})
+	t.Run("a forged head checked ahead", func(t *testing.T) {
+		verifyCase(t, ctx, js, "s3", k1, func(l *ledgerLog) []want {
+			l.append(ua, ev(1), k1)
+			f, _ := l.forge(ua, l.heads[ua], k1.ID(), forger)
+			for i := range 3 {
+				l.append(ub, ev(10+i), k1)
+			}
+			return []want{{f, eventstore.ProblemSignature}}
+		}, 0)
+	})
+	t.Run("a replaced signature checked ahead, then vouched for by the newest", func(t *testing.T) {
+		verifyCase(t, ctx, js, "s4", k1, func(l *ledgerLog) []want {
+			seq := l.append(ua, ev(1), k1)
+			for i := range 3 {
+				l.append(ub, ev(10+i), k1)
+			}
+			last := l.append(ua, ev(2), k1)
+			l.pin()
+			e, _ := domain.DecodeEvent(l.recs[seq-1].Data)
+			newest, _ := domain.DecodeEvent(l.recs[last-1].Data)
+			e.Sig = newest.Sig // well formed, by the key in force, over another hash
+			l.recs[seq-1].Data, _ = e.Encode()
+			return []want{{last, eventstore.ProblemPin}}
+		}, 0)
+	})
 }
