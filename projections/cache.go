@@ -74,7 +74,17 @@ func (c *sessionCache) get(id string) (domain.SessionSnapshot, bool) {
 func (c *sessionCache) put(s domain.SessionSnapshot, gen uint64) {
 	key, v, ok := compact(s)
 	if !ok {
-		return // does not fit the compact form: read from Pebble each time
+		// Does not fit the compact form: read from Pebble each time. What
+		// the cache may hold under this id is not this state, so it goes:
+		// the cache answers an id with the last state it was given or not
+		// at all.
+		if key, short := short(s.ID); short {
+			sh := c.shard(s.ID)
+			sh.mu.Lock()
+			delete(sh.m, key)
+			sh.mu.Unlock()
+		}
+		return
 	}
 	sh := c.shard(s.ID)
 	sh.mu.Lock()

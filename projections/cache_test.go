@@ -2,6 +2,7 @@ package projections
 
 import (
 	"crypto/rand"
+	"flag"
 	"fmt"
 	mrand "math/rand/v2"
 	"reflect"
@@ -40,12 +41,17 @@ func TestSessionCacheHoldsWhatFits(t *testing.T) {
 	}
 }
 
+var cacheSeed = flag.Int64("cache-seed", 0, "replay TestSessionCacheGivesBackWhatItWasGiven with this seed (0: a new one)")
+
 // TestSessionCacheGivesBackWhatItWasGiven: whatever a snapshot holds, the
 // cache answers it exactly or not at all; snapshots of the kind Pebble
 // gives (UTC, no monotonic reading, short strings) are kept.
 func TestSessionCacheGivesBackWhatItWasGiven(t *testing.T) {
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
+	seed := *cacheSeed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("seed %d (replay with -cache-seed)", seed)
 	rng := mrand.New(mrand.NewPCG(uint64(seed), 0))
 	str := func(max int) string {
 		b := make([]byte, rng.IntN(max+1))
