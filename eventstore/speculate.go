@@ -16,7 +16,7 @@ const (
 
 // specTuning sets when heads are checked ahead. A head that has stayed
 // its subject's head for lag messages is taken to be final; the judge
-// looks every every messages; batch heads are checked together (as
+// looks at them each time `every` more messages have come; batch heads are checked together (as
 // checkHeads does). sync (tests only) waits, at each look, for the
 // verdicts of the batches sent at the one before, where the judge would
 // take in only those that came back: which heads were checked ahead then

@@ -65,7 +65,10 @@ type VerifyReport struct {
 	Uses     uint64 `json:"uses"`
 	// Signatures is how many Ed25519 signatures were checked: each
 	// subject's newest event, key events and uses, and every event of a
-	// subject where something was found (see Verify).
+	// subject where something was found (see Verify), plus the heads
+	// checked during the read that a later event then replaced (at most
+	// one per subject; how many depends on timing, so two runs over the
+	// same stream may count differently).
 	Signatures  uint64       `json:"signatures"`
 	LastSeq     uint64       `json:"last_seq"`
 	Digest      StreamDigest `json:"-"`
@@ -335,7 +338,8 @@ type verifyHead struct {
 // pages of heads, so that judging an event on a known subject is one map
 // access, and the heads (no pointers in them) are nothing for the
 // collector to scan. Nor is the index, for subjects shorter than a
-// subjectKey (every subject the ledger writes): keyed by the subject's
+// subjectKey (every subject the ledger writes, the 77-byte email subjects
+// the longest; TestVerifyHeadsIndexHoldsTheLedgersSubjects): keyed by the subject's
 // bytes rather than a string, it holds no pointer, and keeps none of the
 // messages' subject strings alive, which the collector marked on every
 // cycle of the read (a cycle every 100-200 ms at 1M subjects).
@@ -349,8 +353,10 @@ type verifyHeads struct {
 }
 
 // subjectKey is a subject of fewer bytes than it holds, zero-padded, its
-// length in the last byte.
-type subjectKey [64]byte
+// length in the last byte. 80 bytes: an email subject is
+// "ledger.email." and a SHA-256 in hex (77 bytes); at 64 about half of a
+// ledger's subjects (one email per user) fell to the string-keyed map.
+type subjectKey [80]byte
 
 const headsPage = 4096
 
