@@ -58,6 +58,12 @@ func (h *Argon2id) key(password, salt []byte, p *argon2id.Params) []byte {
 		buf = argon2reuse.NewBuffer(p.Memory, p.Parallelism)
 	}
 	key := argon2reuse.IDKey(buf, password, salt, p.Iterations, p.Memory, p.Parallelism, p.KeyLength)
+	// A stored hash of larger parameters (an older setting, an imported
+	// hash) grew the buffer; kept, it would hold that memory for good, so
+	// only a buffer of this hasher's size goes back.
+	if buf.Size() > argon2reuse.Blocks(h.params.Memory, h.params.Parallelism) {
+		return key
+	}
 	select {
 	case h.bufs <- buf:
 	default:
@@ -92,6 +98,10 @@ func (h *Argon2id) Verify(password, hash string) (bool, error) {
 	params, salt, key, err := argon2id.DecodeHash(hash)
 	if err != nil {
 		return false, fmt.Errorf("verify password: %w", err)
+	}
+	if params.Iterations < 1 || params.Parallelism < 1 || len(key) == 0 {
+		// x/crypto panics on the first two; an empty key matches anything.
+		return false, fmt.Errorf("verify password: stored hash has t=%d, p=%d and a key of %d bytes", params.Iterations, params.Parallelism, len(key))
 	}
 	other := h.key([]byte(password), salt, params)
 	return subtle.ConstantTimeEq(int32(len(key)), int32(len(other))) == 1 && subtle.ConstantTimeCompare(key, other) == 1, nil

@@ -127,3 +127,47 @@ func BenchmarkArgon2idLibraryCreateHash(b *testing.B) {
 		}
 	})
 }
+
+// A stored hash of larger parameters is verified on a buffer grown for it,
+// which is then not kept: the pool holds only buffers of the hasher's size.
+func TestArgon2idKeepsNoGrownBuffer(t *testing.T) {
+	h, err := NewArgon2id(testParams, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := testParams
+	big.Memory = 4096
+	stored, err := argon2id.CreateHash("pw", &big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Hash("warm the pool"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := h.Verify("pw", stored); err != nil || !ok {
+		t.Fatalf("Verify = %v, %v; want true", ok, err)
+	}
+	for len(h.bufs) > 0 {
+		if b := <-h.bufs; b.Size() > testParams.Memory {
+			t.Fatalf("pool kept a buffer of %d blocks, want at most %d", b.Size(), testParams.Memory)
+		}
+	}
+}
+
+// Stored hashes x/crypto would panic on, or that any key would match, are
+// errors.
+func TestArgon2idRefusesDegenerateStoredHashes(t *testing.T) {
+	h, err := NewArgon2id(testParams, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stored := range []string{
+		"$argon2id$v=19$m=64,t=0,p=1$c2FsdHNhbHRzYWx0c2FsdA$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U",
+		"$argon2id$v=19$m=64,t=2,p=0$c2FsdHNhbHRzYWx0c2FsdA$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U",
+		"$argon2id$v=19$m=64,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$",
+	} {
+		if ok, err := h.Verify("pw", stored); err == nil || ok {
+			t.Errorf("%s: Verify = %v, %v; want an error", stored, ok, err)
+		}
+	}
+}

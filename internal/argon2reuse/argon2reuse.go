@@ -61,6 +61,9 @@ func NewBuffer(memory uint32, threads uint8) *Buffer {
 	return &Buffer{b: make([]block, Blocks(memory, threads))}
 }
 
+// Size is how many 1 KiB blocks buf holds now.
+func (buf *Buffer) Size() uint32 { return uint32(len(buf.b)) }
+
 // IDKey is argon2.IDKey on buf's memory (grown if too small).
 func IDKey(buf *Buffer, password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte {
 	if time < 1 {
@@ -77,7 +80,8 @@ func IDKey(buf *Buffer, password, salt []byte, time, memory uint32, threads uint
 	}
 	B := buf.b[:m]
 	// x/crypto's first pass XORs each new block into its slot, counting on
-	// make's zeroes; this also leaves nothing of the last hash behind.
+	// make's zeroes. (The buffer keeps this hash's memory until its next
+	// use, as the garbage of a fresh buffer did until it was reused.)
 	clear(B)
 	// The first two blocks of each lane, from x/crypto over the smallest
 	// memory that holds them (lane i's at 2i), placed where lane i starts.
