@@ -91,7 +91,7 @@ type serveCmd struct {
 	gatewayFlags
 	notifyFlags
 	TarpitMax      time.Duration `name:"tarpit-max" default:"${default_tarpit_max}" env:"LEDGER_TARPIT_MAX" help:"Hold a refusal for load or guessing (429, 503 BUSY) up to this long (its Retry-After, at most this) before sending it, so a client that retries at once makes about one attempt a second per connection. 0: do not hold."`
-	MemoryLimitMiB int64         `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so bursts of password hashing (19 MiB each) do not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
+	MemoryLimitMiB int64         `name:"memory-limit-mib" default:"${default_memory_limit_mib}" env:"LEDGER_MEMORY_LIMIT_MIB" help:"Soft memory limit for the Go runtime (GOMEMLIMIT), in MiB: the garbage collector works harder as the heap nears it, so the garbage of a burst of requests does not pile up as RSS. 0: none. An explicit GOMEMLIMIT wins."`
 }
 
 // addressFlags are the per-client-address limits.

@@ -336,9 +336,11 @@ func hasFlag(node *kong.Node, name string) bool {
 }
 
 // applyMemoryLimit sets the runtime's soft memory limit, unless GOMEMLIMIT
-// already did. Under a login flood every argon2id check allocates 19 MiB
-// that is garbage a moment later; with only GOGC pacing the collector, that
-// garbage grows the heap (and RSS) in step with the live heap it sits on.
+// already did. With only GOGC pacing the collector, a flood's garbage
+// (request bodies, responses, appends) grows the heap, and so RSS, in step
+// with the live heap it sits on, which at 1M sessions is the session cache
+// and the projection's state. Password checks used to be the worst of it
+// (19 MiB of garbage each); they now run on buffers kept per hash slot.
 // A soft limit makes the collector run more often as the heap nears it
 // (the runtime caps what that costs at about half the CPU), so memory stays
 // near the limit instead of growing with the flood.

@@ -180,8 +180,10 @@ func (r *runner) runWrk(ctx context.Context, base string, t target, dur time.Dur
 	}
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
 	var cpu float64
-	if t.pid != 0 {
-		cpu = cpuSeconds(t.pid) - cpu0
+	if t.pid != 0 && cpu0 > 0 {
+		// Either read failing (0) would make the figure the process's
+		// whole lifetime, or negative: leave it unmeasured instead.
+		cpu = max(0, cpuSeconds(t.pid)-cpu0)
 	}
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s", t.path, err, out)
