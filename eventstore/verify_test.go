@@ -99,6 +99,21 @@ func (l *ledgerLog) rewrite(seq uint64, old, new string) {
 	l.recs[seq-1].Data = []byte(hashed[:len(hashed)-1] + `,"hash":"` + hash + `","mac":"` + e.MAC + `","sig":"` + e.Sig + `"}`)
 }
 
+// copySig gives the event at seq the signature of the event at from:
+// well formed, by the key in force, over another hash.
+func (l *ledgerLog) copySig(seq, from uint64) {
+	l.t.Helper()
+	e, err := domain.DecodeEvent(l.recs[seq-1].Data)
+	src, err2 := domain.DecodeEvent(l.recs[from-1].Data)
+	if err != nil || err2 != nil {
+		l.t.Fatalf("copySig %d from %d: %v, %v", seq, from, err, err2)
+	}
+	e.Sig = src.Sig
+	if l.recs[seq-1].Data, err = e.Encode(); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
 // pin records the stream digest of what was written so far.
 func (l *ledgerLog) pin() {
 	var d eventstore.StreamDigest
@@ -209,10 +224,7 @@ func TestVerifyChecksSignaturesThroughTheChains(t *testing.T) {
 			seq := l.append(ua, ev(2), k1)
 			last := l.append(ua, ev(3), k1)
 			l.pin()
-			e, _ := domain.DecodeEvent(l.recs[seq-1].Data)
-			newest, _ := domain.DecodeEvent(l.recs[last-1].Data)
-			e.Sig = newest.Sig // well formed, by the key in force, over another hash
-			l.recs[seq-1].Data, _ = e.Encode()
+			l.copySig(seq, last)
 			return []want{{last, eventstore.ProblemPin}}
 		}, 0},
 		// The first read decodes an event whose signature is left to its
@@ -353,10 +365,7 @@ func TestVerifyChecksHeadsAheadAtTheirFinalValue(t *testing.T) {
 			}
 			last := l.append(ua, ev(2), k1)
 			l.pin()
-			e, _ := domain.DecodeEvent(l.recs[seq-1].Data)
-			newest, _ := domain.DecodeEvent(l.recs[last-1].Data)
-			e.Sig = newest.Sig // well formed, by the key in force, over another hash
-			l.recs[seq-1].Data, _ = e.Encode()
+			l.copySig(seq, last)
 			return []want{{last, eventstore.ProblemPin}}
 		}, 0)
 	})
