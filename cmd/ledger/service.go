@@ -201,7 +201,6 @@ type Service struct {
 	stopUnknown func()
 	// notify delivers codes and links; nil if none is configured.
 	notify   *notifier
-	hasher   *command.BoundedHasher
 	srv      *http.Server
 	addr     string
 	cancel   context.CancelFunc
@@ -339,7 +338,6 @@ func StartService(ctx context.Context, cfg ServiceConfig) (_ *Service, err error
 	if err != nil {
 		return nil, err
 	}
-	s.hasher = hasher
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ledger_password_checks_refused_total", Help: "Password hashes and checks refused (503 BUSY) because --hash-concurrency and --hash-queue were full."},
 		func() float64 { return float64(hasher.Refused()) }))
