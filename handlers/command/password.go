@@ -50,18 +50,22 @@ func NewArgon2id(params argon2id.Params, buffers int) (*Argon2id, error) {
 	return h, nil
 }
 
-func (h *Argon2id) key(password, salt []byte, p *argon2id.Params) []byte {
-	var buf *argon2reuse.Buffer
-	select {
-	case buf = <-h.bufs:
-	default:
-		buf = argon2reuse.NewBuffer(p.Memory, p.Parallelism)
+// key is argon2id's key of password on buf, or, when buf is nil, on a
+// pooled buffer (one made if the pool is empty) that goes back afterwards.
+func (h *Argon2id) key(buf *argon2reuse.Buffer, password, salt []byte, p *argon2id.Params) []byte {
+	pooled := buf == nil
+	if pooled {
+		select {
+		case buf = <-h.bufs:
+		default:
+			buf = argon2reuse.NewBuffer(p.Memory, p.Parallelism)
+		}
 	}
 	key := argon2reuse.IDKey(buf, password, salt, p.Iterations, p.Memory, p.Parallelism, p.KeyLength)
 	// A stored hash of larger parameters (an older setting, an imported
 	// hash) grew the buffer; kept, it would hold that memory for good, so
 	// only a buffer of this hasher's size goes back.
-	if buf.Size() > argon2reuse.Blocks(h.params.Memory, h.params.Parallelism) {
+	if !pooled || buf.Size() > argon2reuse.Blocks(h.params.Memory, h.params.Parallelism) {
 		return key
 	}
 	select {
@@ -82,12 +86,7 @@ func (h *Argon2id) hash(password string, buf *argon2reuse.Buffer) (string, error
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
-	var key []byte
-	if buf != nil {
-		key = argon2reuse.IDKey(buf, []byte(password), salt, h.params.Iterations, h.params.Memory, h.params.Parallelism, h.params.KeyLength)
-	} else {
-		key = h.key([]byte(password), salt, h.params)
-	}
+	key := h.key(buf, []byte(password), salt, h.params)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.params.Memory, h.params.Iterations, h.params.Parallelism,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
@@ -103,7 +102,7 @@ func (h *Argon2id) Verify(password, hash string) (bool, error) {
 		// x/crypto panics on the first two; an empty key matches anything.
 		return false, fmt.Errorf("verify password: stored hash has t=%d, p=%d and a key of %d bytes", params.Iterations, params.Parallelism, len(key))
 	}
-	other := h.key([]byte(password), salt, params)
+	other := h.key(nil, []byte(password), salt, params)
 	return subtle.ConstantTimeEq(int32(len(key)), int32(len(other))) == 1 && subtle.ConstantTimeCompare(key, other) == 1, nil
 }
 
