@@ -139,7 +139,7 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	// than a rate on two cores shared with wrk and with other work.
 	healthz := target{path: "/healthz", pid: srv.pid()}
 	validate := target{path: "/v1/validate?touch=false", tokens: ds.poolFile, pid: srv.pid()}
-	touched := target{path: "/v1/validate", tokens: ds.touchFile}
+	touched := target{path: "/v1/validate", tokens: ds.touchFile, pid: srv.pid()}
 
 	// The second baseline: a bare net/http server in a process of its own
 	// (bare.go), sent the same requests as validate.
@@ -237,12 +237,9 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	res.hwmBeforeTouch, _, _ = procStatus(srv.pid())
 	before := scrapeMetrics(srv.url)
 	var tw wrkResult
-	var touchCPU float64 // server CPU seconds during the wrk run alone
 	err = r.profileWhile(ctx, addrFile, "cpu-touched"+suffix+".pprof", int(r.s.touchDur/time.Second)+5, func() error {
 		var err error
-		cpu0 := cpuSeconds(srv.pid())
 		tw, err = r.runWrk(ctx, srv.url, touched, r.s.touchDur)
-		touchCPU = cpuSeconds(srv.pid()) - cpu0
 		return err
 	})
 	if err != nil {
@@ -274,10 +271,7 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 	// fell inside the run is part of what the figure means.
 	// The server's CPU per request is a steadier figure than the ratio,
 	// which sets one short run against a /healthz rate taken earlier.
-	cpuPerReq := 0.0
-	if tw.Requests > 0 {
-		cpuPerReq = touchCPU / float64(tw.Requests) * 1e6
-	}
+	cpuPerReq := tw.serverCPUPerRequest()
 	f.Note = fmt.Sprintf("p50 %.2f / p99 %.2f ms; server CPU %.1f µs per request, the recording during the run included; %.0f of %.0f uses appended during the run, the rest within %.1f s after it",
 		ms(tw.P50), ms(tw.P99), cpuPerReq, after["ledger_uses_appended_total"]-before["ledger_uses_appended_total"],
 		after["ledger_uses_queued_total"]-before["ledger_uses_queued_total"], appendedIn.Seconds())
@@ -289,7 +283,6 @@ func (r *runner) measureValidate(ctx context.Context, srv *server, ds *dataset, 
 		td[strings.TrimPrefix(m, "ledger_")+"_during_run"] = after[m] - before[m]
 	}
 	td["uses_appended_after_run_s"] = appendedIn.Seconds()
-	td["server_cpu_us_per_request"] = cpuPerReq
 	td["projection_settle_s"] = time.Since(applyStart).Seconds()
 	r.add(withDetail(f, td))
 	return res, nil
