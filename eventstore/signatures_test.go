@@ -5,11 +5,13 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"maps"
 	mathrand "math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -315,5 +317,28 @@ func TestBatchHoldsAgreesWithVoiOnRandomDamage(t *testing.T) {
 	// Positive controls: the rounds must have had both outcomes.
 	if holds == 0 || damaged == 0 {
 		t.Fatalf("%d batches held, %d had a bad signature: the workload did not test both sides", holds, damaged)
+	}
+}
+
+// TestHeadsBatchHoldsOnValidHeads: heads of valid events pass as a batch,
+// not only through the one-by-one fallback, and one damaged signature
+// fails the batch.
+func TestHeadsBatchHoldsOnValidHeads(t *testing.T) {
+	events, keys, _, _ := signedUses(t, 64, 5)
+	heads := make([]headSig, len(events))
+	for i, e := range events {
+		sum, err := hex.DecodeString(strings.TrimPrefix(e.Hash, "sha256:"))
+		sig, ok := domain.SignatureBytes(e)
+		if err != nil || len(sum) != sha256.Size || !ok {
+			t.Fatalf("event %d: hash %q, signature well formed %v", i, e.Hash, ok)
+		}
+		heads[i] = headSig{hash: [sha256.Size]byte(sum), sig: sig, key: keys[i]}
+	}
+	if !headsBatchHolds(heads) {
+		t.Fatal("valid heads fail as a batch")
+	}
+	heads[17].sig[3] ^= 1
+	if headsBatchHolds(heads) {
+		t.Fatal("a batch with a damaged signature holds")
 	}
 }
